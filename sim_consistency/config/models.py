@@ -1,0 +1,525 @@
+"""The models config: JSON -> frozen, validated :class:`ModelSpec` entries.
+
+:func:`load_models_config` is the single door through which a models config enters the
+program. It rejects unknown keys and sources, resolves ``arch`` / ``base`` / ``ingredients``
+references, detects reference cycles and checks that local files exist — all before any model is
+built — and reports every problem of the file at once, each line naming its entry.
+
+Format (a superset of Rep2Rep's ``models_config``)::
+
+    {"vit": {"source": "timm", "model_name": "vit_tiny_patch16_224", "pretrained": true},
+     "run_1": {"source": "checkpoint", "arch": "vit", "path": "models/run_1.pt"},
+     "soup": {"variant": {"method": "uniform", "ingredients": ["run_1", "run_2"]}}}
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from sim_consistency.errors import ConfigError, MissingInputError
+
+__all__ = [
+    "ModelSpec",
+    "VariantSpec",
+    "load_models_config",
+    "parse_models_config",
+    "select_models",
+    "MODEL_SOURCE_KEYS",
+    "VARIANT_METHOD_KEYS",
+    "POOLINGS",
+]
+
+Pooling = Literal["gap", "cls", "mean_patch", "mean_all"]
+POOLINGS: tuple[str, ...] = ("gap", "cls", "mean_patch", "mean_all")
+
+#: Keys every entry may carry, whatever its source.
+_COMMON_KEYS = {
+    "num_classes",
+    "blocks",
+    "pooling",
+    "img_size",
+    "metadata",
+    "objective",
+    "architecture_class",
+    "model_type",
+    "dataset_class",
+    "size_class",
+    "training_data",
+    "description",
+}
+#: Metadata keys accepted at top level (Rep2Rep style) and folded into ``metadata``.
+_METADATA_KEYS = {
+    "objective",
+    "architecture_class",
+    "model_type",
+    "dataset_class",
+    "size_class",
+    "training_data",
+    "description",
+}
+
+#: Allowed keys per source (besides the common ones); the first tuple is the required keys.
+MODEL_SOURCE_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "timm": (frozenset({"model_name"}), frozenset({"pretrained", "weights"})),
+    "open_clip": (frozenset({"model_name"}), frozenset({"pretrained", "weights"})),
+    "checkpoint": (frozenset({"arch", "path"}), frozenset()),
+}
+
+#: Allowed keys per variant method (besides ``method``); references are resolved to entries.
+VARIANT_METHOD_KEYS: dict[str, frozenset[str]] = {
+    "uniform": frozenset({"ingredients", "weights", "bn_policy", "bn_split", "anchor"}),
+    "weighted": frozenset({"ingredients", "weights", "bn_policy", "bn_split", "anchor"}),
+    "greedy": frozenset(
+        {"ingredients", "heldout", "test", "accept", "order", "seed", "bn_policy", "bn_split",
+         "anchor", "metric"}
+    ),
+    "pruned": frozenset(
+        {"ingredients", "heldout", "test", "seed", "bn_policy", "bn_split", "anchor", "metric"}
+    ),
+    "wise_ft": frozenset({"base", "finetuned", "alpha", "bn_policy", "bn_split", "anchor"}),
+    "task_arithmetic": frozenset({"base", "finetuned", "lam", "coeffs", "negate"}),
+    "ties": frozenset({"base", "finetuned", "keep", "lam", "scope"}),
+    "monosoup": frozenset(
+        {"base", "finetuned", "rank_rule", "R", "min_rel_update", "untouched_from"}
+    ),
+    "highonly": frozenset(
+        {"base", "finetuned", "rank_rule", "R", "min_rel_update", "untouched_from"}
+    ),
+    "lowonly": frozenset(
+        {"base", "finetuned", "rank_rule", "R", "min_rel_update", "untouched_from"}
+    ),
+    "interpolate": frozenset({"base", "finetuned", "alpha", "bn_policy", "bn_split", "anchor"}),
+}
+_REQUIRED_VARIANT_KEYS: dict[str, tuple[str, ...]] = {
+    "uniform": ("ingredients",),
+    "weighted": ("ingredients", "weights"),
+    "greedy": ("ingredients", "heldout"),
+    "pruned": ("ingredients", "heldout"),
+    "wise_ft": ("base", "finetuned"),
+    "task_arithmetic": ("base", "finetuned"),
+    "ties": ("base", "finetuned"),
+    "monosoup": ("base", "finetuned"),
+    "highonly": ("base", "finetuned"),
+    "lowonly": ("base", "finetuned"),
+    "interpolate": ("base", "finetuned", "alpha"),
+}
+_REFERENCE_KEYS = ("ingredients", "base", "finetuned", "anchor")
+
+
+def _freeze(value: Any) -> Any:
+    """Turn JSON containers into immutable ones (dict -> mappingproxy, list -> tuple)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Inverse of :func:`_freeze`: back to plain JSON types (for recipes and hashing)."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A model built from other entries by a merge method (soup, MonoSoup, WiSE-FT, …).
+
+    Attributes:
+        method: one of :data:`VARIANT_METHOD_KEYS`.
+        options: every other key of the ``variant`` object, frozen (references included).
+    """
+
+    method: str
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def references(self) -> tuple[str, ...]:
+        """Return the ids of the entries this variant is built from, in config order."""
+        refs: list[str] = []
+        for key in _REFERENCE_KEYS:
+            value = self.options.get(key)
+            if isinstance(value, str):
+                refs.append(value)
+            elif isinstance(value, tuple):
+                refs.extend(v for v in value if isinstance(v, str))
+        return tuple(dict.fromkeys(refs))
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the variant as plain JSON (the recipe written next to its outputs)."""
+        return {"method": self.method, **_thaw(self.options)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One validated entry of a models config.
+
+    Attributes:
+        model_id: the entry's key; names every output of this model.
+        source: ``timm``, ``open_clip``, ``checkpoint`` or ``variant``.
+        model_name: timm / open_clip architecture name.
+        pretrained: ``True``/``False`` or a pretrained tag (timm ``.tag``, open_clip tag).
+        weights: local weights file used instead of any download (absolute).
+        arch: for ``checkpoint``: id of the entry that defines the architecture.
+        path: for ``checkpoint``: the state-dict file (absolute).
+        variant: for ``variant``: the merge recipe.
+        num_classes: timm classifier size (``None`` keeps the architecture's default).
+        blocks: ``None`` (every block of the family), a regex string, or explicit names.
+        pooling: token/map pooling (``None``: ``cls`` for tokens with a class token, else
+            ``mean_all``; ``gap`` for conv maps).
+        img_size: input resolution override.
+        metadata: free-form grouping fields carried into results.
+    """
+
+    model_id: str
+    source: Literal["timm", "open_clip", "checkpoint", "variant"]
+    model_name: str | None = None
+    pretrained: bool | str = False
+    weights: Path | None = None
+    arch: str | None = None
+    path: Path | None = None
+    variant: VariantSpec | None = None
+    num_classes: int | None = None
+    blocks: str | tuple[str, ...] | None = None
+    pooling: Pooling | None = None
+    img_size: int | None = None
+    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def is_variant(self) -> bool:
+        return self.source == "variant"
+
+    def references(self) -> tuple[str, ...]:
+        """Ids of the entries this one depends on (``arch`` or variant references)."""
+        if self.variant is not None:
+            return self.variant.references()
+        if self.arch is not None:
+            return (self.arch,)
+        return ()
+
+    def recipe(self) -> dict[str, Any]:
+        """Return the entry as plain JSON: what determines the model (for keys and outputs)."""
+        out: dict[str, Any] = {"model_id": self.model_id, "source": self.source}
+        for name in ("model_name", "pretrained", "weights", "arch", "path", "num_classes",
+                     "blocks", "pooling", "img_size"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = _thaw(value)
+        if self.variant is not None:
+            out["variant"] = self.variant.to_json()
+        return out
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def load_models_config(
+    path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None
+) -> dict[str, ModelSpec]:
+    """Read, validate and resolve a models config file.
+
+    Args:
+        path: the JSON file.
+        base_dir: folder against which relative ``path`` / ``weights`` values are resolved
+            (default: the project root passed by stages, else the config's folder).
+
+    Returns:
+        ``{model_id: ModelSpec}`` in file order.
+
+    Raises:
+        MissingInputError: the config file does not exist.
+        ConfigError: anything wrong inside it; the message lists every problem, one per line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: models config not found. Pass --models_config FILE.")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}).") from exc
+    return parse_models_config(raw, source_name=str(path),
+                               base_dir=Path(base_dir) if base_dir else path.parent)
+
+
+def parse_models_config(
+    raw: Any, *, source_name: str = "<models config>", base_dir: str | os.PathLike = "."
+) -> dict[str, ModelSpec]:
+    """Validate an already-parsed models config (see :func:`load_models_config`)."""
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(
+            f"{source_name}: a models config is a non-empty JSON object "
+            f"{{model_id: entry}} (got {type(raw).__name__})."
+        )
+    problems: list[str] = []
+    specs: dict[str, ModelSpec] = {}
+    for model_id, entry in raw.items():
+        spec = _parse_entry(model_id, entry, Path(base_dir), problems)
+        if spec is not None:
+            specs[model_id] = spec
+    _check_references(specs, set(raw), problems)
+    if problems:
+        lines = "\n".join(f"  entry {p}" for p in problems)
+        raise ConfigError(f"{source_name}: {len(problems)} problem(s):\n{lines}")
+    return specs
+
+
+def select_models(specs: Mapping[str, ModelSpec], model_keys: list[str] | None) -> list[str]:
+    """Return the requested model ids (all when ``model_keys`` is empty), checked to exist."""
+    if not model_keys:
+        return list(specs)
+    unknown = [k for k in model_keys if k not in specs]
+    if unknown:
+        hints = [_did_you_mean(k, specs) for k in unknown]
+        raise ConfigError(
+            "--model_key: unknown model id(s) "
+            + ", ".join(f"'{k}'{h}" for k, h in zip(unknown, hints, strict=True))
+            + f" Known: {', '.join(specs)}."
+        )
+    return list(dict.fromkeys(model_keys))
+
+
+def _did_you_mean(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else "."
+
+
+def _unknown_keys(where: str, keys: set[str], allowed: set[str], problems: list[str]) -> None:
+    for key in sorted(keys - allowed):
+        problems.append(
+            f"{where}: unknown key '{key}'{_did_you_mean(key, allowed)} "
+            f"Allowed: {', '.join(sorted(allowed))}."
+        )
+
+
+def _resolve_file(value: Any, base_dir: Path) -> Path:
+    p = Path(os.path.expanduser(str(value)))
+    return p if p.is_absolute() else (base_dir / p).resolve()
+
+
+def _parse_entry(
+    model_id: str, entry: Any, base_dir: Path, problems: list[str]
+) -> ModelSpec | None:
+    where = f"'{model_id}'"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", model_id):
+        problems.append(
+            f"{where}: model ids name files, so they may only contain letters, digits and "
+            "'_.+-' and must start with a letter or digit."
+        )
+        return None
+    if not isinstance(entry, dict):
+        problems.append(f"{where}: an entry is a JSON object (got {type(entry).__name__}).")
+        return None
+    keys = set(entry)
+    common: dict[str, Any] = {}
+    n_before = len(problems)
+
+    # -- fields every source shares -------------------------------------------------------
+    num_classes = entry.get("num_classes")
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 0
+                                    or isinstance(num_classes, bool)):
+        problems.append(f"{where}: num_classes must be a non-negative integer (got {num_classes!r}).")
+    common["num_classes"] = num_classes
+    blocks = entry.get("blocks")
+    if blocks is not None:
+        if isinstance(blocks, str):
+            try:
+                re.compile(blocks)
+            except re.error as exc:
+                problems.append(f"{where}: blocks regex {blocks!r} does not compile ({exc}).")
+        elif not (isinstance(blocks, list) and blocks and all(isinstance(b, str) for b in blocks)):
+            problems.append(
+                f"{where}: blocks must be a regex string or a non-empty list of module names "
+                f"(got {blocks!r})."
+            )
+        else:
+            blocks = tuple(blocks)
+    common["blocks"] = blocks
+    pooling = entry.get("pooling")
+    if pooling is not None and pooling not in POOLINGS:
+        problems.append(
+            f"{where}: unknown pooling {pooling!r}{_did_you_mean(str(pooling), POOLINGS)} "
+            f"Valid: {', '.join(POOLINGS)}."
+        )
+    common["pooling"] = pooling
+    img_size = entry.get("img_size")
+    if img_size is not None and (not isinstance(img_size, int) or isinstance(img_size, bool)
+                                 or img_size <= 0):
+        problems.append(f"{where}: img_size must be a positive integer (got {img_size!r}).")
+    common["img_size"] = img_size
+    metadata = dict(entry.get("metadata") or {})
+    if not isinstance(entry.get("metadata", {}), dict):
+        problems.append(f"{where}: metadata must be an object (got {entry['metadata']!r}).")
+    for key in _METADATA_KEYS & keys:
+        metadata[key] = entry[key]
+    common["metadata"] = _freeze(metadata)
+
+    # -- variant entries ------------------------------------------------------------------
+    if "variant" in entry:
+        _unknown_keys(where, keys, _COMMON_KEYS | {"variant"}, problems)
+        variant = _parse_variant(where, entry["variant"], problems)
+        if len(problems) > n_before or variant is None:
+            return None
+        return ModelSpec(model_id=model_id, source="variant", variant=variant, **common)
+
+    # -- base entries ---------------------------------------------------------------------
+    source = entry.get("source")
+    if source is None:
+        problems.append(
+            f"{where}: missing 'source' (one of {', '.join(MODEL_SOURCE_KEYS)}) or 'variant'."
+        )
+        return None
+    if source not in MODEL_SOURCE_KEYS:
+        problems.append(
+            f"{where}: unknown source {source!r}{_did_you_mean(str(source), MODEL_SOURCE_KEYS)} "
+            f"Valid: {', '.join(MODEL_SOURCE_KEYS)}, or a 'variant' object."
+        )
+        return None
+    required, optional = MODEL_SOURCE_KEYS[source]
+    _unknown_keys(where, keys, set(required | optional | _COMMON_KEYS | {"source"}), problems)
+    for key in sorted(required - keys):
+        problems.append(f"{where}: source '{source}' needs key '{key}'.")
+    model_name = entry.get("model_name")
+    if model_name is not None and not isinstance(model_name, str):
+        problems.append(f"{where}: model_name must be a string (got {model_name!r}).")
+    pretrained = entry.get("pretrained", False)
+    if not isinstance(pretrained, bool | str):
+        problems.append(
+            f"{where}: pretrained must be true/false or a tag string (got {pretrained!r})."
+        )
+    weights = entry.get("weights")
+    if weights is not None:
+        weights = _resolve_file(weights, base_dir)
+        if not weights.is_file():
+            problems.append(f"{where}: weights file {weights} does not exist.")
+    ckpt_path = entry.get("path")
+    if ckpt_path is not None:
+        ckpt_path = _resolve_file(ckpt_path, base_dir)
+        if not ckpt_path.is_file():
+            problems.append(f"{where}: checkpoint file {ckpt_path} does not exist.")
+    arch = entry.get("arch")
+    if arch is not None and not isinstance(arch, str):
+        problems.append(f"{where}: arch must be the id of another entry (got {arch!r}).")
+    if len(problems) > n_before:
+        return None
+    return ModelSpec(
+        model_id=model_id,
+        source=source,
+        model_name=model_name,
+        pretrained=pretrained,
+        weights=weights,
+        arch=arch,
+        path=ckpt_path,
+        **common,
+    )
+
+
+def _parse_variant(where: str, variant: Any, problems: list[str]) -> VariantSpec | None:
+    if not isinstance(variant, dict):
+        problems.append(f"{where}: 'variant' must be an object with a 'method' (got {variant!r}).")
+        return None
+    method = variant.get("method")
+    if method not in VARIANT_METHOD_KEYS:
+        problems.append(
+            f"{where}: unknown variant method {method!r}"
+            f"{_did_you_mean(str(method), VARIANT_METHOD_KEYS)} "
+            f"Valid: {', '.join(VARIANT_METHOD_KEYS)}."
+        )
+        return None
+    options = {k: v for k, v in variant.items() if k != "method"}
+    _unknown_keys(f"{where} variant", set(options), set(VARIANT_METHOD_KEYS[method]), problems)
+    for key in _REQUIRED_VARIANT_KEYS[method]:
+        if key not in options:
+            problems.append(f"{where}: variant method '{method}' needs key '{key}'.")
+    ingredients = options.get("ingredients")
+    if ingredients is not None:
+        if not isinstance(ingredients, list) or not all(isinstance(i, str) for i in ingredients):
+            problems.append(f"{where}: ingredients must be a list of entry ids (got {ingredients!r}).")
+        elif not ingredients:
+            problems.append(f"{where}: ingredients is empty; a soup needs at least one ingredient.")
+    for key in ("base", "anchor"):
+        if key in options and not isinstance(options[key], str):
+            problems.append(f"{where}: {key} must be an entry id (got {options[key]!r}).")
+    finetuned = options.get("finetuned")
+    if finetuned is not None and not (
+        isinstance(finetuned, str)
+        or (isinstance(finetuned, list) and finetuned and all(isinstance(f, str) for f in finetuned))
+    ):
+        problems.append(
+            f"{where}: finetuned must be an entry id or a non-empty list of ids (got {finetuned!r})."
+        )
+    return VariantSpec(method=method, options=_freeze(options))
+
+
+def _check_references(
+    specs: dict[str, ModelSpec], all_ids: set[str], problems: list[str]
+) -> None:
+    """Report references to unknown entries and reference cycles.
+
+    ``all_ids`` holds every entry of the file, including ones that failed validation, so an
+    invalid entry is reported once for itself and not again as "unknown" by its users.
+    """
+    for spec in specs.values():
+        for ref in spec.references():
+            if ref not in all_ids:
+                problems.append(
+                    f"'{spec.model_id}': references unknown entry '{ref}'"
+                    f"{_did_you_mean(ref, all_ids)}"
+                )
+            elif ref in specs and spec.arch is not None and specs[ref].source == "variant":
+                problems.append(
+                    f"'{spec.model_id}': arch '{ref}' is a variant; arch must name a timm or "
+                    "open_clip entry that defines the architecture."
+                )
+    # Depth-first search for cycles; each cycle reported once, in path order.
+    state: dict[str, int] = {}
+    reported: set[frozenset[str]] = set()
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for ref in specs[node].references():
+            if ref not in specs:
+                continue  # unknown or invalid: reported above
+            if state.get(ref) == 1:
+                cycle = stack[stack.index(ref):] + [ref]
+                if frozenset(cycle) not in reported:
+                    reported.add(frozenset(cycle))
+                    problems.append(f"'{node}': reference cycle {' -> '.join(cycle)}.")
+            elif state.get(ref) is None:
+                visit(ref, stack)
+        stack.pop()
+        state[node] = 2
+
+    for model_id in specs:
+        if state.get(model_id) is None:
+            visit(model_id, [])
+
+
+def dependency_order(specs: Mapping[str, ModelSpec], model_ids: list[str]) -> list[str]:
+    """Return ``model_ids`` plus everything they reference, dependencies first."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(node: str) -> None:
+        if node in seen:
+            return
+        seen.add(node)
+        for ref in specs[node].references():
+            visit(ref)
+        order.append(node)
+
+    for model_id in model_ids:
+        visit(model_id)
+    return order

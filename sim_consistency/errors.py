@@ -1,0 +1,47 @@
+"""Exceptions raised at the edges of sim-consistency.
+
+Every user-facing error is a :class:`SimcError`, so a stage's ``main`` can print it without a
+traceback. Each subclass also derives from the built-in a caller would expect
+(``ConfigError`` is a ``ValueError``, ``MissingInputError`` a ``FileNotFoundError``), so code
+that does not know about this module still catches them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SimcError",
+    "ConfigError",
+    "DataError",
+    "MissingInputError",
+    "WeightsNotFoundError",
+    "CacheError",
+    "OfflineError",
+]
+
+
+class SimcError(Exception):
+    """Base class of every error sim-consistency raises on purpose."""
+
+
+class ConfigError(SimcError, ValueError):
+    """A config file or argument is invalid (unknown key, bad value, cycle, …)."""
+
+
+class DataError(SimcError, ValueError):
+    """A dataset is malformed: corrupt shard, undecodable image, label out of range, …"""
+
+
+class MissingInputError(SimcError, FileNotFoundError):
+    """A file or folder the run needs does not exist."""
+
+
+class WeightsNotFoundError(MissingInputError):
+    """Pretrained weights are not available locally (offline machine, empty cache)."""
+
+
+class CacheError(SimcError, RuntimeError):
+    """A feature cache is incomplete, stale or does not match what it is compared with."""
+
+
+class OfflineError(SimcError, ConnectionError):
+    """A download was requested but the network (or the remote hub) cannot be reached."""

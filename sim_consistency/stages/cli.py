@@ -1,0 +1,72 @@
+"""Flags shared by every stage script, defined once, and the error boundary of ``main``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from sim_consistency.errors import SimcError
+
+__all__ = ["add_common_arguments", "run_main", "configure_logging"]
+
+log = logging.getLogger("sim_consistency")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, needs_models: bool = True) -> None:
+    """Add the flags every stage shares (DESIGN.md, "Staged scripts")."""
+    parser.add_argument(
+        "--project_root",
+        default=None,
+        help="project root (default: $SIMC_ROOT, else ./project_root)",
+    )
+    if needs_models:
+        parser.add_argument(
+            "--models_config", required=True, help="models config JSON (configs/models/*.json)"
+        )
+        parser.add_argument(
+            "--model_key", nargs="+", default=None, help="only these model ids (default: all)"
+        )
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["wds/digits"],
+        help="dataset names or .txt files with one name per line (default: wds/digits)",
+    )
+    parser.add_argument(
+        "--launcher", choices=["local", "slurm"], default="local", help="where work runs"
+    )
+    parser.add_argument(
+        "--slurm_config", default=None, help="configs/slurm/<name>.json (with --launcher slurm)"
+    )
+    parser.add_argument("--force", action="store_true", help="recompute even up-to-date outputs")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument(
+        "--wandb",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="log to Weights & Biases (offline mode unless configured)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Send the package's log records to stderr, once."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def run_main(body: Callable[[], int]) -> int:
+    """Run a stage body; print a :class:`SimcError` without a traceback and return 2."""
+    try:
+        return body()
+    except SimcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
