@@ -7,45 +7,20 @@ Pooling runs in float32 on the model's device before anything is copied to the h
 * tokens (``nld`` batch-first or ``lnd`` sequence-first): ``cls`` = the first token;
   ``mean_patch`` = mean of the non-prefix tokens (class *and* register tokens excluded);
   ``mean_all`` = mean of every token.
+* vectors (``nd``): stored as they are (pooling ``none``).
+
+Which pooling each block gets is decided once, by the model factory
+(:attr:`sim_consistency.models.LoadedModel.block_pooling`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from sim_consistency.errors import ConfigError
-
-__all__ = ["pool_block_output", "resolve_pooling", "TOKEN_POOLINGS", "MAP_POOLINGS"]
+__all__ = ["pool_block_output", "TOKEN_POOLINGS", "MAP_POOLINGS"]
 
 TOKEN_POOLINGS = ("cls", "mean_patch", "mean_all")
 MAP_POOLINGS = ("gap",)
-
-
-def resolve_pooling(kind: str, n_prefix_tokens: int, configured: str | None) -> str:
-    """Return the pooling used for a block of ``kind`` given the model's configured pooling.
-
-    Conv maps are always average-pooled (``gap``). For tokens the configured pooling wins;
-    without one, ``cls`` when the block has a class token and ``mean_all`` otherwise.
-
-    Raises:
-        ConfigError: ``cls``/``mean_patch`` asked for tokens that have no prefix token, or
-            ``gap`` asked for tokens.
-    """
-    if kind == "conv_map":
-        return "gap"
-    if configured is None:
-        return "cls" if n_prefix_tokens > 0 else "mean_all"
-    if configured == "gap":
-        # A model-wide "gap" on a token block means "average every position".
-        return "mean_all"
-    if configured == "cls" and n_prefix_tokens == 0:
-        raise ConfigError(
-            "pooling 'cls' needs a class token, but this block has no prefix tokens. "
-            "Use 'mean_all' (or 'mean_patch')."
-        )
-    if configured not in TOKEN_POOLINGS:
-        raise ConfigError(f"unknown token pooling {configured!r}. Valid: {', '.join(TOKEN_POOLINGS)}.")
-    return configured
 
 
 def pool_block_output(
@@ -55,11 +30,14 @@ def pool_block_output(
 
     Args:
         output: the block's output tensor, laid out as ``layout``.
-        layout: ``nchw`` | ``nhwc`` (conv maps) or ``nld`` | ``lnd`` (tokens).
-        pooling: ``gap`` for maps; ``cls``, ``mean_patch``, ``mean_all`` for tokens.
+        layout: ``nchw`` | ``nhwc`` (conv maps), ``nld`` | ``lnd`` (tokens) or ``nd``.
+        pooling: ``gap`` for maps; ``cls``, ``mean_patch``, ``mean_all`` for tokens;
+            ``none`` for vectors.
         n_prefix_tokens: class + register tokens at the start of the sequence.
     """
     x = output.float()
+    if layout == "nd":
+        return x
     if layout == "nchw":
         return x.mean(dim=(2, 3))
     if layout == "nhwc":

@@ -1,0 +1,25 @@
+"""The feature cache: block-wise extraction to HDF5 and its lazy reader."""
+
+from sim_consistency.features.cache import (
+    FeatureCache,
+    FeatureCacheWriter,
+    load_aligned_blocks,
+    open_cache,
+    read_cache_attrs,
+)
+from sim_consistency.features.extract import BlockExtractor, BlockSpec
+from sim_consistency.features.keys import content_key, keys_fingerprint
+from sim_consistency.features.pooling import pool_block_output
+
+__all__ = [
+    "BlockExtractor",
+    "BlockSpec",
+    "FeatureCache",
+    "FeatureCacheWriter",
+    "content_key",
+    "keys_fingerprint",
+    "load_aligned_blocks",
+    "open_cache",
+    "pool_block_output",
+    "read_cache_attrs",
+]

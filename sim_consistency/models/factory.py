@@ -1,0 +1,221 @@
+"""The model factory: a models-config entry -> a network ready for feature extraction.
+
+:func:`create_model` is the one door: it builds the entry through :data:`MODEL_SOURCES`, moves
+it to the device in eval mode, finds its blocks (:mod:`~sim_consistency.models.blocks`),
+measures them with one dummy forward pass, digests the weights and returns everything a stage
+needs — including the eval transform the model's own pretrained config asks for and its
+JSON description, which feature-cache content keys hash.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sim_consistency.config.models import ModelSpec
+from sim_consistency.errors import ConfigError
+from sim_consistency.models.blocks import (
+    BlockInfo,
+    describe_blocks,
+    detect_family,
+    find_block_names,
+)
+from sim_consistency.models.checkpoints import state_dict_sha256
+from sim_consistency.models.classifier import ImageClassifier
+from sim_consistency.models.sources import MODEL_SOURCES, inherited_option
+from sim_consistency.project import ProjectLocation
+
+__all__ = ["LoadedModel", "create_model", "default_pooling", "forward_logits"]
+
+_TOKEN_POOLINGS = ("cls", "mean_patch", "mean_all")
+
+
+@dataclass
+class LoadedModel:
+    """A built model and everything known about it.
+
+    Attributes:
+        model_id: the models-config entry.
+        model: the network, eval mode, on ``device``; ``model(x)`` returns logits when
+            ``has_head`` (timm models, model-soups checkpoints), else embeddings.
+        transform: PIL image -> ``(3, h, w)`` tensor, the model's eval preprocessing.
+        preprocessing: JSON-able description of ``transform`` (input_size, mean, std,
+            interpolation, resize, crop, …).
+        family: :data:`~sim_consistency.models.blocks.BLOCK_FAMILIES` key, or ``None`` when the
+            blocks were named by hand for an unknown family.
+        block_names: recorded modules, in forward order.
+        blocks: what each block outputs, same order.
+        has_head: whether ``model`` ends in a classifier (so ``/logits`` exist).
+        n_classes: classifier size, ``None`` without a head.
+        weights_sha256: :func:`~sim_consistency.models.checkpoints.state_dict_sha256` of
+            ``model.state_dict()`` (parameters and persistent buffers).
+        recipe: ``spec.recipe()``.
+        pooling: the model-wide token pooling (configured, or ``cls`` with a class token and
+            ``mean_all`` without); conv maps always use ``gap``.
+        block_pooling: the pooling of each block: ``gap`` for conv maps, ``pooling`` for
+            tokens, ``none`` for vectors.
+        device: where ``model`` lives.
+        arch_id: the entry that defines the architecture (itself for timm / open_clip).
+    """
+
+    model_id: str
+    model: nn.Module
+    transform: Callable[[Any], torch.Tensor]
+    preprocessing: dict[str, Any]
+    family: str | None
+    block_names: list[str]
+    blocks: list[BlockInfo]
+    has_head: bool
+    n_classes: int | None
+    weights_sha256: str
+    recipe: dict[str, Any]
+    pooling: str
+    block_pooling: dict[str, str]
+    device: torch.device
+    arch_id: str
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one preprocessed image."""
+        c, h, w = self.preprocessing["input_size"]
+        return int(c), int(h), int(w)
+
+
+def default_pooling(blocks: list[BlockInfo]) -> str:
+    """Return the default model-wide pooling for ``blocks``.
+
+    Tokens: ``cls`` when they carry a class/register token, else ``mean_all``. Conv maps (and
+    vectors) only: ``gap``.
+    """
+    tokens = [b for b in blocks if b.kind == "tokens"]
+    if not tokens:
+        return "gap"
+    return "cls" if all(b.n_prefix_tokens > 0 for b in tokens) else "mean_all"
+
+
+def _resolve_pooling(model_id: str, configured: str | None, blocks: list[BlockInfo]) -> str:
+    if configured is None:
+        return default_pooling(blocks)
+    tokens = [b for b in blocks if b.kind == "tokens"]
+    if configured in _TOKEN_POOLINGS and not tokens:
+        raise ConfigError(
+            f"models config entry '{model_id}': pooling {configured!r} pools tokens, but every "
+            f"block is a conv map or vector (got kinds {sorted({b.kind for b in blocks})}). "
+            "Use 'gap' or leave pooling out."
+        )
+    no_prefix = [b.name for b in tokens if b.n_prefix_tokens == 0]
+    if configured in ("cls", "mean_patch") and no_prefix:
+        raise ConfigError(
+            f"models config entry '{model_id}': pooling {configured!r} needs a class token, but "
+            f"block(s) {', '.join(no_prefix[:3])} have none. Use 'mean_all'."
+        )
+    if configured == "gap" and tokens:
+        return "mean_all"  # average every position, as for a conv map
+    return configured
+
+
+def _block_pooling(blocks: list[BlockInfo], pooling: str) -> dict[str, str]:
+    by_kind = {"conv_map": "gap", "vector": "none"}
+    return {b.name: by_kind.get(b.kind, pooling) for b in blocks}
+
+
+def _head(model: nn.Module) -> tuple[bool, int | None]:
+    if isinstance(model, ImageClassifier):
+        n = model.num_classes
+    elif hasattr(model, "get_classifier") and isinstance(getattr(model, "num_classes", None), int):
+        n = int(model.num_classes)
+    else:
+        return False, None
+    return (True, n) if n > 0 else (False, None)
+
+
+def _models_dir(location: ProjectLocation | str | os.PathLike | None) -> Path:
+    if isinstance(location, ProjectLocation):
+        return location.models
+    return ProjectLocation.resolve(location).models
+
+
+def create_model(
+    spec: ModelSpec,
+    specs: Mapping[str, ModelSpec],
+    *,
+    device: str | torch.device = "cpu",
+    location: ProjectLocation | str | os.PathLike | None = None,
+) -> LoadedModel:
+    """Build ``spec`` and describe it: network, eval transform, blocks, head, weight digest.
+
+    Args:
+        spec: the entry to build.
+        specs: the whole models config (checkpoints and variants resolve references in it).
+        device: where the model runs (the dummy forward pass included).
+        location: the project root (a :class:`ProjectLocation`, or a path; ``None``: the
+            ``SIMC_ROOT`` / ``./project_root`` default); variants are read from its ``models/``.
+
+    Returns:
+        The :class:`LoadedModel`.
+
+    Raises:
+        ConfigError: unknown source, blocks that cannot be found, pooling that does not fit.
+        MissingInputError: a checkpoint file or materialised variant is missing.
+        WeightsNotFoundError: pretrained weights are neither cached nor downloadable.
+    """
+    if spec.source not in MODEL_SOURCES:
+        raise ConfigError(
+            f"models config entry '{spec.model_id}': unknown source {spec.source!r}. Valid: "
+            f"{', '.join(sorted(MODEL_SOURCES))}."
+        )
+    built = MODEL_SOURCES[spec.source](spec, specs, models_dir=_models_dir(location))
+    model = built.model.eval()
+    weights_sha256 = state_dict_sha256(model.state_dict())
+    device = torch.device(device)
+    model = model.to(device)
+
+    blocks_option = inherited_option(spec, specs, "blocks")
+    try:
+        family: str | None = detect_family(model)
+    except ConfigError:
+        if blocks_option is None:
+            raise
+        family = None
+    names = find_block_names(model, blocks_option)
+    infos = describe_blocks(model, names, built.preprocessing["input_size"], device)
+    pooling = _resolve_pooling(spec.model_id, inherited_option(spec, specs, "pooling"), infos)
+    has_head, n_classes = _head(model)
+    return LoadedModel(
+        model_id=spec.model_id,
+        model=model,
+        transform=built.transform,
+        preprocessing=built.preprocessing,
+        family=family,
+        block_names=[info.name for info in infos],
+        blocks=infos,
+        has_head=has_head,
+        n_classes=n_classes,
+        weights_sha256=weights_sha256,
+        recipe=spec.recipe(),
+        pooling=pooling,
+        block_pooling=_block_pooling(infos, pooling),
+        device=device,
+        arch_id=built.arch_id,
+    )
+
+
+def forward_logits(loaded: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+    """Return the classifier logits ``(n, n_classes)`` for a preprocessed batch ``x``.
+
+    Raises:
+        ConfigError: the model has no classification head.
+    """
+    if not loaded.has_head:
+        raise ConfigError(
+            f"{loaded.model_id}: has no classification head (got n_classes None), so it has no "
+            "logits. Set num_classes for a timm entry, or use a checkpoint with a head."
+        )
+    with torch.inference_mode():
+        return loaded.model(x.to(loaded.device))

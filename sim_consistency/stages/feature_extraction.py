@@ -1,0 +1,390 @@
+"""Stage: block-wise feature extraction into the HDF5 cache.
+
+``python scripts/feature_extraction.py --models_config … --datasets … [--model_key …]
+[--max_samples N] [--batch_size B] [--dtype float16|float32] [--force] [--list_blocks]``
+writes ``features/<dataset_slug>/<split>/<model_id>.h5`` for every model x dataset x split.
+
+Flow: :func:`plan_model` computes each output's content key (weights digest, recipe,
+preprocessing, pooling, blocks, rows) and keeps the outputs that are missing or stale (all with
+``--force``); :func:`extract_to_cache` fills one file through
+:class:`~sim_consistency.features.BlockExtractor` and
+:func:`~sim_consistency.io.atomic_output`, so an interrupted run leaves no file a reader
+accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import sim_consistency
+from sim_consistency.config import ModelSpec, load_models_config, select_models
+from sim_consistency.data import ImageDataset, collate_samples, load_dataset, read_dataset_list
+from sim_consistency.errors import ConfigError
+from sim_consistency.features.cache import FeatureCacheWriter, read_cache_attrs
+from sim_consistency.features.extract import BlockExtractor, BlockSpec
+from sim_consistency.features.keys import EXTRACTION_CODE_VERSION, content_key, keys_fingerprint
+from sim_consistency.io import atomic_output
+from sim_consistency.models import LoadedModel, create_model
+from sim_consistency.project import ProjectLocation
+from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
+
+__all__ = [
+    "ExtractionSettings",
+    "WorkItem",
+    "add_arguments",
+    "block_specs",
+    "extract_to_cache",
+    "main",
+    "plan",
+    "plan_model",
+    "resolve_device",
+]
+
+log = logging.getLogger("sim_consistency.feature_extraction")
+
+_LIBRARIES = ("torch", "timm", "open_clip_torch", "h5py", "numpy", "webdataset")
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """Everything a feature-extraction run depends on, validated (picklable for SLURM)."""
+
+    project_root: Path
+    models_config: Path
+    model_ids: tuple[str, ...]
+    datasets: tuple[str, ...]
+    splits: tuple[str, ...] = ("train", "test")
+    max_samples: int | None = None
+    per_class_cap: int | None = None
+    subset_seed: int = 0
+    batch_size: int = 64
+    dtype: str = "float16"
+    num_workers: int = 0
+    device: str = "auto"
+    force: bool = False
+
+    @property
+    def location(self) -> ProjectLocation:
+        return ProjectLocation(self.project_root)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One output file to (re)build: a model on a dataset split."""
+
+    model_id: str
+    dataset: str
+    split: str
+    output: Path
+    content_key: str
+    reason: str  # "missing" | "stale" | "forced"
+    attrs: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+def resolve_device(device: str) -> torch.device:
+    """Return the torch device for ``--device`` (``auto``: CUDA when available, else CPU)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device: unknown device {device!r}. Use auto, cpu, cuda or cuda:N.") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use cpu or auto.")
+    return resolved
+
+
+def block_specs(loaded: LoadedModel) -> list[BlockSpec]:
+    """Return how each of the model's blocks is hooked and pooled, in forward order."""
+    return [
+        BlockSpec(
+            name=info.name,
+            layout=info.layout,
+            pooling=loaded.block_pooling[info.name],
+            n_prefix_tokens=info.n_prefix_tokens,
+        )
+        for info in loaded.blocks
+    ]
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"sim_consistency": sim_consistency.__version__}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def plan_model(
+    settings: ExtractionSettings, spec: ModelSpec, loaded: LoadedModel
+) -> list[WorkItem]:
+    """Return the outputs of one model that must be (re)built, with their content keys.
+
+    An output is skipped (and logged as such) when a complete file with the same content key
+    exists; a file with another key is stale and rebuilt; ``--force`` rebuilds everything.
+    """
+    pooling = dict(loaded.block_pooling)
+    items: list[WorkItem] = []
+    for dataset in settings.datasets:
+        for split in settings.splits:
+            data = _dataset(settings, dataset, split)
+            key = content_key(
+                weights_sha256=loaded.weights_sha256,
+                recipe=spec.recipe(),
+                preprocessing=loaded.preprocessing,
+                pooling=pooling,
+                block_names=loaded.block_names,
+                dataset=dataset,
+                split=split,
+                rows_fingerprint=keys_fingerprint(data.keys),
+                storage_dtype=settings.dtype,
+                has_logits=loaded.has_head,
+            )
+            output = settings.location.feature_file(dataset, split, spec.model_id)
+            existing = read_cache_attrs(output)
+            if settings.force:
+                reason = "forced"
+            elif existing is None:
+                reason = "missing"
+            elif existing.get("content_key") != key:
+                reason = "stale"
+                log.info("%s: content key changed (%s… -> %s…); rebuilding", output,
+                         str(existing.get("content_key"))[:10], key[:10])
+            else:
+                log.info("%s: up to date (content key %s…), skipped", output, key[:10])
+                continue
+            attrs = {
+                "model_id": spec.model_id,
+                "content_key": key,
+                "recipe": spec.recipe(),
+                "weights_sha256": loaded.weights_sha256,
+                "preprocessing": loaded.preprocessing,
+                "pooling": loaded.pooling,
+                "block_pooling": pooling,
+                "dataset": dataset,
+                "split": split,
+                "subset": {
+                    "max_samples": settings.max_samples,
+                    "per_class_cap": settings.per_class_cap,
+                    "seed": settings.subset_seed,
+                    "n_source_rows": data.n_source_rows,
+                    "rows_fingerprint": keys_fingerprint(data.keys),
+                },
+                "code_version": EXTRACTION_CODE_VERSION,
+                "library_versions": _library_versions(),
+                "metadata": _json_metadata(spec),
+            }
+            items.append(WorkItem(spec.model_id, dataset, split, output, key, reason, attrs))
+    return items
+
+
+def _json_metadata(spec: ModelSpec) -> str:
+    import json
+
+    return json.dumps(dict(spec.metadata), default=str)
+
+
+def _dataset(settings: ExtractionSettings, dataset: str, split: str, transform=None) -> ImageDataset:
+    return load_dataset(
+        dataset,
+        split,
+        location=settings.location,
+        transform=transform,
+        max_samples=settings.max_samples,
+        per_class_cap=settings.per_class_cap,
+        seed=settings.subset_seed,
+    )
+
+
+def plan(settings: ExtractionSettings) -> list[WorkItem]:
+    """Return every output to build (builds each model on the CPU to read its content key)."""
+    specs = load_models_config(settings.models_config, base_dir=settings.project_root)
+    items: list[WorkItem] = []
+    for model_id in settings.model_ids:
+        loaded = create_model(specs[model_id], specs, device="cpu", location=settings.location)
+        items.extend(plan_model(settings, specs[model_id], loaded))
+    return items
+
+
+def extract_to_cache(
+    settings: ExtractionSettings, item: WorkItem, loaded: LoadedModel, *, progress: bool = True
+) -> Path:
+    """Extract one model on one dataset split into ``item.output`` (atomically)."""
+    blocks = block_specs(loaded)
+    data = _dataset(settings, item.dataset, item.split, transform=loaded.transform)
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=settings.batch_size,
+        shuffle=False,
+        num_workers=settings.num_workers,
+        collate_fn=collate_samples,
+        pin_memory=loaded.device.type == "cuda",
+        persistent_workers=False,
+    )
+    dims = {info.name: info.dim for info in loaded.blocks}
+    start = time.perf_counter()
+    with atomic_output(item.output) as tmp, BlockExtractor(
+        loaded.model, blocks, with_logits=loaded.has_head
+    ) as extractor:
+        writer = FeatureCacheWriter(
+            tmp,
+            block_dims=dims,
+            n_classes=loaded.n_classes if loaded.has_head else None,
+            storage_dtype=settings.dtype,
+            expected_rows=len(data),
+        )
+        try:
+            bar = tqdm(
+                total=len(data), desc=f"{item.model_id} {item.dataset}:{item.split}",
+                unit="img", disable=not progress, leave=False,
+            )
+            expected_index = 0
+            for batch in loader:
+                first = int(batch.index[0])
+                if first != expected_index:
+                    raise RuntimeError(f"loader returned rows out of order at {first}")
+                expected_index += len(batch.key)
+                images = batch.image.to(loaded.device, non_blocking=True)
+                pooled, logits = extractor(images)
+                writer.append(batch.key, batch.label.numpy(), pooled, logits)
+                bar.update(len(batch.key))
+            bar.close()
+            if writer.n_rows != len(data):
+                raise RuntimeError(f"wrote {writer.n_rows} rows for {len(data)} samples")
+            writer.finalize({**item.attrs, "n_classes_dataset": data.n_classes})
+        finally:
+            writer.close()
+    seconds = time.perf_counter() - start
+    size_mb = item.output.stat().st_size / 2**20
+    log.info(
+        "%s: %d rows, %d blocks, %.1f MB, %.1f s, %.1f images/s",
+        item.output, len(data), len(blocks), size_mb, seconds, len(data) / max(seconds, 1e-9),
+    )
+    return item.output
+
+
+def run_model(settings: ExtractionSettings, model_id: str, *, progress: bool = True) -> list[Path]:
+    """Plan and extract every missing/stale output of one model (one SLURM job's work)."""
+    specs = load_models_config(settings.models_config, base_dir=settings.project_root)
+    device = resolve_device(settings.device)
+    loaded = create_model(specs[model_id], specs, device=device, location=settings.location)
+    items = plan_model(settings, specs[model_id], loaded)
+    return [extract_to_cache(settings, item, loaded, progress=progress) for item in items]
+
+
+def list_blocks(settings: ExtractionSettings) -> str:
+    """Return the dry-run report: blocks, pooled dims, bytes per image, projected cache size."""
+    specs = load_models_config(settings.models_config, base_dir=settings.project_root)
+    n_rows = {
+        (d, s): len(_dataset(settings, d, s)) for d in settings.datasets for s in settings.splits
+    }
+    total_rows = sum(n_rows.values())
+    itemsize = np.dtype(settings.dtype).itemsize
+    lines: list[str] = []
+    grand_total = 0
+    for model_id in settings.model_ids:
+        loaded = create_model(specs[model_id], specs, device="cpu", location=settings.location)
+        blocks = block_specs(loaded)
+        per_image = sum(info.dim for info in loaded.blocks) * itemsize
+        if loaded.has_head and loaded.n_classes:
+            per_image += loaded.n_classes * 4
+        projected = per_image * total_rows
+        grand_total += projected
+        lines.append(
+            f"{model_id}: {loaded.family}, {len(blocks)} blocks, {per_image:,} bytes/image, "
+            f"{total_rows:,} images -> {projected / 2**20:.1f} MB"
+            + (f" (+ logits {loaded.n_classes})" if loaded.has_head else "")
+        )
+        for info, block in zip(loaded.blocks, blocks, strict=True):
+            lines.append(f"  {info.name:<32} {info.kind:<9} d={info.dim:<6} pooling={block.pooling}")
+    lines.append(
+        "datasets: " + ", ".join(f"{d}:{s} ({n:,} rows)" for (d, s), n in n_rows.items())
+    )
+    lines.append(f"projected cache size: {grand_total / 2**20:.1f} MB")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this stage's own flags (the shared ones come from :mod:`stages.cli`)."""
+    parser.add_argument("--splits", nargs="+", default=["train", "test"], help="dataset splits")
+    parser.add_argument("--max_samples", type=int, default=None,
+                        help="class-stratified subset of at most N rows per split")
+    parser.add_argument("--per_class_cap", type=int, default=None,
+                        help="at most this many rows per class (default ceil(N / classes))")
+    parser.add_argument("--subset_seed", type=int, default=0, help="seed of the subset draw")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                        help="storage dtype of pooled blocks (float16 falls back per block)")
+    parser.add_argument("--num_workers", type=int, default=min(4, max(0, (os.cpu_count() or 1) - 1)),
+                        help="DataLoader worker processes (decode + transform)")
+    parser.add_argument("--list_blocks", action="store_true",
+                        help="dry run: print blocks, dims and projected cache size; extract nothing")
+
+
+def settings_from_args(args: argparse.Namespace) -> ExtractionSettings:
+    """Validate parsed flags into :class:`ExtractionSettings` (raises ConfigError)."""
+    location = ProjectLocation.resolve(args.project_root)
+    specs = load_models_config(args.models_config, base_dir=location.root)
+    model_ids = select_models(specs, args.model_key)
+    for name, value in (("--batch_size", args.batch_size), ("--max_samples", args.max_samples),
+                        ("--per_class_cap", args.per_class_cap)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be a positive integer (got {value}).")
+    if args.num_workers < 0:
+        raise ConfigError(f"--num_workers must be >= 0 (got {args.num_workers}).")
+    return ExtractionSettings(
+        project_root=location.root,
+        models_config=Path(args.models_config).resolve(),
+        model_ids=tuple(model_ids),
+        datasets=tuple(read_dataset_list(args.datasets)),
+        splits=tuple(args.splits),
+        max_samples=args.max_samples,
+        per_class_cap=args.per_class_cap,
+        subset_seed=args.subset_seed,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        num_workers=args.num_workers,
+        device=args.device,
+        force=args.force,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, plan, extract; print a summary. Returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+
+    def body() -> int:
+        settings = settings_from_args(args)
+        if args.launcher != "local":
+            raise ConfigError("--launcher slurm is not available yet for feature_extraction; "
+                              "use --launcher local.")
+        if args.list_blocks:
+            print(list_blocks(settings))
+            return 0
+        written: list[Path] = []
+        for model_id in settings.model_ids:
+            written.extend(run_model(settings, model_id))
+        print(f"feature_extraction: {len(written)} file(s) written under "
+              f"{settings.location.features}")
+        return 0
+
+    return run_main(body)

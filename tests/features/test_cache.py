@@ -1,0 +1,111 @@
+"""Feature cache writer/reader: layout, float16 overflow fallback, refusal of partial files."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from sim_consistency.errors import CacheError, MissingInputError
+from sim_consistency.features import FeatureCacheWriter, load_aligned_blocks, open_cache
+from sim_consistency.features.cache import read_cache_attrs
+from sim_consistency.io import atomic_output
+
+
+def _write(path, keys, blocks, logits=None, dtype="float16", batch=3, attrs=None):
+    dims = {name: arr.shape[1] for name, arr in blocks.items()}
+    n_classes = None if logits is None else logits.shape[1]
+    with atomic_output(path) as tmp:
+        writer = FeatureCacheWriter(tmp, block_dims=dims, n_classes=n_classes, storage_dtype=dtype)
+        for start in range(0, len(keys), batch):
+            sl = slice(start, start + batch)
+            writer.append(
+                keys[sl], np.arange(len(keys))[sl] % 3, {k: v[sl] for k, v in blocks.items()},
+                None if logits is None else logits[sl],
+            )
+        writer.finalize({"model_id": "m", "content_key": "abc", "recipe": {"source": "timm"},
+                         **(attrs or {})})
+    return path
+
+
+def test_roundtrip_layout_and_attrs(tmp_path):
+    rng = np.random.default_rng(0)
+    keys = [f"s{i:04d}" for i in range(10)]
+    blocks = {"blocks.0": rng.normal(size=(10, 4)).astype(np.float32),
+              "blocks.1": rng.normal(size=(10, 6)).astype(np.float32)}
+    logits = rng.normal(size=(10, 3)).astype(np.float32)
+    path = _write(tmp_path / "m.h5", keys, blocks, logits)
+    with h5py.File(path, "r") as f:
+        assert f["keys"].shape == (10,) and f["labels"].dtype == np.int64
+        assert f["blocks/blocks.0"].dtype == np.float16 and f["logits"].dtype == np.float32
+        assert f.attrs["complete"] and f.attrs["n_rows"] == 10
+    with open_cache(path) as cache:
+        assert list(cache.keys) == keys
+        assert cache.labels.tolist() == [i % 3 for i in range(10)]
+        assert cache.block_names == ["blocks.0", "blocks.1"]
+        np.testing.assert_array_equal(
+            cache.block("blocks.1"), blocks["blocks.1"].astype(np.float16).astype(np.float32)
+        )
+        np.testing.assert_array_equal(cache.logits, logits)
+        assert cache.attrs["recipe"] == {"source": "timm"}
+        assert cache.content_key == "abc"
+        with pytest.raises(CacheError, match="no block 'nope'"):
+            cache.block("nope")
+    assert read_cache_attrs(path)["model_id"] == "m"
+
+
+def test_float16_overflow_falls_back_to_float32(tmp_path):
+    keys = [f"k{i}" for i in range(6)]
+    big = np.ones((6, 2), np.float32)
+    big[4, 1] = 70000.0  # arrives in the second batch, after float16 rows were written
+    small = np.full((6, 2), 0.5, np.float32)
+    path = _write(tmp_path / "o.h5", keys, {"a": big, "b": small})
+    with open_cache(path) as cache:
+        assert cache.block_attrs("a")["overflow_fallback"] is True
+        assert cache.block_attrs("b")["overflow_fallback"] is False
+        assert cache.block("a", dtype=None).dtype == np.float32
+        np.testing.assert_array_equal(cache.block("a"), big)
+        assert cache.block("b", dtype=None).dtype == np.float16
+        assert cache.attrs["block_dtypes"] == {"a": "float32", "b": "float16"}
+
+
+def test_nonfinite_values_are_refused_and_leave_nothing(tmp_path):
+    bad = np.ones((3, 2), np.float32)
+    bad[1, 0] = np.nan
+    with pytest.raises(CacheError, match="block 'a' has NaN/inf"):
+        _write(tmp_path / "n.h5", ["a", "b", "c"], {"a": bad})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_and_incomplete_files_are_refused(tmp_path):
+    keys = ["a", "b"]
+    blocks = {"x": np.zeros((2, 2), np.float32)}
+    partial = tmp_path / "m.h5.partial"
+    writer = FeatureCacheWriter(partial, block_dims={"x": 2}, n_classes=None)
+    writer.append(keys, [0, 1], blocks)
+    writer.close()  # killed before finalize
+    with pytest.raises(CacheError, match="partial file"):
+        open_cache(partial)
+    incomplete = tmp_path / "i.h5"
+    partial.rename(incomplete)
+    with pytest.raises(CacheError, match="incomplete feature cache"):
+        open_cache(incomplete)
+    assert read_cache_attrs(incomplete) is None
+    (tmp_path / "garbage.h5").write_bytes(b"not hdf5")
+    with pytest.raises(CacheError, match="not a readable HDF5"):
+        open_cache(tmp_path / "garbage.h5")
+    assert read_cache_attrs(tmp_path / "garbage.h5") is None
+    with pytest.raises(MissingInputError, match="run scripts/feature_extraction.py"):
+        open_cache(tmp_path / "absent.h5")
+
+
+def test_load_aligned_blocks_checks_keys(tmp_path):
+    blocks = {"x": np.arange(8, dtype=np.float32).reshape(4, 2)}
+    a = _write(tmp_path / "a.h5", ["k0", "k1", "k2", "k3"], blocks)
+    b = _write(tmp_path / "b.h5", ["k0", "k1", "k2", "k3"], {"x": blocks["x"] * 2})
+    c = _write(tmp_path / "c.h5", ["k0", "k1", "kX", "k3"], blocks)
+    keys, labels, feats = load_aligned_blocks([a, b])
+    assert list(keys) == ["k0", "k1", "k2", "k3"] and len(feats) == 2
+    np.testing.assert_array_equal(feats[1], 2 * blocks["x"])
+    with pytest.raises(CacheError, match=r"a\.h5 and .*c\.h5: /keys differ \(row 2: 'k2' vs 'kX'\)"):
+        load_aligned_blocks([a, c])
