@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -31,18 +29,25 @@ def tree(tmp_path):
     return root
 
 
-def test_rows_follow_torchvision_imagefolder(tree):
-    from torchvision.datasets import ImageFolder
-
+def test_rows_follow_torchvision_imagefolder_order(tree):
+    """Golden order of torchvision's ImageFolder (classes sorted; per class, os.walk sorted and
+    file names sorted), written out instead of importing torchvision (7 s here)."""
     ds = ImageFolderDataset(tree, "train")
-    reference = ImageFolder(str(tree / "train"))
-    assert ds.classnames == reference.classes == ["cat", "dog", "eel"]
+    assert ds.classnames == ["cat", "dog", "eel"]
     assert ds.keys == [
-        Path(path).relative_to(tree / "train").as_posix() for path, _ in reference.samples
+        "cat/b_gray.JPG",
+        "cat/img_0.png",
+        "cat/img_1.png",
+        "cat/img_2.png",
+        "dog/img_0.png",
+        "dog/img_1.png",
+        "dog/img_2.png",
+        "dog/nested/deep.webp",
+        "eel/img_0.png",
+        "eel/img_1.png",
+        "eel/img_2.png",
     ]
-    assert ds.labels.tolist() == [label for _, label in reference.samples]
-    assert "dog/nested/deep.webp" in ds.keys and "dog/notes.txt" not in ds.keys
-    assert ds.keys[:2] == ["cat/b_gray.JPG", "cat/img_0.png"]
+    assert ds.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 3
     assert ds.name == f"imagefolder:{tree}" and ds.split == "train" and ds.n_classes == 3
 
 
