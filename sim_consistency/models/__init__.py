@@ -26,6 +26,7 @@ from sim_consistency.models.factory import (
     create_model,
     default_pooling,
     forward_logits,
+    init_seed,
 )
 from sim_consistency.models.sources import (
     MODEL_SOURCES,
@@ -51,6 +52,7 @@ __all__ = [
     "find_block_names",
     "forward_logits",
     "hf_hub_cache_dir",
+    "init_seed",
     "load_state_dict_file",
     "n_prefix_tokens",
     "normalize_state_dict",

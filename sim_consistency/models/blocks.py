@@ -150,17 +150,19 @@ def detect_family(model: nn.Module) -> str:
     )
 
 
-def _example_names(names: Sequence[str], n: int = 8) -> str:
-    """A few module names spread over the model, shallow ones first (for error messages)."""
-    shallow = [name for name in names if name.count(".") <= 2]
-    pool = shallow or list(names)
-    step = max(1, len(pool) // n)
-    return ", ".join(pool[::step][:n])
+def _example_names(model: nn.Module, n: int = 10) -> str:
+    """A few module names, one per name pattern (digits collapsed), shallow containers first."""
+    seen: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if not name or name.count(".") > 3:
+            continue
+        if "." in name and not any(True for _ in module.children()):
+            continue  # nested leaves (norms, activations) are rarely what anyone wants
+        seen.setdefault(re.sub(r"\d+", "N", name), name)
+    return ", ".join(list(seen.values())[:n])
 
 
-def find_block_names(
-    model: nn.Module, blocks: str | Sequence[str] | None = None
-) -> list[str]:
+def find_block_names(model: nn.Module, blocks: str | Sequence[str] | None = None) -> list[str]:
     """Return the names of the modules whose outputs are recorded, in registration order.
 
     Args:
@@ -192,7 +194,7 @@ def find_block_names(
             raise ConfigError(
                 f"blocks: regex {blocks!r} fully matches no module of {type(model).__name__} "
                 f"(got 0 of {len(names)} module names). Module names look like: "
-                f"{_example_names(names)}. The regex must match whole names, e.g. "
+                f"{_example_names(model)}. The regex must match whole names, e.g. "
                 "'blocks\\.\\d+'."
             )
         return found
@@ -203,7 +205,7 @@ def find_block_names(
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(
                 f"blocks: {type(model).__name__} has no module named {name!r}.{hint} "
-                f"Module names look like: {_example_names(names)}."
+                f"Module names look like: {_example_names(model)}."
             )
     return list(dict.fromkeys(blocks))
 
@@ -374,8 +376,11 @@ def _block_info(
     shape = tuple(int(s) for s in tensor.shape)
     if tensor.ndim == 4 and shape[0] == batch:
         layout = _map_layout(shape, input_hw)
-        dim, spatial = (shape[1], (shape[2], shape[3])) if layout == "nchw" else (
-            shape[3], (shape[1], shape[2]))
+        dim, spatial = (
+            (shape[1], (shape[2], shape[3]))
+            if layout == "nchw"
+            else (shape[3], (shape[1], shape[2]))
+        )
         return BlockInfo(name, "conv_map", layout, dim, spatial, None, 0, shape)
     if tensor.ndim == 3 and batch in shape[:2]:
         layout = _token_layout(model, name, shape, batch)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingInputError(f"{path}: checkpoint file not found. Check the 'path'/'weights' key.")
+        raise MissingInputError(
+            f"{path}: checkpoint file not found. Check the 'path'/'weights' key."
+        )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -75,15 +78,16 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            if "weights only" not in str(exc).lower():
+            found = re.search(r"GLOBAL (\S+)", str(exc))
+            if found is None:
                 raise ConfigError(
-                    f"{path}: not a readable torch checkpoint ({str(exc).splitlines()[0]}). "
+                    f"{path}: not a readable torch checkpoint ({_unpickler_reason(exc)}). "
                     "Use a .pt/.pth/.bin file written by torch.save or a .safetensors file."
                 ) from exc
             raise ConfigError(
                 f"{path}: cannot be loaded with torch.load(weights_only=True): it pickles "
-                f"objects other than tensors ({str(exc).splitlines()[0]}). Re-save only the "
-                "weights: torch.save(model.state_dict(), path) or save_file from safetensors."
+                f"objects other than tensors (got {found.group(1)}). Re-save only the weights: "
+                "torch.save(model.state_dict(), path), or safetensors' save_file."
             ) from exc
         except (RuntimeError, OSError, EOFError, ValueError) as exc:
             raise ConfigError(
@@ -91,6 +95,13 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 "Use a .pt/.pth/.bin file written by torch.save or a .safetensors file."
             ) from exc
     return normalize_state_dict(raw, where=str(path))
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The useful line of torch's weights-only unpickling error."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    return found.group(1).strip() if found else text.splitlines()[0]
 
 
 def normalize_state_dict(raw: object, *, where: str = "state dict") -> dict[str, torch.Tensor]:
@@ -108,16 +119,18 @@ def normalize_state_dict(raw: object, *, where: str = "state dict") -> dict[str,
     """
     state = raw
     while isinstance(state, Mapping) and not _all_tensors(state):
-        inner = next(
-            (state[k] for k in CONTAINER_KEYS if isinstance(state.get(k), Mapping)), None
-        )
+        inner = next((state[k] for k in CONTAINER_KEYS if isinstance(state.get(k), Mapping)), None)
         if inner is None:
             break
         state = inner
     if not isinstance(state, Mapping) or not state:
         raise ConfigError(
             f"{where}: holds no state dict (got {type(raw).__name__}"
-            + (f" with keys {', '.join(map(str, list(raw)[:8]))}" if isinstance(raw, Mapping) else "")
+            + (
+                f" with keys {', '.join(map(str, list(raw)[:8]))}"
+                if isinstance(raw, Mapping)
+                else ""
+            )
             + f"). Expected {{name: tensor}}, possibly under one of {', '.join(CONTAINER_KEYS)}."
         )
     not_tensors = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
@@ -128,10 +141,10 @@ def normalize_state_dict(raw: object, *, where: str = "state dict") -> dict[str,
         )
     sd = {str(k): v for k, v in state.items()}
     if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     if is_model_soups_state_dict(sd):
         sd = {
-            ("visual." + k[len(_SOUPS_VISUAL):] if k.startswith(_SOUPS_VISUAL) else k): v
+            ("visual." + k[len(_SOUPS_VISUAL) :] if k.startswith(_SOUPS_VISUAL) else k): v
             for k, v in sd.items()
             if k.startswith(_SOUPS_VISUAL) or k.startswith(_SOUPS_HEAD)
         }

@@ -9,6 +9,7 @@ JSON description, which feature-cache content keys hash.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from sim_consistency.models.classifier import ImageClassifier
 from sim_consistency.models.sources import MODEL_SOURCES, inherited_option
 from sim_consistency.project import ProjectLocation
 
-__all__ = ["LoadedModel", "create_model", "default_pooling", "forward_logits"]
+__all__ = ["LoadedModel", "create_model", "default_pooling", "forward_logits", "init_seed"]
 
 _TOKEN_POOLINGS = ("cls", "mean_patch", "mean_all")
 
@@ -135,6 +136,17 @@ def _head(model: nn.Module) -> tuple[bool, int | None]:
     return (True, n) if n > 0 else (False, None)
 
 
+def init_seed(model_id: str) -> int:
+    """Return the seed of ``model_id``'s random initialisation (derived from the id).
+
+    Whatever a build initialises randomly — a whole ``pretrained: false`` network, a new head of
+    another ``num_classes`` — is drawn under this seed, so the same entry always yields the same
+    weights (and weight digest, and cache content key), while differently named random
+    baselines differ.
+    """
+    return int.from_bytes(hashlib.sha256(model_id.encode()).digest()[:8], "little") >> 1
+
+
 def _models_dir(location: ProjectLocation | str | os.PathLike | None) -> Path:
     if isinstance(location, ProjectLocation):
         return location.models
@@ -149,6 +161,10 @@ def create_model(
     location: ProjectLocation | str | os.PathLike | None = None,
 ) -> LoadedModel:
     """Build ``spec`` and describe it: network, eval transform, blocks, head, weight digest.
+
+    Random initialisation (``pretrained: false``, re-sized heads) is seeded with
+    :func:`init_seed` inside ``torch.random.fork_rng``, so builds are reproducible and the global
+    RNG is left as it was.
 
     Args:
         spec: the entry to build.
@@ -170,7 +186,9 @@ def create_model(
             f"models config entry '{spec.model_id}': unknown source {spec.source!r}. Valid: "
             f"{', '.join(sorted(MODEL_SOURCES))}."
         )
-    built = MODEL_SOURCES[spec.source](spec, specs, models_dir=_models_dir(location))
+    with torch.random.fork_rng(devices=[]):  # seeded init; the caller's RNG is untouched
+        torch.manual_seed(init_seed(spec.model_id))
+        built = MODEL_SOURCES[spec.source](spec, specs, models_dir=_models_dir(location))
     model = built.model.eval()
     weights_sha256 = state_dict_sha256(model.state_dict())
     device = torch.device(device)

@@ -24,7 +24,6 @@ the weights. ``HF_HUB_OFFLINE=1`` skips the network entirely.
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import sys
 import urllib.error
@@ -47,12 +46,14 @@ __all__ = [
     "MODEL_SOURCES",
     "BuiltModel",
     "ModelBuilder",
+    "architecture_chain",
     "architecture_spec",
     "build_checkpoint",
     "build_open_clip",
     "build_timm",
     "build_variant",
     "hf_hub_cache_dir",
+    "inherited_option",
     "resolve_hub_file",
 ]
 
@@ -77,6 +78,7 @@ class BuiltModel:
     arch_id: str
 
 
+#: ``builder(spec, specs, *, models_dir) -> BuiltModel``: one per entry of :data:`MODEL_SOURCES`.
 ModelBuilder = Callable[..., BuiltModel]
 
 
@@ -147,7 +149,12 @@ def resolve_hub_file(
     Raises:
         WeightsNotFoundError: not cached and the hub is offline, unreachable or lacks the files.
     """
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub import (
+        get_hf_file_metadata,
+        hf_hub_download,
+        hf_hub_url,
+        try_to_load_from_cache,
+    )
     from huggingface_hub.errors import EntryNotFoundError
 
     cache_dir = hf_hub_cache_dir()
@@ -207,19 +214,22 @@ def _url_file(url: str, cache_dir: Path, *, where: str) -> Path | None:
     cached = cache_dir / os.path.basename(urlparse(url).path)
     if cached.is_file():
         return cached
-    message = (
-        f"{where}: pretrained weights are not available (looked for {cached}; {url} "
-        "could not be reached{reason}). Provide the weights: add \"weights\": "
-        f'"/path/to/file" to the entry (a local file), or put the file at {cached}.'
-    )
+
+    def not_available(reason: str) -> WeightsNotFoundError:
+        return WeightsNotFoundError(
+            f"{where}: pretrained weights are not available (looked for {cached}; {url} could "
+            f'not be reached: {reason}). Provide the weights: add "weights": "/path/to/file" to '
+            f"the entry (a local file), or put the file at {cached}."
+        )
+
     if _hub_offline():
-        raise WeightsNotFoundError(message.format(reason=" because HF_HUB_OFFLINE is set"))
+        raise not_available("HF_HUB_OFFLINE is set")
     try:
         request = urllib.request.Request(url, method="HEAD")
         with urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S):
             pass
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise WeightsNotFoundError(message.format(reason=f": {exc}")) from exc
+        raise not_available(str(exc)) from exc
     return None
 
 
@@ -282,10 +292,9 @@ def inherited_option(spec: ModelSpec, specs: Mapping[str, ModelSpec], name: str)
 
 
 def _jsonable(value: Any) -> Any:
+    """Tuples (timm and open_clip configs use them) -> lists, recursively."""
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
-    if isinstance(value, float) and math.isfinite(value):
-        return float(value)
     return value
 
 
@@ -398,8 +407,10 @@ def _timm_kwargs(num_classes: int | None, img_size: int | None, cfg: Any) -> dic
 def _timm_hub_weights(cfg: Any, where: str) -> Path | None:
     """Local weights of a timm pretrained config, or ``None`` when timm may download by URL."""
     if cfg is None:
-        raise ConfigError(f"{where}: timm has no pretrained weights for this model. "
-                          "Use pretrained: false or a local \"weights\" file.")
+        raise ConfigError(
+            f"{where}: timm has no pretrained weights for this model. "
+            'Use pretrained: false or a local "weights" file.'
+        )
     if cfg.hf_hub_id:
         repo_id, _, revision = cfg.hf_hub_id.partition("@")
         filenames = (
@@ -410,8 +421,10 @@ def _timm_hub_weights(cfg: Any, where: str) -> Path | None:
         return resolve_hub_file(repo_id, filenames, revision=revision or None, where=where)
     if cfg.url:
         return _url_file(cfg.url, Path(torch.hub.get_dir()) / "checkpoints", where=where)
-    raise ConfigError(f"{where}: timm's pretrained config of {cfg.architecture} names no weights "
-                      "(no hf_hub_id, no url). Use a local \"weights\" file.")
+    raise ConfigError(
+        f"{where}: timm's pretrained config of {cfg.architecture} names no weights "
+        '(no hf_hub_id, no url). Use a local "weights" file.'
+    )
 
 
 def build_timm(
@@ -450,7 +463,7 @@ def build_timm(
     except (RuntimeError, KeyError, ValueError) as exc:
         source = weights or "timm's pretrained weights"
         raise ConfigError(
-            f"{where}: {source} does not fit timm model {name!r} "
+            f"{where}: could not load {source} into timm model {name!r} "
             f"({str(exc).splitlines()[0][:500]}). Check model_name, num_classes and the file."
         ) from exc
     model.eval()
@@ -480,7 +493,7 @@ def _open_clip_tag_cfg(spec: ModelSpec) -> dict[str, Any]:
             tags = open_clip.list_pretrained_tags_by_model(name)
             raise ConfigError(
                 f"{_where(spec)}: open_clip needs a pretrained tag (got pretrained: true). "
-                f"Valid for {name}: {', '.join(tags) or 'none'}; or give a \"weights\" file."
+                f'Valid for {name}: {", ".join(tags) or "none"}; or give a "weights" file.'
             )
         return {}
     cfg = open_clip.get_pretrained_cfg(name, spec.pretrained)
@@ -564,11 +577,18 @@ def build_open_clip(
     """
     tag_cfg = _open_clip_tag_cfg(spec)
     name = spec.model_name or ""
-    if name.startswith("hf-hub:") and spec.weights is None:
-        repo_id = name[len("hf-hub:"):]
+    if name.startswith("hf-hub:") and spec.weights is not None:
+        raise ConfigError(
+            f"{_where(spec)}: an 'hf-hub:' model reads its weights from its hub repository "
+            f"(got weights {spec.weights}). Use the built-in open_clip model name (with its tag "
+            "for preprocessing) together with the weights file."
+        )
+    if name.startswith("hf-hub:"):
+        repo_id = name[len("hf-hub:") :]
         config = resolve_hub_file(repo_id, ["open_clip_config.json"], where=_where(spec))
         resolve_hub_file(
-            repo_id, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"],
+            repo_id,
+            ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"],
             where=_where(spec),
         )
         spec = _with_model_name(spec, f"local-dir:{config.parent}")
@@ -600,8 +620,11 @@ def _key_problems(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> l
         if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
     ]
     problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected),
-                        ("shape mismatch", mismatched)):
+    for label, keys in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("shape mismatch", mismatched),
+    ):
         if keys:
             examples = ", ".join(keys[:5]) + (", …" if len(keys) > 5 else "")
             problems.append(f"{len(keys)} {label} ({examples})")
@@ -634,7 +657,8 @@ def _load_strict(
     if problems:
         raise ConfigError(
             f"{file}: does not fit the architecture of '{arch.model_id}' "
-            f"({arch.source} {arch.model_name}) for {where}: " + "; ".join(problems)
+            f"({arch.source} {arch.model_name}) for {where}: "
+            + "; ".join(problems)
             + ". Check that 'arch' names the architecture the checkpoint was trained with."
         )
     model.load_state_dict(state_dict, strict=True)
@@ -688,8 +712,9 @@ def _timm_onto(
         )
     head = num_classes if num_classes is not None else in_file
     model = timm.create_model(name, pretrained=False, **_timm_kwargs(head, img_size, cfg))
-    _load_strict(model, state_dict, file=file, where=where, arch=arch,
-                 filter_fn=_timm_filter_fn(model))
+    _load_strict(
+        model, state_dict, file=file, where=where, arch=arch, filter_fn=_timm_filter_fn(model)
+    )
     model.eval()
     transform, preprocessing = _timm_transform(model, img_size)
     return BuiltModel(model, transform, preprocessing, arch_id=arch.model_id)
@@ -713,7 +738,8 @@ def _open_clip_onto(
         # A full CLIP or model-soups state dict: keep the vision tower and head; text-tower
         # keys of this architecture are dropped, anything else is reported as unexpected.
         state_dict = {
-            k: v for k, v in state_dict.items()
+            k: v
+            for k, v in state_dict.items()
             if k.startswith(("visual.", head_prefix)) or k not in clip_keys
         }
     else:  # a bare vision-tower state dict
@@ -724,8 +750,9 @@ def _open_clip_onto(
     weight = state_dict.get(f"{head_prefix}weight")
     if weight is not None:
         if weight.ndim != 2:
-            raise ConfigError(f"{file}: classification_head.weight must be 2-d (got shape "
-                              f"{tuple(weight.shape)}).")
+            raise ConfigError(
+                f"{file}: classification_head.weight must be 2-d (got shape {tuple(weight.shape)})."
+            )
         out_dim = getattr(clip_model.visual, "output_dim", weight.shape[1])
         if weight.shape[1] != out_dim:
             raise ConfigError(
@@ -733,8 +760,7 @@ def _open_clip_onto(
                 f"visual tower of '{arch.model_id}' outputs {out_dim}-d embeddings (got weight "
                 f"shape {tuple(weight.shape)}). Check 'arch'."
             )
-        head = nn.Linear(weight.shape[1], weight.shape[0],
-                         bias=f"{head_prefix}bias" in state_dict)
+        head = nn.Linear(weight.shape[1], weight.shape[0], bias=f"{head_prefix}bias" in state_dict)
     model = ImageClassifier(clip_model.visual, head, normalize=True)
 
     def resize_positions(sd: dict[str, torch.Tensor], m: nn.Module) -> dict[str, torch.Tensor]:
@@ -755,12 +781,20 @@ def _build_from_state_dict(
     img_size = inherited_option(spec, specs, "img_size")
     where = _where(spec)
     if arch.source == "timm":
-        return _timm_onto(arch, state_dict, file=file, where=where,
-                          num_classes=spec.num_classes, img_size=img_size)
+        return _timm_onto(
+            arch,
+            state_dict,
+            file=file,
+            where=where,
+            num_classes=spec.num_classes,
+            img_size=img_size,
+        )
     if arch.source == "open_clip":
         return _open_clip_onto(arch, state_dict, file=file, where=where, img_size=img_size)
-    raise ConfigError(f"{where}: architecture entry '{arch.model_id}' has source "
-                      f"{arch.source!r}; it must be timm or open_clip.")
+    raise ConfigError(
+        f"{where}: architecture entry '{arch.model_id}' has source "
+        f"{arch.source!r}; it must be timm or open_clip."
+    )
 
 
 def build_checkpoint(
@@ -796,8 +830,10 @@ def build_variant(
         MissingInputError: the variant has not been built yet.
     """
     if models_dir is None:
-        raise ConfigError(f"{_where(spec)}: a variant needs the project's models folder "
-                          "(pass location=ProjectLocation(...)).")
+        raise ConfigError(
+            f"{_where(spec)}: a variant needs the project's models folder "
+            "(pass location=ProjectLocation(...))."
+        )
     file = Path(models_dir) / f"{spec.model_id}.safetensors"
     if not file.is_file():
         method = spec.variant.method if spec.variant is not None else "variant"

@@ -169,17 +169,18 @@ def test_corrupt_shard_names_the_shard(tmp_path, digits_root, models_config, cap
     from sim_consistency.project import ProjectLocation
 
     location = ProjectLocation.resolve(tmp_path / "r").create()
-    target = location.wds_dataset_dir("digits")
+    # A copy under another name: wds/digits itself would be rebuilt by its builder.
+    target = location.wds_dataset_dir("corrupt")
     shutil.copytree(digits_root.wds_dataset_dir("digits"), target)
     shard = target / "test" / "0.tar"
     shard.write_bytes(shard.read_bytes()[:5000])
     config = models_config({"vit": TIMM_MODELS["vit"]})
     code = feature_extraction.main([
         "--project_root", str(location.root), "--models_config", str(config),
-        "--datasets", "wds/digits", "--splits", "test", "--num_workers", "0",
+        "--datasets", "wds/corrupt", "--splits", "test", "--num_workers", "0",
     ])
     assert code == 2
-    assert "0.tar" in capsys.readouterr().err
+    assert "test/0.tar" in capsys.readouterr().err
     assert not any(location.features.rglob("*.h5*"))
 
 
