@@ -55,8 +55,9 @@ def _time(fn, n_batches: int, device: torch.device, repeats: int) -> float:
     return best
 
 
-def bench_model(name: str, *, device: torch.device, batch_size: int, n_batches: int,
-                repeats: int) -> dict:
+def bench_model(
+    name: str, *, device: torch.device, batch_size: int, n_batches: int, repeats: int
+) -> dict:
     from sim_consistency.config import parse_models_config
     from sim_consistency.models import create_model
 
@@ -131,8 +132,9 @@ def bench_model(name: str, *, device: torch.device, batch_size: int, n_batches: 
     }
 
 
-def bench_end_to_end(model_name: str, *, device: torch.device, batch_size: int,
-                     num_workers: int, root: Path) -> dict:
+def bench_end_to_end(
+    model_name: str, *, device: torch.device, batch_size: int, num_workers: int, root: Path
+) -> dict:
     """images/s from digits shards: loader only, model only, and the whole extraction."""
     from sim_consistency.config import parse_models_config
     from sim_consistency.data import collate_samples, load_dataset
@@ -147,8 +149,9 @@ def bench_end_to_end(model_name: str, *, device: torch.device, batch_size: int,
     specs = parse_models_config(raw)
     loaded = create_model(specs["m"], specs, device=device, location=location)
     data = load_dataset("wds/digits", "train", location=location, transform=loaded.transform)
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=num_workers,
-                                         collate_fn=collate_samples)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples
+    )
     start = time.perf_counter()
     batches = [b.image for b in loader]
     t_loader = time.perf_counter() - start
@@ -159,17 +162,27 @@ def bench_end_to_end(model_name: str, *, device: torch.device, batch_size: int,
     _sync(device)
     t_model = time.perf_counter() - start
     settings = ExtractionSettings(
-        project_root=location.root, models_config=config, model_ids=("m",),
-        datasets=("wds/digits",), splits=("train",), batch_size=batch_size,
-        num_workers=num_workers, device=str(device), force=True,
+        project_root=location.root,
+        models_config=config,
+        model_ids=("m",),
+        datasets=("wds/digits",),
+        splits=("train",),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=str(device),
+        force=True,
     )
     start = time.perf_counter()
     run_model(settings, "m", progress=False)
     t_total = time.perf_counter() - start
     n = len(data)
     return {
-        "model": model_name, "images": n, "num_workers": num_workers,
-        "loader_img_s": n / t_loader, "model_img_s": n / t_model, "end_to_end_img_s": n / t_total,
+        "model": model_name,
+        "images": n,
+        "num_workers": num_workers,
+        "loader_img_s": n / t_loader,
+        "model_img_s": n / t_model,
+        "end_to_end_img_s": n / t_total,
         "bottleneck": "loader" if t_loader > t_model else "model",
     }
 
@@ -194,11 +207,31 @@ def bench_peak_rss(model_name: str, *, root: Path, n_small: int) -> dict:
         link = proj / "datasets" / "wds" / "wds_digits"
         if not link.exists():
             os.symlink(root / "datasets" / "wds" / "wds_digits", link)
-        args = ["--project_root", str(proj), "--models_config", str(config), "--datasets",
-                "wds/digits", "--splits", "train", "--max_samples", str(n), "--num_workers", "0",
-                "--batch_size", "32", "--device", "cpu"]
-        res = subprocess.run([sys.executable, "-c", _RSS_CHILD, *args], capture_output=True,
-                             text=True, check=True, cwd=REPO)
+        args = [
+            "--project_root",
+            str(proj),
+            "--models_config",
+            str(config),
+            "--datasets",
+            "wds/digits",
+            "--splits",
+            "train",
+            "--max_samples",
+            str(n),
+            "--num_workers",
+            "0",
+            "--batch_size",
+            "32",
+            "--device",
+            "cpu",
+        ]
+        res = subprocess.run(
+            [sys.executable, "-c", _RSS_CHILD, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+        )
         info = json.loads(res.stdout.strip().splitlines()[-1])
         out[f"images_{factor}x"] = n
         out[f"peak_rss_mb_{factor}x"] = info["maxrss_kb"] / 1024
@@ -217,14 +250,23 @@ def main() -> int:
     parser.add_argument("--skip_rss", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"# device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"batch={args.batch_size} batches={args.n_batches}")
+    print(
+        f"# device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
+        f"batch={args.batch_size} batches={args.n_batches}"
+    )
     print("model                      bare img/s  ours img/s  naive img/s  ours/bare  ours/naive")
     for name in args.models:
-        r = bench_model(name, device=device, batch_size=args.batch_size,
-                        n_batches=args.n_batches, repeats=args.repeats)
-        print(f"{r['model']:<26} {r['bare_img_s']:>10.1f} {r['ours_img_s']:>11.1f} "
-              f"{r['naive_img_s']:>12.1f} {r['ours_over_bare']:>10.3f} {r['ours_over_naive']:>11.2f}")
+        r = bench_model(
+            name,
+            device=device,
+            batch_size=args.batch_size,
+            n_batches=args.n_batches,
+            repeats=args.repeats,
+        )
+        print(
+            f"{r['model']:<26} {r['bare_img_s']:>10.1f} {r['ours_img_s']:>11.1f} "
+            f"{r['naive_img_s']:>12.1f} {r['ours_over_bare']:>10.3f} {r['ours_over_naive']:>11.2f}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         from sim_consistency.data import build_digits
@@ -232,18 +274,29 @@ def main() -> int:
 
         build_digits(ProjectLocation.resolve(root))
         print("\n# end to end from wds/digits train shards (PNG decode + resize + extraction)")
-        print("model                      workers  loader img/s  model img/s  end-to-end img/s  bound by")
+        print(
+            "model                      workers  loader img/s  model img/s  end-to-end img/s  bound by"
+        )
         for name in args.models:
-            r = bench_end_to_end(name, device=device, batch_size=args.batch_size,
-                                 num_workers=args.num_workers, root=root)
-            print(f"{r['model']:<26} {r['num_workers']:>7} {r['loader_img_s']:>13.1f} "
-                  f"{r['model_img_s']:>12.1f} {r['end_to_end_img_s']:>17.1f}  {r['bottleneck']}")
+            r = bench_end_to_end(
+                name,
+                device=device,
+                batch_size=args.batch_size,
+                num_workers=args.num_workers,
+                root=root,
+            )
+            print(
+                f"{r['model']:<26} {r['num_workers']:>7} {r['loader_img_s']:>13.1f} "
+                f"{r['model_img_s']:>12.1f} {r['end_to_end_img_s']:>17.1f}  {r['bottleneck']}"
+            )
         if not args.skip_rss:
             print("\n# peak RSS of a whole extraction run (subprocess), 1x vs 8x the images")
             r = bench_peak_rss(args.models[0], root=root, n_small=100)
-            print(f"{r['model']}: {r['images_1x']} images -> {r['peak_rss_mb_1x']:.0f} MB, "
-                  f"{r['images_8x']} images -> {r['peak_rss_mb_8x']:.0f} MB "
-                  f"(ratio {r['rss_ratio_8x_over_1x']:.3f})")
+            print(
+                f"{r['model']}: {r['images_1x']} images -> {r['peak_rss_mb_1x']:.0f} MB, "
+                f"{r['images_8x']} images -> {r['peak_rss_mb_8x']:.0f} MB "
+                f"(ratio {r['rss_ratio_8x_over_1x']:.3f})"
+            )
     _ = resource  # RSS read in the child processes
     return 0
 

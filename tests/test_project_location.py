@@ -44,9 +44,18 @@ def test_create_makes_every_folder(tmp_path):
     loc = project_location.project_location(tmp_path / "root")
     for name, path in loc.folders().items():
         assert path.is_dir(), name
-    for sub in ("datasets/wds", "datasets/subsets", "models", "features", "model_similarities",
-                "results/layer_cka", "results/linear_probe", "results/soup_metrics",
-                "results/consistency", "results/aggregated"):
+    for sub in (
+        "datasets/wds",
+        "datasets/subsets",
+        "models",
+        "features",
+        "model_similarities",
+        "results/layer_cka",
+        "results/linear_probe",
+        "results/soup_metrics",
+        "results/consistency",
+        "results/aggregated",
+    ):
         assert (tmp_path / "root" / sub).is_dir(), sub
 
 

@@ -9,16 +9,42 @@ import pytest
 
 PUBLIC = {
     "sim_consistency.config": ["load_models_config", "ModelSpec", "VariantSpec"],
-    "sim_consistency.data": ["load_dataset", "read_dataset_list", "build_digits",
-                             "stratified_subset", "load_or_create_subset", "collate_samples",
-                             "WdsDataset", "ImageFolderDataset"],
-    "sim_consistency.models": ["create_model", "LoadedModel", "BLOCK_FAMILIES", "MODEL_SOURCES",
-                               "find_block_names", "describe_blocks", "load_state_dict_file",
-                               "state_dict_sha256"],
-    "sim_consistency.features": ["open_cache", "FeatureCacheWriter", "BlockExtractor",
-                                 "load_aligned_blocks", "content_key"],
-    "sim_consistency.errors": ["SimcError", "ConfigError", "DataError", "MissingInputError",
-                               "CacheError", "WeightsNotFoundError", "OfflineError"],
+    "sim_consistency.data": [
+        "load_dataset",
+        "read_dataset_list",
+        "build_digits",
+        "stratified_subset",
+        "load_or_create_subset",
+        "collate_samples",
+        "WdsDataset",
+        "ImageFolderDataset",
+    ],
+    "sim_consistency.models": [
+        "create_model",
+        "LoadedModel",
+        "BLOCK_FAMILIES",
+        "MODEL_SOURCES",
+        "find_block_names",
+        "describe_blocks",
+        "load_state_dict_file",
+        "state_dict_sha256",
+    ],
+    "sim_consistency.features": [
+        "open_cache",
+        "FeatureCacheWriter",
+        "BlockExtractor",
+        "load_aligned_blocks",
+        "content_key",
+    ],
+    "sim_consistency.errors": [
+        "SimcError",
+        "ConfigError",
+        "DataError",
+        "MissingInputError",
+        "CacheError",
+        "WeightsNotFoundError",
+        "OfflineError",
+    ],
     "sim_consistency.io": ["atomic_output"],
     "sim_consistency.project": ["ProjectLocation", "resolve_project_root"],
 }
@@ -34,4 +60,3 @@ def test_public_names_import_and_have_docstrings(module_name):
         assert name in exported, f"{module_name}.{name} missing from __all__"
         if inspect.isfunction(obj) or inspect.isclass(obj):
             assert inspect.getdoc(obj), f"{module_name}.{name} has no docstring"
-

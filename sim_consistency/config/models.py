@@ -78,8 +78,18 @@ VARIANT_METHOD_KEYS: dict[str, frozenset[str]] = {
     "uniform": frozenset({"ingredients", "weights", "bn_policy", "bn_split", "anchor"}),
     "weighted": frozenset({"ingredients", "weights", "bn_policy", "bn_split", "anchor"}),
     "greedy": frozenset(
-        {"ingredients", "heldout", "test", "accept", "order", "seed", "bn_policy", "bn_split",
-         "anchor", "metric"}
+        {
+            "ingredients",
+            "heldout",
+            "test",
+            "accept",
+            "order",
+            "seed",
+            "bn_policy",
+            "bn_split",
+            "anchor",
+            "metric",
+        }
     ),
     "pruned": frozenset(
         {"ingredients", "heldout", "test", "seed", "bn_policy", "bn_split", "anchor", "metric"}
@@ -212,8 +222,17 @@ class ModelSpec:
     def recipe(self) -> dict[str, Any]:
         """Return the entry as plain JSON: what determines the model (for keys and outputs)."""
         out: dict[str, Any] = {"model_id": self.model_id, "source": self.source}
-        for name in ("model_name", "pretrained", "weights", "arch", "path", "num_classes",
-                     "blocks", "pooling", "img_size"):
+        for name in (
+            "model_name",
+            "pretrained",
+            "weights",
+            "arch",
+            "path",
+            "num_classes",
+            "blocks",
+            "pooling",
+            "img_size",
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = _thaw(value)
@@ -249,8 +268,9 @@ def load_models_config(
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc}).") from exc
-    return parse_models_config(raw, source_name=str(path),
-                               base_dir=Path(base_dir) if base_dir else path.parent)
+    return parse_models_config(
+        raw, source_name=str(path), base_dir=Path(base_dir) if base_dir else path.parent
+    )
 
 
 def parse_models_config(
@@ -327,9 +347,12 @@ def _parse_entry(
 
     # -- fields every source shares -------------------------------------------------------
     num_classes = entry.get("num_classes")
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 0
-                                    or isinstance(num_classes, bool)):
-        problems.append(f"{where}: num_classes must be a non-negative integer (got {num_classes!r}).")
+    if num_classes is not None and (
+        not isinstance(num_classes, int) or num_classes < 0 or isinstance(num_classes, bool)
+    ):
+        problems.append(
+            f"{where}: num_classes must be a non-negative integer (got {num_classes!r})."
+        )
     common["num_classes"] = num_classes
     blocks = entry.get("blocks")
     if blocks is not None:
@@ -354,8 +377,9 @@ def _parse_entry(
         )
     common["pooling"] = pooling
     img_size = entry.get("img_size")
-    if img_size is not None and (not isinstance(img_size, int) or isinstance(img_size, bool)
-                                 or img_size <= 0):
+    if img_size is not None and (
+        not isinstance(img_size, int) or isinstance(img_size, bool) or img_size <= 0
+    ):
         problems.append(f"{where}: img_size must be a positive integer (got {img_size!r}).")
     common["img_size"] = img_size
     metadata = dict(entry.get("metadata") or {})
@@ -445,7 +469,9 @@ def _parse_variant(where: str, variant: Any, problems: list[str]) -> VariantSpec
     ingredients = options.get("ingredients")
     if ingredients is not None:
         if not isinstance(ingredients, list) or not all(isinstance(i, str) for i in ingredients):
-            problems.append(f"{where}: ingredients must be a list of entry ids (got {ingredients!r}).")
+            problems.append(
+                f"{where}: ingredients must be a list of entry ids (got {ingredients!r})."
+            )
         elif not ingredients:
             problems.append(f"{where}: ingredients is empty; a soup needs at least one ingredient.")
     for key in ("base", "anchor"):
@@ -454,7 +480,9 @@ def _parse_variant(where: str, variant: Any, problems: list[str]) -> VariantSpec
     finetuned = options.get("finetuned")
     if finetuned is not None and not (
         isinstance(finetuned, str)
-        or (isinstance(finetuned, list) and finetuned and all(isinstance(f, str) for f in finetuned))
+        or (
+            isinstance(finetuned, list) and finetuned and all(isinstance(f, str) for f in finetuned)
+        )
     ):
         problems.append(
             f"{where}: finetuned must be an entry id or a non-empty list of ids (got {finetuned!r})."
@@ -462,9 +490,7 @@ def _parse_variant(where: str, variant: Any, problems: list[str]) -> VariantSpec
     return VariantSpec(method=method, options=_freeze(options))
 
 
-def _check_references(
-    specs: dict[str, ModelSpec], all_ids: set[str], problems: list[str]
-) -> None:
+def _check_references(specs: dict[str, ModelSpec], all_ids: set[str], problems: list[str]) -> None:
     """Report references to unknown entries and reference cycles.
 
     ``all_ids`` holds every entry of the file, including ones that failed validation, so an
@@ -493,7 +519,7 @@ def _check_references(
             if ref not in specs:
                 continue  # unknown or invalid: reported above
             if state.get(ref) == 1:
-                cycle = stack[stack.index(ref):] + [ref]
+                cycle = stack[stack.index(ref) :] + [ref]
                 if frozenset(cycle) not in reported:
                     reported.add(frozenset(cycle))
                     problems.append(f"'{node}': reference cycle {' -> '.join(cycle)}.")

@@ -43,8 +43,15 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 FLOAT16_MAX = 65504.0
-_JSON_ATTRS = ("recipe", "preprocessing", "library_versions", "block_names", "subset",
-               "block_pooling", "block_dtypes")
+_JSON_ATTRS = (
+    "recipe",
+    "preprocessing",
+    "library_versions",
+    "block_names",
+    "subset",
+    "block_pooling",
+    "block_dtypes",
+)
 _CHUNK_ROWS = 256
 
 
@@ -90,14 +97,20 @@ class FeatureCacheWriter:
         self._block_dtype: dict[str, str] = {}
         for name, dim in block_dims.items():
             group.create_dataset(
-                name, shape=(0, dim), maxshape=(None, dim), dtype=storage_dtype,
+                name,
+                shape=(0, dim),
+                maxshape=(None, dim),
+                dtype=storage_dtype,
                 chunks=(chunk, dim),
             )
             group[name].attrs["overflow_fallback"] = False
             self._block_dtype[name] = storage_dtype
         if n_classes is not None:
             self._file.create_dataset(
-                "logits", shape=(0, n_classes), maxshape=(None, n_classes), dtype=np.float32,
+                "logits",
+                shape=(0, n_classes),
+                maxshape=(None, n_classes),
+                dtype=np.float32,
                 chunks=(chunk, n_classes),
             )
         self.n_rows = 0
@@ -130,8 +143,10 @@ class FeatureCacheWriter:
                     f"{self.path}: block '{name}' has NaN/inf values in rows {start}..{stop - 1}; "
                     "the model's outputs are not finite (check its weights and inputs)."
                 )
-            if self._block_dtype[name] == "float16" and values.size and (
-                float(np.abs(values).max()) >= FLOAT16_MAX
+            if (
+                self._block_dtype[name] == "float16"
+                and values.size
+                and (float(np.abs(values).max()) >= FLOAT16_MAX)
             ):
                 self._widen_to_float32(name)
             ds = self._file["blocks"][name]
@@ -232,8 +247,10 @@ class FeatureCache:
         try:
             self._file = h5py.File(self.path, "r", locking=False)
         except OSError as exc:
-            raise CacheError(f"{self.path}: not a readable HDF5 file ({exc}); delete it and "
-                             "rerun feature_extraction.") from exc
+            raise CacheError(
+                f"{self.path}: not a readable HDF5 file ({exc}); delete it and "
+                "rerun feature_extraction."
+            ) from exc
         self.attrs = _decode_attrs(self._file.attrs)
         if self.attrs.get("complete") is not True:
             self._file.close()
@@ -264,8 +281,10 @@ class FeatureCache:
     def logits(self) -> npt.NDArray[np.float32]:
         """Classifier logits, (n, C) float32."""
         if not self.has_logits:
-            raise CacheError(f"{self.path}: model '{self.model_id}' has no classification head "
-                             "(no /logits in the cache).")
+            raise CacheError(
+                f"{self.path}: model '{self.model_id}' has no classification head "
+                "(no /logits in the cache)."
+            )
         return self._file["logits"][()]
 
     def block(self, name: str, dtype: npt.DTypeLike | None = np.float32) -> np.ndarray:
@@ -296,8 +315,10 @@ class FeatureCache:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"FeatureCache({str(self.path)!r}, model_id={self.model_id!r}, "
-                f"n_rows={self.n_rows}, n_blocks={len(self.block_names)})")
+        return (
+            f"FeatureCache({str(self.path)!r}, model_id={self.model_id!r}, "
+            f"n_rows={self.n_rows}, n_blocks={len(self.block_names)})"
+        )
 
 
 def open_cache(path: str | os.PathLike) -> FeatureCache:

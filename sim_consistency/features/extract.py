@@ -69,7 +69,9 @@ class BlockExtractor:
             while isinstance(tensor, tuple | list):
                 tensor = tensor[0]
             self._outputs[spec.name] = pool_block_output(
-                tensor, layout=spec.layout, pooling=spec.pooling,
+                tensor,
+                layout=spec.layout,
+                pooling=spec.pooling,
                 n_prefix_tokens=spec.n_prefix_tokens,
             )
             if stop:

@@ -25,11 +25,18 @@ DEFAULT_MODELS_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "model
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--project_root", default=None,
-                        help="project root (default: $SIMC_ROOT, else ./project_root)")
+    parser.add_argument(
+        "--project_root",
+        default=None,
+        help="project root (default: $SIMC_ROOT, else ./project_root)",
+    )
     parser.add_argument("--models_config", default=str(DEFAULT_MODELS_CONFIG))
-    parser.add_argument("--max_samples", type=int, default=None,
-                        help="class-stratified subset per split (default: all rows)")
+    parser.add_argument(
+        "--max_samples",
+        type=int,
+        default=None,
+        help="class-stratified subset per split (default: all rows)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
 
@@ -44,10 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("[2/3] models and their blocks")
         specs = load_models_config(args.models_config, base_dir=location.root)
         extraction_args = [
-            "--project_root", str(location.root),
-            "--models_config", str(args.models_config),
-            "--datasets", "wds/digits",
-            "--splits", "train", "test",
+            "--project_root",
+            str(location.root),
+            "--models_config",
+            str(args.models_config),
+            "--datasets",
+            "wds/digits",
+            "--splits",
+            "train",
+            "test",
         ]
         if args.max_samples:
             extraction_args += ["--max_samples", str(args.max_samples)]
@@ -58,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = feature_extraction.main(extraction_args)
         if code:
             return code
-        print(f"demo finished in {time.perf_counter() - start:.1f} s; results under {location.root}")
+        print(
+            f"demo finished in {time.perf_counter() - start:.1f} s; results under {location.root}"
+        )
         return 0
 
     return run_main(body)

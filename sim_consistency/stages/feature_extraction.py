@@ -100,9 +100,13 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise ConfigError(f"--device: unknown device {device!r}. Use auto, cpu, cuda or cuda:N.") from exc
+        raise ConfigError(
+            f"--device: unknown device {device!r}. Use auto, cpu, cuda or cuda:N."
+        ) from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use cpu or auto.")
+        raise ConfigError(
+            f"--device {device}: CUDA is not available on this machine; use cpu or auto."
+        )
     return resolved
 
 
@@ -162,8 +166,12 @@ def plan_model(
                 reason = "missing"
             elif existing.get("content_key") != key:
                 reason = "stale"
-                log.info("%s: content key changed (%s… -> %s…); rebuilding", output,
-                         str(existing.get("content_key"))[:10], key[:10])
+                log.info(
+                    "%s: content key changed (%s… -> %s…); rebuilding",
+                    output,
+                    str(existing.get("content_key"))[:10],
+                    key[:10],
+                )
             else:
                 log.info("%s: up to date (content key %s…), skipped", output, key[:10])
                 continue
@@ -198,7 +206,9 @@ def _json_metadata(spec: ModelSpec) -> str:
     return json.dumps(dict(spec.metadata), default=str)
 
 
-def _dataset(settings: ExtractionSettings, dataset: str, split: str, transform=None) -> ImageDataset:
+def _dataset(
+    settings: ExtractionSettings, dataset: str, split: str, transform=None
+) -> ImageDataset:
     return load_dataset(
         dataset,
         split,
@@ -237,9 +247,10 @@ def extract_to_cache(
     )
     dims = {info.name: info.dim for info in loaded.blocks}
     start = time.perf_counter()
-    with atomic_output(item.output) as tmp, BlockExtractor(
-        loaded.model, blocks, with_logits=loaded.has_head
-    ) as extractor:
+    with (
+        atomic_output(item.output) as tmp,
+        BlockExtractor(loaded.model, blocks, with_logits=loaded.has_head) as extractor,
+    ):
         writer = FeatureCacheWriter(
             tmp,
             block_dims=dims,
@@ -249,8 +260,11 @@ def extract_to_cache(
         )
         try:
             bar = tqdm(
-                total=len(data), desc=f"{item.model_id} {item.dataset}:{item.split}",
-                unit="img", disable=not progress, leave=False,
+                total=len(data),
+                desc=f"{item.model_id} {item.dataset}:{item.split}",
+                unit="img",
+                disable=not progress,
+                leave=False,
             )
             expected_index = 0
             for batch in loader:
@@ -272,7 +286,12 @@ def extract_to_cache(
     size_mb = item.output.stat().st_size / 2**20
     log.info(
         "%s: %d rows, %d blocks, %.1f MB, %.1f s, %.1f images/s",
-        item.output, len(data), len(blocks), size_mb, seconds, len(data) / max(seconds, 1e-9),
+        item.output,
+        len(data),
+        len(blocks),
+        size_mb,
+        seconds,
+        len(data) / max(seconds, 1e-9),
     )
     return item.output
 
@@ -310,10 +329,10 @@ def list_blocks(settings: ExtractionSettings) -> str:
             + (f" (+ logits {loaded.n_classes})" if loaded.has_head else "")
         )
         for info, block in zip(loaded.blocks, blocks, strict=True):
-            lines.append(f"  {info.name:<32} {info.kind:<9} d={info.dim:<6} pooling={block.pooling}")
-    lines.append(
-        "datasets: " + ", ".join(f"{d}:{s} ({n:,} rows)" for (d, s), n in n_rows.items())
-    )
+            lines.append(
+                f"  {info.name:<32} {info.kind:<9} d={info.dim:<6} pooling={block.pooling}"
+            )
+    lines.append("datasets: " + ", ".join(f"{d}:{s} ({n:,} rows)" for (d, s), n in n_rows.items()))
     lines.append(f"projected cache size: {grand_total / 2**20:.1f} MB")
     return "\n".join(lines)
 
@@ -321,18 +340,37 @@ def list_blocks(settings: ExtractionSettings) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this stage's own flags (the shared ones come from :mod:`stages.cli`)."""
     parser.add_argument("--splits", nargs="+", default=["train", "test"], help="dataset splits")
-    parser.add_argument("--max_samples", type=int, default=None,
-                        help="class-stratified subset of at most N rows per split")
-    parser.add_argument("--per_class_cap", type=int, default=None,
-                        help="at most this many rows per class (default ceil(N / classes))")
+    parser.add_argument(
+        "--max_samples",
+        type=int,
+        default=None,
+        help="class-stratified subset of at most N rows per split",
+    )
+    parser.add_argument(
+        "--per_class_cap",
+        type=int,
+        default=None,
+        help="at most this many rows per class (default ceil(N / classes))",
+    )
     parser.add_argument("--subset_seed", type=int, default=0, help="seed of the subset draw")
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--dtype", choices=["float16", "float32"], default="float16",
-                        help="storage dtype of pooled blocks (float16 falls back per block)")
-    parser.add_argument("--num_workers", type=int, default=min(4, max(0, (os.cpu_count() or 1) - 1)),
-                        help="DataLoader worker processes (decode + transform)")
-    parser.add_argument("--list_blocks", action="store_true",
-                        help="dry run: print blocks, dims and projected cache size; extract nothing")
+    parser.add_argument(
+        "--dtype",
+        choices=["float16", "float32"],
+        default="float16",
+        help="storage dtype of pooled blocks (float16 falls back per block)",
+    )
+    parser.add_argument(
+        "--num_workers",
+        type=int,
+        default=min(4, max(0, (os.cpu_count() or 1) - 1)),
+        help="DataLoader worker processes (decode + transform)",
+    )
+    parser.add_argument(
+        "--list_blocks",
+        action="store_true",
+        help="dry run: print blocks, dims and projected cache size; extract nothing",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> ExtractionSettings:
@@ -340,8 +378,11 @@ def settings_from_args(args: argparse.Namespace) -> ExtractionSettings:
     location = ProjectLocation.resolve(args.project_root)
     specs = load_models_config(args.models_config, base_dir=location.root)
     model_ids = select_models(specs, args.model_key)
-    for name, value in (("--batch_size", args.batch_size), ("--max_samples", args.max_samples),
-                        ("--per_class_cap", args.per_class_cap)):
+    for name, value in (
+        ("--batch_size", args.batch_size),
+        ("--max_samples", args.max_samples),
+        ("--per_class_cap", args.per_class_cap),
+    ):
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be a positive integer (got {value}).")
     if args.num_workers < 0:
@@ -365,8 +406,9 @@ def settings_from_args(args: argparse.Namespace) -> ExtractionSettings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, plan, extract; print a summary. Returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_common_arguments(parser)
     add_arguments(parser)
     args = parser.parse_args(argv)
@@ -375,16 +417,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         settings = settings_from_args(args)
         if args.launcher != "local":
-            raise ConfigError("--launcher slurm is not available yet for feature_extraction; "
-                              "use --launcher local.")
+            raise ConfigError(
+                "--launcher slurm is not available yet for feature_extraction; "
+                "use --launcher local."
+            )
         if args.list_blocks:
             print(list_blocks(settings))
             return 0
         written: list[Path] = []
         for model_id in settings.model_ids:
             written.extend(run_model(settings, model_id))
-        print(f"feature_extraction: {len(written)} file(s) written under "
-              f"{settings.location.features}")
+        print(
+            f"feature_extraction: {len(written)} file(s) written under {settings.location.features}"
+        )
         return 0
 
     return run_main(body)

@@ -7,7 +7,12 @@ import json
 
 import pytest
 
-from sim_consistency.config import dependency_order, load_models_config, parse_models_config, select_models
+from sim_consistency.config import (
+    dependency_order,
+    load_models_config,
+    parse_models_config,
+    select_models,
+)
 from sim_consistency.errors import ConfigError, MissingInputError
 
 DESIGN_EXAMPLE = {
@@ -16,10 +21,23 @@ DESIGN_EXAMPLE = {
     "cnx_ft": {"source": "timm", "model_name": "convnext_small.in12k_ft_in1k", "pretrained": True},
     "run_3": {"source": "checkpoint", "arch": "cnx_in12k", "path": "run_3.pt"},
     "soup_uniform": {"variant": {"method": "uniform", "ingredients": ["cnx_ft", "run_3"]}},
-    "soup_greedy": {"variant": {"method": "greedy", "ingredients": ["cnx_ft", "run_3"],
-                                "heldout": "wds/digits:val", "accept": ">="}},
-    "mono": {"variant": {"method": "monosoup", "base": "cnx_in12k", "finetuned": "cnx_ft",
-                         "rank_rule": "vetterli", "min_rel_update": 0.01}},
+    "soup_greedy": {
+        "variant": {
+            "method": "greedy",
+            "ingredients": ["cnx_ft", "run_3"],
+            "heldout": "wds/digits:val",
+            "accept": ">=",
+        }
+    },
+    "mono": {
+        "variant": {
+            "method": "monosoup",
+            "base": "cnx_in12k",
+            "finetuned": "cnx_ft",
+            "rank_rule": "vetterli",
+            "min_rel_update": 0.01,
+        }
+    },
     "mono_high": {"variant": {"method": "highonly", "base": "cnx_in12k", "finetuned": "cnx_ft"}},
     "mono_low": {"variant": {"method": "lowonly", "base": "cnx_in12k", "finetuned": "cnx_ft"}},
 }
@@ -50,9 +68,16 @@ def test_design_example_loads(tmp_path):
 
 
 def test_metadata_is_carried():
-    specs = parse_models_config({"m": {"source": "timm", "model_name": "test_vit",
-                                       "objective": "supervised",
-                                       "metadata": {"branch_epoch": 3}}})
+    specs = parse_models_config(
+        {
+            "m": {
+                "source": "timm",
+                "model_name": "test_vit",
+                "objective": "supervised",
+                "metadata": {"branch_epoch": 3},
+            }
+        }
+    )
     assert dict(specs["m"].metadata) == {"branch_epoch": 3, "objective": "supervised"}
 
 
@@ -95,9 +120,11 @@ def test_cycles_are_errors():
 
 def test_checkpoint_arch_must_not_be_variant(tmp_path):
     (tmp_path / "w.pt").write_bytes(b"x")
-    raw = {"a": {"source": "timm", "model_name": "test_vit"},
-           "s": {"variant": {"method": "uniform", "ingredients": ["a"]}},
-           "c": {"source": "checkpoint", "arch": "s", "path": "w.pt"}}
+    raw = {
+        "a": {"source": "timm", "model_name": "test_vit"},
+        "s": {"variant": {"method": "uniform", "ingredients": ["a"]}},
+        "c": {"source": "checkpoint", "arch": "s", "path": "w.pt"},
+    }
     with pytest.raises(ConfigError, match="arch 's' is a variant"):
         parse_models_config(raw, base_dir=tmp_path)
 
@@ -130,8 +157,12 @@ def test_missing_file_and_bad_json(tmp_path):
 
 
 def test_select_models():
-    specs = parse_models_config({"vit": {"source": "timm", "model_name": "test_vit"},
-                                 "cnx": {"source": "timm", "model_name": "test_convnext"}})
+    specs = parse_models_config(
+        {
+            "vit": {"source": "timm", "model_name": "test_vit"},
+            "cnx": {"source": "timm", "model_name": "test_convnext"},
+        }
+    )
     assert select_models(specs, None) == ["vit", "cnx"]
     assert select_models(specs, ["cnx"]) == ["cnx"]
     with pytest.raises(ConfigError, match="unknown model id.*'vitt'; did you mean 'vit'"):

@@ -20,19 +20,24 @@ def _write(path, keys, blocks, logits=None, dtype="float16", batch=3, attrs=None
         for start in range(0, len(keys), batch):
             sl = slice(start, start + batch)
             writer.append(
-                keys[sl], np.arange(len(keys))[sl] % 3, {k: v[sl] for k, v in blocks.items()},
+                keys[sl],
+                np.arange(len(keys))[sl] % 3,
+                {k: v[sl] for k, v in blocks.items()},
                 None if logits is None else logits[sl],
             )
-        writer.finalize({"model_id": "m", "content_key": "abc", "recipe": {"source": "timm"},
-                         **(attrs or {})})
+        writer.finalize(
+            {"model_id": "m", "content_key": "abc", "recipe": {"source": "timm"}, **(attrs or {})}
+        )
     return path
 
 
 def test_roundtrip_layout_and_attrs(tmp_path):
     rng = np.random.default_rng(0)
     keys = [f"s{i:04d}" for i in range(10)]
-    blocks = {"blocks.0": rng.normal(size=(10, 4)).astype(np.float32),
-              "blocks.1": rng.normal(size=(10, 6)).astype(np.float32)}
+    blocks = {
+        "blocks.0": rng.normal(size=(10, 4)).astype(np.float32),
+        "blocks.1": rng.normal(size=(10, 6)).astype(np.float32),
+    }
     logits = rng.normal(size=(10, 3)).astype(np.float32)
     path = _write(tmp_path / "m.h5", keys, blocks, logits)
     with h5py.File(path, "r") as f:
@@ -107,5 +112,7 @@ def test_load_aligned_blocks_checks_keys(tmp_path):
     keys, labels, feats = load_aligned_blocks([a, b])
     assert list(keys) == ["k0", "k1", "k2", "k3"] and len(feats) == 2
     np.testing.assert_array_equal(feats[1], 2 * blocks["x"])
-    with pytest.raises(CacheError, match=r"a\.h5 and .*c\.h5: /keys differ \(row 2: 'k2' vs 'kX'\)"):
+    with pytest.raises(
+        CacheError, match=r"a\.h5 and .*c\.h5: /keys differ \(row 2: 'k2' vs 'kX'\)"
+    ):
         load_aligned_blocks([a, c])

@@ -10,8 +10,10 @@ from sim_consistency.features.pooling import pool_block_output
 def test_token_poolings_respect_prefix_tokens():
     x = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)  # 1 cls + 1 reg + 3 patches
     assert torch.equal(pool_block_output(x, layout="nld", pooling="cls"), x[:, 0])
-    assert torch.allclose(pool_block_output(x, layout="nld", pooling="mean_patch", n_prefix_tokens=2),
-                          x[:, 2:].mean(1))
+    assert torch.allclose(
+        pool_block_output(x, layout="nld", pooling="mean_patch", n_prefix_tokens=2),
+        x[:, 2:].mean(1),
+    )
     assert torch.allclose(pool_block_output(x, layout="nld", pooling="mean_all"), x.mean(1))
     lnd = x.transpose(0, 1).contiguous()
     assert torch.equal(pool_block_output(lnd, layout="lnd", pooling="cls"), x[:, 0])

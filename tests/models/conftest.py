@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,44 +9,6 @@ from typing import Any
 import pytest
 
 from sim_consistency.config import ModelSpec, parse_models_config
-
-#: Tiny open_clip configs registered for the tests: a 2-layer ViT and a ModifiedResNet.
-TINY_OPEN_CLIP_CONFIGS: dict[str, dict[str, Any]] = {
-    "simc-tiny-vit": {
-        "embed_dim": 32,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 2,
-            "width": 64,
-            "patch_size": 16,
-            "head_width": 32,
-        },
-        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
-    },
-    "simc-tiny-rn": {
-        "embed_dim": 32,
-        "vision_cfg": {
-            "image_size": 64,
-            "layers": [1, 1, 1, 1],
-            "width": 16,
-            "patch_size": None,
-            "head_width": 32,
-        },
-        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
-    },
-}
-
-
-@pytest.fixture(scope="session")
-def tiny_open_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """Register the tiny open_clip configs (open_clip.add_model_config) and return them."""
-    import open_clip
-
-    folder = tmp_path_factory.mktemp("open_clip_configs")
-    for name, config in TINY_OPEN_CLIP_CONFIGS.items():
-        (folder / f"{name}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder)
-    return TINY_OPEN_CLIP_CONFIGS
 
 
 @pytest.fixture

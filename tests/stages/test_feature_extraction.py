@@ -28,11 +28,25 @@ TIMM_MODELS = {
 
 
 def _run(project, config, *extra):
-    return feature_extraction.main([
-        "--project_root", str(project.root), "--models_config", str(config),
-        "--datasets", "wds/digits", "--splits", "test", "--max_samples", "40",
-        "--batch_size", "16", "--num_workers", "0", *extra,
-    ])
+    return feature_extraction.main(
+        [
+            "--project_root",
+            str(project.root),
+            "--models_config",
+            str(config),
+            "--datasets",
+            "wds/digits",
+            "--splits",
+            "test",
+            "--max_samples",
+            "40",
+            "--batch_size",
+            "16",
+            "--num_workers",
+            "0",
+            *extra,
+        ]
+    )
 
 
 def _digest(path):
@@ -46,10 +60,17 @@ def _digest(path):
     return out
 
 
-def test_layout_attributes_and_alignment(project, models_config):
-    config = models_config(TIMM_MODELS)
+def test_layout_attributes_and_alignment(project, models_config, tiny_open_clip):
+    clip = {"clip": {"source": "open_clip", "model_name": "simc-tiny-vit", "pooling": "mean_patch"}}
+    config = models_config({**TIMM_MODELS, **clip})
     assert _run(project, config) == 0
     rows = load_dataset("wds/digits", "test", location=project, max_samples=40)
+    with open_cache(project.feature_file("wds/digits", "test", "clip")) as cache:
+        assert cache.keys.tolist() == rows.keys
+        assert cache.block_names == ["visual.transformer.resblocks.0", "visual.transformer.resblocks.1"]
+        assert cache.block("visual.transformer.resblocks.1").shape == (40, 64)
+        assert cache.attrs["pooling"] == "mean_patch" and not cache.has_logits
+        assert cache.attrs["preprocessing"]["input_size"][-1] == 32
     for model_id, entry in TIMM_MODELS.items():
         path = project.feature_file("wds/digits", "test", model_id)
         assert path.is_file() and not Path(str(path) + ".partial").exists()
@@ -110,11 +131,14 @@ def test_vit_parity_with_forward_intermediates_and_logits(project, models_config
 
     specs = load_models_config(config)
     loaded = create_model(specs["vit"], specs, device="cpu", location=project)
-    data = load_dataset("wds/digits", "test", location=project, max_samples=40,
-                        transform=loaded.transform)
+    data = load_dataset(
+        "wds/digits", "test", location=project, max_samples=40, transform=loaded.transform
+    )
     images = torch.stack([data[i].image for i in range(len(data))])
     with torch.inference_mode():
-        _, inter = loaded.model.forward_intermediates(images, output_fmt="NLC", return_prefix_tokens=True)
+        _, inter = loaded.model.forward_intermediates(
+            images, output_fmt="NLC", return_prefix_tokens=True
+        )
         logits = loaded.model(images)
     n_prefix = loaded.model.num_prefix_tokens
     with open_cache(project.feature_file("wds/digits", "test", "vit")) as cache:
@@ -154,10 +178,20 @@ def test_list_blocks_is_a_dry_run(project, models_config, capsys):
 )
 def test_bad_inputs_exit_nonzero_and_write_nothing(project, models_config, capsys, args, fragment):
     config = models_config({"vit": TIMM_MODELS["vit"]})
-    code = feature_extraction.main([
-        "--project_root", str(project.root), "--models_config", str(config),
-        "--splits", "test", "--num_workers", "0", *(["--datasets", "wds/digits"] if "--datasets" not in args else []), *args,
-    ])
+    code = feature_extraction.main(
+        [
+            "--project_root",
+            str(project.root),
+            "--models_config",
+            str(config),
+            "--splits",
+            "test",
+            "--num_workers",
+            "0",
+            *(["--datasets", "wds/digits"] if "--datasets" not in args else []),
+            *args,
+        ]
+    )
     assert code == 2
     assert fragment in capsys.readouterr().err
     assert not any(project.features.rglob("*.h5*"))
@@ -175,10 +209,20 @@ def test_corrupt_shard_names_the_shard(tmp_path, digits_root, models_config, cap
     shard = target / "test" / "0.tar"
     shard.write_bytes(shard.read_bytes()[:5000])
     config = models_config({"vit": TIMM_MODELS["vit"]})
-    code = feature_extraction.main([
-        "--project_root", str(location.root), "--models_config", str(config),
-        "--datasets", "wds/corrupt", "--splits", "test", "--num_workers", "0",
-    ])
+    code = feature_extraction.main(
+        [
+            "--project_root",
+            str(location.root),
+            "--models_config",
+            str(config),
+            "--datasets",
+            "wds/corrupt",
+            "--splits",
+            "test",
+            "--num_workers",
+            "0",
+        ]
+    )
     assert code == 2
     assert "test/0.tar" in capsys.readouterr().err
     assert not any(location.features.rglob("*.h5*"))
@@ -186,13 +230,27 @@ def test_corrupt_shard_names_the_shard(tmp_path, digits_root, models_config, cap
 
 def test_sigkill_leaves_nothing_readable_and_rerun_matches(project, models_config, tmp_path):
     config = models_config({"vit": TIMM_MODELS["vit"]})
-    args = ["--project_root", str(project.root), "--models_config", str(config),
-            "--datasets", "wds/digits", "--splits", "test", "--batch_size", "4",
-            "--num_workers", "0"]
+    args = [
+        "--project_root",
+        str(project.root),
+        "--models_config",
+        str(config),
+        "--datasets",
+        "wds/digits",
+        "--splits",
+        "test",
+        "--batch_size",
+        "4",
+        "--num_workers",
+        "0",
+    ]
     path = project.feature_file("wds/digits", "test", "vit")
     partial = Path(str(path) + ".partial")
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "feature_extraction.py"), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "feature_extraction.py"), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not partial.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -211,8 +269,11 @@ def test_sigkill_leaves_nothing_readable_and_rerun_matches(project, models_confi
     from sim_consistency.project import ProjectLocation
 
     clean_loc = ProjectLocation.resolve(clean).create()
-    os.symlink(project.wds_dataset_dir("digits"), clean_loc.wds_dataset_dir("digits"),
-               target_is_directory=True)
+    os.symlink(
+        project.wds_dataset_dir("digits"),
+        clean_loc.wds_dataset_dir("digits"),
+        target_is_directory=True,
+    )
     args_clean = [*args]
     args_clean[1] = str(clean)
     assert feature_extraction.main(args_clean) == 0
