@@ -279,7 +279,15 @@ def extract_to_cache(
             bar.close()
             if writer.n_rows != len(data):
                 raise RuntimeError(f"wrote {writer.n_rows} rows for {len(data)} samples")
-            writer.finalize({**item.attrs, "n_classes_dataset": data.n_classes})
+            writer.finalize(
+                {
+                    **item.attrs,
+                    "n_classes_dataset": data.n_classes,
+                    # Not in the content key: devices agree to float rounding, not bitwise.
+                    "device": str(loaded.device),
+                    "batch_size": settings.batch_size,
+                }
+            )
         finally:
             writer.close()
     seconds = time.perf_counter() - start

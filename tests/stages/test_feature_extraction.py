@@ -67,7 +67,10 @@ def test_layout_attributes_and_alignment(project, models_config, tiny_open_clip)
     rows = load_dataset("wds/digits", "test", location=project, max_samples=40)
     with open_cache(project.feature_file("wds/digits", "test", "clip")) as cache:
         assert cache.keys.tolist() == rows.keys
-        assert cache.block_names == ["visual.transformer.resblocks.0", "visual.transformer.resblocks.1"]
+        assert cache.block_names == [
+            "visual.transformer.resblocks.0",
+            "visual.transformer.resblocks.1",
+        ]
         assert cache.block("visual.transformer.resblocks.1").shape == (40, 64)
         assert cache.attrs["pooling"] == "mean_patch" and not cache.has_logits
         assert cache.attrs["preprocessing"]["input_size"][-1] == 32
