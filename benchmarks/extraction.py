@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sim_consistency.features import BlockExtractor, FeatureCacheWriter  # noqa: E402
+from sim_consistency.features import BlockExtractor, FeatureCacheWriter, write_features  # noqa: E402
 from sim_consistency.io import atomic_output  # noqa: E402
 from sim_consistency.stages.feature_extraction import block_specs  # noqa: E402
 
@@ -82,10 +82,16 @@ def bench_model(
         with tempfile.TemporaryDirectory() as tmp, atomic_output(Path(tmp) / "f.h5") as path:
             writer = FeatureCacheWriter(path, block_dims=dims, n_classes=n_classes)
             with BlockExtractor(model, specs, with_logits=True) as extractor:
-                for b, x in enumerate(batches):
-                    pooled, logits = extractor(x)
-                    keys = [f"k{b}_{i}" for i in range(len(x))]
-                    writer.append(keys, np.zeros(len(x), np.int64), pooled, logits)
+                labels = np.zeros(batch_size, np.int64)
+                write_features(
+                    extractor,
+                    (
+                        ([f"k{b}_{i}" for i in range(len(x))], labels, x)
+                        for b, x in enumerate(batches)
+                    ),
+                    writer,
+                    device=device,
+                )
             writer.finalize({"model_id": name})
 
     def naive() -> None:

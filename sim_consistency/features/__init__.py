@@ -7,7 +7,7 @@ from sim_consistency.features.cache import (
     open_cache,
     read_cache_attrs,
 )
-from sim_consistency.features.extract import BlockExtractor, BlockSpec
+from sim_consistency.features.extract import BlockExtractor, BlockSpec, PendingBatch, write_features
 from sim_consistency.features.keys import content_key, keys_fingerprint
 from sim_consistency.features.pooling import pool_block_output
 
@@ -16,10 +16,12 @@ __all__ = [
     "BlockSpec",
     "FeatureCache",
     "FeatureCacheWriter",
+    "PendingBatch",
     "content_key",
     "keys_fingerprint",
     "load_aligned_blocks",
     "open_cache",
     "pool_block_output",
     "read_cache_attrs",
+    "write_features",
 ]

@@ -9,16 +9,17 @@ catches.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from sim_consistency.features.cache import FeatureCacheWriter
 from sim_consistency.features.pooling import pool_block_output
 
-__all__ = ["BlockSpec", "BlockExtractor"]
+__all__ = ["BlockSpec", "BlockExtractor", "PendingBatch", "write_features"]
 
 
 @dataclass(frozen=True)
@@ -79,25 +80,44 @@ class BlockExtractor:
 
         return hook
 
-    @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        """Run one batch; return ``({block: (b, d) float32}, logits (b, C) float32 | None)``."""
+    def submit(self, images: torch.Tensor) -> PendingBatch:
+        """Launch one batch; return a handle whose :meth:`PendingBatch.result` waits for it.
+
+        On CUDA the pooled blocks (and logits) are concatenated on the device and copied to
+        pinned host memory with one non-blocking transfer, so the caller can write the previous
+        batch to disk while this one is computed. On the CPU the work is done on return.
+        """
         self._outputs = {}
         logits = None
-        try:
-            out = self.model(images)
-            if self.with_logits:
-                logits = out
-        except _StopForward:
-            pass
-        missing = [b.name for b in self.blocks if b.name not in self._outputs]
-        if missing:
-            raise RuntimeError(f"blocks {missing} were not called during the forward pass")
-        pooled = _to_numpy({name: self._outputs[name] for name in (b.name for b in self.blocks)})
+        with torch.inference_mode():
+            try:
+                out = self.model(images)
+                if self.with_logits:
+                    logits = out
+            except _StopForward:
+                pass
+            missing = [b.name for b in self.blocks if b.name not in self._outputs]
+            if missing:
+                raise RuntimeError(f"blocks {missing} were not called during the forward pass")
+            parts = [self._outputs[b.name] for b in self.blocks]
+            widths = [p.shape[1] for p in parts]
+            if logits is not None:
+                parts.append(logits.float())
+            flat = torch.cat(parts, dim=1)
         self._outputs = {}
-        if logits is not None:
-            logits = logits.float().cpu().numpy()
-        return pooled, logits
+        event = None
+        if flat.is_cuda:
+            host = torch.empty(flat.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(flat, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host = flat
+        return PendingBatch(host, event, [b.name for b in self.blocks], widths, logits is not None)
+
+    def __call__(self, images: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Run one batch; return ``({block: (b, d) float32}, logits (b, C) float32 | None)``."""
+        return self.submit(images).result()
 
     def close(self) -> None:
         for handle in self._handles:
@@ -111,6 +131,77 @@ class BlockExtractor:
         self.close()
 
 
-def _to_numpy(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Copy pooled outputs to host float32 arrays (one transfer per block)."""
-    return {name: t.detach().to("cpu", torch.float32).numpy() for name, t in tensors.items()}
+class PendingBatch:
+    """Pooled outputs of one batch on their way to host memory (see BlockExtractor.submit)."""
+
+    def __init__(
+        self,
+        host: torch.Tensor,
+        event: torch.cuda.Event | None,
+        names: list[str],
+        widths: list[int],
+        has_logits: bool,
+    ) -> None:
+        self._host = host
+        self._event = event
+        self._names = names
+        self._widths = widths
+        self._has_logits = has_logits
+
+    def result(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Wait for the transfer; return ``({block: (b, d) float32}, logits | None)``."""
+        if self._event is not None:
+            self._event.synchronize()
+        flat = self._host.numpy()
+        blocks: dict[str, np.ndarray] = {}
+        start = 0
+        for name, width in zip(self._names, self._widths, strict=True):
+            blocks[name] = flat[:, start : start + width]
+            start += width
+        logits = flat[:, start:] if self._has_logits else None
+        return blocks, logits
+
+
+def write_features(
+    extractor: BlockExtractor,
+    batches: Iterable[tuple[Sequence[str], np.ndarray, torch.Tensor]],
+    writer: FeatureCacheWriter,
+    *,
+    device: torch.device,
+    on_rows: Callable[[int], None] | None = None,
+) -> int:
+    """Run every batch through ``extractor`` and append the results to ``writer``.
+
+    Batch ``i`` is written while batch ``i + 1`` runs on the device (a one-batch pipeline), so
+    on a GPU the HDF5 writes overlap the forward passes.
+
+    Args:
+        extractor: hooks on the model's blocks.
+        batches: ``(keys, labels, images)`` in row order; images on any device.
+        writer: the open cache file.
+        device: the model's device (images are moved there without blocking).
+        on_rows: called with the number of rows after each batch is written (progress).
+
+    Returns:
+        The number of rows written.
+    """
+    pending = None
+    n_rows = 0
+
+    def flush(item: tuple[PendingBatch, Sequence[str], np.ndarray]) -> None:
+        nonlocal n_rows
+        result, keys, labels = item
+        pooled, logits = result.result()
+        writer.append(keys, labels, pooled, logits)
+        n_rows += len(keys)
+        if on_rows is not None:
+            on_rows(len(keys))
+
+    for keys, labels, images in batches:
+        launched = (extractor.submit(images.to(device, non_blocking=True)), keys, labels)
+        if pending is not None:
+            flush(pending)
+        pending = launched
+    if pending is not None:
+        flush(pending)
+    return n_rows

@@ -33,7 +33,7 @@ from sim_consistency.config import ModelSpec, load_models_config, select_models
 from sim_consistency.data import ImageDataset, collate_samples, load_dataset, read_dataset_list
 from sim_consistency.errors import ConfigError
 from sim_consistency.features.cache import FeatureCacheWriter, read_cache_attrs
-from sim_consistency.features.extract import BlockExtractor, BlockSpec
+from sim_consistency.features.extract import BlockExtractor, BlockSpec, write_features
 from sim_consistency.features.keys import EXTRACTION_CODE_VERSION, content_key, keys_fingerprint
 from sim_consistency.io import atomic_output
 from sim_consistency.models import LoadedModel, create_model
@@ -266,16 +266,13 @@ def extract_to_cache(
                 disable=not progress,
                 leave=False,
             )
-            expected_index = 0
-            for batch in loader:
-                first = int(batch.index[0])
-                if first != expected_index:
-                    raise RuntimeError(f"loader returned rows out of order at {first}")
-                expected_index += len(batch.key)
-                images = batch.image.to(loaded.device, non_blocking=True)
-                pooled, logits = extractor(images)
-                writer.append(batch.key, batch.label.numpy(), pooled, logits)
-                bar.update(len(batch.key))
+            write_features(
+                extractor,
+                _ordered_batches(loader),
+                writer,
+                device=loaded.device,
+                on_rows=bar.update,
+            )
             bar.close()
             if writer.n_rows != len(data):
                 raise RuntimeError(f"wrote {writer.n_rows} rows for {len(data)} samples")
@@ -302,6 +299,19 @@ def extract_to_cache(
         len(data) / max(seconds, 1e-9),
     )
     return item.output
+
+
+def _ordered_batches(loader: torch.utils.data.DataLoader):
+    """Yield ``(keys, labels, images)`` from a loader, checking rows arrive in dataset order."""
+    expected = 0
+    for batch in loader:
+        first = int(batch.index[0])
+        if first != expected:
+            raise RuntimeError(
+                f"loader returned rows out of order: row {first}, expected {expected}"
+            )
+        expected += len(batch.key)
+        yield batch.key, batch.label.numpy(), batch.image
 
 
 def run_model(settings: ExtractionSettings, model_id: str, *, progress: bool = True) -> list[Path]:
