@@ -43,15 +43,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn, n_batches: int, device: torch.device, repeats: int) -> float:
-    """Return the best wall time of ``repeats`` runs of ``fn`` over all batches."""
-    best = float("inf")
+def _best_times(fns: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    """Best wall time of each function over ``repeats`` rounds, run interleaved (a, b, c, a, …)
+    so that drift of the machine's speed hits every contender alike."""
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -122,9 +124,8 @@ def bench_model(
                     full.mean(axis=1)
 
     bare()  # warm-up (allocator, kernels)
-    t_bare = _time(bare, n_batches, device, repeats)
-    t_ours = _time(ours, n_batches, device, repeats)
-    t_naive = _time(naive, n_batches, device, repeats)
+    times = _best_times({"bare": bare, "ours": ours, "naive": naive}, device, repeats)
+    t_bare, t_ours, t_naive = times["bare"], times["ours"], times["naive"]
     return {
         "model": name,
         "input_size": list(size),
@@ -250,8 +251,8 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["convnext_atto", "vit_tiny_patch16_224"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--n_batches", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n_batches", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--skip_rss", action="store_true")
     args = parser.parse_args()

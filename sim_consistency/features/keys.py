@@ -13,6 +13,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sim_consistency.data.subsets import keys_fingerprint
+
 __all__ = ["EXTRACTION_CODE_VERSION", "content_key", "keys_fingerprint"]
 
 #: Bump when a change to the extraction code changes the numbers it writes.
@@ -21,15 +23,6 @@ EXTRACTION_CODE_VERSION = "1"
 #: Recipe fields that do not change the numbers: names, grouping metadata and file locations
 #: (the weights themselves are covered by their content digest).
 _NOT_NUMERIC = ("model_id", "metadata", "path", "weights")
-
-
-def keys_fingerprint(keys: Sequence[str]) -> str:
-    """Return a sha256 over the ordered row keys (identifies a dataset subset)."""
-    digest = hashlib.sha256()
-    for key in keys:
-        digest.update(key.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def content_key(
