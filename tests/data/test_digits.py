@@ -167,13 +167,18 @@ def test_force_rebuild_and_main(tmp_path, capsys):
     assert sorted(p.name for p in folder.parent.iterdir()) == ["wds_digits"]
 
 
-def test_module_entry_point_smoke():
-    """``python -m sim_consistency.data.digits`` runs (``--help`` skips the heavy imports)."""
+def test_module_entry_point_builds(tmp_path):
+    """``python -m sim_consistency.data.digits --project_root DIR`` builds the shards."""
     result = subprocess.run(
-        [sys.executable, "-m", "sim_consistency.data.digits", "--help"],
+        [sys.executable, "-m", "sim_consistency.data.digits", "--project_root", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "--project_root" in result.stdout and "Warning" not in result.stderr
+    assert "Warning" not in result.stderr
+    folder = tmp_path / "datasets" / "wds" / "wds_digits"
+    for split in ("train", "val", "test"):
+        n = int((folder / split / "nshards.txt").read_text())
+        assert n >= 2 and all((folder / split / f"{i}.tar").is_file() for i in range(n))
+    assert (folder / "classnames.txt").read_text().split() == list(DIGITS_CLASSNAMES)
