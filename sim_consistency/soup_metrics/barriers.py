@@ -1,0 +1,107 @@
+"""Barriers along linear interpolation paths between two models.
+
+On the path θ(α) = (1−α)·θ_A + α·θ_B, evaluated on a grid of α that includes both endpoints,
+with a curve ``E(α)`` (test error or loss):
+
+* **midpoint barrier** (Frankle et al. 2020, "linear mode connectivity"):
+  ``max_α E(α) − ½(E(0) + E(1))``;
+* **linear-reference barrier** (Entezari et al. 2022):
+  ``max_α [E(α) − ((1−α)E(0) + αE(1))]``, the largest excess over the straight line between the
+  endpoint values.
+
+Both maxima run over the whole grid, endpoints included, so both are ≥ 0: the linear-reference
+barrier is exactly 0 for a convex curve (a straight or sagging path), while the midpoint barrier is
+at least ``|E(1) − E(0)| / 2`` when the endpoints differ — which is why both are reported. A
+barrier near 0 means A and B sit in one linearly connected basin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from sim_consistency.errors import ConfigError
+
+__all__ = ["DEFAULT_ALPHAS", "barrier", "barrier_matrix", "interpolation_alphas"]
+
+
+def interpolation_alphas(n_points: int = 11) -> npt.NDArray[np.float64]:
+    """Return ``n_points`` evenly spaced α in [0, 1], endpoints included (default 11)."""
+    if n_points < 3:
+        raise ConfigError(
+            f"interpolation grid: needs at least 3 points to see a barrier (got {n_points})."
+        )
+    return np.linspace(0.0, 1.0, n_points)
+
+
+#: The default α grid (11 points, step 0.1).
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in interpolation_alphas(11))
+
+
+def barrier(alphas: Sequence[float], values: Sequence[float]) -> dict[str, float]:
+    """Return the midpoint and linear-reference barriers of one interpolation curve.
+
+    Args:
+        alphas: the α grid, strictly increasing, starting at 0 and ending at 1.
+        values: ``E(α)`` at each α (error or loss: higher is worse).
+
+    Returns:
+        ``{"barrier", "barrier_alpha", "linear_barrier", "linear_barrier_alpha",
+        "value_start", "value_end", "value_max"}``.
+
+    Raises:
+        ConfigError: lengths differ, α is not an increasing grid from 0 to 1, or a value is
+            not finite.
+    """
+    a = np.asarray(alphas, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if a.shape != v.shape or a.ndim != 1 or a.size < 2:
+        raise ConfigError(
+            f"barrier: alphas and values must be 1-D of equal length ≥ 2 "
+            f"(got {a.shape} and {v.shape})."
+        )
+    if not (np.isclose(a[0], 0.0) and np.isclose(a[-1], 1.0) and np.all(np.diff(a) > 0)):
+        raise ConfigError(
+            f"barrier: alphas must increase from 0 to 1, endpoints included (got {a.tolist()})."
+        )
+    if not np.all(np.isfinite(v)):
+        raise ConfigError(f"barrier: the curve has non-finite values (got {v.tolist()}).")
+    midpoint_excess = v - 0.5 * (v[0] + v[-1])
+    linear_excess = v - ((1.0 - a) * v[0] + a * v[-1])
+    i, j = int(np.argmax(midpoint_excess)), int(np.argmax(linear_excess))
+    return {
+        "barrier": float(midpoint_excess[i]),
+        "barrier_alpha": float(a[i]),
+        "linear_barrier": float(linear_excess[j]),
+        "linear_barrier_alpha": float(a[j]),
+        "value_start": float(v[0]),
+        "value_end": float(v[-1]),
+        "value_max": float(v.max()),
+    }
+
+
+def barrier_matrix(
+    model_ids: Sequence[str],
+    pair_barriers: Mapping[tuple[str, str], float],
+) -> pd.DataFrame:
+    """Return the symmetric all-pairs barrier matrix (zero diagonal) as a DataFrame.
+
+    Args:
+        model_ids: row/column order.
+        pair_barriers: ``{(a, b): barrier}`` for every unordered pair (either order).
+
+    Raises:
+        ConfigError: a pair is missing.
+    """
+    ids = list(model_ids)
+    out = pd.DataFrame(np.zeros((len(ids), len(ids))), index=ids, columns=ids)
+    for i, a in enumerate(ids):
+        for b in ids[i + 1 :]:
+            value = pair_barriers.get((a, b), pair_barriers.get((b, a)))
+            if value is None:
+                raise ConfigError(f"barrier_matrix: no barrier for the pair ({a!r}, {b!r}).")
+            out.loc[a, b] = out.loc[b, a] = float(value)
+    return out

@@ -1,0 +1,172 @@
+"""Branching / basin analysis: do runs that fork late from a shared trajectory make better soups?
+
+The "branching soups" study forks fine-tuning runs from one training trajectory at several
+*branching epochs*, trains each branch (different learning rates or seeds) and looks at them after
+several *analysis epochs*. Hypothesis: early branches land in different basins (far apart, poor
+soups); late branches stay in one basin (close, good soups).
+
+Inputs are tidy tables, so the analysis is the same whether accuracies come from model heads or
+probes and distances from :func:`~sim_consistency.soup_metrics.weights.weight_geometry`:
+
+* ``runs``: ``model_id, branch_epoch, analysis_epoch, accuracy`` — one row per branched run;
+* ``distances``: ``model_a, model_b, l2_distance`` — whole-model distances (any superset);
+* ``soups``: ``branch_epoch, analysis_epoch, soup_id, soup_accuracy`` — the uniform soup of the
+  runs of each (branch_epoch, analysis_epoch) group.
+
+:func:`branching_tables` returns the three tables of the study (individual models, pairwise
+distances within each group, soup results with improvement over the mean/best and the average
+distance) and :func:`basin_summary` the verdict: the mean soup improvement over the mean ingredient
+for early (branch epochs below the median) vs late (at or above it) branching, their difference,
+and the Spearman correlation of improvement with branching epoch.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from sim_consistency.errors import ConfigError
+
+__all__ = ["GROUP", "basin_summary", "branching_tables"]
+
+#: The columns that identify one group of branched runs (one soup).
+GROUP: tuple[str, str] = ("branch_epoch", "analysis_epoch")
+
+
+def _require(table: pd.DataFrame, columns: set[str], what: str) -> None:
+    missing = columns - set(table.columns)
+    if missing:
+        raise ConfigError(f"branching analysis: {what} table lacks columns {sorted(missing)}.")
+
+
+def _pair_distance(distances: pd.DataFrame) -> dict[frozenset, float]:
+    return {
+        frozenset((a, b)): float(d)
+        for a, b, d in distances[["model_a", "model_b", "l2_distance"]].itertuples(index=False)
+    }
+
+
+def branching_tables(
+    runs: pd.DataFrame, distances: pd.DataFrame, soups: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """Return ``{"individual", "pairwise_distances", "soup_results"}`` tables of the study.
+
+    ``soup_results`` columns: ``branch_epoch, analysis_epoch, soup_id, n_models, soup_accuracy,
+    mean_individual_accuracy, best_individual_accuracy, improvement_over_mean,
+    improvement_over_best, mean_l2_distance``.
+
+    Raises:
+        ConfigError: missing columns, a soup group without runs, or a missing pair distance.
+    """
+    _require(runs, {"model_id", *GROUP, "accuracy"}, "runs")
+    _require(distances, {"model_a", "model_b", "l2_distance"}, "distances")
+    _require(soups, {*GROUP, "soup_id", "soup_accuracy"}, "soups")
+    pair_distance = _pair_distance(distances)
+
+    pair_rows = []
+    for (branch, analysis), group in runs.groupby(list(GROUP), sort=True):
+        for a, b in itertools.combinations(sorted(group["model_id"]), 2):
+            key = frozenset((a, b))
+            if key not in pair_distance:
+                raise ConfigError(
+                    f"branching analysis: no distance between {a!r} and {b!r} "
+                    f"(branch epoch {branch}, analysis epoch {analysis})."
+                )
+            pair_rows.append(
+                {
+                    "branch_epoch": branch,
+                    "analysis_epoch": analysis,
+                    "model_a": a,
+                    "model_b": b,
+                    "l2_distance": pair_distance[key],
+                }
+            )
+    pairwise = pd.DataFrame(
+        pair_rows, columns=["branch_epoch", "analysis_epoch", "model_a", "model_b", "l2_distance"]
+    )
+    mean_distance = pairwise.groupby(list(GROUP))["l2_distance"].mean()
+
+    soup_rows = []
+    for soup in soups.sort_values(list(GROUP)).itertuples(index=False):
+        key = (soup.branch_epoch, soup.analysis_epoch)
+        members = runs[(runs["branch_epoch"] == key[0]) & (runs["analysis_epoch"] == key[1])][
+            "accuracy"
+        ].to_numpy(dtype=np.float64)
+        if members.size == 0:
+            raise ConfigError(
+                f"branching analysis: soup {soup.soup_id!r} has no runs at branch epoch "
+                f"{key[0]}, analysis epoch {key[1]}."
+            )
+        soup_rows.append(
+            {
+                "branch_epoch": key[0],
+                "analysis_epoch": key[1],
+                "soup_id": soup.soup_id,
+                "n_models": int(members.size),
+                "soup_accuracy": float(soup.soup_accuracy),
+                "mean_individual_accuracy": float(members.mean()),
+                "best_individual_accuracy": float(members.max()),
+                "improvement_over_mean": float(soup.soup_accuracy) - float(members.mean()),
+                "improvement_over_best": float(soup.soup_accuracy) - float(members.max()),
+                "mean_l2_distance": float(mean_distance.get(key, np.nan)),
+            }
+        )
+    individual = runs.sort_values([*GROUP, "model_id"]).reset_index(drop=True)
+    return {
+        "individual": individual,
+        "pairwise_distances": pairwise,
+        "soup_results": pd.DataFrame(soup_rows),
+    }
+
+
+def basin_summary(soup_results: pd.DataFrame) -> dict[str, object]:
+    """Return whether late branching gives better soups than early branching, with the numbers.
+
+    Early = branch epochs below the median of the distinct branch epochs; late = the rest.
+    Improvement = soup accuracy − mean ingredient accuracy, averaged over analysis epochs.
+
+    Returns:
+        ``early_epochs, late_epochs, early_improvement, late_improvement, difference,
+        spearman_improvement_vs_branch_epoch, spearman_distance_vs_branch_epoch,
+        late_branching_better, statement``.
+    """
+    from scipy.stats import spearmanr
+
+    _require(soup_results, {"branch_epoch", "improvement_over_mean"}, "soup_results")
+    epochs = np.array(sorted(soup_results["branch_epoch"].unique()))
+    if epochs.size < 2:
+        raise ConfigError(
+            f"basin_summary: needs at least two branching epochs (got {epochs.tolist()})."
+        )
+    median = float(np.median(epochs))
+    early = [int(e) for e in epochs if e < median] or [int(epochs[0])]
+    late = [int(e) for e in epochs if e not in early]
+    improvement = soup_results["improvement_over_mean"]
+    early_value = float(improvement[soup_results["branch_epoch"].isin(early)].mean())
+    late_value = float(improvement[soup_results["branch_epoch"].isin(late)].mean())
+
+    def _spearman(column: str) -> float:
+        if column not in soup_results or soup_results[column].nunique() < 2:
+            return float("nan")
+        return float(spearmanr(soup_results["branch_epoch"], soup_results[column]).statistic)
+
+    better = late_value > early_value
+    statement = (
+        f"Late branching (epochs {late}) gives "
+        f"{'better' if better else 'no better'} soups than early branching (epochs {early}): "
+        f"mean improvement over the mean ingredient {100 * late_value:+.2f} pp vs "
+        f"{100 * early_value:+.2f} pp (difference {100 * (late_value - early_value):+.2f} pp)."
+    )
+    return {
+        "early_epochs": early,
+        "late_epochs": late,
+        "early_improvement": early_value,
+        "late_improvement": late_value,
+        "difference": late_value - early_value,
+        "spearman_improvement_vs_branch_epoch": _spearman("improvement_over_mean"),
+        "spearman_distance_vs_branch_epoch": _spearman("mean_l2_distance"),
+        "late_branching_better": bool(better),
+        "statement": statement,
+    }

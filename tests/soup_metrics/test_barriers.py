@@ -1,0 +1,63 @@
+"""Barriers: hand-checked curves, convex paths, and the all-pairs matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim_consistency.errors import ConfigError
+from sim_consistency.soup_metrics import (
+    DEFAULT_ALPHAS,
+    barrier,
+    barrier_matrix,
+    interpolation_alphas,
+)
+
+
+def test_default_grid_has_11_points_with_endpoints():
+    assert len(DEFAULT_ALPHAS) == 11 and DEFAULT_ALPHAS[0] == 0.0 and DEFAULT_ALPHAS[-1] == 1.0
+    np.testing.assert_allclose(interpolation_alphas(5), [0, 0.25, 0.5, 0.75, 1])
+
+
+def test_hand_checked_bump():
+    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    errors = [0.10, 0.30, 0.50, 0.20, 0.30]
+    out = barrier(alphas, errors)
+    assert out["barrier"] == pytest.approx(0.50 - 0.20)
+    assert out["barrier_alpha"] == 0.5
+    # linear reference at α=0.5 is 0.20 → excess 0.30; at 0.25: 0.30 − 0.15 = 0.15
+    assert out["linear_barrier"] == pytest.approx(0.30)
+    assert out["value_max"] == 0.5
+
+
+def test_convex_path_has_no_linear_barrier():
+    alphas = interpolation_alphas(11)
+    errors = 0.2 + 0.3 * (alphas - 0.4) ** 2 - 0.05 * alphas  # convex
+    out = barrier(alphas, errors)
+    assert out["linear_barrier"] <= 1e-15
+    flat = barrier(alphas, 0.1 + 0.5 * (alphas - 0.5) ** 2 - 0.125)  # convex, equal endpoints
+    assert flat["barrier"] <= 1e-15 and flat["linear_barrier"] <= 1e-15
+
+
+def test_identical_endpoints_constant_curve_is_zero():
+    out = barrier(DEFAULT_ALPHAS, [0.25] * 11)
+    assert out["barrier"] == 0.0 and out["linear_barrier"] == 0.0
+
+
+def test_bad_curves_are_rejected():
+    with pytest.raises(ConfigError, match="0 to 1"):
+        barrier([0.0, 0.5, 0.9], [1, 2, 3])
+    with pytest.raises(ConfigError, match="non-finite"):
+        barrier([0.0, 0.5, 1.0], [1, float("nan"), 3])
+    with pytest.raises(ConfigError, match="equal length"):
+        barrier([0.0, 1.0], [1, 2, 3])
+    with pytest.raises(ConfigError, match="at least 3"):
+        interpolation_alphas(2)
+
+
+def test_barrier_matrix_is_symmetric():
+    m = barrier_matrix(["a", "b", "c"], {("a", "b"): 0.1, ("c", "a"): 0.2, ("b", "c"): 0.3})
+    assert np.allclose(m.to_numpy(), m.to_numpy().T)
+    assert m.loc["a", "c"] == 0.2 and m.loc["b", "b"] == 0.0
+    with pytest.raises(ConfigError, match="'a', 'c'"):
+        barrier_matrix(["a", "b", "c"], {("a", "b"): 0.1, ("b", "c"): 0.3})
