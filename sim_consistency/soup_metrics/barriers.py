@@ -25,7 +25,13 @@ import pandas as pd
 
 from sim_consistency.errors import ConfigError
 
-__all__ = ["DEFAULT_ALPHAS", "barrier", "barrier_matrix", "interpolation_alphas"]
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "barrier",
+    "barrier_matrix",
+    "cross_entropy",
+    "interpolation_alphas",
+]
 
 
 def interpolation_alphas(n_points: int = 11) -> npt.NDArray[np.float64]:
@@ -105,3 +111,24 @@ def barrier_matrix(
                 raise ConfigError(f"barrier_matrix: no barrier for the pair ({a!r}, {b!r}).")
             out.loc[a, b] = out.loc[b, a] = float(value)
     return out
+
+
+def cross_entropy(logits: npt.ArrayLike, labels: npt.ArrayLike) -> float:
+    """Return the mean cross-entropy (nats) of ``logits`` ``(n, C)`` for integer ``labels``.
+
+    Computed in float64 with a max-shifted log-sum-exp, so large logits do not overflow.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if (
+        z.ndim != 2
+        or z.shape[0] != y.shape[0]
+        or (y.size and (y.min() < 0 or y.max() >= z.shape[1]))
+    ):
+        raise ConfigError(
+            f"cross_entropy: logits {z.shape} and labels {y.shape} (range "
+            f"{y.min() if y.size else '-'}…{y.max() if y.size else '-'}) do not match."
+        )
+    shift = z.max(axis=1, keepdims=True)
+    log_norm = shift[:, 0] + np.log(np.exp(z - shift).sum(axis=1))
+    return float(np.mean(log_norm - z[np.arange(len(y)), y]))

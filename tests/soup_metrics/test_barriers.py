@@ -61,3 +61,19 @@ def test_barrier_matrix_is_symmetric():
     assert m.loc["a", "c"] == 0.2 and m.loc["b", "b"] == 0.0
     with pytest.raises(ConfigError, match="'a', 'c'"):
         barrier_matrix(["a", "b", "c"], {("a", "b"): 0.1, ("b", "c"): 0.3})
+
+
+def test_cross_entropy_matches_torch():
+    import torch
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 7)) * 30  # large logits: no overflow
+    labels = rng.integers(0, 7, size=50)
+    expected = torch.nn.functional.cross_entropy(
+        torch.from_numpy(logits), torch.from_numpy(labels)
+    ).item()
+    from sim_consistency.soup_metrics.barriers import cross_entropy
+
+    assert cross_entropy(logits, labels) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ConfigError, match="do not match"):
+        cross_entropy(logits, labels + 7)
