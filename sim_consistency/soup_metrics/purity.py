@@ -36,52 +36,72 @@ __all__ = [
 ]
 
 
-def _unit_rows(vectors: npt.ArrayLike, what: str) -> npt.NDArray[np.float64]:
+def _unit_rows(
+    vectors: npt.ArrayLike, what: str, *, skip_zero: bool = False
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Return the unit-normalised non-zero rows and the mask of rows kept."""
     v = np.asarray(vectors, dtype=np.float64)
     if v.ndim != 2 or v.shape[0] < 2:
         raise ConfigError(f"{what}: needs a 2-D array with at least 2 vectors (got {v.shape}).")
     if not np.all(np.isfinite(v)):
         raise DataError(f"{what}: the vectors contain NaN or inf.")
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    if np.any(norms == 0):
+    norms = np.linalg.norm(v, axis=1)
+    kept = norms > 0
+    if not kept.all() and not skip_zero:
         raise DataError(
-            f"{what}: vector(s) {np.flatnonzero(norms[:, 0] == 0)[:5].tolist()} are all zeros; "
-            "their cosine is undefined."
+            f"{what}: vector(s) {np.flatnonzero(~kept)[:5].tolist()} are all zeros; "
+            "their cosine is undefined (pass skip_zero=True to leave dead units out)."
         )
-    return v / norms
+    if kept.sum() < 2:
+        raise DataError(f"{what}: fewer than 2 non-zero vectors (got {int(kept.sum())}).")
+    return v[kept] / norms[kept, None], kept
 
 
-def _abs_cosine_matrix(vectors: npt.ArrayLike, what: str) -> npt.NDArray[np.float64]:
-    unit = _unit_rows(vectors, what)
-    return np.abs(unit @ unit.T)
+def _abs_cosine_matrix(
+    vectors: npt.ArrayLike, what: str, *, skip_zero: bool = False
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    unit, kept = _unit_rows(vectors, what, skip_zero=skip_zero)
+    return np.abs(unit @ unit.T), kept
 
 
-def abs_cosine_stats(vectors: npt.ArrayLike) -> dict[str, float]:
+def abs_cosine_stats(vectors: npt.ArrayLike, *, skip_zero: bool = False) -> dict[str, float]:
     """Return mean/max/median/std of |cos| over all distinct pairs of rows of ``vectors``.
 
     Args:
         vectors: ``(m, p)``, one vector per row (e.g. a projection weight ``(out, in)``: one row
             per neuron; or ``features.T``: one row per feature dimension).
+        skip_zero: leave all-zero rows (dead ReLU units) out of the statistics instead of
+            raising; their number is reported as ``n_zero``.
 
     Raises:
-        ConfigError: fewer than two rows. DataError: NaN/inf or an all-zero row.
+        ConfigError: fewer than two rows. DataError: NaN/inf, or an all-zero row without
+            ``skip_zero``.
     """
-    cos = _abs_cosine_matrix(vectors, "abs_cosine_stats")
+    cos, kept = _abs_cosine_matrix(vectors, "abs_cosine_stats", skip_zero=skip_zero)
     upper = cos[np.triu_indices(cos.shape[0], k=1)]
     return {
         "mean_abs_cos": float(upper.mean()),
         "max_abs_cos": float(upper.max()),
         "median_abs_cos": float(np.median(upper)),
         "std_abs_cos": float(upper.std()),
-        "n_vectors": int(cos.shape[0]),
+        "n_vectors": int(kept.size),
+        "n_zero": int((~kept).sum()),
     }
 
 
-def orthogonality_scores(vectors: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """Return, per row, the mean |cos| to every other row (lower = more orthogonal = purer)."""
-    cos = _abs_cosine_matrix(vectors, "orthogonality_scores")
+def orthogonality_scores(
+    vectors: npt.ArrayLike, *, skip_zero: bool = False
+) -> npt.NDArray[np.float64]:
+    """Return, per row, the mean |cos| to every other row (lower = more orthogonal = purer).
+
+    With ``skip_zero``, all-zero rows (dead units, which carry nothing) score ``+inf``: they are
+    never kept as high-purity dimensions and are the first kept as low-purity ones.
+    """
+    cos, kept = _abs_cosine_matrix(vectors, "orthogonality_scores", skip_zero=skip_zero)
     m = cos.shape[0]
-    return (cos.sum(axis=1) - np.diag(cos)) / (m - 1)
+    scores = np.full(kept.size, np.inf)
+    scores[kept] = (cos.sum(axis=1) - np.diag(cos)) / (m - 1)
+    return scores
 
 
 def silhouette(
@@ -123,6 +143,8 @@ def select_dimensions(scores: npt.ArrayLike, k: int, *, purity: str) -> npt.NDAr
     Ties in the score are broken by index, so the selection is deterministic.
     """
     s = np.asarray(scores, dtype=np.float64)
+    if np.isnan(s).any():
+        raise ConfigError("select_dimensions: scores contain NaN.")
     if not 1 <= k <= s.size:
         raise ConfigError(f"select_dimensions: k must be in [1, {s.size}] (got {k}).")
     if purity not in ("high", "low"):

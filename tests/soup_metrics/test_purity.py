@@ -75,3 +75,13 @@ def test_retention_sweep_endpoint_equals_full_features():
     assert set(sweep["purity"]) == {"high", "low"}
     with pytest.raises(ConfigError, match="width 12"):
         retention_sweep(x_tr, x_te, scores[:5], [3], evaluate)
+
+
+def test_dead_units_are_skipped_when_asked():
+    v = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    stats = abs_cosine_stats(v, skip_zero=True)
+    assert stats["n_zero"] == 1 and stats["mean_abs_cos"] == pytest.approx(1 / np.sqrt(2))
+    scores = orthogonality_scores(v, skip_zero=True)
+    assert np.isinf(scores[1]) and np.isfinite(scores[[0, 2]]).all()
+    assert 1 not in select_dimensions(scores, 2, purity="high")
+    assert 1 in select_dimensions(scores, 1, purity="low")
