@@ -30,6 +30,12 @@ from sim_consistency.io import atomic_write_text
 from sim_consistency.project import ProjectLocation
 
 __all__ = [
+    "plot_accuracy_vs_depth",
+    "plot_consistency",
+    "plot_similarity_heatmaps",
+    "plot_soup_improvement",
+    "probe_summary",
+    "write_aggregates",
     "collect_consistency",
     "collect_layer_cka",
     "collect_probes",
@@ -146,12 +152,7 @@ def similarity_vs_performance(
     """
     from scipy.stats import pearsonr, spearmanr
 
-    probe = probes[probes["kind"] == "probe"]
-    last = probe[
-        probe["block_index"]
-        == probe.groupby(["dataset", "model_id"])["block_index"].transform("max")
-    ]
-    acc = last.groupby(["dataset", "model_id"])[accuracy].mean()
+    acc = _last_block_rows(probes).groupby(["dataset", "model_id"])[accuracy].mean()
     rows = []
     for (dataset, metric), part in similarities.groupby(["dataset", "metric"], sort=True):
         gaps, sims = [], []
@@ -176,3 +177,171 @@ def similarity_vs_performance(
 def write_table(table: pd.DataFrame, location: ProjectLocation, name: str) -> Path:
     """Write ``table`` to ``results/aggregated/<name>.csv`` atomically and return the path."""
     return atomic_write_text(location.aggregated / f"{name}.csv", table.to_csv(index=False))
+
+
+# -- summaries and figures (shared by the notebooks and the demo report) -----------------------
+
+
+def _last_block_rows(probes: pd.DataFrame) -> pd.DataFrame:
+    rows = probes[probes["kind"] == "probe"]
+    deepest = rows.groupby(["dataset", "model_id"])["block_index"].transform("max")
+    return rows[rows["block_index"] == deepest]
+
+
+def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds of the last block's probe top-1, per dataset and model."""
+    return (
+        _last_block_rows(probes)
+        .groupby(["dataset", "model_id"])["top1"]
+        .agg(["mean", "std", "count"])
+        .reset_index()
+        .rename(columns={"mean": "top1_mean", "std": "top1_std", "count": "n_seeds"})
+    )
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from sim_consistency.io import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_similarity_heatmaps(similarities: pd.DataFrame, plots: Path) -> list[Path]:
+    """One heatmap per dataset × metric (fixed 0–1 viridis scale) → ``similarity_*.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for (dataset, metric), part in similarities.groupby(["dataset_slug", "metric"]):
+        ids = list(dict.fromkeys([*part["model_a"], *part["model_b"]]))
+        matrix = pd.DataFrame(1.0, index=ids, columns=ids)
+        for r in part.itertuples(index=False):
+            matrix.loc[r.model_a, r.model_b] = matrix.loc[r.model_b, r.model_a] = r.similarity
+        fig, ax = plt.subplots(figsize=(1 + 0.45 * len(ids), 0.8 + 0.45 * len(ids)))
+        image = ax.imshow(matrix.to_numpy(), cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(ids)), ids, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(ids)), ids, fontsize=6)
+        ax.set_title(f"{dataset}\n{metric}", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        paths.append(_save(fig, plots / f"similarity_{dataset}_{metric}.png"))
+    return paths
+
+
+def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
+    """Probe top-1 vs relative block depth, one figure per dataset → ``probe_accuracy_vs_depth_*``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for dataset, part in probes[probes["kind"] == "probe"].groupby("dataset"):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for model_id, curve in part.groupby("model_id"):
+            curve = curve.groupby("depth_fraction")["top1"].mean()
+            ax.plot(curve.index, 100 * curve.values, marker="o", label=model_id)
+        ax.set_xlabel("relative depth of the block")
+        ax.set_ylabel("probe top-1 (%)")
+        ax.set_title(f"Accuracy vs depth — {dataset}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+        slug = dataset.replace("/", "_")
+        paths.append(_save(fig, plots / f"probe_accuracy_vs_depth_{slug}.png"))
+    return paths
+
+
+def plot_soup_improvement(table: pd.DataFrame, plots: Path) -> Path:
+    """Bars of each soup's improvement over the mean and the best ingredient, per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [
+        f"{s}\n{d.split('/')[-1]}" for s, d in zip(table["soup_id"], table["dataset"], strict=True)
+    ]
+    x = np.arange(len(table))
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(table)), 4))
+    ax.bar(x - 0.2, 100 * table["improvement_over_mean"], width=0.4, label="vs mean")
+    ax.bar(x + 0.2, 100 * table["improvement_over_best"], width=0.4, label="vs best")
+    ax.axhline(0, color="black", linewidth=1)
+    ax.set_xticks(x, labels, fontsize=6, rotation=90)
+    ax.set_ylabel("improvement (pp)")
+    ax.set_title("Soup improvement over its ingredients")
+    ax.legend()
+    return _save(fig, plots / "soup_improvement.png")
+
+
+def plot_consistency(consistency: pd.DataFrame, plots: Path) -> Path:
+    """Bars of every cross-dataset consistency value (metric × dataset pair × method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [
+        f"{r.metric} | {r.restriction}\n{r.dataset_a} vs {r.dataset_b} ({r.method})"
+        for r in consistency.itertuples(index=False)
+    ]
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(consistency)), 4.5))
+    ax.bar(range(len(consistency)), consistency["consistency"])
+    ax.set_xticks(range(len(consistency)), labels, rotation=90, fontsize=6)
+    ax.set_ylabel("correlation across datasets")
+    ax.set_ylim(-1, 1)
+    ax.axhline(0, color="black", linewidth=1)
+    ax.set_title("Rep2Rep consistency")
+    return _save(fig, plots / "consistency.png")
+
+
+def write_aggregates(location: ProjectLocation) -> list[Path]:
+    """Write every aggregated table and figure whose inputs exist; return what was written.
+
+    What the four notebooks do, in one call (the demo runs it before writing the report).
+    """
+    location.plots.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    similarities = probes = None
+    try:
+        similarities = collect_similarities(location)
+        written.append(write_table(similarities, location, "similarities"))
+        written += plot_similarity_heatmaps(similarities, location.plots)
+    except MissingInputError:
+        pass
+    try:
+        probes = collect_probes(location)
+        written.append(write_table(probes, location, "probes"))
+        written.append(write_table(probe_summary(probes), location, "probe_summary"))
+        written += plot_accuracy_vs_depth(probes, location.plots)
+    except MissingInputError:
+        pass
+    try:
+        tables = collect_soup_metrics(location)
+        for name in (
+            "soup_vs_ingredients",
+            "weight_pairs",
+            "barriers",
+            "branching_soup_results",
+            "purity",
+        ):
+            if name in tables:
+                written.append(write_table(tables[name], location, f"soups_{name}"))
+        if "soup_vs_ingredients" in tables:
+            written.append(plot_soup_improvement(tables["soup_vs_ingredients"], location.plots))
+    except MissingInputError:
+        pass
+    try:
+        consistency = collect_consistency(location)
+        written.append(write_table(consistency, location, "consistency"))
+        written.append(plot_consistency(consistency, location.plots))
+    except MissingInputError:
+        pass
+    if similarities is not None and probes is not None:
+        relation = similarity_vs_performance(similarities, probes)
+        written.append(write_table(relation, location, "similarity_vs_performance"))
+    return written
