@@ -16,6 +16,7 @@ __all__ = [
     "WeightsNotFoundError",
     "CacheError",
     "OfflineError",
+    "MergeError",
 ]
 
 
@@ -45,3 +46,7 @@ class CacheError(SimcError, RuntimeError):
 
 class OfflineError(SimcError, ConnectionError):
     """A download was requested but the network (or the remote hub) cannot be reached."""
+
+
+class MergeError(SimcError, ValueError):
+    """A merge cannot be computed: incompatible ingredients, empty list, NaN/inf in a result."""

@@ -73,40 +73,27 @@ MODEL_SOURCE_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "checkpoint": (frozenset({"arch", "path"}), frozenset()),
 }
 
+#: Keys of every averaging method: the BatchNorm policy (sim_consistency.merging.batchnorm).
+_BN_KEYS = frozenset({"bn_policy", "bn_split", "anchor", "bn_max_samples"})
+#: Keys of the methods that select ingredients by held-out accuracy (greedy, pruned).
+_SELECTION_KEYS = frozenset({"ingredients", "heldout", "heldout_max_samples", "test", "seed"})
+_MONOSOUP_KEYS = frozenset(
+    {"base", "finetuned", "rank_rule", "R", "min_rel_update", "untouched_from"}
+)
+
 #: Allowed keys per variant method (besides ``method``); references are resolved to entries.
 VARIANT_METHOD_KEYS: dict[str, frozenset[str]] = {
-    "uniform": frozenset({"ingredients", "weights", "bn_policy", "bn_split", "anchor"}),
-    "weighted": frozenset({"ingredients", "weights", "bn_policy", "bn_split", "anchor"}),
-    "greedy": frozenset(
-        {
-            "ingredients",
-            "heldout",
-            "test",
-            "accept",
-            "order",
-            "seed",
-            "bn_policy",
-            "bn_split",
-            "anchor",
-            "metric",
-        }
-    ),
-    "pruned": frozenset(
-        {"ingredients", "heldout", "test", "seed", "bn_policy", "bn_split", "anchor", "metric"}
-    ),
-    "wise_ft": frozenset({"base", "finetuned", "alpha", "bn_policy", "bn_split", "anchor"}),
+    "uniform": frozenset({"ingredients", "weights"}) | _BN_KEYS,
+    "weighted": frozenset({"ingredients", "weights"}) | _BN_KEYS,
+    "greedy": _SELECTION_KEYS | {"accept", "order", "metric"} | _BN_KEYS,
+    "pruned": _SELECTION_KEYS | {"metric"} | _BN_KEYS,
+    "wise_ft": frozenset({"base", "finetuned", "alpha"}) | _BN_KEYS,
     "task_arithmetic": frozenset({"base", "finetuned", "lam", "coeffs", "negate"}),
     "ties": frozenset({"base", "finetuned", "keep", "lam", "scope"}),
-    "monosoup": frozenset(
-        {"base", "finetuned", "rank_rule", "R", "min_rel_update", "untouched_from"}
-    ),
-    "highonly": frozenset(
-        {"base", "finetuned", "rank_rule", "R", "min_rel_update", "untouched_from"}
-    ),
-    "lowonly": frozenset(
-        {"base", "finetuned", "rank_rule", "R", "min_rel_update", "untouched_from"}
-    ),
-    "interpolate": frozenset({"base", "finetuned", "alpha", "bn_policy", "bn_split", "anchor"}),
+    "monosoup": _MONOSOUP_KEYS,
+    "highonly": _MONOSOUP_KEYS,
+    "lowonly": _MONOSOUP_KEYS,
+    "interpolate": frozenset({"base", "finetuned", "alpha"}) | _BN_KEYS,
 }
 _REQUIRED_VARIANT_KEYS: dict[str, tuple[str, ...]] = {
     "uniform": ("ingredients",),

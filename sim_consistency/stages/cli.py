@@ -38,7 +38,14 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, needs_models: bool 
         "--launcher", choices=["local", "slurm"], default="local", help="where work runs"
     )
     parser.add_argument(
-        "--slurm_config", default=None, help="configs/slurm/<name>.json (with --launcher slurm)"
+        "--slurm_config",
+        default=None,
+        help="configs/slurm/<name>.json, or just <name> (with --launcher slurm)",
+    )
+    parser.add_argument(
+        "--no_wait",
+        action="store_true",
+        help="with --launcher slurm: submit and return; rerun the command to collect",
     )
     parser.add_argument("--force", action="store_true", help="recompute even up-to-date outputs")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

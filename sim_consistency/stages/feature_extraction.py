@@ -1,7 +1,8 @@
 """Stage: block-wise feature extraction into the HDF5 cache.
 
 ``python scripts/feature_extraction.py --models_config … --datasets … [--model_key …]
-[--max_samples N] [--batch_size B] [--dtype float16|float32] [--force] [--list_blocks]``
+[--max_samples N] [--batch_size B] [--dtype float16|float32] [--force] [--list_blocks]
+[--launcher slurm --slurm_config debug [--job_per model_dataset] [--no_wait]] [--wandb]``
 writes ``features/<dataset_slug>/<split>/<model_id>.h5`` for every model x dataset x split.
 
 Flow: :func:`plan_model` computes each output's content key (weights digest, recipe,
@@ -10,6 +11,11 @@ preprocessing, pooling, blocks, rows) and keeps the outputs that are missing or 
 :class:`~sim_consistency.features.BlockExtractor` and
 :func:`~sim_consistency.io.atomic_output`, so an interrupted run leaves no file a reader
 accepts.
+
+Launch: locally, each model is built once and extracts its outputs in this process. With
+``--launcher slurm`` the submitter plans first (so a rerun submits only what is missing or
+stale) and :func:`~sim_consistency.launch.launch` runs one job per model (:class:`ExtractionJob`),
+or one per model x dataset with ``--job_per model_dataset``; jobs never share an output file.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +43,19 @@ from sim_consistency.features.cache import FeatureCacheWriter, read_cache_attrs
 from sim_consistency.features.extract import BlockExtractor, BlockSpec, write_features
 from sim_consistency.features.keys import EXTRACTION_CODE_VERSION, content_key, keys_fingerprint
 from sim_consistency.io import atomic_output
+from sim_consistency.launch import (
+    LaunchOptions,
+    LaunchReport,
+    launch,
+    launch_options_from_args,
+)
 from sim_consistency.models import LoadedModel, create_model
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
+from sim_consistency.tracking import start_tracking
 
 __all__ = [
+    "ExtractionJob",
     "ExtractionSettings",
     "WorkItem",
     "add_arguments",
@@ -48,8 +63,10 @@ __all__ = [
     "extract_to_cache",
     "main",
     "plan",
+    "plan_jobs",
     "plan_model",
     "resolve_device",
+    "run_job",
 ]
 
 log = logging.getLogger("sim_consistency.feature_extraction")
@@ -220,11 +237,30 @@ def _dataset(
     )
 
 
+# -- variants: built on the fly when not materialised (merging owns how) ---------------------
+
+
+def _ensure_variant(
+    settings: ExtractionSettings, specs: Mapping[str, ModelSpec], model_id: str
+) -> None:
+    """Materialise ``model_id`` first if it is a variant that is missing or stale."""
+    if specs[model_id].is_variant:
+        from sim_consistency.merging import materialise_variant
+
+        materialise_variant(
+            specs[model_id],
+            specs,
+            location=settings.location,
+            device=resolve_device(settings.device),
+        )
+
+
 def plan(settings: ExtractionSettings) -> list[WorkItem]:
     """Return every output to build (builds each model on the CPU to read its content key)."""
     specs = load_models_config(settings.models_config, base_dir=settings.project_root)
     items: list[WorkItem] = []
     for model_id in settings.model_ids:
+        _ensure_variant(settings, specs, model_id)
         loaded = create_model(specs[model_id], specs, device="cpu", location=settings.location)
         items.extend(plan_model(settings, specs[model_id], loaded))
     return items
@@ -318,9 +354,79 @@ def run_model(settings: ExtractionSettings, model_id: str, *, progress: bool = T
     """Plan and extract every missing/stale output of one model (one SLURM job's work)."""
     specs = load_models_config(settings.models_config, base_dir=settings.project_root)
     device = resolve_device(settings.device)
+    _ensure_variant(settings, specs, model_id)
     loaded = create_model(specs[model_id], specs, device=device, location=settings.location)
     items = plan_model(settings, specs[model_id], loaded)
     return [extract_to_cache(settings, item, loaded, progress=progress) for item in items]
+
+
+@dataclass(frozen=True)
+class ExtractionJob:
+    """One launcher work item: a model on some datasets (every split), i.e. one SLURM job."""
+
+    model_id: str
+    datasets: tuple[str, ...]
+    per_dataset: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.model_id}@{self.datasets[0]}" if self.per_dataset else self.model_id
+
+
+def run_job(
+    settings: ExtractionSettings, job: ExtractionJob, *, progress: bool = False
+) -> list[Path]:
+    """Extract the missing/stale outputs of ``job`` (what one SLURM job runs; picklable)."""
+    return run_model(replace(settings, datasets=job.datasets), job.model_id, progress=progress)
+
+
+def plan_jobs(
+    settings: ExtractionSettings, items: Sequence[WorkItem], *, per_dataset: bool = False
+) -> dict[ExtractionJob, list[Path]]:
+    """Group planned outputs into jobs (per model, or per model x dataset) -> their outputs."""
+    jobs: dict[ExtractionJob, list[Path]] = {}
+    for item in items:
+        datasets = (item.dataset,) if per_dataset else settings.datasets
+        job = ExtractionJob(item.model_id, datasets, per_dataset)
+        jobs.setdefault(job, []).append(item.output)
+    return jobs
+
+
+def _launch(
+    settings: ExtractionSettings, options: LaunchOptions, *, per_dataset: bool
+) -> LaunchReport:
+    if options.launcher == "local":
+        # Each model is built once and plans its own outputs: no separate planning pass.
+        units = [(m, (d,)) for m in settings.model_ids for d in settings.datasets]
+        if not per_dataset:
+            units = [(m, settings.datasets) for m in settings.model_ids]
+        jobs = {ExtractionJob(m, datasets, per_dataset): [] for m, datasets in units}
+    else:
+        jobs = plan_jobs(settings, plan(settings), per_dataset=per_dataset)
+    return launch(
+        partial(run_job, settings, progress=options.launcher == "local"),
+        list(jobs),
+        stage="feature_extraction",
+        location=settings.location,
+        options=options,
+        outputs=jobs.__getitem__,
+    )
+
+
+def _written_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        attrs = read_cache_attrs(path) or {}
+        rows.append(
+            {
+                "model_id": attrs.get("model_id"),
+                "dataset": attrs.get("dataset"),
+                "split": attrs.get("split"),
+                "n_rows": attrs.get("n_rows"),
+                "content_key": attrs.get("content_key"),
+                "path": str(path),
+            }
+        )
+    return rows
 
 
 def list_blocks(settings: ExtractionSettings) -> str:
@@ -385,6 +491,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="DataLoader worker processes (decode + transform)",
     )
     parser.add_argument(
+        "--job_per",
+        choices=["model", "model_dataset"],
+        default="model",
+        help="one job per model (default), or a job array over model x dataset",
+    )
+    parser.add_argument(
         "--list_blocks",
         action="store_true",
         help="dry run: print blocks, dims and projected cache size; extract nothing",
@@ -434,20 +546,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         settings = settings_from_args(args)
-        if args.launcher != "local":
-            raise ConfigError(
-                "--launcher slurm is not available yet for feature_extraction; "
-                "use --launcher local."
-            )
         if args.list_blocks:
             print(list_blocks(settings))
             return 0
-        written: list[Path] = []
-        for model_id in settings.model_ids:
-            written.extend(run_model(settings, model_id))
+        options = launch_options_from_args(args)  # validated before any work starts
+        config = {**asdict(settings), "launcher": args.launcher, "job_per": args.job_per}
+        with start_tracking(
+            args.wandb, stage="feature_extraction", config=config, location=settings.location
+        ) as tracker:
+            start = time.perf_counter()
+            report = _launch(settings, options, per_dataset=args.job_per == "model_dataset")
+            written = [path for paths in report.results() for path in paths]
+            tracker.log_metrics(
+                {
+                    "n_files_written": len(written),
+                    "n_jobs": len(report.outcomes),
+                    "n_jobs_failed": report.n_failed,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            tracker.log_table("written_files", _written_rows(written))
+        if args.launcher != "local":
+            print(report.summary())
         print(
             f"feature_extraction: {len(written)} file(s) written under {settings.location.features}"
         )
-        return 0
+        return 0 if report.is_success else 1
 
     return run_main(body)
