@@ -1,0 +1,11 @@
+"""Rep2Rep consistency: correlate model×model similarity matrices across datasets.
+
+Example:
+    python scripts/consistency.py --models_config configs/models/demo.json \
+        --datasets wds/digits wds/other --similarity_config configs/similarity/default.json
+"""
+
+from sim_consistency.stages import consistency
+
+if __name__ == "__main__":
+    raise SystemExit(consistency.main())

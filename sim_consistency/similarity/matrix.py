@@ -1,0 +1,128 @@
+"""Model×model similarity matrices: per-representation statistics once, then every pair.
+
+:data:`SIMILARITY_METRICS` maps each ``sim_method`` of the similarity config to a pair of
+functions: ``prepare(X, spec)`` builds the statistics of one representation (means, row norms,
+self-HSIC, Gram or kernel bandwidth, RDM ranks, k-NN table) and ``compare(a, b, spec)`` scores a
+pair from two of them. :func:`similarity_matrix` prepares each model once and compares the
+M(M-1)/2 pairs, so nothing per-model is recomputed per pair.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tqdm.auto import tqdm
+
+from sim_consistency.config.similarity import MetricSpec
+from sim_consistency.errors import ConfigError
+from sim_consistency.similarity._arrays import as_matrix, l2_normalize
+from sim_consistency.similarity.cka import (
+    choose_space,
+    linear_cka_from_stats,
+    linear_stats,
+    rbf_cka_from_stats,
+    rbf_stats,
+)
+from sim_consistency.similarity.knn import knn_table, mutual_knn_from_tables
+from sim_consistency.similarity.rsa import rsa_from_stats, rsa_stats
+
+__all__ = ["SIMILARITY_METRICS", "similarity_matrix", "describe_estimator"]
+
+log = logging.getLogger("sim_consistency.similarity")
+
+
+def _prepare_cka(X: np.ndarray, spec: MetricSpec, space: str) -> Any:
+    if spec.sim_kernel == "linear":
+        return linear_stats(X, space=space)
+    return rbf_stats(X, sigma=spec.sigma, sigma_median=spec.sigma_median)
+
+
+def _compare_cka(a: Any, b: Any, spec: MetricSpec) -> float:
+    compare = linear_cka_from_stats if spec.sim_kernel == "linear" else rbf_cka_from_stats
+    return compare(a, b, unbiased=bool(spec.unbiased))
+
+
+def _prepare_rsa(X: np.ndarray, spec: MetricSpec, space: str) -> Any:
+    return rsa_stats(X, rdm=spec.rsa_method, corr=spec.corr_method)
+
+
+def _prepare_mknn(X: np.ndarray, spec: MetricSpec, space: str) -> Any:
+    return knn_table(X, int(spec.k))
+
+
+#: ``sim_method`` -> (prepare one representation, compare two prepared representations).
+SIMILARITY_METRICS: dict[str, tuple[Callable[..., Any], Callable[..., float]]] = {
+    "cka": (_prepare_cka, _compare_cka),
+    "rsa": (_prepare_rsa, lambda a, b, spec: rsa_from_stats(a, b)),
+    "mknn": (_prepare_mknn, lambda a, b, spec: mutual_knn_from_tables(a, b)),
+}
+
+
+def describe_estimator(spec: MetricSpec) -> str:
+    """Return a one-line description of the estimator behind ``spec`` (for metadata files)."""
+    if spec.sim_method == "cka":
+        hsic = (
+            "unbiased HSIC (Song et al. 2012, eq. 5)"
+            if spec.unbiased
+            else "biased HSIC tr(KHLH) (Gretton et al. 2005; Kornblith et al. 2019)"
+        )
+        if spec.sim_kernel == "linear":
+            kernel = "linear kernel"
+        elif spec.sigma is not None:
+            kernel = f"RBF kernel exp(-d^2/(2 sigma^2)), sigma={spec.sigma:g} (absolute)"
+        else:
+            kernel = (
+                f"RBF kernel, sigma^2 = {spec.sigma_median:g}^2 * median of all n^2 squared "
+                "distances"
+            )
+        return f"CKA with {kernel}, {hsic}, float64 accumulation"
+    if spec.sim_method == "rsa":
+        rdm = "1 - Pearson r between samples" if spec.rsa_method == "correlation" else "1 - cosine"
+        return f"RSA: RDM = {rdm}; {spec.corr_method} correlation of the strict upper triangles"
+    return f"mutual k-NN (Huh et al. 2024), k={spec.k}, cosine, self excluded, ties by index"
+
+
+def similarity_matrix(
+    features: Sequence[Any],
+    spec: MetricSpec,
+    *,
+    normalize: bool = True,
+    space: str = "auto",
+    progress: bool = False,
+) -> npt.NDArray[np.float64]:
+    """Return the symmetric (M, M) similarity matrix of M representations of the same rows.
+
+    Args:
+        features: M feature arrays, each (n, d_m), rows aligned.
+        spec: the metric.
+        normalize: L2-normalise each row first (Rep2Rep's default).
+        space: linear CKA only: ``"feature"``, ``"gram"`` or ``"auto"`` (Gram space when n is
+            below the median width d).
+        progress: show tqdm bars over the representations and the pairs.
+
+    Returns:
+        Float64 matrix; the diagonal is the self-similarity (1, or NaN for a degenerate
+        representation).
+    """
+    if spec.sim_method not in SIMILARITY_METRICS:
+        raise ConfigError(
+            f"similarity_matrix: unknown sim_method {spec.sim_method!r}. "
+            f"Choose one of {', '.join(sorted(SIMILARITY_METRICS))}."
+        )
+    prepare, compare = SIMILARITY_METRICS[spec.sim_method]
+    mats = [as_matrix(X, f"features[{i}]") for i, X in enumerate(features)]
+    if normalize:
+        mats = [l2_normalize(X) for X in mats]
+    if space == "auto":
+        space = choose_space(mats[0].shape[0] if mats else 0, [X.shape[1] for X in mats])
+    stats = [prepare(X, spec, space) for X in tqdm(mats, desc="prepare", disable=not progress)]
+    m = len(stats)
+    out = np.empty((m, m), dtype=np.float64)
+    pairs = [(i, j) for i in range(m) for j in range(i, m)]
+    for i, j in tqdm(pairs, desc="pairs", disable=not progress):
+        out[i, j] = out[j, i] = compare(stats[i], stats[j], spec)
+    return out

@@ -1,0 +1,288 @@
+"""Helpers shared by the similarity stages: content keys, cache look-up, heatmaps (private)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from sim_consistency.errors import CacheError, ConfigError, MissingInputError
+from sim_consistency.features import read_cache_attrs
+from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.launch import launch, launch_options_from_args
+from sim_consistency.project import ProjectLocation
+from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
+
+log = logging.getLogger("sim_consistency.similarity_stages")
+
+#: Bump when a change to the similarity code changes the numbers it writes.
+SIMILARITY_CODE_VERSION = "1"
+METADATA_FILE = "metadata.json"
+MATRIX_H5 = "similarity_matrix.h5"
+MATRIX_CSV = "similarity_matrix.csv"
+MODEL_IDS = "model_ids.txt"
+
+
+def digest(payload: Mapping[str, Any]) -> str:
+    """Return the hex sha256 of a JSON payload (sorted keys), the outputs' content key."""
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def cache_attrs(
+    location: ProjectLocation, dataset: str, split: str, model_ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Return ``{model_id: attrs}`` of the models' complete feature caches (all must exist).
+
+    Only attributes are read (content key, block names); the features are read later, once.
+
+    Raises:
+        MissingInputError: naming every missing or incomplete cache file.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    missing: list[str] = []
+    for model_id in model_ids:
+        path = location.feature_file(dataset, split, model_id)
+        attrs = read_cache_attrs(path)
+        if attrs is None:
+            missing.append(str(path))
+        else:
+            found[model_id] = attrs
+    if missing:
+        raise MissingInputError(
+            "feature cache(s) missing or incomplete: "
+            + ", ".join(missing)
+            + f". Run scripts/feature_extraction.py --datasets {dataset} --splits {split} first."
+        )
+    return found
+
+
+def resolve_block(attrs: Mapping[str, Any], block: str | None, path: Path) -> str:
+    """Return ``block`` (default: the cache's last block), checked to exist in the cache."""
+    names = list(attrs["block_names"])
+    chosen = names[-1] if block is None else block
+    if chosen not in names:
+        raise ConfigError(
+            f"--block {chosen!r}: {path} has no such block. Its blocks: {', '.join(names)}."
+        )
+    return chosen
+
+
+def stored_key(folder: Path) -> str | None:
+    """Return the content key recorded in ``folder/metadata.json`` (None if absent/unreadable)."""
+    try:
+        return json.loads((folder / METADATA_FILE).read_text()).get("content_key")
+    except (OSError, ValueError):
+        return None
+
+
+def read_similarity_matrix(folder: Path) -> pd.DataFrame:
+    """Return the (M, M) matrix stored in ``folder`` as a DataFrame indexed by model id.
+
+    Raises:
+        MissingInputError: the folder has no complete matrix (no ``metadata.json``, written
+            last, or no HDF5 file).
+    """
+    path = folder / MATRIX_H5
+    if not path.is_file() or stored_key(folder) is None:
+        raise MissingInputError(
+            f"{folder}: no complete similarity matrix ({MATRIX_H5} + {METADATA_FILE}); run "
+            "scripts/distance_matrix_computation.py for this dataset and metric first."
+        )
+    with h5py.File(path, "r") as f:
+        matrix = f["similarity_matrix"][()]
+        ids = list(f["model_ids"].asstr()[()])
+    return pd.DataFrame(matrix, index=ids, columns=ids)
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
+    """Write ``payload`` as indented JSON, atomically."""
+    return atomic_write_text(
+        path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    )
+
+
+def _short(labels: Sequence[str], width: int = 32) -> list[str]:
+    """Return tick labels cut to ``width`` characters from the left (paths keep their end)."""
+    return [str(x) if len(str(x)) <= width else "…" + str(x)[-(width - 1) :] for x in labels]
+
+
+def save_heatmap(
+    values: np.ndarray,
+    path_stem: Path,
+    *,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: str,
+    xlabel: str = "",
+    ylabel: str = "",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+) -> list[Path]:
+    """Save an annotated viridis heatmap as ``<stem>.png`` and ``<stem>.pdf`` (Agg backend).
+
+    The colour scale is fixed (``vmin``..``vmax``, default 0–1) so that heatmaps of different
+    pairs can be compared by eye; cells are annotated with two decimals up to 20×20.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = values.shape
+    lo = float(np.nanmin(values)) if vmin is None else vmin
+    hi = float(np.nanmax(values)) if vmax is None else vmax
+    hi = hi if hi > lo else lo + 1.0
+    size = (max(4.0, 0.45 * cols + 2.5), max(3.5, 0.4 * rows + 2.0))
+    fig, ax = plt.subplots(figsize=size)
+    image = ax.imshow(values, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    fig.colorbar(image, ax=ax)
+    ax.set_xticks(range(cols), labels=_short(col_labels), rotation=90, fontsize=7)
+    ax.set_yticks(range(rows), labels=_short(row_labels), fontsize=7)
+    if rows * cols <= 400:
+        for i in range(rows):
+            for j in range(cols):
+                v = values[i, j]
+                text = "nan" if not np.isfinite(v) else f"{v:.2f}"
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="black" if np.isfinite(v) and (v - lo) / (hi - lo) > 0.6 else "white",
+                )
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    return _save_figure(fig, path_stem)
+
+
+def check_same_keys(ref_path: Path, ref_keys: np.ndarray, path: Path, keys: np.ndarray) -> None:
+    """Raise :class:`CacheError` naming both files when two caches' ``/keys`` differ."""
+    if len(keys) == len(ref_keys) and np.array_equal(keys, ref_keys):
+        return
+    if len(keys) != len(ref_keys):
+        detail = f"{len(ref_keys)} rows vs {len(keys)} rows"
+    else:
+        i = int(np.flatnonzero(keys != ref_keys)[0])
+        detail = f"row {i}: {ref_keys[i]!r} vs {keys[i]!r}"
+    raise CacheError(
+        f"{ref_path} and {path}: /keys differ ({detail}); the caches were built on different "
+        "subsets or datasets. Rebuild them with the same --max_samples."
+    )
+
+
+def save_profile_plot(
+    profiles: Mapping[str, Sequence[float]],
+    path_stem: Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    xticklabels: Sequence[str] | None = None,
+) -> list[Path]:
+    """Save one line per series (y in [0, 1]) as ``<stem>.png`` and ``<stem>.pdf``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    length = max((len(v) for v in profiles.values()), default=1)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.45 * length + 2.5), 3.5))
+    for label, values in profiles.items():
+        ax.plot(range(len(values)), values, marker="o", label=label)
+    if xticklabels is not None:
+        ax.set_xticks(range(len(xticklabels)), labels=list(xticklabels), rotation=90, fontsize=7)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save_figure(fig, path_stem)
+
+
+def _save_figure(fig: Any, path_stem: Path) -> list[Path]:
+    """Write ``fig`` as PNG and PDF next to each other, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for suffix in (".png", ".pdf"):
+        target = path_stem.with_suffix(suffix)
+        with atomic_output(target) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=150)
+        written.append(target)
+    plt.close(fig)
+    return written
+
+
+def plan_reason(folder: Path, key: str, outputs: Sequence[str], force: bool) -> str | None:
+    """Return why ``folder`` must be (re)built — forced, missing or stale — or None if current.
+
+    Current means: every file of ``outputs`` exists and ``metadata.json`` (written last)
+    records ``key``. Anything else is rebuilt, never reused.
+    """
+    if force:
+        return "forced"
+    previous = stored_key(folder)
+    if previous is None or not all((folder / name).is_file() for name in outputs):
+        return "missing"
+    if previous != key:
+        return "stale"
+    log.info("%s: up to date (content key %s…), skipped", folder, key[:10])
+    return None
+
+
+def stage_main(
+    argv: Sequence[str] | None,
+    *,
+    stage: str,
+    doc: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    settings_from_args: Callable[[argparse.Namespace], Any],
+    plan: Callable[[Any], list[Any]],
+    run_item: Callable[[Any], Any],
+    label: Callable[[Any], str],
+    outputs: Callable[[Any], list[Path]],
+) -> int:
+    """Shared ``main`` of the similarity stages: parse → validate → plan → launch → summary.
+
+    Work items run through :func:`sim_consistency.launch.launch` (``--launcher local`` in this
+    process, ``slurm`` as one job per item); a :class:`SimcError` prints without a traceback.
+    """
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_arguments(parser)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+
+    def body() -> int:
+        settings = settings_from_args(args)
+        items = plan(settings)
+        report = launch(
+            run_item,
+            items,
+            stage=stage,
+            location=settings.location,
+            options=launch_options_from_args(args),
+            label=label,
+            outputs=outputs,
+        )
+        print(report.summary())
+        return 0 if report.is_success else 1
+
+    return run_main(body)

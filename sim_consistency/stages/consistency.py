@@ -1,0 +1,300 @@
+"""Stage: Rep2Rep consistency of model×model similarity matrices across datasets.
+
+``python scripts/consistency.py --models_config … --datasets A B … --similarity_config
+configs/similarity/<name>.json [--set_a KEY=VALUE …] [--set_b KEY=VALUE …]`` reads
+``model_similarities/<dataset_slug>/<metric_slug>/`` of every dataset and writes, for every
+metric, ``results/consistency/<metric_slug>/<restriction>/`` with
+
+* ``consistency_pearson.csv`` and ``consistency_spearman.csv`` — the D×D tables: the correlation
+  of the strict upper triangles of two datasets' matrices (models intersected and aligned by
+  id), or of the entries of the chosen model pairs;
+* ``heatmap_pearson.png|.pdf`` and ``heatmap_spearman.png|.pdf`` — annotated viridis heatmaps;
+* ``summary.csv`` — mean, median, std, min, max of the off-diagonal entries, per method;
+* ``metadata.json`` — datasets, models, pairs, the input matrices' content keys and the content
+  key the planner compares to skip finished outputs (written last; removed first on rebuild).
+
+``<restriction>`` is ``all_pairs``, or ``<set_a>__vs__<set_b>`` for a model-set-pair restriction
+by model metadata (e.g. ``--set_a objective=supervised architecture_class=cnn --set_b
+objective=clip``: pairs a ∈ A, b ∈ B, a ≠ b; at least 3 pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sim_consistency.config import load_models_config, select_models
+from sim_consistency.config.similarity import MetricSpec, load_similarity_config
+from sim_consistency.data import read_dataset_list
+from sim_consistency.errors import ConfigError, MissingInputError
+from sim_consistency.io import atomic_write_text
+from sim_consistency.project import ProjectLocation
+from sim_consistency.similarity import (
+    consistency,
+    consistency_summary,
+    metric_slug,
+    model_set_pairs,
+)
+from sim_consistency.stages._similarity_io import (
+    METADATA_FILE,
+    SIMILARITY_CODE_VERSION,
+    digest,
+    plan_reason,
+    read_similarity_matrix,
+    save_heatmap,
+    stage_main,
+    stored_key,
+    write_json,
+)
+
+__all__ = [
+    "ConsistencySettings",
+    "WorkItem",
+    "add_arguments",
+    "main",
+    "parse_model_set",
+    "plan",
+    "restriction_name",
+    "run_item",
+    "settings_from_args",
+]
+
+log = logging.getLogger("sim_consistency.consistency")
+
+METHODS = ("pearson", "spearman")
+SUMMARY_CSV = "summary.csv"
+OUTPUT_FILES = (SUMMARY_CSV, *(f"consistency_{m}.csv" for m in METHODS))
+
+
+@dataclass(frozen=True)
+class ConsistencySettings:
+    """Everything a run depends on, validated."""
+
+    project_root: Path
+    model_ids: tuple[str, ...]
+    datasets: tuple[str, ...]
+    metrics: tuple[MetricSpec, ...]
+    model_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    set_a: tuple[tuple[str, str], ...] = ()
+    set_b: tuple[tuple[str, str], ...] = ()
+    force: bool = False
+
+    @property
+    def location(self) -> ProjectLocation:
+        return ProjectLocation(self.project_root)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One metric: the datasets' matrix folders to read and the tables to write."""
+
+    slug: str
+    datasets: tuple[str, ...]
+    matrix_folders: tuple[Path, ...]
+    input_keys: tuple[str, ...]
+    model_ids: tuple[str, ...]
+    model_pairs: tuple[tuple[str, str], ...] | None
+    restriction: str
+    folder: Path
+    content_key: str
+    reason: str  # "missing" | "stale" | "forced"
+
+
+def parse_model_set(flag: str, values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """Return ``KEY=VALUE`` filters as sorted (key, value) pairs (raises ConfigError)."""
+    pairs = []
+    for value in values:
+        key, sep, wanted = value.partition("=")
+        if not sep or not key or not wanted:
+            raise ConfigError(
+                f"{flag}: expected KEY=VALUE model metadata filters, e.g. objective=supervised "
+                f"(got {value!r})."
+            )
+        pairs.append((key, wanted))
+    return tuple(sorted(pairs))
+
+
+def restriction_name(set_a: Sequence[tuple[str, str]], set_b: Sequence[tuple[str, str]]) -> str:
+    """Return the folder name of a restriction: ``all_pairs`` or ``<set_a>__vs__<set_b>``."""
+    if not set_a:
+        return "all_pairs"
+
+    def fmt(filters: Sequence[tuple[str, str]]) -> str:
+        return "+".join(f"{k}={v}" for k, v in filters)
+
+    return f"{fmt(set_a)}__vs__{fmt(set_b)}"
+
+
+def _restricted_pairs(settings: ConsistencySettings) -> list[tuple[str, str]] | None:
+    """Return the model pairs of the restriction, or ``None`` for all pairs."""
+    if not settings.set_a:
+        return None
+    metadata = {m: settings.model_metadata.get(m, {}) for m in settings.model_ids}
+    return model_set_pairs(metadata, dict(settings.set_a), dict(settings.set_b))
+
+
+def plan(settings: ConsistencySettings) -> list[WorkItem]:
+    """Return one work item per metric whose tables are missing or stale (all with force)."""
+    loc = settings.location
+    pairs = _restricted_pairs(settings)
+    restriction = restriction_name(settings.set_a, settings.set_b)
+    items: list[WorkItem] = []
+    for spec in settings.metrics:
+        slug = metric_slug(spec)
+        folders = tuple(loc.similarity_dir(d, slug) for d in settings.datasets)
+        keys = []
+        for folder in folders:
+            key = stored_key(folder)
+            if key is None:
+                raise MissingInputError(
+                    f"{folder}: no complete similarity matrix (no {METADATA_FILE}); run "
+                    "scripts/distance_matrix_computation.py with this metric and dataset first."
+                )
+            keys.append(key)
+        folder = loc.consistency / slug / restriction
+        key = digest(
+            {
+                "inputs": [list(p) for p in zip(settings.datasets, keys, strict=True)],
+                "model_ids": list(settings.model_ids),
+                "pairs": None if pairs is None else [list(p) for p in pairs],
+                "code_version": SIMILARITY_CODE_VERSION,
+            }
+        )
+        reason = plan_reason(folder, key, OUTPUT_FILES, settings.force)
+        if reason is None:
+            continue
+        items.append(
+            WorkItem(
+                slug=slug,
+                datasets=settings.datasets,
+                matrix_folders=folders,
+                input_keys=tuple(keys),
+                model_ids=settings.model_ids,
+                model_pairs=None if pairs is None else tuple(pairs),
+                restriction=restriction,
+                folder=folder,
+                content_key=key,
+                reason=reason,
+            )
+        )
+    return items
+
+
+def run_item(item: WorkItem) -> Path:
+    """Compute the consistency tables of one metric and write them; return the folder."""
+    (item.folder / METADATA_FILE).unlink(missing_ok=True)
+    wanted = set(item.model_ids)
+    matrices: dict[str, pd.DataFrame] = {}
+    for dataset, folder in zip(item.datasets, item.matrix_folders, strict=True):
+        frame = read_similarity_matrix(folder)
+        keep = [m for m in frame.index if m in wanted]
+        matrices[dataset] = frame.loc[keep, keep]
+    summary_rows = []
+    for method in METHODS:
+        table = consistency(matrices, method=method, model_pairs=item.model_pairs)
+        atomic_write_text(
+            item.folder / f"consistency_{method}.csv", table.to_csv(index_label="dataset")
+        )
+        save_heatmap(
+            table.to_numpy(),
+            item.folder / f"heatmap_{method}",
+            row_labels=list(table.index),
+            col_labels=list(table.columns),
+            title=f"{method} consistency, {item.slug} ({item.restriction})",
+            vmin=-1.0,
+            vmax=1.0,
+        )
+        summary_rows.append({"method": method, **consistency_summary(table)})
+    atomic_write_text(item.folder / SUMMARY_CSV, pd.DataFrame(summary_rows).to_csv(index=False))
+    write_json(
+        item.folder / METADATA_FILE,
+        {
+            "content_key": item.content_key,
+            "metric_slug": item.slug,
+            "datasets": list(item.datasets),
+            "restriction": item.restriction,
+            "model_ids": list(item.model_ids),
+            "models_per_dataset": {d: list(f.index) for d, f in matrices.items()},
+            "model_pairs": None
+            if item.model_pairs is None
+            else [list(p) for p in item.model_pairs],
+            "input_content_keys": dict(zip(item.datasets, item.input_keys, strict=True)),
+            "estimator": "Pearson and Spearman (average ranks) correlation of the strict upper "
+            "triangles (or chosen model pairs) of the datasets' model×model matrices, models "
+            "intersected by id; NaN pairs left out (Ciernik et al. 2025)",
+            "summary": summary_rows,
+            "code_version": SIMILARITY_CODE_VERSION,
+        },
+    )
+    log.info("%s: %d datasets (%s)", item.folder, len(item.datasets), item.reason)
+    return item.folder
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this stage's own flags (the shared ones come from :mod:`stages.cli`)."""
+    parser.add_argument(
+        "--similarity_config",
+        required=True,
+        help="configs/similarity/<name>.json: the metrics whose matrices are compared",
+    )
+    parser.add_argument(
+        "--set_a",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="restrict to model pairs (a, b), a matching these metadata fields …",
+    )
+    parser.add_argument(
+        "--set_b",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="… and b matching these (default: same as --set_a)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> ConsistencySettings:
+    """Validate parsed flags into :class:`ConsistencySettings` (raises ConfigError)."""
+    location = ProjectLocation.resolve(args.project_root)
+    specs = load_models_config(args.models_config, base_dir=location.root)
+    model_ids = select_models(specs, args.model_key)
+    datasets = tuple(read_dataset_list(args.datasets))
+    if len(datasets) < 2:
+        raise ConfigError(
+            f"--datasets: consistency compares at least 2 datasets (got {list(datasets)})."
+        )
+    if args.set_b and not args.set_a:
+        raise ConfigError("--set_b needs --set_a (the first model set of the pairs).")
+    set_a = parse_model_set("--set_a", args.set_a or [])
+    set_b = parse_model_set("--set_b", args.set_b) if args.set_b else set_a
+    return ConsistencySettings(
+        project_root=location.root,
+        model_ids=tuple(model_ids),
+        datasets=datasets,
+        metrics=tuple(load_similarity_config(args.similarity_config)),
+        model_metadata={m: dict(specs[m].metadata) for m in model_ids},
+        set_a=set_a,
+        set_b=set_b,
+        force=args.force,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, plan, compute (locally or on SLURM); print a summary. Returns the exit code."""
+    return stage_main(
+        argv,
+        stage="consistency",
+        doc=__doc__,
+        add_arguments=add_arguments,
+        settings_from_args=settings_from_args,
+        plan=plan,
+        run_item=run_item,
+        label=lambda item: item.slug,
+        outputs=lambda item: [item.folder],
+    )

@@ -1,0 +1,283 @@
+"""Stage: model×model similarity matrices per dataset and metric, from the feature cache.
+
+``python scripts/distance_matrix_computation.py --models_config … --datasets …
+--similarity_config configs/similarity/<name>.json [--block NAME] [--split test]
+[--normalize/--no-normalize] [--launcher local|slurm]`` writes, for every dataset and metric,
+``model_similarities/<dataset_slug>/<metric_slug>/`` with ``model_ids.txt`` (matrix order),
+``similarity_matrix.h5`` and ``similarity_matrix.csv`` (the same matrix) and ``metadata.json``
+(estimator, blocks, normalisation, input content keys, NaN entries). ``metadata.json`` is
+written last (and removed first when a folder is rebuilt) and its
+``content_key`` — a digest of the input caches' content keys, the metric, block, normalisation
+and the code version — is what the planner compares to skip finished outputs.
+
+One work item (one SLURM job) is one dataset: each model's feature file is read once, each
+model's statistics (means, self-HSIC, row norms, Gram or RDM ranks, k-NN tables) are computed
+once per metric and reused for every pair, and every metric's matrix is written from them.
+Undefined similarities (a constant representation) are written as NaN and listed in the
+metadata, never as a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from sim_consistency.config import load_models_config, select_models
+from sim_consistency.config.similarity import MetricSpec, load_similarity_config
+from sim_consistency.data import read_dataset_list
+from sim_consistency.errors import ConfigError
+from sim_consistency.features import load_aligned_blocks
+from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.project import ProjectLocation
+from sim_consistency.similarity import describe_estimator, metric_slug, similarity_matrix
+from sim_consistency.stages._similarity_io import (
+    MATRIX_CSV,
+    MATRIX_H5,
+    METADATA_FILE,
+    MODEL_IDS,
+    SIMILARITY_CODE_VERSION,
+    cache_attrs,
+    digest,
+    plan_reason,
+    read_similarity_matrix,
+    resolve_block,
+    stage_main,
+    write_json,
+)
+
+__all__ = [
+    "MatrixSettings",
+    "MetricOutput",
+    "WorkItem",
+    "add_arguments",
+    "main",
+    "plan",
+    "run_item",
+    "read_similarity_matrix",
+]
+
+log = logging.getLogger("sim_consistency.distance_matrix_computation")
+
+
+@dataclass(frozen=True)
+class MatrixSettings:
+    """Everything a run depends on, validated."""
+
+    project_root: Path
+    model_ids: tuple[str, ...]
+    datasets: tuple[str, ...]
+    metrics: tuple[MetricSpec, ...]
+    split: str = "test"
+    block: str | None = None
+    normalize: bool = True
+    force: bool = False
+
+    @property
+    def location(self) -> ProjectLocation:
+        return ProjectLocation(self.project_root)
+
+
+@dataclass(frozen=True)
+class MetricOutput:
+    """One matrix to (re)build: a metric, its output folder and content key."""
+
+    spec: MetricSpec
+    slug: str
+    folder: Path
+    content_key: str
+    reason: str  # "missing" | "stale" | "forced"
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One dataset: the caches to read once and the matrices to write from them."""
+
+    dataset: str
+    split: str
+    model_ids: tuple[str, ...]
+    cache_paths: tuple[Path, ...]
+    input_keys: tuple[str, ...]
+    block: str | None
+    blocks: tuple[str, ...]
+    normalize: bool
+    outputs: tuple[MetricOutput, ...]
+
+
+def plan(settings: MatrixSettings) -> list[WorkItem]:
+    """Return one work item per dataset with the metrics whose output is missing or stale."""
+    items: list[WorkItem] = []
+    loc = settings.location
+    for dataset in settings.datasets:
+        attrs = cache_attrs(loc, dataset, settings.split, settings.model_ids)
+        keys = {m: str(a.get("content_key", "")) for m, a in attrs.items()}
+        blocks = tuple(
+            resolve_block(attrs[m], settings.block, loc.feature_file(dataset, settings.split, m))
+            for m in settings.model_ids
+        )
+        outputs: list[MetricOutput] = []
+        for spec in settings.metrics:
+            slug = metric_slug(spec)
+            folder = loc.similarity_dir(dataset, slug)
+            key = digest(
+                {
+                    "inputs": [[m, keys[m]] for m in settings.model_ids],
+                    "metric": spec.to_json(),
+                    "blocks": list(blocks),
+                    "normalize": settings.normalize,
+                    "split": settings.split,
+                    "code_version": SIMILARITY_CODE_VERSION,
+                }
+            )
+            reason = plan_reason(folder, key, (MATRIX_H5, MATRIX_CSV, MODEL_IDS), settings.force)
+            if reason is None:
+                continue
+            outputs.append(MetricOutput(spec, slug, folder, key, reason))
+        if outputs:
+            items.append(
+                WorkItem(
+                    dataset=dataset,
+                    split=settings.split,
+                    model_ids=settings.model_ids,
+                    cache_paths=tuple(
+                        loc.feature_file(dataset, settings.split, m) for m in settings.model_ids
+                    ),
+                    input_keys=tuple(keys[m] for m in settings.model_ids),
+                    block=settings.block,
+                    blocks=blocks,
+                    normalize=settings.normalize,
+                    outputs=tuple(outputs),
+                )
+            )
+    return items
+
+
+def write_similarity_matrix(
+    folder: Path, matrix: np.ndarray, model_ids: Sequence[str], metadata: dict
+) -> None:
+    """Write ``model_ids.txt``, the matrix as HDF5 and CSV, then ``metadata.json`` (last).
+
+    The old ``metadata.json`` is removed first, so a run that dies half-way leaves a folder
+    without a content key, which the next plan rebuilds instead of trusting.
+    """
+    (folder / METADATA_FILE).unlink(missing_ok=True)
+    atomic_write_text(folder / MODEL_IDS, "\n".join(model_ids) + "\n")
+    with atomic_output(folder / MATRIX_H5) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("similarity_matrix", data=matrix)
+        f.create_dataset("model_ids", data=list(model_ids), dtype=h5py.string_dtype())
+        f.attrs["metric_slug"] = metadata["metric_slug"]
+        f.attrs["content_key"] = metadata["content_key"]
+    frame = pd.DataFrame(matrix, index=list(model_ids), columns=list(model_ids))
+    atomic_write_text(folder / MATRIX_CSV, frame.to_csv(index_label="model_id"))
+    write_json(folder / METADATA_FILE, metadata)
+
+
+def run_item(item: WorkItem) -> list[Path]:
+    """Compute and write every matrix of one dataset; return the output folders."""
+    # One read per cache file; keys checked to be identical across caches (else CacheError).
+    _, _, features = load_aligned_blocks(item.cache_paths, item.block)
+    n = features[0].shape[0]
+    written: list[Path] = []
+    for out in item.outputs:
+        start = time.perf_counter()
+        matrix = similarity_matrix(features, out.spec, normalize=item.normalize, progress=True)
+        seconds = time.perf_counter() - start
+        if np.isnan(matrix).any():
+            log.warning(
+                "%s: %d NaN entries (constant representations); they are written as NaN",
+                out.folder,
+                int(np.isnan(matrix).sum()),
+            )
+        metadata = {
+            "content_key": out.content_key,
+            "dataset": item.dataset,
+            "split": item.split,
+            "metric_slug": out.slug,
+            "metric": out.spec.to_json(),
+            "estimator": describe_estimator(out.spec),
+            "normalize": item.normalize,
+            "model_ids": list(item.model_ids),
+            "blocks": dict(zip(item.model_ids, item.blocks, strict=True)),
+            "input_content_keys": dict(zip(item.model_ids, item.input_keys, strict=True)),
+            "n_samples": n,
+            # NaN marks an undefined similarity (a constant representation), never a number.
+            "nan_model_ids": [
+                m for m, row in zip(item.model_ids, matrix, strict=True) if np.isnan(row).all()
+            ],
+            "n_nan_entries": int(np.isnan(matrix).sum()),
+            "code_version": SIMILARITY_CODE_VERSION,
+            "seconds": round(seconds, 3),
+        }
+        write_similarity_matrix(out.folder, matrix, item.model_ids, metadata)
+        log.info(
+            "%s: %d models, n=%d, %.2f s (%s)",
+            out.folder,
+            len(item.model_ids),
+            n,
+            seconds,
+            out.reason,
+        )
+        written.append(out.folder)
+    return written
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this stage's own flags (the shared ones come from :mod:`stages.cli`)."""
+    parser.add_argument(
+        "--similarity_config",
+        required=True,
+        help="configs/similarity/<name>.json: the metrics to compute",
+    )
+    parser.add_argument("--split", default="test", help="dataset split of the caches")
+    parser.add_argument(
+        "--block", default=None, help="block compared for every model (default: its last block)"
+    )
+    parser.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="L2-normalise each sample's features first (Rep2Rep default: on)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> MatrixSettings:
+    """Validate parsed flags into :class:`MatrixSettings` (raises ConfigError)."""
+    location = ProjectLocation.resolve(args.project_root)
+    specs = load_models_config(args.models_config, base_dir=location.root)
+    model_ids = select_models(specs, args.model_key)
+    if len(model_ids) < 2:
+        raise ConfigError(
+            f"--model_key: a similarity matrix needs at least 2 models (got {model_ids})."
+        )
+    return MatrixSettings(
+        project_root=location.root,
+        model_ids=tuple(model_ids),
+        datasets=tuple(read_dataset_list(args.datasets)),
+        metrics=tuple(load_similarity_config(args.similarity_config)),
+        split=args.split,
+        block=args.block,
+        normalize=args.normalize,
+        force=args.force,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, plan, compute (locally or on SLURM); print a summary. Returns the exit code."""
+    return stage_main(
+        argv,
+        stage="distance_matrix_computation",
+        doc=__doc__,
+        add_arguments=add_arguments,
+        settings_from_args=settings_from_args,
+        plan=plan,
+        run_item=run_item,
+        label=lambda item: item.dataset,
+        outputs=lambda item: [o.folder for o in item.outputs],
+    )

@@ -1,0 +1,391 @@
+"""Stage: block×block linear CKA grids between a reference model and the others, from the cache.
+
+``python scripts/layer_cka.py --models_config … --datasets … --reference <model_id>
+[--pairs reference|all] [--split test] [--unbiased] [--normalize/--no-normalize]`` writes, for
+every dataset, ``results/layer_cka/<dataset_slug>/`` with
+
+* ``cka_grids.h5`` — one full (La, Lb) grid per model pair (``/grids/<a>__vs__<b>``, block names
+  in its attributes), not only the diagonal;
+* ``layer_cka.csv`` — the same numbers, tidy: one row per (pair, block_a, block_b);
+* ``heatmaps/<a>__vs__<b>.png|.pdf`` — annotated viridis heatmaps on a fixed 0–1 scale;
+* ``diagonal_profile.csv`` + ``diagonal_profile.png|.pdf`` — CKA between the same block of the
+  reference and of each other model (the "same block vs reference" profile of the MonoSoup
+  paper: pretrained, finetuned, monosoup, highonly, lowonly), over the block names they share;
+* ``metadata.json`` — estimator, normalisation, input content keys and the content key the
+  planner compares to skip finished outputs (written last; removed first when rebuilding).
+
+One work item is one dataset: each model's cache is read once, each block's CKA statistics
+(:func:`~sim_consistency.similarity.block_stats`) are computed once and reused for every pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from sim_consistency.config import load_models_config, select_models
+from sim_consistency.data import read_dataset_list
+from sim_consistency.errors import ConfigError
+from sim_consistency.features import open_cache
+from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.project import ProjectLocation, dataset_slug
+from sim_consistency.similarity import block_stats, choose_space, cka_grid_from_stats, l2_normalize
+from sim_consistency.stages._similarity_io import (
+    METADATA_FILE,
+    SIMILARITY_CODE_VERSION,
+    cache_attrs,
+    check_same_keys,
+    digest,
+    plan_reason,
+    save_heatmap,
+    save_profile_plot,
+    stage_main,
+    write_json,
+)
+
+__all__ = [
+    "LayerCkaSettings",
+    "WorkItem",
+    "add_arguments",
+    "main",
+    "model_pairs",
+    "plan",
+    "run_item",
+    "settings_from_args",
+]
+
+log = logging.getLogger("sim_consistency.layer_cka")
+
+GRIDS_H5 = "cka_grids.h5"
+TIDY_CSV = "layer_cka.csv"
+PROFILE_CSV = "diagonal_profile.csv"
+PROFILE_STEM = "diagonal_profile"
+HEATMAPS = "heatmaps"
+OUTPUT_FILES = (GRIDS_H5, TIDY_CSV, PROFILE_CSV, PROFILE_STEM + ".png", PROFILE_STEM + ".pdf")
+
+
+@dataclass(frozen=True)
+class LayerCkaSettings:
+    """Everything a run depends on, validated."""
+
+    project_root: Path
+    model_ids: tuple[str, ...]
+    datasets: tuple[str, ...]
+    reference: str
+    pairs: Literal["reference", "all"] = "reference"
+    split: str = "test"
+    unbiased: bool = False
+    normalize: bool = True
+    force: bool = False
+
+    @property
+    def location(self) -> ProjectLocation:
+        return ProjectLocation(self.project_root)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One dataset: the caches to read once and the grids to write from them."""
+
+    dataset: str
+    split: str
+    reference: str
+    model_ids: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]
+    cache_paths: tuple[Path, ...]
+    input_keys: tuple[str, ...]
+    unbiased: bool
+    normalize: bool
+    folder: Path
+    content_key: str
+    reason: str  # "missing" | "stale" | "forced"
+
+
+def model_pairs(
+    model_ids: Sequence[str], reference: str, mode: Literal["reference", "all"]
+) -> list[tuple[str, str]]:
+    """Return the (a, b) pairs to compare: reference vs each other model, or every pair."""
+    if mode == "reference":
+        return [(reference, m) for m in model_ids if m != reference]
+    return [(a, b) for i, a in enumerate(model_ids) for b in model_ids[i + 1 :]]
+
+
+def pair_name(a: str, b: str) -> str:
+    """Return the file stem of a model pair: ``<a>__vs__<b>``."""
+    return f"{a}__vs__{b}"
+
+
+def plan(settings: LayerCkaSettings) -> list[WorkItem]:
+    """Return one work item per dataset whose outputs are missing or stale (all with force)."""
+    loc = settings.location
+    pairs = tuple(model_pairs(settings.model_ids, settings.reference, settings.pairs))
+    items: list[WorkItem] = []
+    for dataset in settings.datasets:
+        attrs = cache_attrs(loc, dataset, settings.split, settings.model_ids)
+        keys = tuple(str(attrs[m].get("content_key", "")) for m in settings.model_ids)
+        folder = loc.layer_cka / dataset_slug(dataset)
+        key = digest(
+            {
+                "inputs": [list(p) for p in zip(settings.model_ids, keys, strict=True)],
+                "reference": settings.reference,
+                "pairs": [list(p) for p in pairs],
+                "unbiased": settings.unbiased,
+                "normalize": settings.normalize,
+                "split": settings.split,
+                "code_version": SIMILARITY_CODE_VERSION,
+            }
+        )
+        reason = plan_reason(folder, key, OUTPUT_FILES, settings.force)
+        if reason is None:
+            continue
+        items.append(
+            WorkItem(
+                dataset=dataset,
+                split=settings.split,
+                reference=settings.reference,
+                model_ids=settings.model_ids,
+                pairs=pairs,
+                cache_paths=tuple(
+                    loc.feature_file(dataset, settings.split, m) for m in settings.model_ids
+                ),
+                input_keys=keys,
+                unbiased=settings.unbiased,
+                normalize=settings.normalize,
+                folder=folder,
+                content_key=key,
+                reason=reason,
+            )
+        )
+    return items
+
+
+def _load_all_blocks(item: WorkItem) -> dict[str, tuple[list[str], list[np.ndarray]]]:
+    """Read every block of every model once: ``{model_id: (block_names, arrays)}``."""
+    out: dict[str, tuple[list[str], list[np.ndarray]]] = {}
+    ref_keys = ref_path = None
+    for model_id, path in zip(item.model_ids, item.cache_paths, strict=True):
+        with open_cache(path) as cache:
+            if ref_keys is None:
+                ref_keys, ref_path = cache.keys, path
+            else:
+                check_same_keys(ref_path, ref_keys, path, cache.keys)
+            names = list(cache.block_names)
+            out[model_id] = (names, [cache.block(name) for name in names])
+    return out
+
+
+def _diagonal(
+    names_ref: list[str], names_other: list[str], grid: np.ndarray
+) -> list[tuple[str, int, float]]:
+    """Return ``(block, index in reference, CKA)`` for the block names both models share."""
+    index_other = {name: j for j, name in enumerate(names_other)}
+    return [
+        (name, i, float(grid[i, index_other[name]]))
+        for i, name in enumerate(names_ref)
+        if name in index_other
+    ]
+
+
+def run_item(item: WorkItem) -> Path:
+    """Compute every grid of one dataset and write the outputs; return the folder."""
+    start = time.perf_counter()
+    (item.folder / METADATA_FILE).unlink(missing_ok=True)
+    blocks = _load_all_blocks(item)
+    n = next(iter(blocks.values()))[1][0].shape[0]
+    involved = list(dict.fromkeys(m for pair in item.pairs for m in pair))
+    widths = [X.shape[1] for m in involved for X in blocks[m][1]]
+    space = choose_space(n, widths)
+    stats = {}
+    for model_id in tqdm(involved, desc=f"layer_cka {item.dataset}: block statistics"):
+        arrays = blocks[model_id][1]
+        if item.normalize:
+            arrays = [l2_normalize(X) for X in arrays]
+        stats[model_id] = block_stats(arrays, space=space)
+    grids: dict[tuple[str, str], np.ndarray] = {}
+    for a, b in tqdm(item.pairs, desc=f"layer_cka {item.dataset}: grids"):
+        grids[(a, b)] = cka_grid_from_stats(stats[a], stats[b], unbiased=item.unbiased)
+    common = {"dataset": item.dataset, "split": item.split}
+    tidy = [
+        {
+            **common,
+            "model_a": a,
+            "model_b": b,
+            "block_index_a": i,
+            "block_a": blocks[a][0][i],
+            "block_index_b": j,
+            "block_b": blocks[b][0][j],
+            "cka": float(grid[i, j]),
+        }
+        for (a, b), grid in grids.items()
+        for i in range(grid.shape[0])
+        for j in range(grid.shape[1])
+    ]
+    profile_rows = []
+    profiles: dict[str, list[float]] = {}
+    ref_names = blocks[item.reference][0]
+    for model_id in item.model_ids:
+        if model_id == item.reference:
+            continue
+        if (item.reference, model_id) in grids:
+            grid = grids[(item.reference, model_id)]
+        else:  # --pairs all lists (other, reference) when the other comes first
+            grid = grids[(model_id, item.reference)].T
+        diagonal = _diagonal(ref_names, blocks[model_id][0], grid)
+        if not diagonal:
+            log.warning(
+                "%s: %s shares no block name with the reference %s; no diagonal profile",
+                item.dataset,
+                model_id,
+                item.reference,
+            )
+            continue
+        profiles[model_id] = [value for _, _, value in diagonal]
+        profile_rows += [
+            {
+                **common,
+                "reference": item.reference,
+                "model_id": model_id,
+                "block": name,
+                "block_index": i,
+                "cka": value,
+            }
+            for name, i, value in diagonal
+        ]
+    estimator = (
+        "linear CKA, "
+        + ("unbiased HSIC (Song et al. 2012)" if item.unbiased else "biased HSIC (Kornblith 2019)")
+        + f", float64 accumulation, {space} space"
+    )
+    with atomic_output(item.folder / GRIDS_H5) as tmp, h5py.File(tmp, "w") as f:
+        group = f.create_group("grids")
+        for (a, b), grid in grids.items():
+            ds = group.create_dataset(pair_name(a, b), data=grid)
+            ds.attrs["model_a"], ds.attrs["model_b"] = a, b
+            ds.attrs["block_names_a"] = blocks[a][0]
+            ds.attrs["block_names_b"] = blocks[b][0]
+        f.attrs["content_key"] = item.content_key
+        f.attrs["estimator"] = estimator
+    atomic_write_text(item.folder / TIDY_CSV, pd.DataFrame(tidy).to_csv(index=False))
+    profile_frame = pd.DataFrame(
+        profile_rows,
+        columns=["dataset", "split", "reference", "model_id", "block", "block_index", "cka"],
+    )
+    atomic_write_text(item.folder / PROFILE_CSV, profile_frame.to_csv(index=False))
+    for (a, b), grid in grids.items():
+        save_heatmap(
+            grid,
+            item.folder / HEATMAPS / pair_name(a, b),
+            row_labels=blocks[a][0],
+            col_labels=blocks[b][0],
+            title=f"linear CKA, {item.dataset}: {a} vs {b}",
+            xlabel=f"{b} block",
+            ylabel=f"{a} block",
+        )
+    save_profile_plot(
+        profiles,
+        item.folder / PROFILE_STEM,
+        title=f"same block vs {item.reference}, {item.dataset}",
+        xlabel="block",
+        ylabel="linear CKA",
+        xticklabels=ref_names,
+    )
+    seconds = time.perf_counter() - start
+    write_json(
+        item.folder / METADATA_FILE,
+        {
+            "content_key": item.content_key,
+            "dataset": item.dataset,
+            "split": item.split,
+            "reference": item.reference,
+            "pairs": [list(p) for p in item.pairs],
+            "unbiased": item.unbiased,
+            "normalize": item.normalize,
+            "estimator": estimator,
+            "model_ids": list(item.model_ids),
+            "block_names": {m: blocks[m][0] for m in item.model_ids},
+            "input_content_keys": dict(zip(item.model_ids, item.input_keys, strict=True)),
+            "n_samples": n,
+            "code_version": SIMILARITY_CODE_VERSION,
+            "seconds": round(seconds, 3),
+        },
+    )
+    log.info("%s: %d grid(s), n=%d, %.2f s (%s)", item.folder, len(grids), n, seconds, item.reason)
+    return item.folder
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this stage's own flags (the shared ones come from :mod:`stages.cli`)."""
+    parser.add_argument("--reference", required=True, help="model id every grid is taken against")
+    parser.add_argument(
+        "--pairs",
+        choices=["reference", "all"],
+        default="reference",
+        help="reference: reference vs every other model (default); all: every model pair",
+    )
+    parser.add_argument("--split", default="test", help="dataset split of the caches")
+    parser.add_argument(
+        "--unbiased",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="unbiased HSIC estimator (Song et al. 2012) instead of the biased one",
+    )
+    parser.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="L2-normalise each sample's features first (Rep2Rep default: on)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> LayerCkaSettings:
+    """Validate parsed flags into :class:`LayerCkaSettings` (raises ConfigError)."""
+    location = ProjectLocation.resolve(args.project_root)
+    specs = load_models_config(args.models_config, base_dir=location.root)
+    model_ids = select_models(specs, args.model_key)
+    if args.reference not in specs:
+        raise ConfigError(
+            f"--reference: unknown model id {args.reference!r}. Known: {', '.join(specs)}."
+        )
+    if args.reference not in model_ids:
+        model_ids = [args.reference, *model_ids]
+    if len(model_ids) < 2:
+        raise ConfigError(
+            f"--model_key: layer_cka needs the reference and at least one other model "
+            f"(got {model_ids})."
+        )
+    return LayerCkaSettings(
+        project_root=location.root,
+        model_ids=tuple(model_ids),
+        datasets=tuple(read_dataset_list(args.datasets)),
+        reference=args.reference,
+        pairs=args.pairs,
+        split=args.split,
+        unbiased=args.unbiased,
+        normalize=args.normalize,
+        force=args.force,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, plan, compute (locally or on SLURM); print a summary. Returns the exit code."""
+    return stage_main(
+        argv,
+        stage="layer_cka",
+        doc=__doc__,
+        add_arguments=add_arguments,
+        settings_from_args=settings_from_args,
+        plan=plan,
+        run_item=run_item,
+        label=lambda item: item.dataset,
+        outputs=lambda item: [item.folder],
+    )

@@ -1,0 +1,70 @@
+"""The similarity config loader and the metric slugs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sim_consistency.config.similarity import MetricSpec, load_similarity_config
+from sim_consistency.errors import ConfigError, MissingInputError
+from sim_consistency.similarity import SIMILARITY_METRICS, metric_slug
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_configs_load_and_slugs_match_design():
+    slugs = {
+        metric_slug(s) for s in load_similarity_config(REPO / "configs/similarity/default.json")
+    }
+    assert {
+        "cka_kernel_linear_unbiased",
+        "cka_kernel_linear_biased",
+        "cka_kernel_rbf_unbiased_sigma_0.4",
+        "rsa_method_correlation_corr_method_spearman",
+        "mknn_k_10",
+    } <= slugs
+    for path in (REPO / "configs/similarity").glob("*.json"):
+        for spec in load_similarity_config(path):
+            assert spec.sim_method in SIMILARITY_METRICS
+
+
+def test_every_problem_reported_naming_file_and_entry(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"sim_method": "cka", "sim_kernel": "rbf", "unbiased": True},
+                {"sim_method": "rsa", "corr_method": "kendal"},
+                {"sim_method": "mknn", "k": 0, "sigma": 0.4},
+                {"sim_method": "cca"},
+                {"sim_method": "cka", "unbaised": True},
+            ]
+        )
+    )
+    with pytest.raises(ConfigError) as err:
+        load_similarity_config(path)
+    msg = str(err.value)
+    assert f"{path}: entry 0: the rbf kernel needs exactly one of 'sigma'" in msg
+    assert "entry 1: corr_method 'kendal' is not valid" in msg
+    assert "entry 2: key 'sigma' does not apply to sim_method 'mknn'" in msg
+    assert "entry 3: sim_method 'cca' is not valid" in msg
+    assert "entry 4: unknown key 'unbaised'; did you mean 'unbiased'?" in msg
+
+
+def test_missing_file_and_bad_json(tmp_path):
+    with pytest.raises(MissingInputError):
+        load_similarity_config(tmp_path / "none.json")
+    (tmp_path / "x.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_similarity_config(tmp_path / "x.json")
+
+
+def test_slugs():
+    assert metric_slug(MetricSpec("cka", sim_kernel="rbf", unbiased=False, sigma_median=0.5)) == (
+        "cka_kernel_rbf_biased_sigma_median_0.5"
+    )
+    assert metric_slug(MetricSpec("rsa", rsa_method="cosine", corr_method="pearson")) == (
+        "rsa_method_cosine_corr_method_pearson"
+    )
