@@ -2,7 +2,8 @@
 
 This is the one door through which stages get data (CLIP_benchmark style: a dataset is a name).
 ``wds/<name>`` lives in ``<root>/datasets/wds/wds_<name, '/' -> '-'>``; datasets listed in
-:data:`DATASET_BUILDERS` (``wds/digits``) are built there on first use. ``imagefolder:<path>``
+:data:`DATASET_BUILDERS` (``wds/digits``) and :data:`DERIVED_DATASET_BUILDERS`
+(``wds/digits_rotated``, ``wds/digits_noisy``) are built there on first use. ``imagefolder:<path>``
 points at a torchvision ImageFolder tree; a relative path is taken from the current directory.
 """
 
@@ -17,6 +18,7 @@ from typing import Literal
 
 from sim_consistency.data.dataset import ImageDataset, Transform
 from sim_consistency.data.digits import build_digits
+from sim_consistency.data.digits.derived import build_digits_noisy, build_digits_rotated
 from sim_consistency.data.imagefolder import ImageFolderDataset
 from sim_consistency.data.subsets import load_or_create_subset
 from sim_consistency.data.wds import WdsDataset
@@ -26,6 +28,7 @@ from sim_consistency.project import ProjectLocation
 __all__ = [
     "DatasetName",
     "DATASET_BUILDERS",
+    "DERIVED_DATASET_BUILDERS",
     "VALID_DATASET_FORMS",
     "parse_dataset_name",
     "read_dataset_list",
@@ -36,6 +39,13 @@ __all__ = [
 
 DATASET_BUILDERS: dict[str, Callable[..., Path]] = {"digits": build_digits}
 """``wds/<name>`` datasets the project builds itself on first use: name -> builder(location)."""
+
+DERIVED_DATASET_BUILDERS: dict[str, Callable[..., Path]] = {
+    "digits_rotated": build_digits_rotated,
+    "digits_noisy": build_digits_noisy,
+}
+"""Datasets derived from a built-in one (same rows and keys, transformed images; see
+:mod:`sim_consistency.data.digits.derived`), also built on first use: name -> builder(location)."""
 
 VALID_DATASET_FORMS = (
     "'wds/<name>' (CLIP_benchmark webdataset, e.g. 'wds/vtab/cifar10', 'wds/digits') or "
@@ -170,7 +180,8 @@ def load_dataset(
 ) -> ImageDataset:
     """Return one split of a dataset by name, with the project's saved subset applied.
 
-    ``wds/<name>`` datasets in :data:`DATASET_BUILDERS` are built (or checked and reused) first.
+    ``wds/<name>`` datasets in :data:`DATASET_BUILDERS` or :data:`DERIVED_DATASET_BUILDERS` are
+    built (or checked and reused) first.
     With ``max_samples`` or ``per_class_cap`` set, the rows are restricted to the seeded,
     class-stratified subset saved under ``<root>/datasets/subsets`` (see
     :func:`~sim_consistency.data.subsets.load_or_create_subset`), so every model sees the same
@@ -192,7 +203,7 @@ def load_dataset(
     folder = dataset_dir(dataset, location=location)
     full: ImageDataset
     if parsed.kind == "wds":
-        builder = DATASET_BUILDERS.get(parsed.name)
+        builder = DATASET_BUILDERS.get(parsed.name) or DERIVED_DATASET_BUILDERS.get(parsed.name)
         if builder is not None:
             folder = builder(location)
         full = WdsDataset(folder, split, name=dataset, transform=transform)

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +39,9 @@ from PIL import Image
 
 from sim_consistency.errors import SimcError
 from sim_consistency.project import ProjectLocation
+
+if TYPE_CHECKING:
+    from sim_consistency.data.digits.derived import DigitsVariant
 
 __all__ = [
     "BUILD_INFO",
@@ -128,16 +131,19 @@ def _write_split(split_dir: Path, rows: np.ndarray, images: np.ndarray, labels: 
     return n_shards
 
 
-def _expected_info() -> dict[str, Any]:
-    return {
+def _expected_info(variant: DigitsVariant | None = None) -> dict[str, Any]:
+    info = {
         "builder": "sim_consistency.data.digits",
         "builder_version": BUILDER_VERSION,
         "seed": SEED,
         "max_shard_samples": MAX_SHARD_SAMPLES,
     }
+    if variant is not None:  # a derived dataset: its recipe decides whether a build is current
+        info["variant"] = variant.info()
+    return info
 
 
-def _build_into(folder: Path) -> dict[str, Any]:
+def _build_into(folder: Path, variant: DigitsVariant | None = None) -> dict[str, Any]:
     """Write the whole dataset into ``folder`` (which exists and is empty); return the info."""
     import sklearn
     from sklearn.datasets import load_digits
@@ -146,10 +152,12 @@ def _build_into(folder: Path) -> dict[str, Any]:
     images = np.asarray(digits.images)
     labels = np.asarray(digits.target, dtype=np.int64)
     splits = digits_split_indices(labels, seed=SEED)
+    if variant is not None:
+        images = variant.apply(images)
     (folder / "classnames.txt").write_text("\n".join(DIGITS_CLASSNAMES) + "\n")
     info: dict[str, Any] = {
-        **_expected_info(),
-        "dataset": DIGITS_DATASET,
+        **_expected_info(variant),
+        "dataset": DIGITS_DATASET if variant is None else variant.dataset,
         "source": "sklearn.datasets.load_digits",
         "sklearn_version": sklearn.__version__,
         "n_samples": int(labels.size),
@@ -169,14 +177,14 @@ def _build_into(folder: Path) -> dict[str, Any]:
     return info
 
 
-def _read_build_info(folder: Path) -> dict[str, Any] | None:
+def _read_build_info(folder: Path, variant: DigitsVariant | None = None) -> dict[str, Any] | None:
     """Return the build info of a complete, current build in ``folder``, else ``None``."""
     try:
         info = json.loads((folder / BUILD_INFO).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(info, dict) or any(
-        info.get(name) != value for name, value in _expected_info().items()
+        info.get(name) != value for name, value in _expected_info(variant).items()
     ):
         return None
     if not (folder / "classnames.txt").is_file():
@@ -196,7 +204,7 @@ def _read_build_info(folder: Path) -> dict[str, Any] | None:
     return info
 
 
-def _install(built: Path, target: Path) -> None:
+def _install(built: Path, target: Path, variant: DigitsVariant | None = None) -> None:
     """Move the finished build ``built`` to ``target``, replacing an outdated one."""
     old = None
     if target.exists():
@@ -205,47 +213,53 @@ def _install(built: Path, target: Path) -> None:
     try:
         os.replace(built, target)
     except OSError:
-        if _read_build_info(target) is None:  # not a concurrent builder that won the race
+        if _read_build_info(target, variant) is None:  # not a concurrent builder that won
             raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def build_digits(location: ProjectLocation, *, force: bool = False) -> Path:
+def build_digits(
+    location: ProjectLocation, *, force: bool = False, variant: DigitsVariant | None = None
+) -> Path:
     """Build ``wds/digits`` under the project root unless a complete, current build exists.
 
     Args:
         location: the project root's folders; the dataset goes to
             ``location.wds_dataset_dir("digits")`` (``<root>/datasets/wds/wds_digits``).
         force: rebuild even if a complete build exists.
+        variant: build a derived dataset instead (same rows, keys, labels and splits, images
+            transformed; see :mod:`sim_consistency.data.digits.derived`), into
+            ``location.wds_dataset_dir(variant.name)``.
 
     Returns:
         The dataset folder.
     """
-    target = location.wds_dataset_dir("digits")
+    target = location.wds_dataset_dir("digits" if variant is None else variant.name)
+    dataset = DIGITS_DATASET if variant is None else variant.dataset
     if not force:
-        if _read_build_info(target) is not None:
+        if _read_build_info(target, variant) is not None:
             log.debug("reusing %s (complete build)", target)
             return target
         if target.exists():
             log.warning(
                 "%s: incomplete or outdated build of %s (builder version %d expected); rebuilding",
                 target,
-                DIGITS_DATASET,
+                dataset,
                 BUILDER_VERSION,
             )
     target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     try:
-        _build_into(building)
-        if not force and _read_build_info(target) is not None:
+        _build_into(building, variant)
+        if not force and _read_build_info(target, variant) is not None:
             log.debug("%s: a concurrent build finished first; keeping it", target)
             return target
-        _install(building, target)
+        _install(building, target, variant)
     finally:
         if building.exists():
             shutil.rmtree(building, ignore_errors=True)
-    log.info("built %s in %s", DIGITS_DATASET, target)
+    log.info("built %s in %s", dataset, target)
     return target
 
 
