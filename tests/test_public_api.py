@@ -31,6 +31,7 @@ PUBLIC = {
     ],
     "sim_consistency.features": [
         "open_cache",
+        "read_cache_attrs",
         "FeatureCacheWriter",
         "BlockExtractor",
         "load_aligned_blocks",
@@ -46,6 +47,29 @@ PUBLIC = {
         "OfflineError",
     ],
     "sim_consistency.io": ["atomic_output"],
+    "sim_consistency.similarity": ["cka", "cka_grid", "rsa", "mutual_knn", "consistency"],
+    "sim_consistency.merging": [
+        "uniform_soup",
+        "greedy_soup",
+        "pruned_soup",
+        "wise_ft",
+        "task_arithmetic",
+        "ties_merge",
+        "monosoup",
+    ],
+    "sim_consistency.probe": ["linear_probe", "head_accuracy"],
+    "sim_consistency.soup_metrics": [
+        "weight_geometry",
+        "barrier",
+        "barrier_matrix",
+        "branching_tables",
+        "basin_summary",
+        "soup_improvement",
+        "silhouette",
+        "abs_cosine_stats",
+        "retention_sweep",
+    ],
+    "sim_consistency.launch": ["launch", "LaunchOptions", "load_slurm_config"],
     "sim_consistency.project": ["ProjectLocation", "resolve_project_root"],
 }
 

@@ -1,0 +1,217 @@
+"""Soup-metrics stage end to end on digits with real timm ResNets (BatchNorm) saved as checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from sim_consistency.features import open_cache
+from sim_consistency.probe import head_accuracy, linear_probe
+from sim_consistency.stages import soup_metrics
+
+
+def _checkpoint(path, seed: int, perturb_from=None):
+    torch.manual_seed(seed)
+    state = timm.create_model("test_resnet", pretrained=False, num_classes=10).state_dict()
+    if perturb_from is not None:  # a "fine-tuned" copy close to another checkpoint
+        base = perturb_from
+        state = {
+            k: (v + 0.05 * torch.randn_like(v)) if v.dtype.is_floating_point else v
+            for k, v in base.items()
+        }
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return state
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, digits_root):
+    import os
+
+    from sim_consistency.project import ProjectLocation
+
+    tmp = tmp_path_factory.mktemp("soups")
+    location = ProjectLocation.resolve(tmp / "root").create()
+    os.symlink(digits_root.wds_dataset_dir("digits"), location.wds_dataset_dir("digits"))
+    base = _checkpoint(tmp / "w0.safetensors", 0)
+    _checkpoint(tmp / "ft1.safetensors", 1, perturb_from=base)
+    _checkpoint(tmp / "ft2.safetensors", 2, perturb_from=base)
+    arch = {
+        "source": "timm",
+        "model_name": "test_resnet",
+        "pretrained": False,
+        "num_classes": 10,
+        "img_size": 16,
+    }
+
+    def ckpt(name, **metadata):
+        return {
+            "source": "checkpoint",
+            "arch": "arch",
+            "path": str(tmp / name),
+            "metadata": metadata,
+        }
+
+    config = {
+        "arch": arch,
+        "w0": ckpt("w0.safetensors", role="pretrained"),
+        "ft1": ckpt("ft1.safetensors", branch_epoch=1, analysis_epoch=2),
+        "ft1_copy": ckpt("ft1.safetensors", branch_epoch=1, analysis_epoch=2),
+        "ft2": ckpt("ft2.safetensors", branch_epoch=0, analysis_epoch=2),
+        "w0_copy": ckpt("w0.safetensors", branch_epoch=0, analysis_epoch=2),
+        "soup_same": {
+            "variant": {
+                "method": "uniform",
+                "ingredients": ["ft1", "ft1_copy"],
+                "bn_policy": "average",
+            },
+        },
+        "soup_ft": {
+            "variant": {"method": "uniform", "ingredients": ["ft1", "ft2"], "bn_policy": "average"},
+        },
+        "mono": {
+            "variant": {"method": "monosoup", "base": "w0", "finetuned": "ft1"},
+        },
+    }
+    config_path = tmp / "models.json"
+    config_path.write_text(json.dumps(config))
+    argv = [
+        "--project_root",
+        str(location.root),
+        "--models_config",
+        str(config_path),
+        "--datasets",
+        "wds/digits",
+        "--max_samples",
+        "100",
+        "--device",
+        "cpu",
+        "--interpolate",
+        "ft1:ft1_copy",
+        "--barrier_models",
+        "w0",
+        "ft1",
+        "--n_alphas",
+        "3",
+        "--bn_policy",
+        "average",
+        "--retention_ks",
+        "4",
+        "96",
+    ]
+    assert soup_metrics.main(argv) == 0
+    return location, config_path, argv
+
+
+def _csv(location, name):
+    return pd.read_csv(location.soup_metrics / name)
+
+
+def test_identical_ingredients_give_zero_distance_and_improvement(study):
+    location, _, _ = study
+    table = _csv(location, "soup_vs_ingredients.csv").set_index("soup_id")
+    assert table.loc["soup_same", "improvement_over_mean"] == 0.0
+    assert table.loc["soup_same", "improvement_over_best"] == 0.0
+    pairs = _csv(location, "weight_pairs.csv")
+    same = pairs[
+        (pairs["kind"] == "weights")
+        & (pairs[["model_a", "model_b"]].isin(["ft1", "ft1_copy", "soup_same"]).all(axis=1))
+    ]
+    assert len(same) == 3 and (same["l2_distance"] == 0.0).all()
+    far = pairs.query("kind == 'weights' and model_a == 'ft1' and model_b == 'ft2'")[
+        "l2_distance"
+    ].iloc[0]
+    assert far > 0
+    # task vectors are relative to the declared pretrained base
+    assert "task_vector" in set(pairs["kind"]) and "w0" not in set(
+        pairs.query("kind == 'task_vector'")[["model_a", "model_b"]].stack()
+    )
+
+
+def test_identical_endpoints_have_zero_barrier(study):
+    location, _, _ = study
+    barriers = _csv(location, "barriers.csv")
+    same = barriers[(barriers["model_a"] == "ft1") & (barriers["model_b"] == "ft1_copy")]
+    assert len(same) == 2  # error and loss
+    assert same["barrier"].abs().max() <= 1e-6 and same["linear_barrier"].abs().max() <= 1e-6
+    curves = _csv(location, "interpolation_curves.csv")
+    assert sorted(curves["alpha"].unique()) == [0.0, 0.5, 1.0]
+    matrix = pd.read_csv(location.soup_metrics / "barrier_matrix_error_wds_digits.csv", index_col=0)
+    assert list(matrix.index) == ["w0", "ft1"] and np.allclose(
+        matrix.to_numpy(), matrix.to_numpy().T
+    )
+    for stem in ("interpolation_error", "interpolation_loss"):
+        assert (location.soup_metrics / f"{stem}.png").stat().st_size > 0
+        assert (location.soup_metrics / f"{stem}.pdf").stat().st_size > 0
+
+
+def test_reported_accuracy_equals_head_accuracy(study):
+    location, _, _ = study
+    accuracy = _csv(location, "accuracy.csv").set_index("model_id")
+    with open_cache(location.feature_file("wds/digits", "test", "soup_ft")) as cache:
+        direct = head_accuracy(cache.logits, cache.labels)
+    assert accuracy.loc["soup_ft", "top1"] == pytest.approx(direct["top1"], abs=1e-12)
+    assert accuracy.loc["soup_ft", "source"] == "head"
+
+
+def test_block_cka_and_monosoup_tables(study):
+    location, _, _ = study
+    cka = _csv(location, "block_cka.csv")
+    same = cka[(cka["soup_id"] == "soup_same") & (cka["reference"] == "ft1")]
+    assert len(same) >= 2 and np.allclose(same["cka"], 1.0, atol=1e-6)
+    assert set(cka["role"]) == {"ingredient", "base"}
+    layers = _csv(location, "monosoup_layers.csv")
+    assert set(layers["model_id"]) == {"mono"} and layers["edited"].any()
+    assert (location.soup_metrics / "monosoup_layers_mono.png").is_file()
+
+
+def test_branching_outputs(study):
+    location, _, _ = study
+    soups = _csv(location, "branching_soup_results.csv")
+    assert sorted(soups["branch_epoch"]) == [0, 1] and (soups["n_models"] == 2).all()
+    summary = json.loads((location.soup_metrics / "branching_summary.json").read_text())["all"]
+    assert summary["early_epochs"] == [0] and summary["late_epochs"] == [1]
+    pairs = _csv(location, "branching_pairwise_distances.csv").set_index("branch_epoch")
+    assert pairs.loc[1, "l2_distance"] == 0.0  # ft1 and its copy
+    for stem in ("distance_vs_branching", "soup_performance_vs_branching", "soup_vs_distance"):
+        assert (location.soup_metrics / f"{stem}.pdf").is_file()
+
+
+def test_purity_sweep_endpoint_equals_full_probe(study):
+    location, _, _ = study
+    sweep = _csv(location, "retention_sweep.csv")
+    row = sweep[(sweep["model_id"] == "ft1") & (sweep["k"] == 96)]
+    assert set(row["purity"]) == {"high", "low"}
+    with (
+        open_cache(location.feature_file("wds/digits", "train", "ft1")) as train,
+        open_cache(location.feature_file("wds/digits", "test", "ft1")) as test,
+    ):
+        block = train.block_names[-1]
+        assert train.block(block).shape[1] == 96  # the sweep kept every dimension
+        full = linear_probe(
+            train.block(block, dtype=np.float64),
+            train.labels,
+            test.block(block, dtype=np.float64),
+            test.labels,
+            protocol="fast",
+            seed=0,
+        )
+    assert np.allclose(row["top1"], full["top1"])
+    purity = _csv(location, "purity.csv")
+    assert {"silhouette", "feature_mean_abs_cos"} <= set(purity.columns)
+    summary = json.loads((location.soup_metrics / "summary.json").read_text())
+    assert "biased HSIC" in summary["estimators"]["block_cka"]
+
+
+def test_rerun_is_idempotent_and_bad_soup_is_named(study, capsys):
+    location, config_path, argv = study
+    before = (location.soup_metrics / "accuracy.csv").read_text()
+    assert soup_metrics.main([*argv, "--parts", "accuracy"]) == 0
+    assert (location.soup_metrics / "accuracy.csv").read_text() == before
+    assert soup_metrics.main([*argv[:4], "--soup", "ft1", "--parts", "accuracy"]) == 2
+    assert "--soup 'ft1': not a soup" in capsys.readouterr().err
