@@ -1,29 +1,143 @@
-"""Stage: the demo pipeline on the embedded ``wds/digits`` data (``make demo``).
+"""Stage: the whole study on the embedded digits data (``make demo``).
 
-Runs every stage that exists so far, end to end, on data built locally and models that need
-no download: project folders -> digits webdataset -> model factory (blocks of every demo
-model) -> block-wise feature extraction. It grows as stages land.
+One command, no download, a 2-core CPU: builds ``wds/digits`` and its noisy copy, trains the
+demo's own small real models (W0, fine-tuned and branched runs), builds every variant (uniform,
+greedy and pruned soups, MonoSoup with both rank rules and its high-/low-only ablations, WiSE-FT,
+TIES), extracts block-wise features, computes model×model similarity matrices, block×block CKA
+against W0, linear probes, soup metrics (barriers, branching, purity) and Rep2Rep consistency
+across the two datasets, aggregates the results and writes ``results/report.{md,html}``.
+
+Every step is one stage's ``main`` with the same flags a user would type, so the demo is also
+the integration test of the stages. Re-running reuses everything cached (each stage skips
+outputs whose content key is current).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sim_consistency.config import load_models_config
-from sim_consistency.data import build_digits, load_dataset
 from sim_consistency.project import ProjectLocation
-from sim_consistency.stages import feature_extraction
 from sim_consistency.stages.cli import configure_logging, run_main
 
-__all__ = ["main", "DEFAULT_MODELS_CONFIG"]
+__all__ = ["DEFAULT_MODELS_CONFIG", "DEMO_DATASETS", "demo_steps", "main"]
 
-DEFAULT_MODELS_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "models" / "demo.json"
+_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+DEFAULT_MODELS_CONFIG = _CONFIGS / "models" / "demo.json"
+DEFAULT_SIMILARITY_CONFIG = _CONFIGS / "similarity" / "default.json"
+#: The in-distribution dataset and its noisy copy (OOD: σ = 2 pixel noise) the study compares.
+DEMO_DATASETS: tuple[str, ...] = ("wds/digits", "wds/digits_noisy")
+#: The demo's reference model: W0 of the ResNet group (BatchNorm, so every BN policy matters).
+DEMO_REFERENCE = "rn_w0"
+_PROFILE_METHODS = ("monosoup", "highonly", "lowonly", "uniform")
+
+
+def demo_models(models_config: Path) -> dict[str, list[str]]:
+    """Pick the models of the layer-CKA profile and the barrier set from the demo config.
+
+    Layer CKA (the MonoSoup paper's profile): W0, the first fine-tuned run of its group, and every
+    MonoSoup / high-only / low-only variant and uniform soup of that group. Barriers: the
+    first two fine-tuned runs (one basin: expect ≈ 0) and the first branched run (forked early: a barrier). Ids follow the demo study's naming
+    (``<group>_w0``, ``<group>_ft_*``, ``<group>_br_*``), read from the file as JSON.
+    """
+    import json
+
+    raw = json.loads(Path(models_config).read_text())
+    group = DEMO_REFERENCE.split("_")[0]
+    finetuned = [m for m in raw if m.startswith(f"{group}_ft_")]
+    branched = [m for m in raw if m.startswith(f"{group}_br_")]
+    variants = [
+        m
+        for m, entry in raw.items()
+        if m.startswith(f"{group}_")
+        and (entry.get("variant") or {}).get("method") in _PROFILE_METHODS
+    ]
+    return {
+        "layer_cka": [DEMO_REFERENCE, *finetuned[:1], *variants],
+        "barriers": [*finetuned[:2], *branched[:1]],
+    }
+
+
+def demo_steps(
+    location: ProjectLocation,
+    models_config: Path,
+    *,
+    quick: bool = False,
+    study: Path | None = None,
+) -> list[tuple[str, Callable[[list[str]], int], list[str]]]:
+    """Return the demo's steps as ``(title, stage main, argv)``, in order."""
+    from sim_consistency.stages import (
+        build_variants,
+        consistency,
+        distance_matrix_computation,
+        feature_extraction,
+        layer_cka,
+        single_model_evaluation,
+        soup_metrics,
+        train_demo_models,
+    )
+
+    root = ["--project_root", str(location.root)]
+    models = [*root, "--models_config", str(models_config)]
+    datasets = ["--datasets", *DEMO_DATASETS]
+    similarity = ["--similarity_config", str(DEFAULT_SIMILARITY_CONFIG)]
+    seeds = ["--seeds", "0"]
+    picked = demo_models(models_config)
+    return [
+        (
+            "train the demo models",
+            train_demo_models.main,
+            [*root, *(["--study", str(study)] if study else [])],
+        ),
+        ("build every variant", build_variants.main, [*models]),
+        ("extract block-wise features", feature_extraction.main, [*models, *datasets]),
+        (
+            "model×model similarity matrices",
+            distance_matrix_computation.main,
+            [*models, *datasets, *similarity],
+        ),
+        (
+            "block×block CKA vs W0",
+            layer_cka.main,
+            [
+                *models,
+                "--datasets",
+                DEMO_DATASETS[0],
+                "--model_key",
+                *picked["layer_cka"],
+                "--reference",
+                DEMO_REFERENCE,
+            ],
+        ),
+        (
+            "linear probes",
+            single_model_evaluation.main,
+            [*models, *datasets, "--blocks", "last", *seeds],
+        ),
+        (
+            "soup metrics",
+            soup_metrics.main,
+            [
+                *models,
+                *datasets,
+                "--ood_datasets",
+                DEMO_DATASETS[1],
+                "--base",
+                DEMO_REFERENCE,
+                "--barrier_models",
+                *(picked["barriers"][:2] if quick else picked["barriers"]),
+                "--n_alphas",
+                "5" if quick else "11",
+            ],
+        ),
+        ("Rep2Rep consistency", consistency.main, [*models, *datasets, *similarity]),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scripts/demo.py`` (``make demo``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--project_root",
@@ -32,47 +146,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--models_config", default=str(DEFAULT_MODELS_CONFIG))
     parser.add_argument(
-        "--max_samples",
-        type=int,
-        default=None,
-        help="class-stratified subset per split (default: all rows)",
+        "--quick", action="store_true", help="one barrier pair on a 5-point grid (tests)"
+    )
+    parser.add_argument(
+        "--study", default=None, help="training study JSON (default: the built-in demo study)"
     )
     args = parser.parse_args(argv)
     configure_logging()
 
     def body() -> int:
+        from sim_consistency.aggregate import write_aggregates
+        from sim_consistency.report import write_report
+
         start = time.perf_counter()
         location = ProjectLocation.resolve(args.project_root).create()
-        print(f"[1/3] project root: {location.root}")
-        wds_dir = build_digits(location)
-        for split in ("train", "val", "test"):
-            print("      " + load_dataset("wds/digits", split, location=location).describe())
-        print(f"      shards in {wds_dir}")
-        print("[2/3] models and their blocks")
-        specs = load_models_config(args.models_config, base_dir=location.root)
-        extraction_args = [
-            "--project_root",
-            str(location.root),
-            "--models_config",
-            str(args.models_config),
-            "--datasets",
-            "wds/digits",
-            "--splits",
-            "train",
-            "test",
-        ]
-        if args.max_samples:
-            extraction_args += ["--max_samples", str(args.max_samples)]
-        code = feature_extraction.main([*extraction_args, "--list_blocks"])
-        if code:
-            return code
-        print(f"[3/3] feature extraction of {len(specs)} models")
-        code = feature_extraction.main(extraction_args)
-        if code:
-            return code
-        print(
-            f"demo finished in {time.perf_counter() - start:.1f} s; results under {location.root}"
+        steps = demo_steps(
+            location,
+            Path(args.models_config).resolve(),
+            quick=args.quick,
+            study=Path(args.study).resolve() if args.study else None,
         )
+        total = len(steps) + 1
+        for i, (title, stage_main, stage_argv) in enumerate(steps, start=1):
+            step_start = time.perf_counter()
+            print(f"[{i}/{total}] {title}", flush=True)
+            code = stage_main(stage_argv)
+            if code:
+                print(f"demo stopped: step '{title}' failed (exit {code})")
+                return code
+            print(f"      done in {time.perf_counter() - step_start:.1f} s", flush=True)
+        print(f"[{total}/{total}] aggregate tables and the report", flush=True)
+        write_aggregates(location)
+        md, page = write_report(location)
+        print(f"demo finished in {time.perf_counter() - start:.1f} s; report: {page} ({md.name})")
         return 0
 
     return run_main(body)

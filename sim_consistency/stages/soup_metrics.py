@@ -123,6 +123,7 @@ class SoupMetricsSettings:
     purity_block: str | None = None
     purity_weight: str | None = None
     retention_ks: tuple[int, ...] = ()
+    purity_models: tuple[str, ...] = ()
     probe_seed: int = 0
     max_samples: int | None = None
     device: str = "auto"
@@ -334,25 +335,33 @@ def _weight_sources(
     return sources
 
 
+def _same_architecture(specs: Mapping[str, ModelSpec], a: str, b: str) -> bool:
+    from sim_consistency.models.sources import architecture_spec
+
+    return (
+        architecture_spec(specs[a], specs).recipe() == architecture_spec(specs[b], specs).recipe()
+    )
+
+
 def _weights_part(
     settings: SoupMetricsSettings,
     specs: Mapping[str, ModelSpec],
     soups: Mapping[str, list[str]],
     base: str | None,
 ) -> None:
-    model_ids = list(
-        dict.fromkeys(
-            [*(i for ing in soups.values() for i in ing), *soups, *([base] if base else [])]
+    """Weight geometry per soup: its ingredients, itself and the base (same architecture only)."""
+    frames: dict[str, list[pd.DataFrame]] = {"pairs": [], "layers": [], "norms": []}
+    for soup_id, ingredients in soups.items():
+        soup_base = base if base and _same_architecture(specs, base, soup_id) else None
+        model_ids = list(
+            dict.fromkeys([*ingredients, soup_id, *([soup_base] if soup_base else [])])
         )
-    )
-    if len(model_ids) < 2:
-        log.info("weights: fewer than two models, skipped")
-        return
-    geometry = weight_geometry(_weight_sources(settings, specs, model_ids), base=base)
+        geometry = weight_geometry(_weight_sources(settings, specs, model_ids), base=soup_base)
+        for name in frames:
+            frames[name].append(getattr(geometry, name).assign(soup_id=soup_id, base=soup_base))
     out = settings.out_dir
-    _write_csv(geometry.pairs, out / "weight_pairs.csv")
-    _write_csv(geometry.layers, out / "weight_layers.csv")
-    _write_csv(geometry.norms, out / "weight_norms.csv")
+    for name, parts in frames.items():
+        _write_csv(pd.concat(parts, ignore_index=True), out / f"weight_{name}.csv")
 
 
 def _monosoup_part(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec]) -> None:
@@ -729,8 +738,13 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
     if "branching" in settings.parts:
         _branching_part(settings, specs)
         done.append("branching")
-    if "purity" in settings.parts and models:
-        _purity_part(settings, specs, models)
+    purity_models = list(settings.purity_models) or [*soups, *([base] if base else [])] or models
+    if "purity" in settings.parts and purity_models:
+        unknown = [m for m in purity_models if m not in specs]
+        if unknown:
+            raise ConfigError(f"--purity_models: unknown model id(s) {unknown}.")
+        _ensure_features(extraction, purity_models, settings.datasets[:1])
+        _purity_part(settings, specs, purity_models)
         done.append("purity")
 
     summary = {
@@ -792,6 +806,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--purity_block", default=None, help="block for purity (default: last)")
     parser.add_argument("--purity_weight", default=None, help="projection weight for neuron purity")
     parser.add_argument("--retention_ks", nargs="+", type=int, default=[], help="dims kept")
+    parser.add_argument(
+        "--purity_models", nargs="+", default=[], help="purity models (default: soups + base)"
+    )
     parser.add_argument("--probe_seed", type=int, default=0)
     parser.add_argument("--max_samples", type=int, default=None, help="rows per split subset")
 
@@ -822,6 +839,7 @@ def settings_from_args(args: argparse.Namespace) -> SoupMetricsSettings:
         purity_block=args.purity_block,
         purity_weight=args.purity_weight,
         retention_ks=tuple(args.retention_ks),
+        purity_models=tuple(args.purity_models),
         probe_seed=args.probe_seed,
         max_samples=args.max_samples,
         device=args.device,

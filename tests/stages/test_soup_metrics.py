@@ -103,6 +103,9 @@ def study(tmp_path_factory, digits_root):
         "--retention_ks",
         "4",
         "96",
+        "--purity_models",
+        "ft1",
+        "soup_ft",
     ]
     assert soup_metrics.main(argv) == 0
     return location, config_path, argv
