@@ -52,6 +52,7 @@ from sim_consistency.data import read_dataset_list
 from sim_consistency.errors import ConfigError, MissingInputError
 from sim_consistency.features import open_cache
 from sim_consistency.io import atomic_write_text
+from sim_consistency.launch import launch, launch_options_from_args
 from sim_consistency.models import create_model
 from sim_consistency.probe import head_accuracy, linear_probe
 from sim_consistency.project import ProjectLocation, dataset_slug, resolve_project_root
@@ -81,6 +82,7 @@ from sim_consistency.soup_metrics.plots import (
 )
 from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
 from sim_consistency.stages.feature_extraction import ExtractionSettings, run_model
+from sim_consistency.tracking import start_tracking
 
 __all__ = ["PARTS", "SOUP_METHODS", "SoupMetricsSettings", "add_arguments", "main", "run"]
 
@@ -856,8 +858,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose)
 
     def body() -> int:
-        summary = run(settings_from_args(args))
-        print(f"soup metrics: {', '.join(summary['parts'])} -> results/soup_metrics/")
-        return 0
+        settings = settings_from_args(args)
+        options = launch_options_from_args(args)  # validated before any work starts
+        with start_tracking(
+            args.wandb, stage="soup_metrics", config=asdict(settings), location=settings.location
+        ) as tracker:
+            # One work item: the parts share the models' caches and weights, so on SLURM the
+            # whole stage is one job (its forward passes go through the extraction machinery).
+            report = launch(
+                run,
+                [settings],
+                stage="soup_metrics",
+                location=settings.location,
+                options=options,
+                label=lambda _: "soup_metrics",
+                outputs=lambda s: [s.out_dir / "summary.json"],
+            )
+            if report.is_success and report.results():
+                summary = report.results()[0]
+                tracker.log_metrics({"n_parts": len(summary["parts"])})
+                accuracy = settings.out_dir / "accuracy.csv"
+                if accuracy.is_file():
+                    tracker.log_table("accuracy", pd.read_csv(accuracy))
+                print(f"soup metrics: {', '.join(summary['parts'])} -> {settings.out_dir}")
+        if args.launcher != "local":
+            print(report.summary())
+        return 0 if report.is_success else 1
 
     return run_main(body)
