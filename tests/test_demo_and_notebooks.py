@@ -81,7 +81,7 @@ def test_demo_writes_every_stage_and_the_report(demo_root):
     for title in (
         "Models and soups: accuracy",
         "Block-wise CKA",
-        "Rep2Rep consistency",
+        "Representational similarity and Rep2Rep consistency",
         "Linear probes",
         "Interpolation barriers",
         "Branching and basins",
