@@ -103,6 +103,8 @@ PARTS: tuple[str, ...] = (
     "purity",
 )
 _BRANCH_KEYS = ("branch_epoch", "analysis_epoch")
+#: Bumped when the stage's outputs change for the same inputs (part of the inputs key).
+PARTS_CODE_VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -704,6 +706,44 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
     log.info("wrote %s (%d rows)", path, len(table))
 
 
+def _previous_summary(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _inputs_key(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec]) -> str:
+    """Digest of everything the results depend on, so an unchanged rerun reuses them.
+
+    Covers the settings, the models config, every checkpoint file's size and modification time,
+    every materialised variant's recipe and every feature cache's content key under the
+    requested datasets (the stage's own generated models included).
+    """
+    import hashlib
+
+    from sim_consistency.features import read_cache_attrs
+
+    parts: list[Any] = [
+        {k: str(v) for k, v in asdict(settings).items() if k != "force"},
+        settings.models_config.read_text(),
+        PARTS_CODE_VERSION,
+    ]
+    for model_id, spec in specs.items():
+        if spec.path is not None and spec.path.is_file():
+            stat = spec.path.stat()
+            parts.append([model_id, stat.st_size, stat.st_mtime_ns])
+    for recipe in sorted(settings.location.models.glob("*.json")):
+        parts.append([recipe.name, hashlib.sha256(recipe.read_bytes()).hexdigest()])
+    for dataset in settings.datasets:
+        folder = settings.location.features / dataset_slug(dataset)
+        for cache in sorted(folder.glob("*/*.h5")):
+            parts.append(
+                [str(cache.relative_to(folder)), (read_cache_attrs(cache) or {}).get("content_key")]
+            )
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def run(settings: SoupMetricsSettings) -> dict[str, Any]:
     """Run the requested parts; return the summary written to ``summary.json``."""
     specs = load_models_config(settings.models_config, base_dir=settings.project_root)
@@ -717,6 +757,11 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
         )
     )
     settings.out_dir.mkdir(parents=True, exist_ok=True)
+    inputs_key = _inputs_key(settings, specs)
+    previous = _previous_summary(settings.out_dir / "summary.json")
+    if not settings.force and previous.get("inputs_key") == inputs_key:
+        log.info("soup metrics: inputs unchanged (key %s…), results reused", inputs_key[:10])
+        return previous
     extraction = _extraction_settings(settings, settings.models_config, ["train", settings.split])
     if {"accuracy", "cka", "purity"} & set(settings.parts) and models:
         _ensure_features(extraction, models, settings.datasets)
@@ -750,6 +795,7 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
         done.append("purity")
 
     summary = {
+        "inputs_key": _inputs_key(settings, specs),
         "parts": done,
         "soups": soups,
         "base": base,

@@ -213,6 +213,10 @@ def test_purity_sweep_endpoint_equals_full_probe(study):
 
 def test_rerun_is_idempotent_and_bad_soup_is_named(study, capsys):
     location, config_path, argv = study
+    summary = location.soup_metrics / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+    assert soup_metrics.main(argv) == 0  # unchanged inputs: every result is reused
+    assert summary.stat().st_mtime_ns == stamp
     before = (location.soup_metrics / "accuracy.csv").read_text()
     assert soup_metrics.main([*argv, "--parts", "accuracy"]) == 0
     assert (location.soup_metrics / "accuracy.csv").read_text() == before
