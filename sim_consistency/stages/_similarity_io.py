@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.launch import launch, launch_options_from_args
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
+from sim_consistency.tracking import start_tracking
 
 log = logging.getLogger("sim_consistency.similarity_stages")
 
@@ -272,16 +274,27 @@ def stage_main(
 
     def body() -> int:
         settings = settings_from_args(args)
-        items = plan(settings)
-        report = launch(
-            run_item,
-            items,
-            stage=stage,
-            location=settings.location,
-            options=launch_options_from_args(args),
-            label=label,
-            outputs=outputs,
-        )
+        options = launch_options_from_args(args)
+        with start_tracking(
+            args.wandb, stage=stage, config=asdict(settings), location=settings.location
+        ) as tracker:
+            items = plan(settings)
+            report = launch(
+                run_item,
+                items,
+                stage=stage,
+                location=settings.location,
+                options=options,
+                label=label,
+                outputs=outputs,
+            )
+            tracker.log_metrics(
+                {"n_items": len(items), "n_done": report.n_done, "n_failed": report.n_failed}
+            )
+            tracker.log_table(
+                "outputs",
+                [{"item": label(i), "outputs": ";".join(map(str, outputs(i)))} for i in items],
+            )
         print(report.summary())
         return 0 if report.is_success else 1
 

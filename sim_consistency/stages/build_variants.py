@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from sim_consistency.merging import is_materialised, materialise_variant
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
 from sim_consistency.stages.feature_extraction import resolve_device
+from sim_consistency.tracking import start_tracking
 
 __all__ = ["BuildSettings", "WorkItem", "add_arguments", "main", "plan", "run_item"]
 
@@ -130,16 +131,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         settings = settings_from_args(args)
         options = launch_options_from_args(args)
-        items = plan(settings)
-        report = launch(
-            partial(run_item, settings),
-            items,
-            stage="build_variants",
-            location=settings.location,
-            options=options,
-            label=lambda item: item.model_id,
-            outputs=lambda item: [item.output],
-        )
+        with start_tracking(
+            args.wandb, stage="build_variants", config=asdict(settings), location=settings.location
+        ) as tracker:
+            items = plan(settings)
+            report = launch(
+                partial(run_item, settings),
+                items,
+                stage="build_variants",
+                location=settings.location,
+                options=options,
+                label=lambda item: item.model_id,
+                outputs=lambda item: [item.output],
+            )
+            tracker.log_metrics({"n_built": len(report.results()), "n_failed": report.n_failed})
+            tracker.log_table(
+                "variants", [{"model_id": i.model_id, "output": str(i.output)} for i in items]
+            )
         if args.launcher != "local":
             print(report.summary())
         print(

@@ -30,7 +30,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from sim_consistency.probe import (
 )
 from sim_consistency.project import ProjectLocation, dataset_slug
 from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
+from sim_consistency.tracking import start_tracking
 
 __all__ = [
     "DEFAULT_SEEDS",
@@ -536,16 +537,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         settings = settings_from_args(args)
-        items = plan(settings)
-        report = launch(
-            partial(run_item, settings),
-            items,
+        options = launch_options_from_args(args)
+        with start_tracking(
+            args.wandb,
             stage="single_model_evaluation",
+            config=asdict(settings),
             location=settings.location,
-            options=launch_options_from_args(args),
-            label=lambda item: f"{item.model_id}/{dataset_slug(item.dataset)}/seed_{item.seed}",
-            outputs=lambda item: [item.output_dir / "results.json"],
-        )
+        ) as tracker:
+            items = plan(settings)
+            report = launch(
+                partial(run_item, settings),
+                items,
+                stage="single_model_evaluation",
+                location=settings.location,
+                options=options,
+                label=lambda item: f"{item.model_id}/{dataset_slug(item.dataset)}/seed_{item.seed}",
+                outputs=lambda item: [item.output_dir / "results.json"],
+            )
+            tracker.log_metrics({"n_results": len(report.results()), "n_failed": report.n_failed})
+            tracker.log_table(
+                "results",
+                [
+                    {
+                        "model_id": i.model_id,
+                        "dataset": i.dataset,
+                        "seed": i.seed,
+                        "results": str(i.output_dir / "results.json"),
+                    }
+                    for i in items
+                ],
+            )
         if args.launcher != "local":
             print(report.summary())
         print(

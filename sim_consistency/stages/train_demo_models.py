@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sim_consistency.data import read_dataset_list
@@ -25,6 +25,7 @@ from sim_consistency.errors import ConfigError
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
 from sim_consistency.stages.feature_extraction import resolve_device
+from sim_consistency.tracking import start_tracking
 from sim_consistency.training import (
     DEMO_STUDY,
     DemoStudy,
@@ -217,12 +218,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "use --launcher local."
             )
         settings = settings_from_args(args)
-        items = plan(settings)
-        data: dict[str, TrainingData] = {}
-        for item in items:
-            if item.run.arch not in data:
-                data[item.run.arch] = _training_data(settings, item.run.arch)
-            run_item(settings, item, data[item.run.arch])
+        with start_tracking(
+            args.wandb,
+            stage="train_demo_models",
+            config={"study": asdict(settings.study), "device": settings.device},
+            location=settings.location,
+        ) as tracker:
+            items = plan(settings)
+            data: dict[str, TrainingData] = {}
+            for item in items:
+                if item.run.arch not in data:
+                    data[item.run.arch] = _training_data(settings, item.run.arch)
+                run_item(settings, item, data[item.run.arch])
+            tracker.log_metrics({"n_trained": len(items)})
+            tracker.log_table("checkpoints", summary_rows(settings))
         if args.write_models_config:
             written = write_models_config(settings.study, args.write_models_config)
             print(f"train_demo_models: models config written to {written}")

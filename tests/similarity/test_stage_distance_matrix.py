@@ -197,3 +197,20 @@ def test_script_subprocess_smoke(computed, metrics_config):
     )
     assert result.returncode == 0, result.stderr
     assert "nothing to do" in result.stdout  # everything up to date
+
+
+def test_wandb_writes_an_offline_run(similarity_project, metrics_config, tmp_path, monkeypatch):
+    """``--wandb`` on a similarity stage (shared ``stage_main``) logs config, metrics, table."""
+    from tests.cluster.test_tracking import read_wandb_records
+
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DIR", "WANDB_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    proj = similarity_project.copy(tmp_path / "root")
+    assert stage.main([*_args(proj, metrics_config), "--wandb"]) == 0
+    runs = list((proj.location.logs / "wandb").rglob("run-*.wandb"))
+    assert len(runs) == 1, runs
+    text = str(read_wandb_records(runs[0]))
+    assert "distance_matrix_computation" in text and "n_items" in text and "outputs" in text
