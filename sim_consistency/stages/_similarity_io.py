@@ -20,7 +20,10 @@ from sim_consistency.features import read_cache_attrs
 from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.launch import launch, launch_options_from_args
 from sim_consistency.project import ProjectLocation
-from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
+from sim_consistency.stages.cli import (
+    parse_stage_args,
+    run_main,
+)
 from sim_consistency.tracking import start_tracking
 
 log = logging.getLogger("sim_consistency.similarity_stages")
@@ -264,13 +267,7 @@ def stage_main(
     Work items run through :func:`sim_consistency.launch.launch` (``--launcher local`` in this
     process, ``slurm`` as one job per item); a :class:`SimcError` prints without a traceback.
     """
-    parser = argparse.ArgumentParser(
-        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_common_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    args = parse_stage_args(doc, add_arguments, argv)
 
     def body() -> int:
         settings = settings_from_args(args)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sim_consistency.errors import SimcError
 
-__all__ = ["add_common_arguments", "run_main", "configure_logging"]
+__all__ = ["add_common_arguments", "configure_logging", "parse_stage_args", "run_main"]
 
 log = logging.getLogger("sim_consistency")
 
@@ -56,6 +56,27 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, needs_models: bool 
         help="log to Weights & Biases (offline mode unless configured)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def parse_stage_args(
+    doc: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    argv: Sequence[str] | None = None,
+    *,
+    needs_models: bool = True,
+) -> argparse.Namespace:
+    """Parse a stage's flags (the shared ones + ``add_arguments``'s) and set up logging.
+
+    ``doc`` is the stage module's docstring: its first paragraph is the ``--help`` description.
+    """
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_arguments(parser, needs_models=needs_models)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    return args
 
 
 def configure_logging(verbose: bool = False) -> None:

@@ -51,7 +51,10 @@ from sim_consistency.launch import (
 )
 from sim_consistency.models import LoadedModel, create_model
 from sim_consistency.project import ProjectLocation
-from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
+from sim_consistency.stages.cli import (
+    parse_stage_args,
+    run_main,
+)
 from sim_consistency.tracking import start_tracking
 
 __all__ = [
@@ -536,13 +539,7 @@ def settings_from_args(args: argparse.Namespace) -> ExtractionSettings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, plan, extract; print a summary. Returns the exit code."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_common_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    args = parse_stage_args(__doc__, add_arguments, argv)
 
     def body() -> int:
         settings = settings_from_args(args)

@@ -23,7 +23,10 @@ from pathlib import Path
 from sim_consistency.data import read_dataset_list
 from sim_consistency.errors import ConfigError
 from sim_consistency.project import ProjectLocation
-from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
+from sim_consistency.stages.cli import (
+    parse_stage_args,
+    run_main,
+)
 from sim_consistency.stages.feature_extraction import resolve_device
 from sim_consistency.tracking import start_tracking
 from sim_consistency.training import (
@@ -203,13 +206,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, plan, train; print a summary table. Returns the exit code."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_common_arguments(parser, needs_models=False)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    args = parse_stage_args(__doc__, add_arguments, argv, needs_models=False)
 
     def body() -> int:
         if args.launcher != "local":
