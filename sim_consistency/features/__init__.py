@@ -3,6 +3,7 @@
 from sim_consistency.features.cache import (
     FeatureCache,
     FeatureCacheWriter,
+    check_same_keys,
     load_aligned_blocks,
     open_cache,
     read_cache_attrs,
@@ -17,6 +18,7 @@ __all__ = [
     "FeatureCache",
     "FeatureCacheWriter",
     "PendingBatch",
+    "check_same_keys",
     "content_key",
     "keys_fingerprint",
     "load_aligned_blocks",

@@ -39,6 +39,7 @@ __all__ = [
     "open_cache",
     "read_cache_attrs",
     "load_aligned_blocks",
+    "check_same_keys",
 ]
 
 SCHEMA_VERSION = 1
@@ -331,6 +332,24 @@ def open_cache(path: str | os.PathLike) -> FeatureCache:
     return FeatureCache(path)
 
 
+def check_same_keys(
+    ref_path: str | os.PathLike, ref_keys: np.ndarray, path: str | os.PathLike, keys: np.ndarray
+) -> None:
+    """Raise :class:`CacheError` naming both files (and the first differing row) when two
+    caches' ``/keys`` differ: their rows are not the same samples in the same order."""
+    if len(keys) == len(ref_keys) and np.array_equal(keys, ref_keys):
+        return
+    if len(keys) != len(ref_keys):
+        detail = f"{len(ref_keys)} rows vs {len(keys)} rows"
+    else:
+        i = int(np.flatnonzero(keys != ref_keys)[0])
+        detail = f"row {i}: {ref_keys[i]!r} vs {keys[i]!r}"
+    raise CacheError(
+        f"{ref_path} and {path}: /keys differ ({detail}); the caches were built on different "
+        "subsets or datasets. Rebuild them with the same --max_samples."
+    )
+
+
 def load_aligned_blocks(
     paths: Sequence[str | os.PathLike], block: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -357,17 +376,8 @@ def load_aligned_blocks(
             keys = cache.keys
             if ref_keys is None:
                 ref_keys, ref_labels, ref_path = keys, cache.labels, cache.path
-            elif len(keys) != len(ref_keys) or not np.array_equal(keys, ref_keys):
-                if len(keys) != len(ref_keys):
-                    detail = f"{len(ref_keys)} rows vs {len(keys)} rows"
-                else:
-                    i = int(np.flatnonzero(keys != ref_keys)[0])
-                    detail = f"row {i}: {ref_keys[i]!r} vs {keys[i]!r}"
-                raise CacheError(
-                    f"{ref_path} and {cache.path}: /keys differ ({detail}); the caches were "
-                    "built on different subsets or datasets. Rebuild them with the same "
-                    "--max_samples."
-                )
+            else:
+                check_same_keys(ref_path, ref_keys, cache.path, keys)
             features.append(cache.block(block if block is not None else cache.block_names[-1]))
     assert ref_keys is not None and ref_labels is not None
     return ref_keys, ref_labels, features

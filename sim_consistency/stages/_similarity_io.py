@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from sim_consistency.errors import CacheError, ConfigError, MissingInputError
+from sim_consistency.errors import ConfigError, MissingInputError
 from sim_consistency.features import read_cache_attrs
 from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.launch import launch, launch_options_from_args
@@ -171,21 +171,6 @@ def save_heatmap(
     ax.set_ylabel(ylabel)
     fig.tight_layout()
     return _save_figure(fig, path_stem)
-
-
-def check_same_keys(ref_path: Path, ref_keys: np.ndarray, path: Path, keys: np.ndarray) -> None:
-    """Raise :class:`CacheError` naming both files when two caches' ``/keys`` differ."""
-    if len(keys) == len(ref_keys) and np.array_equal(keys, ref_keys):
-        return
-    if len(keys) != len(ref_keys):
-        detail = f"{len(ref_keys)} rows vs {len(keys)} rows"
-    else:
-        i = int(np.flatnonzero(keys != ref_keys)[0])
-        detail = f"row {i}: {ref_keys[i]!r} vs {keys[i]!r}"
-    raise CacheError(
-        f"{ref_path} and {path}: /keys differ ({detail}); the caches were built on different "
-        "subsets or datasets. Rebuild them with the same --max_samples."
-    )
 
 
 def save_profile_plot(

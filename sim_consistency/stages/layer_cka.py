@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from sim_consistency.config import load_models_config, select_models
 from sim_consistency.data import read_dataset_list
 from sim_consistency.errors import ConfigError
-from sim_consistency.features import open_cache
+from sim_consistency.features import check_same_keys, open_cache
 from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.project import ProjectLocation, dataset_slug
 from sim_consistency.similarity import block_stats, choose_space, cka_grid_from_stats, l2_normalize
@@ -44,7 +44,6 @@ from sim_consistency.stages._similarity_io import (
     METADATA_FILE,
     SIMILARITY_CODE_VERSION,
     cache_attrs,
-    check_same_keys,
     digest,
     plan_reason,
     save_heatmap,
