@@ -28,9 +28,9 @@ it once per representation and only the cross term per pair.
 
 RBF kernel. ``k(x, x') = exp(-|x - x'|^2 / (2 σ^2))`` with an absolute σ (Rep2Rep's "local"
 CKA uses σ = 0.4 on unit-norm features) or ``σ^2 = sigma_median^2 · median`` of all n^2 squared
-distances (Kornblith et al.'s convention; the median needs O(n^2 / 2) memory). The n×n kernels
-are never stored: rows are produced in slabs of ``slab_rows`` and reduced into the sums the
-estimators need, so memory stays O(slab · n).
+distances (Kornblith et al.'s convention; the exact median is selected by counting passes over
+distance slabs). The n×n kernels are never stored: rows are produced in slabs of ``slab_rows``
+and reduced into the sums the estimators need, so memory stays O(slab · n).
 
 Float64 accumulation is used throughout: the unbiased closed form subtracts large, nearly equal
 terms and loses all its digits in float32.
@@ -38,7 +38,7 @@ terms and loses all its digits in float32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -233,34 +233,147 @@ def _sq_distances(Xc: np.ndarray, sq: np.ndarray, rows: slice) -> npt.NDArray[np
     return D
 
 
-def median_sq_distance(X: Any, *, slab_rows: int = DEFAULT_SLAB_ROWS) -> float:
+def _upper_values(
+    Xc: np.ndarray, sq: np.ndarray, slab_rows: int
+) -> Iterator[npt.NDArray[np.float64]]:
+    """Yield the strict-upper-triangle squared distances slab by slab (O(slab · n) each)."""
+    n = Xc.shape[0]
+    for rows in row_chunks(n, slab_rows):
+        right = slice(rows.start, n)  # columns j >= i only: half the products
+        D = sq[rows, None] + sq[None, right] - 2.0 * (Xc[rows] @ Xc[right].T)
+        np.maximum(D, 0.0, out=D)
+        local = np.arange(rows.stop - rows.start)
+        yield D[np.arange(D.shape[1])[None, :] > local[:, None]]
+
+
+def _sample_bracket(
+    Xc: np.ndarray, ranks: list[int], n_upper: int, n_sample: int = 100_000
+) -> tuple[float, float]:
+    """Return a value range likely to hold the upper-triangle values of ``ranks``.
+
+    Read from the quantiles of squared distances of ``n_sample`` random pairs (fixed seed),
+    widened by four binomial standard deviations: only a first guess, every decision after it
+    uses exact counts.
+    """
+    n = Xc.shape[0]
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, n, size=(2, n_sample))
+    keep = i != j
+    sample = np.einsum("ij,ij->i", Xc[i[keep]] - Xc[j[keep]], Xc[i[keep]] - Xc[j[keep]])
+    q_lo, q_hi = ranks[0] / n_upper, (ranks[-1] + 1) / n_upper
+    half = 4.0 * np.sqrt(0.25 / max(sample.size, 1)) + 1.0 / max(sample.size, 1)
+    lo, hi = np.quantile(sample, [max(q_lo - half, 0.0), min(q_hi + half, 1.0)])
+    return float(lo), float(hi)
+
+
+_BINS = 1024
+_ABS_BITS = np.int64(0x7FFFFFFFFFFFFFFF)  # clears the sign bit of -0.0
+
+
+def _bits(value: float) -> int:
+    """Return the bit pattern of a float ≥ 0 as an int: monotone in the value, one per float."""
+    return int(np.float64(value).view(np.int64) & _ABS_BITS)
+
+
+def _select_upper(
+    Xc: np.ndarray,
+    sq: np.ndarray,
+    ranks: list[int],
+    slab_rows: int,
+    budget: int,
+    bracket: tuple[float, float] | None = None,
+) -> list[float]:
+    """Return the values of 0-based ``ranks`` in the sorted strict upper triangle of distances.
+
+    Exact selection without storing the n(n-1)/2 values: each pass over the slabs counts the
+    values below a bracket ``[lo, hi]`` and keeps those inside it while they fit in ``budget``;
+    when they do not, a histogram of them over the bracket's float bit patterns (so that even
+    values one ulp apart fall in different bins) narrows the bracket for the next pass. Usually
+    one pass after a sampled first bracket; memory O(slab · n + budget). Ranks whose values
+    the histogram separates are then selected one by one (``bracket``: where to start).
+    """
+    n_upper = Xc.shape[0] * (Xc.shape[0] - 1) // 2
+    if bracket is not None:
+        lo, hi = bracket
+    elif n_upper <= budget:
+        lo, hi = -np.inf, np.inf
+    else:
+        lo, hi = _sample_bracket(Xc, ranks, n_upper)
+    for _ in range(200):
+        below = n_inside = 0
+        inside: list[np.ndarray] = []
+        v_min, v_max, in_min, in_max = np.inf, -np.inf, np.inf, -np.inf
+        binned = bool(np.isfinite(lo) and np.isfinite(hi) and hi > lo)
+        lo_bits = _bits(lo) if binned else 0
+        width = -(-(_bits(hi) - lo_bits + 1) // _BINS) if binned else 1
+        hist = np.zeros(_BINS, dtype=np.int64)
+        for values in _upper_values(Xc, sq, slab_rows):
+            if values.size:
+                v_min, v_max = min(v_min, values.min()), max(v_max, values.max())
+            below += int(np.count_nonzero(values < lo))
+            sel = values[(values >= lo) & (values <= hi)]
+            if not sel.size:
+                continue
+            in_min, in_max = min(in_min, sel.min()), max(in_max, sel.max())
+            n_inside += sel.size
+            if n_inside <= budget:
+                inside.append(sel)
+            else:
+                inside.clear()
+            if binned:
+                bins = ((sel.view(np.int64) & _ABS_BITS) - lo_bits) // width
+                hist += np.bincount(bins, minlength=_BINS)
+        first, last = ranks[0] - below, ranks[-1] - below
+        if first < 0 or last >= n_inside:  # the guess missed: widen to the side(s) missed
+            lo = float(v_min) if first < 0 else lo
+            hi = float(v_max) if last >= n_inside else hi
+        elif n_inside <= budget:
+            kth = [r - below for r in ranks]
+            part = np.partition(np.concatenate(inside), kth)
+            return [float(part[k]) for k in kth]
+        elif in_min == in_max:  # every candidate is the same value
+            return [float(in_min)] * len(ranks)
+        elif not binned:
+            lo, hi = float(in_min), float(in_max)
+        else:  # too many candidates: keep only the bins holding the ranks
+            cum = np.cumsum(hist)
+            b_first = int(np.searchsorted(cum, first, side="right"))
+            b_last = int(np.searchsorted(cum, last, side="right"))
+            lo_new = np.int64(lo_bits + b_first * width).view(np.float64)
+            hi_new = np.int64(min(lo_bits + (b_last + 1) * width - 1, _bits(hi))).view(np.float64)
+            lo, hi = max(float(lo_new), float(in_min)), min(float(hi_new), float(in_max))
+            if b_first != b_last:  # distinct values: one search per rank
+                return [_select_upper(Xc, sq, [r], slab_rows, budget, (lo, hi))[0] for r in ranks]
+    raise RuntimeError("median_sq_distance: selection did not converge (please report).")
+
+
+def median_sq_distance(
+    X: Any, *, slab_rows: int = DEFAULT_SLAB_ROWS, budget: int | None = None
+) -> float:
     """Return the median of all n^2 squared Euclidean distances of the rows of ``X``.
 
     The n zeros of the diagonal count, as in Kornblith et al.'s ``np.median(sq_distances)``.
-    The strict upper triangle is gathered in slabs (O(n^2 / 2) float64 memory) and the median
-    of the symmetric n×n multiset is read from it with ``np.partition``.
+    Exact, in O(slab · n) memory: the order statistics of the strict upper triangle that the
+    median needs are found by counting passes over distance slabs (:func:`_select_upper`),
+    never by storing the n(n-1)/2 distances.
+
+    Args:
+        X: features, (n, d).
+        slab_rows: distance rows per slab.
+        budget: most candidate values kept at once (default ``max(slab_rows · n, 2^20)``).
     """
     X = as_matrix(X, "X")
     n = X.shape[0]
     Xc = X.astype(np.float64) - column_mean(X, slab_rows)
     sq = np.einsum("ij,ij->i", Xc, Xc)
-    upper = np.empty(n * (n - 1) // 2, dtype=np.float64)
-    pos = 0
-    for rows in row_chunks(n, slab_rows):
-        D = _sq_distances(Xc, sq, rows)
-        for i_local, i in enumerate(range(rows.start, rows.stop)):
-            tail = D[i_local, i + 1 :]
-            upper[pos : pos + tail.size] = tail
-            pos += tail.size
     total = n * n
-
-    def element(p: int, part: np.ndarray, kth: list[int]) -> float:
-        return 0.0 if p < n else float(part[(p - n) // 2])
-
-    ps = [(total - 1) // 2] if total % 2 else [total // 2 - 1, total // 2]
-    kth = sorted({(p - n) // 2 for p in ps if p >= n})
-    part = np.partition(upper, kth) if kth else upper
-    return float(np.mean([element(p, part, kth) for p in ps]))
+    positions = [(total - 1) // 2] if total % 2 else [total // 2 - 1, total // 2]
+    # Sorted n×n multiset: the n diagonal zeros first, then every upper value twice.
+    upper_ranks = sorted({(p - n) // 2 for p in positions if p >= n})
+    budget = max(slab_rows * n, 1 << 20) if budget is None else budget
+    values = _select_upper(Xc, sq, upper_ranks, slab_rows, budget) if upper_ranks else []
+    found = dict(zip(upper_ranks, values, strict=True))
+    return float(np.mean([0.0 if p < n else found[(p - n) // 2] for p in positions]))
 
 
 @dataclass(frozen=True, eq=False)

@@ -86,6 +86,39 @@ def test_median_sq_distance_counts_all_n2_entries(rng):
         assert median_sq_distance(X, slab_rows=3) == pytest.approx(np.median(D), rel=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "integer_ties", "duplicated_rows", "constant"])
+@pytest.mark.parametrize("budget", [None, 7, 500])
+def test_median_sq_distance_exact_with_a_small_budget(rng, kind, budget):
+    """Selection by counting passes (candidates kept ≤ budget) returns np.median's value,
+    also when the median sits in a tie group larger than the budget."""
+    makers = {
+        "gaussian": lambda n: rng.normal(size=(n, 4)),
+        "integer_ties": lambda n: rng.integers(0, 3, size=(n, 3)).astype(float),
+        "duplicated_rows": lambda n: np.repeat(rng.normal(size=(n // 6 + 1, 2)), 6, 0)[:n],
+        "constant": lambda n: np.ones((n, 3)),
+    }
+    for n in (60, 61):  # even and odd n^2
+        X = makers[kind](n)
+        D = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
+        got = median_sq_distance(X, slab_rows=8, budget=budget)
+        assert got == pytest.approx(np.median(D), rel=1e-12, abs=1e-12)
+
+
+def test_median_sq_distance_memory_is_not_quadratic():
+    import tracemalloc
+
+    n = 4000
+    X = np.random.default_rng(0).normal(size=(n, 8))
+    upper_bytes = n * (n - 1) // 2 * 8  # what storing the upper triangle would take: 64 MB
+    tracemalloc.start()
+    try:
+        median_sq_distance(X, slab_rows=128)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < upper_bytes / 2
+
+
 @pytest.mark.parametrize("kw", KINDS)
 def test_invariant_to_rotation_scaling_translation(pair, rng, kw):
     X, Y = pair
