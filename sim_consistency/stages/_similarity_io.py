@@ -29,7 +29,7 @@ from sim_consistency.tracking import start_tracking
 log = logging.getLogger("sim_consistency.similarity_stages")
 
 #: Bump when a change to the similarity code changes the numbers it writes.
-SIMILARITY_CODE_VERSION = "1"
+SIMILARITY_CODE_VERSION = "2"  # 2: sigma_median by slab selection
 METADATA_FILE = "metadata.json"
 MATRIX_H5 = "similarity_matrix.h5"
 MATRIX_CSV = "similarity_matrix.csv"
