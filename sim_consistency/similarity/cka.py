@@ -49,6 +49,7 @@ from sim_consistency.errors import ConfigError
 from sim_consistency.similarity._arrays import (
     DEFAULT_CHUNK_ROWS,
     as_matrix,
+    check_finite,
     check_pair,
     column_mean,
     row_chunks,
@@ -363,6 +364,7 @@ def median_sq_distance(
         budget: most candidate values kept at once (default ``max(slab_rows · n, 2^20)``).
     """
     X = as_matrix(X, "X")
+    check_finite(X, "X", "median_sq_distance")
     n = X.shape[0]
     Xc = X.astype(np.float64) - column_mean(X, slab_rows)
     sq = np.einsum("ij,ij->i", Xc, Xc)
@@ -464,6 +466,7 @@ def rbf_stats(
     if not (isinstance(width, int | float) and np.isfinite(width) and width > 0):
         raise ConfigError(f"cka: the RBF bandwidth must be a positive number (got {width!r}).")
     X = as_matrix(X, "X")
+    check_finite(X, "X", "cka (rbf)")
     is_constant = _is_constant(X, slab_rows)
     Xc = X.astype(np.float64) - column_mean(X, slab_rows)
     sq = np.einsum("ij,ij->i", Xc, Xc)

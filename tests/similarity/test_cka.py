@@ -104,6 +104,15 @@ def test_median_sq_distance_exact_with_a_small_budget(rng, kind, budget):
         assert got == pytest.approx(np.median(D), rel=1e-12, abs=1e-12)
 
 
+def test_rbf_and_median_reject_non_finite_features_naming_the_row(rng):
+    X = rng.normal(size=(20, 3))
+    X[5, 1] = np.nan
+    with pytest.raises(ConfigError, match="row 5"):
+        median_sq_distance(X)
+    with pytest.raises(ConfigError, match="non-finite"):
+        cka(X, rng.normal(size=(20, 3)), kernel="rbf", sigma_median=0.8)
+
+
 def test_median_sq_distance_memory_is_not_quadratic():
     import tracemalloc
 
