@@ -225,12 +225,16 @@ def linear_cka_from_stats(sx: LinearStats, sy: LinearStats, *, unbiased: bool = 
 # RBF kernel
 
 
-def _sq_distances(Xc: np.ndarray, sq: np.ndarray, rows: slice) -> npt.NDArray[np.float64]:
-    """Return the squared distances of rows ``rows`` to all rows, (slab, n), clamped at 0."""
-    D = sq[rows, None] + sq[None, :] - 2.0 * (Xc[rows] @ Xc.T)
+def _sq_distances(
+    Xc: np.ndarray, sq: np.ndarray, rows: slice, first_col: int = 0
+) -> npt.NDArray[np.float64]:
+    """Return the squared distances of rows ``rows`` to rows ``first_col:``, (slab, n -
+    first_col), clamped at 0, self-distances exactly 0 (``first_col <= rows.start``)."""
+    cols = slice(first_col, Xc.shape[0])
+    D = sq[rows, None] + sq[None, cols] - 2.0 * (Xc[rows] @ Xc[cols].T)
     np.maximum(D, 0.0, out=D)
     idx = np.arange(rows.start, rows.stop)
-    D[idx - rows.start, idx] = 0.0
+    D[idx - rows.start, idx - first_col] = 0.0
     return D
 
 
@@ -238,11 +242,8 @@ def _upper_values(
     Xc: np.ndarray, sq: np.ndarray, slab_rows: int
 ) -> Iterator[npt.NDArray[np.float64]]:
     """Yield the strict-upper-triangle squared distances slab by slab (O(slab · n) each)."""
-    n = Xc.shape[0]
-    for rows in row_chunks(n, slab_rows):
-        right = slice(rows.start, n)  # columns j >= i only: half the products
-        D = sq[rows, None] + sq[None, right] - 2.0 * (Xc[rows] @ Xc[right].T)
-        np.maximum(D, 0.0, out=D)
+    for rows in row_chunks(Xc.shape[0], slab_rows):
+        D = _sq_distances(Xc, sq, rows, first_col=rows.start)  # columns j >= i: half the work
         local = np.arange(rows.stop - rows.start)
         yield D[np.arange(D.shape[1])[None, :] > local[:, None]]
 
@@ -365,9 +366,13 @@ def median_sq_distance(
     """
     X = as_matrix(X, "X")
     check_finite(X, "X", "median_sq_distance")
-    n = X.shape[0]
     Xc = X.astype(np.float64) - column_mean(X, slab_rows)
-    sq = np.einsum("ij,ij->i", Xc, Xc)
+    return _median_of_centred(Xc, np.einsum("ij,ij->i", Xc, Xc), slab_rows, budget)
+
+
+def _median_of_centred(Xc: np.ndarray, sq: np.ndarray, slab_rows: int, budget: int | None) -> float:
+    """:func:`median_sq_distance` of centred float64 rows ``Xc`` with squared norms ``sq``."""
+    n = Xc.shape[0]
     total = n * n
     positions = [(total - 1) // 2] if total % 2 else [total // 2 - 1, total // 2]
     # Sorted n×n multiset: the n diagonal zeros first, then every upper value twice.
@@ -471,7 +476,7 @@ def rbf_stats(
     Xc = X.astype(np.float64) - column_mean(X, slab_rows)
     sq = np.einsum("ij,ij->i", Xc, Xc)
     if sigma is None:
-        median = median_sq_distance(X, slab_rows=slab_rows)
+        median = _median_of_centred(Xc, sq, slab_rows, None)
         sigma = float(sigma_median * np.sqrt(median))
         is_constant = is_constant or median == 0.0
     stats = RbfStats(Xc, sq, float(sigma) if sigma else 1.0, 0.0, 0.0, is_constant, slab_rows)
