@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,10 @@ import pandas as pd
 from sim_consistency.errors import ConfigError, MissingInputError
 from sim_consistency.features import read_cache_attrs
 from sim_consistency.io import atomic_output, atomic_write_text
-from sim_consistency.launch import launch, launch_options_from_args
+from sim_consistency.launch import LaunchReport
 from sim_consistency.project import ProjectLocation
-from sim_consistency.stages.cli import (
-    parse_stage_args,
-    run_main,
-)
-from sim_consistency.tracking import start_tracking
+from sim_consistency.stages.cli import launch_planned, parse_stage_args, run_main
+from sim_consistency.tracking import Tracker
 
 log = logging.getLogger("sim_consistency.similarity_stages")
 
@@ -254,29 +250,26 @@ def stage_main(
     """
     args = parse_stage_args(doc, add_arguments, argv)
 
+    def log_results(tracker: Tracker, items: list[Any], report: LaunchReport) -> None:
+        tracker.log_metrics(
+            {"n_items": len(items), "n_done": report.n_done, "n_failed": report.n_failed}
+        )
+        tracker.log_table(
+            "outputs",
+            [{"item": label(i), "outputs": ";".join(map(str, outputs(i)))} for i in items],
+        )
+
     def body() -> int:
-        settings = settings_from_args(args)
-        options = launch_options_from_args(args)
-        with start_tracking(
-            args.wandb, stage=stage, config=asdict(settings), location=settings.location
-        ) as tracker:
-            items = plan(settings)
-            report = launch(
-                run_item,
-                items,
-                stage=stage,
-                location=settings.location,
-                options=options,
-                label=label,
-                outputs=outputs,
-            )
-            tracker.log_metrics(
-                {"n_items": len(items), "n_done": report.n_done, "n_failed": report.n_failed}
-            )
-            tracker.log_table(
-                "outputs",
-                [{"item": label(i), "outputs": ";".join(map(str, outputs(i)))} for i in items],
-            )
+        _, report = launch_planned(
+            args,
+            settings_from_args(args),
+            stage=stage,
+            plan=plan,
+            run_item=run_item,
+            label=label,
+            outputs=outputs,
+            log_results=log_results,
+        )
         print(report.summary())
         return 0 if report.is_success else 1
 

@@ -18,21 +18,18 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from sim_consistency.config import load_models_config, select_models
 from sim_consistency.config.models import dependency_order
-from sim_consistency.launch import launch, launch_options_from_args
+from sim_consistency.launch import LaunchReport
 from sim_consistency.merging import is_materialised, materialise_variant
 from sim_consistency.project import ProjectLocation
-from sim_consistency.stages.cli import (
-    parse_stage_args,
-    run_main,
-)
+from sim_consistency.stages.cli import launch_planned, parse_stage_args, run_main
 from sim_consistency.stages.feature_extraction import resolve_device
-from sim_consistency.tracking import start_tracking
+from sim_consistency.tracking import Tracker
 
 __all__ = ["BuildSettings", "WorkItem", "add_arguments", "main", "plan", "run_item"]
 
@@ -125,26 +122,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, plan, build; print a summary. Returns the exit code."""
     args = parse_stage_args(__doc__, add_arguments, argv)
 
+    def log_results(tracker: Tracker, items: list[WorkItem], report: LaunchReport) -> None:
+        tracker.log_metrics({"n_built": len(report.results()), "n_failed": report.n_failed})
+        tracker.log_table(
+            "variants", [{"model_id": i.model_id, "output": str(i.output)} for i in items]
+        )
+
     def body() -> int:
         settings = settings_from_args(args)
-        options = launch_options_from_args(args)
-        with start_tracking(
-            args.wandb, stage="build_variants", config=asdict(settings), location=settings.location
-        ) as tracker:
-            items = plan(settings)
-            report = launch(
-                partial(run_item, settings),
-                items,
-                stage="build_variants",
-                location=settings.location,
-                options=options,
-                label=lambda item: item.model_id,
-                outputs=lambda item: [item.output],
-            )
-            tracker.log_metrics({"n_built": len(report.results()), "n_failed": report.n_failed})
-            tracker.log_table(
-                "variants", [{"model_id": i.model_id, "output": str(i.output)} for i in items]
-            )
+        items, report = launch_planned(
+            args,
+            settings,
+            stage="build_variants",
+            plan=plan,
+            run_item=partial(run_item, settings),
+            label=lambda item: item.model_id,
+            outputs=lambda item: [item.output],
+            log_results=log_results,
+        )
         if args.launcher != "local":
             print(report.summary())
         print(

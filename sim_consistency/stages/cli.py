@@ -1,4 +1,5 @@
-"""Flags shared by every stage script, defined once, and the error boundary of ``main``."""
+"""Flags shared by every stage script, defined once, the planned-and-tracked launch most stages
+run, and the error boundary of ``main``."""
 
 from __future__ import annotations
 
@@ -6,10 +7,21 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 from sim_consistency.errors import SimcError
+from sim_consistency.launch import LaunchReport, launch, launch_options_from_args
+from sim_consistency.tracking import Tracker, start_tracking
 
-__all__ = ["add_common_arguments", "configure_logging", "parse_stage_args", "run_main"]
+__all__ = [
+    "add_common_arguments",
+    "configure_logging",
+    "launch_planned",
+    "parse_stage_args",
+    "run_main",
+]
 
 log = logging.getLogger("sim_consistency")
 
@@ -77,6 +89,41 @@ def parse_stage_args(
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     return args
+
+
+def launch_planned(
+    args: argparse.Namespace,
+    settings: Any,
+    *,
+    stage: str,
+    plan: Callable[[Any], list[Any]],
+    run_item: Callable[[Any], Any],
+    label: Callable[[Any], str],
+    outputs: Callable[[Any], list[Path]],
+    log_results: Callable[[Tracker, list[Any], LaunchReport], None],
+) -> tuple[list[Any], LaunchReport]:
+    """Plan a stage's work items, launch them inside its ``--wandb`` run; return both.
+
+    The launch flags are validated before anything is planned; ``settings`` (a dataclass with
+    ``location``) is the run's config, and ``log_results(tracker, items, report)`` logs the
+    stage's metrics and tables. Returns the planned items and the launch's report.
+    """
+    options = launch_options_from_args(args)
+    with start_tracking(
+        args.wandb, stage=stage, config=asdict(settings), location=settings.location
+    ) as tracker:
+        items = plan(settings)
+        report = launch(
+            run_item,
+            items,
+            stage=stage,
+            location=settings.location,
+            options=options,
+            label=label,
+            outputs=outputs,
+        )
+        log_results(tracker, items, report)
+    return items, report
 
 
 def configure_logging(verbose: bool = False) -> None:

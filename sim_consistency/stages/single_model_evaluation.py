@@ -30,7 +30,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from sim_consistency.errors import CacheError, ConfigError, DataError
 from sim_consistency.features import open_cache, read_cache_attrs
 from sim_consistency.features.cache import FeatureCache
 from sim_consistency.io import atomic_output, atomic_write_text
-from sim_consistency.launch import launch, launch_options_from_args
+from sim_consistency.launch import LaunchReport
 from sim_consistency.probe import (
     CLASS_MASK_FILE,
     PROTOCOLS,
@@ -56,11 +56,8 @@ from sim_consistency.probe import (
     read_class_mask,
 )
 from sim_consistency.project import ProjectLocation, dataset_slug
-from sim_consistency.stages.cli import (
-    parse_stage_args,
-    run_main,
-)
-from sim_consistency.tracking import start_tracking
+from sim_consistency.stages.cli import launch_planned, parse_stage_args, run_main
+from sim_consistency.tracking import Tracker
 
 __all__ = [
     "DEFAULT_SEEDS",
@@ -532,38 +529,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, plan, probe; print a summary. Returns the exit code."""
     args = parse_stage_args(__doc__, add_arguments, argv)
 
+    def log_results(tracker: Tracker, items: list[WorkItem], report: LaunchReport) -> None:
+        tracker.log_metrics({"n_results": len(report.results()), "n_failed": report.n_failed})
+        tracker.log_table(
+            "results",
+            [
+                {
+                    "model_id": i.model_id,
+                    "dataset": i.dataset,
+                    "seed": i.seed,
+                    "results": str(i.output_dir / "results.json"),
+                }
+                for i in items
+            ],
+        )
+
     def body() -> int:
         settings = settings_from_args(args)
-        options = launch_options_from_args(args)
-        with start_tracking(
-            args.wandb,
+        items, report = launch_planned(
+            args,
+            settings,
             stage="single_model_evaluation",
-            config=asdict(settings),
-            location=settings.location,
-        ) as tracker:
-            items = plan(settings)
-            report = launch(
-                partial(run_item, settings),
-                items,
-                stage="single_model_evaluation",
-                location=settings.location,
-                options=options,
-                label=lambda item: f"{item.model_id}/{dataset_slug(item.dataset)}/seed_{item.seed}",
-                outputs=lambda item: [item.output_dir / "results.json"],
-            )
-            tracker.log_metrics({"n_results": len(report.results()), "n_failed": report.n_failed})
-            tracker.log_table(
-                "results",
-                [
-                    {
-                        "model_id": i.model_id,
-                        "dataset": i.dataset,
-                        "seed": i.seed,
-                        "results": str(i.output_dir / "results.json"),
-                    }
-                    for i in items
-                ],
-            )
+            plan=plan,
+            run_item=partial(run_item, settings),
+            label=lambda item: f"{item.model_id}/{dataset_slug(item.dataset)}/seed_{item.seed}",
+            outputs=lambda item: [item.output_dir / "results.json"],
+            log_results=log_results,
+        )
         if args.launcher != "local":
             print(report.summary())
         print(

@@ -34,6 +34,7 @@ every estimator and setting.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import logging
@@ -50,7 +51,7 @@ import torch
 from sim_consistency.config import ModelSpec, load_models_config
 from sim_consistency.data import read_dataset_list
 from sim_consistency.errors import ConfigError, MissingInputError
-from sim_consistency.features import open_cache
+from sim_consistency.features import open_cache, read_cache_attrs
 from sim_consistency.io import atomic_write_text
 from sim_consistency.launch import launch, launch_options_from_args
 from sim_consistency.models import create_model
@@ -80,7 +81,7 @@ from sim_consistency.soup_metrics.plots import (
     plot_retention_sweep,
     save_figure,
 )
-from sim_consistency.stages.cli import add_common_arguments, configure_logging, run_main
+from sim_consistency.stages.cli import parse_stage_args, run_main
 from sim_consistency.stages.feature_extraction import ExtractionSettings, run_model
 from sim_consistency.tracking import start_tracking
 
@@ -720,10 +721,6 @@ def _inputs_key(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec]) -
     every materialised variant's recipe and every feature cache's content key under the
     requested datasets (the stage's own generated models included).
     """
-    import hashlib
-
-    from sim_consistency.features import read_cache_attrs
-
     parts: list[Any] = [
         {k: str(v) for k, v in asdict(settings).items() if k != "force"},
         settings.models_config.read_text(),
@@ -795,6 +792,8 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
         done.append("purity")
 
     summary = {
+        # Recomputed, not the key from the start of the run: the run adds its own interpolation
+        # variants and caches, which an unchanged rerun sees (and hashes) from the start.
         "inputs_key": _inputs_key(settings, specs),
         "parts": done,
         "soups": soups,
@@ -897,11 +896,7 @@ def settings_from_args(args: argparse.Namespace) -> SoupMetricsSettings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/soup_metrics.py``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    args = parse_stage_args(__doc__, add_arguments, argv)
 
     def body() -> int:
         settings = settings_from_args(args)
