@@ -194,11 +194,23 @@ def fit_logreg(
         # P: softmax of the scores; returns ∇θ of the objective.
         return torch.addcmul(l2pen * th, sc_n, (P - onehot) @ A)
 
-    Z = scores(theta)
-    lse, P = _log_softmax_parts(Z)
-    zy_t = Z.take(flat_y).mean()
-    pa_t = (pen * theta * theta).sum()
-    f, zy, pa = torch.stack([lse.mean() - zy_t + 0.5 * l2 * pa_t, zy_t, pa_t]).tolist()
+    def from_scratch(th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, float, float]:
+        # Scores, softmax, objective and its running terms (mean true-class score, penalty sum).
+        Z = scores(th)
+        lse, P = _log_softmax_parts(Z)
+        zy_t, pa_t = Z.take(flat_y).mean(), (pen * th * th).sum()
+        f, zy, pa = torch.stack([lse.mean() - zy_t + 0.5 * l2 * pa_t, zy_t, pa_t]).tolist()
+        return Z, P, f, zy, pa
+
+    def along(p: torch.Tensor) -> tuple[torch.Tensor, float, float, float, float]:
+        # Scores of direction p and the scalars of φ(t): slope at 0, true-class and penalty terms.
+        Q = scores(p)  # its bias row included
+        d0, qy, pb, pc = torch.stack(
+            [(G * p).sum(), Q.take(flat_y).mean(), (pen * theta * p).sum(), (pen * p * p).sum()]
+        ).tolist()
+        return Q, d0, qy, pb, pc
+
+    Z, P, f, zy, pa = from_scratch(theta)
     G = gradient(P, theta)
     gmax = float(G.abs().max())
     n_evals = 1
@@ -210,17 +222,11 @@ def fit_logreg(
         if gmax <= tol:
             break
         p = -_lbfgs_direction(G, S_hist, Y_hist, gamma)
-        Q = scores(p)  # scores of the direction (its bias row included)
-        d0, qy, pb, pc = torch.stack(
-            [(G * p).sum(), Q.take(flat_y).mean(), (pen * theta * p).sum(), (pen * p * p).sum()]
-        ).tolist()
+        Q, d0, qy, pb, pc = along(p)
         if not d0 < 0:  # not a descent direction (rounding): restart from steepest descent
             S_hist, Y_hist, gamma = S_hist[:0], Y_hist[:0], 1.0
             p = -G
-            Q = scores(p)
-            d0, qy, pb, pc = torch.stack(
-                [(G * p).sum(), Q.take(flat_y).mean(), (pen * theta * p).sum(), (pen * p * p).sum()]
-            ).tolist()
+            Q, d0, qy, pb, pc = along(p)
         # Weak-Wolfe line search on φ(t) = f(θ + t p): the scores are Z + tQ, so a trial is a
         # softmax, and φ'(t) = mean_i Σ_c softmax(Z + tQ)_ic Q_ic − mean_i Q_iy + λ·(pb + t·pc).
         t, lo, hi = 1.0, 0.0, math.inf
@@ -248,10 +254,7 @@ def fit_logreg(
         theta += step
         zy, pa = zy + t * qy, pa + 2 * t * pb + t * t * pc
         if (it + 1) % history == 0:  # refresh the scores against accumulated rounding
-            Z = scores(theta)
-            lse, P = _log_softmax_parts(Z)
-            zy_t, pa_t = Z.take(flat_y).mean(), (pen * theta * theta).sum()
-            phi, zy, pa = torch.stack([lse.mean() - zy_t + 0.5 * l2 * pa_t, zy_t, pa_t]).tolist()
+            Z, P, phi, zy, pa = from_scratch(theta)
         G_new = gradient(P, theta)
         y_vec = G_new - G
         sy, yy, gmax = torch.stack(
