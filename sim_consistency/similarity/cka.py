@@ -261,7 +261,8 @@ def _sample_bracket(
     rng = np.random.default_rng(0)
     i, j = rng.integers(0, n, size=(2, n_sample))
     keep = i != j
-    sample = np.einsum("ij,ij->i", Xc[i[keep]] - Xc[j[keep]], Xc[i[keep]] - Xc[j[keep]])
+    diff = Xc[i[keep]] - Xc[j[keep]]
+    sample = np.einsum("ij,ij->i", diff, diff)
     q_lo, q_hi = ranks[0] / n_upper, (ranks[-1] + 1) / n_upper
     half = 4.0 * np.sqrt(0.25 / max(sample.size, 1)) + 1.0 / max(sample.size, 1)
     lo, hi = np.quantile(sample, [max(q_lo - half, 0.0), min(q_hi + half, 1.0)])
