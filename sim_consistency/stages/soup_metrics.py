@@ -105,7 +105,8 @@ PARTS: tuple[str, ...] = (
 )
 _BRANCH_KEYS = ("branch_epoch", "analysis_epoch")
 #: Bumped when the stage's outputs change for the same inputs (part of the inputs key).
-PARTS_CODE_VERSION = "3"  # 2: the fast probe's new solver; 3: its class-major layout
+# 2: the fast probe's new solver; 3: its class-major layout; 4: its centred basis.
+PARTS_CODE_VERSION = "4"
 
 
 @dataclass(frozen=True)

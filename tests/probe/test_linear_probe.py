@@ -65,6 +65,32 @@ def test_fast_solver_matches_sklearn_at_same_C(probe_project, model_id, l2):
     assert abs(ours - sk.score(X_te, y_te)) <= 0.003
 
 
+def test_fast_solver_recovers_the_uncentred_intercept():
+    """The solver centres the rows internally; W and b come back for the raw rows (sklearn's)."""
+    X, y = _blobs(n=400, d=12, n_classes=4, spread=2.0)
+    X = X.astype(np.float64) + 6.0  # a large common offset: mean direction ≫ class structure
+    l2 = 1e-3
+    W, b, _ = fit_logreg(torch.from_numpy(X), torch.from_numpy(y), 4, l2=l2, tol=1e-9)
+    sk = LogisticRegression(C=sklearn_C(l2, len(y)), max_iter=10_000, tol=1e-10).fit(X, y)
+    ours = torch.softmax(torch.from_numpy(X) @ W + b, dim=1).numpy()
+    np.testing.assert_allclose(ours, sk.predict_proba(X), atol=1e-5)
+    # Same minimiser up to the softmax's shift invariance (sklearn's W has zero-sum columns too).
+    np.testing.assert_allclose(W.numpy(), sk.coef_.T, atol=1e-4)
+
+
+def test_float32_fit_at_an_unreachable_tolerance_stops_when_the_loss_is_flat():
+    """tol=0 cannot be met in float32: the fit stops once the loss change stays within rounding
+    (not after max_iter), at the float64 solution's predictions."""
+    X, y = _blobs(n=2000, d=64, n_classes=20, spread=4.0)
+    X, y = torch.nn.functional.normalize(torch.from_numpy(X), dim=1), torch.from_numpy(y)
+    W, b, _ = fit_logreg(X, y, 20, l2=1e-4, tol=1e-4)
+    W32, b32, n_evals = fit_logreg(X, y, 20, l2=1e-4, init=(W, b), tol=0.0, max_iter=1000)
+    W64, b64, _ = fit_logreg(X.double(), y, 20, l2=1e-4, tol=1e-8)
+    assert n_evals <= 40
+    agree = (X @ W32 + b32).argmax(1) == (X.double() @ W64 + b64).argmax(1)
+    assert agree.float().mean() >= 0.999
+
+
 def test_fast_protocol_refit_matches_sklearn(probe_project):
     """End to end: the probe's final fit equals sklearn's at the reported C (one-point grid)."""
     location, _ = probe_project
