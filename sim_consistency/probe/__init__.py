@@ -18,6 +18,8 @@ from sim_consistency.probe.linear_probe import (
     validation_split,
 )
 from sim_consistency.probe.solvers import (
+    LogRegFit,
+    Spectrum,
     feature_spectrum,
     fit_logreg,
     fit_rep2rep,
@@ -27,8 +29,10 @@ from sim_consistency.probe.solvers import (
 
 __all__ = [
     "CLASS_MASK_FILE",
+    "LogRegFit",
     "PROTOCOLS",
     "REP2REP_LRS",
+    "Spectrum",
     "WEIGHT_DECAY_GRID",
     "cache_head_accuracy",
     "classification_metrics",

@@ -13,7 +13,8 @@ reports test metrics. Two protocols share everything but the solver:
 * ``"fast"`` (default) — rows L2-normalised; multinomial logistic regression with an L2 penalty
   ``λ`` (reported as ``weight_decay``) solved exactly by full-batch L-BFGS
   (:func:`~sim_consistency.probe.solvers.fit_logreg`), each fit warm-started from the solution
-  at the nearest λ already solved (strongest penalty first), the same grid and search, in
+  (and its class scores) at the nearest λ already solved (strongest penalty first), in the rows'
+  centred eigenbasis shared by the whole path, the same grid and search, in
   float32; the refit runs in float64 (scikit-learn's precision) so that its test predictions
   match ``LogisticRegression(C=1/(n·λ))``; ``lr`` is ``None``.
 
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 
 from sim_consistency.errors import ConfigError, DataError
 from sim_consistency.probe.solvers import (
+    LogRegFit,
     feature_spectrum,
     fit_logreg,
     fit_rep2rep,
@@ -70,6 +72,9 @@ REP2REP_LRS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)
 #: Coarse points (one per decade of the 64-point grid) and the refinement half-widths.
 _N_COARSE = 8
 _SPANS = (8, 4, 2, 1)
+
+#: Solutions of the fast search whose scores are kept for warm starts (the most recent ones).
+_KEEP_SCORES = 3
 
 
 # -- splits -----------------------------------------------------------------------------------
@@ -474,7 +479,7 @@ def _probe_one(
     X_val, y_val = X[val_rows], y[val_rows]
     curve: list[dict[str, Any]] = []
     if protocol == "fast":
-        solutions: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        solutions: dict[int, LogRegFit] = {}
         # One spectrum (preconditioner) and one rotation X U per training split, shared by
         # every fit of the path and by the refit.
         spectrum = feature_spectrum(X_fit)
@@ -484,12 +489,15 @@ def _probe_one(
             init = None
             if solutions:
                 init = solutions[min(solutions, key=lambda j: (abs(j - i), -j))]
-            W, b, _ = fit_logreg(
+            fit = fit_logreg(
                 X_fit, y_fit, n_classes, l2=float(grid[i]), init=init, spectrum=spectrum,
                 rotated=rotated, max_iter=max_iter, tol=search_tol,
             )  # fmt: skip
-            solutions[i] = (W, b)
-            return _accuracy(X_val, y_val, W, b) if val_rows.numel() else 0.0
+            # Warm starts reuse a solution's scores (C × n): keep those of the last few only.
+            for j in list(solutions)[: -_KEEP_SCORES + 1]:
+                solutions[j] = solutions[j]._replace(rows=None, scores=None, data_gradient=None)
+            solutions[i] = fit
+            return _accuracy(X_val, y_val, fit.W, fit.b) if val_rows.numel() else 0.0
 
         best, scores = coarse_to_fine_search(evaluate, grid.size)
         curve = [
@@ -500,7 +508,7 @@ def _probe_one(
         # The refit runs in float64: at weak penalties (near-separable rows) float32 cannot
         # resolve the optimum (digits: 0.8 pp off scikit-learn), and at strong penalties the
         # class scores differ by ~1e-5 so float32 rounding flips argmaxes.
-        W, b, _ = fit_logreg(
+        W, b, *_ = fit_logreg(
             X[final_rows].double(), y[final_rows], n_classes, l2=wd, init=solutions[best],
             spectrum=spectrum, max_iter=max_iter, tol=tol,
         )  # fmt: skip

@@ -37,6 +37,7 @@ __all__ = [
     "l2_from_sklearn_C",
     "rotate_features",
     "sklearn_C",
+    "LogRegFit",
     "Spectrum",
 ]
 
@@ -59,6 +60,21 @@ class Spectrum(NamedTuple):
     mean: torch.Tensor  #: (d,) float64 mean row
 
 
+class LogRegFit(NamedTuple):
+    """A :func:`fit_logreg` solution, with what a warm start on the same rows reuses.
+
+    ``scores`` and ``data_gradient`` do not depend on λ, so a fit at a neighbouring λ that starts
+    from this one (``init=``) on the same ``rotated`` rows begins without a matrix product.
+    """
+
+    W: torch.Tensor  #: (d, C) weights
+    b: torch.Tensor  #: (C,) intercepts
+    n_evals: int  #: objective evaluations (line-search trials, each a softmax over the rows)
+    rows: torch.Tensor | None = None  #: the ``rotated`` rows the state below belongs to
+    scores: torch.Tensor | None = None  #: (C, n) class scores of those rows
+    data_gradient: torch.Tensor | None = None  #: (C, d+1) ``(softmax − onehot) @ rows``
+
+
 def feature_spectrum(X: torch.Tensor) -> Spectrum:
     """Return the :class:`Spectrum` of the rows: their mean ``μ`` and ``(X−μ)ᵀ(X−μ)/n = U diag(s) Uᵀ``.
 
@@ -72,10 +88,12 @@ def feature_spectrum(X: torch.Tensor) -> Spectrum:
         The eigenvalues ``s`` (clamped at 0), eigenvectors ``U`` and mean ``μ``, float64 on
         ``X``'s device.
     """
-    X64 = X.to(torch.float64)
-    mean = X64.mean(dim=0)
-    X64 = X64 - mean
-    s, U = torch.linalg.eigh(X64.T @ X64 / X.shape[0])
+    mean = X.to(torch.float64).mean(dim=0)
+    Xc = X - mean.to(X.dtype)
+    # The covariance only shapes the preconditioner (any orthogonal U gives the same minimiser),
+    # so it is formed in X's dtype; the eigendecomposition runs in float64 so that U is
+    # orthogonal to float64 precision (the penalty ‖W‖² = ‖D V‖² relies on it).
+    s, U = torch.linalg.eigh((Xc.T @ Xc).to(torch.float64) / X.shape[0])
     return Spectrum(s.clamp_min(0.0), U, mean)
 
 
@@ -134,14 +152,14 @@ def fit_logreg(
     n_classes: int,
     *,
     l2: float,
-    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    init: LogRegFit | tuple[torch.Tensor, torch.Tensor] | None = None,
     spectrum: Spectrum | None = None,
     rotated: torch.Tensor | None = None,
     max_iter: int = 1000,
     tol: float = 1e-6,
     history: int = 20,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Return ``(W, b, n_evals)`` minimising the L2-penalised multinomial cross-entropy.
+) -> LogRegFit:
+    """Return the :class:`LogRegFit` minimising the L2-penalised multinomial cross-entropy.
 
     Full-batch L-BFGS (history 20, a weak-Wolfe line search) on the objective in the module
     docstring, run on whatever device and dtype ``X`` has, in preconditioned coordinates: with
@@ -173,11 +191,14 @@ def fit_logreg(
         y: class indices in ``[0, n_classes)``, (n,) int64 tensor on the same device.
         n_classes: number of classes C.
         l2: penalty λ on ``W`` (``> 0``); scikit-learn's ``C = 1 / (n·λ)``.
-        init: warm start ``(W, b)`` — e.g. the solution at a neighbouring λ on the path.
+        init: warm start ``(W, b)`` or a :class:`LogRegFit` — e.g. the solution at a
+            neighbouring λ on the path; a fit on the same ``rotated`` rows also lends its scores.
         spectrum: :func:`feature_spectrum` of ``X`` or of rows like it (computed from ``X`` when
             ``None``); a regularisation path shares one.
-        rotated: :func:`rotate_features` of ``X`` for this spectrum (computed when ``None``);
-            a regularisation path shares one.
+        rotated: :func:`rotate_features` of ``X`` for this spectrum, shared by the fits of a
+            path (one ``n·d²`` product for all). When ``None`` the rows stay in their own basis
+            and each iteration rotates the (C, d) coefficients instead (``2·C·d²`` more work per
+            iteration, cheaper than rotating the rows for a single fit of tens of iterations).
         max_iter: cap on L-BFGS iterations.
         tol: stop when the largest absolute gradient entry (preconditioned coordinates, where
             it bounds the error of the class scores) falls below this. The solver also stops
@@ -187,8 +208,8 @@ def fit_logreg(
         history: L-BFGS memory.
 
     Returns:
-        ``W`` (d, C), ``b`` (C,) in ``X``'s dtype and the number of objective evaluations
-        (line-search trials, each a softmax over the rows).
+        ``W`` (d, C), ``b`` (C,) in ``X``'s dtype, the number of objective evaluations and the
+        state a warm start on the same rows reuses.
     """
     if not l2 > 0:
         raise ValueError(f"fit_logreg: l2 must be > 0 (got {l2!r}).")
@@ -197,9 +218,13 @@ def fit_logreg(
     scale64 = torch.rsqrt(s / n_classes + l2)
     # The centred bias b' = b + μW has curvature ≈ 1/C at the uniform softmax: scale it by √C.
     bias_scale = math.sqrt(n_classes)
-    A = rotate_features(X, Spectrum(s, U, mean)) if rotated is None else rotated
     n, d = X.shape
     dt, dev = X.dtype, X.device
+    if rotated is None:  # rows in their own basis: rotate the coefficients instead
+        A = torch.cat([X - mean.to(dt), X.new_ones(n, 1)], dim=1)
+        basis = torch.block_diag(U, U.new_ones(1, 1)).to(dt)  # θ's basis → the rows' basis
+    else:
+        A, basis = rotated, None
     # Class-major layout (measured faster for CPU BLAS and for reductions over classes):
     # θ = [V, b] as one (C, d+1) tensor, scores Z = θ' [X U, 1]ᵀ as (C, n) with θ' = θ ⊙ scale;
     # W = U (scale ⊙ V)ᵀ; penalty λ/2 Σ_j scale_j² ‖V_:j‖².
@@ -208,7 +233,7 @@ def fit_logreg(
     pen = l2pen / l2
     theta = torch.zeros(n_classes, d + 1, dtype=dt, device=dev)
     if init is not None:
-        W0, b0 = (t.detach().to(dev, torch.float64) for t in init)
+        W0, b0 = (t.detach().to(dev, torch.float64) for t in init[:2])
         theta[:, :d] = ((U.T @ W0) / scale64[:, None]).T.to(dt)
         theta[:, d] = ((b0 + mean @ W0) / bias_scale).to(dt)
     y = y.to(dev)
@@ -218,15 +243,22 @@ def fit_logreg(
     sc_n = sc / n
 
     def scores(th: torch.Tensor) -> torch.Tensor:
-        return (sc * th) @ A.T
+        coef = sc * th if basis is None else (sc * th) @ basis.T
+        return coef @ A.T
 
-    def gradient(P: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
-        # P: softmax of the scores; returns ∇θ of the objective.
-        return torch.addcmul(l2pen * th, sc_n, (P - onehot) @ A)
+    def data_gradient(P: torch.Tensor) -> torch.Tensor:
+        # (softmax − onehot) @ rows, in θ's basis and unscaled: the same for every λ.
+        RA = (P - onehot) @ A
+        return RA if basis is None else RA @ basis
 
-    def from_scratch(th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, float, float]:
+    def gradient(RA: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(l2pen * th, sc_n, RA)
+
+    def from_scratch(
+        th: torch.Tensor, Z: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, float, float, float]:
         # Scores, softmax, objective and its running terms (mean true-class score, penalty sum).
-        Z = scores(th)
+        Z = scores(th) if Z is None else Z
         lse, P = _log_softmax_parts(Z)
         zy_t, pa_t = Z.take(flat_y).mean(), (pen * th * th).sum()
         f, zy, pa = torch.stack([lse.mean() - zy_t + 0.5 * l2 * pa_t, zy_t, pa_t]).tolist()
@@ -240,8 +272,15 @@ def fit_logreg(
         ).tolist()
         return Q, d0, qy, pb, pc
 
-    Z, P, f, zy, pa = from_scratch(theta)
-    G = gradient(P, theta)
+    carried = (
+        isinstance(init, LogRegFit)
+        and init.rows is A
+        and init.scores is not None
+        and init.scores.dtype == dt
+    )
+    Z, P, f, zy, pa = from_scratch(theta, init.scores if carried else None)
+    RA = init.data_gradient if carried else data_gradient(P)
+    G = gradient(RA, theta)
     gmax = float(G.abs().max())
     n_evals = 1
     S_hist = G.new_zeros(0, G.numel())  # past steps, oldest first (rows)
@@ -291,7 +330,8 @@ def fit_logreg(
         zy, pa = zy + t * qy, pa + 2 * t * pb + t * t * pc
         if (it + 1) % history == 0:  # refresh the scores against accumulated rounding
             Z, P, phi, zy, pa = from_scratch(theta)
-        G_new = gradient(P, theta)
+        RA = data_gradient(P)
+        G_new = gradient(RA, theta)
         y_vec = G_new - G
         sy, yy, gmax = torch.stack(
             [(step * y_vec).sum(), (y_vec * y_vec).sum(), G_new.abs().max()]
@@ -308,7 +348,9 @@ def fit_logreg(
             break
     W = U @ (theta[:, :d].T.to(torch.float64) * scale64[:, None])
     b = theta[:, d].to(torch.float64) * bias_scale - mean @ W
-    return W.to(dt), b.to(dt), n_evals
+    if rotated is None:
+        return LogRegFit(W.to(dt), b.to(dt), n_evals)
+    return LogRegFit(W.to(dt), b.to(dt), n_evals, rows=A, scores=Z, data_gradient=RA)
 
 
 def _cosine_lr(base_lr: float, step: int, total_steps: int) -> float:

@@ -16,6 +16,7 @@ from sim_consistency.probe import (
     WEIGHT_DECAY_GRID,
     classification_metrics,
     coarse_to_fine_search,
+    feature_spectrum,
     fewshot_indices,
     fit_logreg,
     fit_rep2rep,
@@ -25,6 +26,7 @@ from sim_consistency.probe import (
     sklearn_C,
     validation_split,
 )
+from sim_consistency.probe.solvers import rotate_features
 
 
 def _features(location, model_id, block=None):
@@ -58,7 +60,7 @@ def test_fast_solver_matches_sklearn_at_same_C(probe_project, model_id, l2):
     location, _ = probe_project
     X_tr, y_tr, X_te, y_te = _features(location, model_id)
     X_tr, X_te = _normalized(X_tr.astype(np.float64)), _normalized(X_te.astype(np.float64))
-    W, b, _ = fit_logreg(torch.from_numpy(X_tr), torch.from_numpy(y_tr), 10, l2=l2)
+    W, b, *_ = fit_logreg(torch.from_numpy(X_tr), torch.from_numpy(y_tr), 10, l2=l2)
     ours = float(np.mean((X_te @ W.numpy() + b.numpy()).argmax(1) == y_te))
     C = sklearn_C(l2, len(y_tr))
     sk = LogisticRegression(C=C, max_iter=10_000, tol=1e-8).fit(X_tr, y_tr)
@@ -70,7 +72,7 @@ def test_fast_solver_recovers_the_uncentred_intercept():
     X, y = _blobs(n=400, d=12, n_classes=4, spread=2.0)
     X = X.astype(np.float64) + 6.0  # a large common offset: mean direction ≫ class structure
     l2 = 1e-3
-    W, b, _ = fit_logreg(torch.from_numpy(X), torch.from_numpy(y), 4, l2=l2, tol=1e-9)
+    W, b, *_ = fit_logreg(torch.from_numpy(X), torch.from_numpy(y), 4, l2=l2, tol=1e-9)
     sk = LogisticRegression(C=sklearn_C(l2, len(y)), max_iter=10_000, tol=1e-10).fit(X, y)
     ours = torch.softmax(torch.from_numpy(X) @ W + b, dim=1).numpy()
     np.testing.assert_allclose(ours, sk.predict_proba(X), atol=1e-5)
@@ -83,12 +85,34 @@ def test_float32_fit_at_an_unreachable_tolerance_stops_when_the_loss_is_flat():
     (not after max_iter), at the float64 solution's predictions."""
     X, y = _blobs(n=2000, d=64, n_classes=20, spread=4.0)
     X, y = torch.nn.functional.normalize(torch.from_numpy(X), dim=1), torch.from_numpy(y)
-    W, b, _ = fit_logreg(X, y, 20, l2=1e-4, tol=1e-4)
-    W32, b32, n_evals = fit_logreg(X, y, 20, l2=1e-4, init=(W, b), tol=0.0, max_iter=1000)
-    W64, b64, _ = fit_logreg(X.double(), y, 20, l2=1e-4, tol=1e-8)
+    W, b, *_ = fit_logreg(X, y, 20, l2=1e-4, tol=1e-4)
+    W32, b32, n_evals, *_ = fit_logreg(X, y, 20, l2=1e-4, init=(W, b), tol=0.0, max_iter=1000)
+    W64, b64, *_ = fit_logreg(X.double(), y, 20, l2=1e-4, tol=1e-8)
     assert n_evals <= 40
     agree = (X @ W32 + b32).argmax(1) == (X.double() @ W64 + b64).argmax(1)
     assert agree.float().mean() >= 0.999
+
+
+def test_warm_start_reuses_scores_on_shared_rows_and_rotation_is_optional():
+    """A path fit on shared rotated rows starts from the previous fit's scores (no product) and
+    lands where a start from (W, b) alone lands; rotating the rows or the coefficients gives the
+    same minimiser."""
+    X, y = _blobs(n=1500, d=48, n_classes=12, spread=3.0)
+    X64 = torch.nn.functional.normalize(torch.from_numpy(X).double(), dim=1)
+    y = torch.from_numpy(y)
+    spectrum = feature_spectrum(X64)
+    rotated = rotate_features(X64, spectrum)
+    strong = fit_logreg(X64, y, 12, l2=1e-2, spectrum=spectrum, rotated=rotated, tol=1e-10)
+    assert strong.rows is rotated and strong.scores.shape == (12, 1500)
+    np.testing.assert_allclose(strong.scores.T, X64 @ strong.W + strong.b, atol=1e-10)
+    kw = dict(l2=1e-4, spectrum=spectrum, tol=1e-10)
+    carried = fit_logreg(X64, y, 12, init=strong, rotated=rotated, **kw)
+    plain = fit_logreg(X64, y, 12, init=(strong.W, strong.b), rotated=rotated, **kw)
+    unrotated = fit_logreg(X64, y, 12, init=(strong.W, strong.b), **kw)
+    assert unrotated.rows is None and unrotated.scores is None
+    for other in (plain, unrotated):
+        np.testing.assert_allclose(carried.W, other.W, atol=1e-7)
+        np.testing.assert_allclose(carried.b, other.b, atol=1e-7)
 
 
 def test_fast_protocol_refit_matches_sklearn(probe_project):
