@@ -515,7 +515,8 @@ def _probe_one(
         return {
             "estimator": (
                 "multinomial logistic regression, L2 penalty weight_decay on W (sklearn "
-                f"C=1/(n*weight_decay)), preconditioned full-batch L-BFGS; search float32 "
+                f"C=1/(n*weight_decay)), full-batch L-BFGS in the centred whitened eigenbasis; "
+                f"search float32 "
                 f"tol {search_tol:g}, refit float64 tol {tol:g}; L2-normalised rows"
             ),
             "weight_decay": wd,

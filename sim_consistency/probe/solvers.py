@@ -7,7 +7,8 @@ Both take float32 tensors already on their device and return ``(W, b)`` with ``W
   (decoupled weight decay) and a per-step cosine learning-rate schedule without warm-up,
   mini-batches of 1024 rows reshuffled every epoch, 20 epochs.
 * :func:`fit_logreg` — multinomial logistic regression with an L2 penalty, solved to
-  convergence by full-batch L-BFGS (weak-Wolfe line search, preconditioned). It minimises
+  convergence by full-batch L-BFGS (Wolfe / approximate-Wolfe line search, in the rows'
+  centred and whitened eigenbasis). It minimises
 
   .. math::
 
