@@ -115,6 +115,26 @@ def test_warm_start_reuses_scores_on_shared_rows_and_rotation_is_optional():
         np.testing.assert_allclose(carried.b, other.b, atol=1e-7)
 
 
+@pytest.mark.parametrize("model_id", ["vit", "rn"])
+def test_fast_search_curve_is_the_exact_validation_curve(probe_project, model_id):
+    """The float32 search fits (tol 1e-4) score validation like exact fits (float64, tol 1e-9):
+    within one validation row at every grid point scored, and the same chosen weight decay."""
+    location, _ = probe_project
+    X_tr, y_tr, X_te, y_te = _features(location, model_id)
+    result = linear_probe(X_tr, y_tr, X_te, y_te)
+    fit_rows, val_rows = result["search_indices"], result["val_indices"]
+    X = torch.nn.functional.normalize(torch.from_numpy(X_tr).double(), dim=1)
+    y = torch.from_numpy(np.searchsorted(np.unique(y_tr), y_tr))
+    exact, init = {}, None
+    for point in sorted(result["val_curve"], key=lambda p: -p["weight_decay"]):
+        wd = point["weight_decay"]
+        init = fit_logreg(X[fit_rows], y[fit_rows], 10, l2=wd, init=init, tol=1e-9)
+        scores = X[val_rows] @ init.W + init.b
+        exact[wd] = float((scores.argmax(1) == y[val_rows]).double().mean())
+        assert abs(point["val_top1"] - exact[wd]) * len(val_rows) <= 1 + 1e-9, wd
+    assert result["weight_decay"] == max(exact, key=lambda wd: (exact[wd], wd))
+
+
 def test_fast_protocol_refit_matches_sklearn(probe_project):
     """End to end: the probe's final fit equals sklearn's at the reported C (one-point grid)."""
     location, _ = probe_project
