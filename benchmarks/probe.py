@@ -62,15 +62,25 @@ def digits_features(root: Path) -> tuple[np.ndarray, ...]:
 
 
 def random_features(
-    n_train: int = 10_000, n_test: int = 5_000, d: int = 768, n_classes: int = 100, noise=8.0
+    n_train: int = 10_000,
+    n_test: int = 5_000,
+    d: int = 768,
+    n_classes: int = 100,
+    noise=8.0,
+    *,
+    offset: float = 0.0,
+    rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, ...]:
-    """Gaussian clusters: class means ~ N(0, I), rows = mean + noise · N(0, I)."""
-    rng = np.random.default_rng(0)
+    """Gaussian clusters: class means ~ N(0, I), rows = mean + noise · N(0, I) + offset.
+
+    Drawn from ``rng`` (default: a fresh ``np.random.default_rng(0)``).
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
     means = rng.normal(size=(n_classes, d))
     out = []
     for n in (n_train, n_test):
         y = rng.integers(0, n_classes, n)
-        out += [(means[y] + noise * rng.normal(size=(n, d))).astype(np.float32), y]
+        out += [(means[y] + noise * rng.normal(size=(n, d)) + offset).astype(np.float32), y]
     return tuple(out)
 
 

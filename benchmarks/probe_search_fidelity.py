@@ -19,32 +19,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from probe import digits_features  # benchmarks/probe.py
+from probe import digits_features, random_features  # benchmarks/probe.py
 
-from sim_consistency.probe import fewshot_indices, fit_logreg, linear_probe, validation_split
-
-
-def clusters(rng, n_train, n_test, d, n_classes, noise, offset=0.0):
-    """Gaussian class clusters (train, test), as in benchmarks/probe.py, plus an offset."""
-    means = rng.normal(size=(n_classes, d))
-    out = []
-    for n in (n_train, n_test):
-        y = rng.integers(0, n_classes, n)
-        X = means[y] + noise * rng.normal(size=(n, d)) + offset
-        out += [X.astype(np.float32), y]
-    return out
+from sim_consistency.probe import fit_logreg, linear_probe
 
 
 def fidelity(X_tr, y_tr, X_te, y_te, **options) -> tuple[list[int], float, float]:
     """Return (rows off per scored point, chosen λ, the exact curve's λ)."""
     result = linear_probe(X_tr, y_tr, X_te, y_te, **options)
     classes = np.unique(y_tr)
-    yi = np.searchsorted(classes, y_tr)
-    fit_rows, val_rows = validation_split(yi, seed=0)
-    if options.get("fewshot_k"):
-        fit_rows = fewshot_indices(yi, options["fewshot_k"], seed=0, candidates=fit_rows)
+    fit_rows, val_rows = result["search_indices"], result["val_indices"]
     X = torch.nn.functional.normalize(torch.from_numpy(X_tr).double(), dim=1)
-    y = torch.from_numpy(yi)
+    y = torch.from_numpy(np.searchsorted(classes, y_tr))
     exact, off, init = {}, [], None
     for point in sorted(result["val_curve"], key=lambda p: -p["weight_decay"]):
         wd = point["weight_decay"]
@@ -62,9 +48,9 @@ def main() -> None:
     sets = {
         "digits": (digits, {}),
         "digits few-shot k=5": (digits, {"fewshot_k": 5}),
-        "2000 x 256 x 20": (clusters(rng, 2000, 1000, 256, 20, 6.0), {}),
-        "400 x 1024 x 10": (clusters(rng, 400, 400, 1024, 10, 10.0), {}),
-        "3000 x 128 x 30 +3": (clusters(rng, 3000, 1000, 128, 30, 5.0, offset=3.0), {}),
+        "2000 x 256 x 20": (random_features(2000, 1000, 256, 20, 6.0, rng=rng), {}),
+        "400 x 1024 x 10": (random_features(400, 400, 1024, 10, 10.0, rng=rng), {}),
+        "3000 x 128 x 30 +3": (random_features(3000, 1000, 128, 30, 5.0, offset=3.0, rng=rng), {}),
     }
     same = total = agree = 0
     print("| set | validation rows off, per scored point | chosen λ | exact curve's λ |")

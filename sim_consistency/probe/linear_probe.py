@@ -480,8 +480,8 @@ def _probe_one(
     curve: list[dict[str, Any]] = []
     if protocol == "fast":
         solutions: dict[int, LogRegFit] = {}
-        # One spectrum (preconditioner) and one rotation X U per training split, shared by
-        # every fit of the path and by the refit.
+        # One spectrum (preconditioner) per training split, shared by every fit of the path
+        # and by the refit; one rotation (X − μ) U of the search rows, shared by the path.
         spectrum = feature_spectrum(X_fit)
         rotated = rotate_features(X_fit, spectrum)
 
@@ -494,9 +494,10 @@ def _probe_one(
                 rotated=rotated, max_iter=max_iter, tol=search_tol,
             )  # fmt: skip
             # Warm starts reuse a solution's scores (C × n): keep those of the last few only.
-            for j in list(solutions)[: -_KEEP_SCORES + 1]:
-                solutions[j] = solutions[j]._replace(rows=None, scores=None, data_gradient=None)
             solutions[i] = fit
+            for j in list(solutions)[:-_KEEP_SCORES]:
+                if solutions[j].scores is not None:
+                    solutions[j] = solutions[j].without_state()
             return _accuracy(X_val, y_val, fit.W, fit.b) if val_rows.numel() else 0.0
 
         best, scores = coarse_to_fine_search(evaluate, grid.size)
@@ -516,8 +517,8 @@ def _probe_one(
             "estimator": (
                 "multinomial logistic regression, L2 penalty weight_decay on W (sklearn "
                 f"C=1/(n*weight_decay)), full-batch L-BFGS in the centred whitened eigenbasis; "
-                f"search float32 "
-                f"tol {search_tol:g}, refit float64 tol {tol:g}; L2-normalised rows"
+                f"search float32 tol {search_tol:g}, refit float64 tol {tol:g}; "
+                "L2-normalised rows"
             ),
             "weight_decay": wd,
             "lr": None,

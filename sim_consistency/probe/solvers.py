@@ -1,7 +1,8 @@
 """Linear-classifier solvers on feature arrays: the Rep2Rep trainer and an exact L-BFGS solver.
 
-Both take float32 tensors already on their device and return ``(W, b)`` with ``W`` of shape
-``(d, C)`` and ``b`` of shape ``(C,)``; scores are ``X @ W + b``. Neither touches the global RNG.
+Both take tensors already on their device and return ``W`` of shape ``(d, C)`` and ``b`` of
+shape ``(C,)`` (:func:`fit_logreg` inside a :class:`LogRegFit`); scores are ``X @ W + b``.
+Neither touches the global RNG.
 
 * :func:`fit_rep2rep` — the Rep2Rep / CLIP_benchmark probe: ``nn.Linear`` trained with AdamW
   (decoupled weight decay) and a per-step cosine learning-rate schedule without warm-up,
@@ -32,14 +33,14 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "LogRegFit",
+    "Spectrum",
     "feature_spectrum",
     "fit_logreg",
     "fit_rep2rep",
     "l2_from_sklearn_C",
     "rotate_features",
     "sklearn_C",
-    "LogRegFit",
-    "Spectrum",
 ]
 
 
@@ -74,6 +75,10 @@ class LogRegFit(NamedTuple):
     rows: torch.Tensor | None = None  #: the ``rotated`` rows the state below belongs to
     scores: torch.Tensor | None = None  #: (C, n) class scores of those rows
     data_gradient: torch.Tensor | None = None  #: (C, d+1) ``(softmax − onehot) @ rows``
+
+    def without_state(self) -> LogRegFit:
+        """Return the solution alone: still a warm start, no longer holding (C, n) scores."""
+        return LogRegFit(self.W, self.b, self.n_evals)
 
 
 def feature_spectrum(X: torch.Tensor) -> Spectrum:
@@ -227,8 +232,8 @@ def fit_logreg(
     else:
         A, basis = rotated, None
     # Class-major layout (measured faster for CPU BLAS and for reductions over classes):
-    # θ = [V, b] as one (C, d+1) tensor, scores Z = θ' [X U, 1]ᵀ as (C, n) with θ' = θ ⊙ scale;
-    # W = U (scale ⊙ V)ᵀ; penalty λ/2 Σ_j scale_j² ‖V_:j‖².
+    # θ = [V, b'/√C] as one (C, d+1) tensor, scores Z = θ' [(X − μ) U, 1]ᵀ as (C, n) with
+    # θ' = θ ⊙ scale; W = U (scale ⊙ V)ᵀ; penalty λ/2 Σ_j scale_j² ‖V_:j‖².
     sc = torch.cat([scale64, scale64.new_full((1,), bias_scale)]).to(dt)[None, :]
     l2pen = l2 * torch.cat([scale64 * scale64, scale64.new_zeros(1)]).to(dt)[None, :]
     pen = l2pen / l2
