@@ -78,8 +78,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | dict
         base,
         env,
     )
+    # The image's /opt/sim_consistency: what the definition's %files copies there.
     project = base / "opt" / "sim_consistency"
-    shutil.copytree(REPO / "scripts", project / "scripts")
+    for line in sections()["files"].split("\n"):
+        if line.strip():
+            source, destination = line.split()
+            target = project / Path(destination).relative_to(IMAGE_PROJECT)
+            copy = shutil.copytree if (REPO / source).is_dir() else shutil.copy2
+            target.parent.mkdir(parents=True, exist_ok=True)
+            copy(REPO / source, target)
     elsewhere = base / "elsewhere"
     elsewhere.mkdir()
     run_env = {
@@ -190,6 +197,9 @@ def test_the_demo_finds_its_configs_in_the_installed_package(installed):
     for path in (models, similarity):
         assert Path(path).is_file() and Path(path).is_relative_to(installed["venv"]), path
     assert n_metrics >= 1 and profile[0] == "rn_w0"
+    # The image's /opt/sim_consistency/configs (what the README points users at) is the same file.
+    image_copy = installed["project"] / "configs" / "models" / "demo.json"
+    assert image_copy.read_bytes() == Path(models).read_bytes()
     out = _run(
         [str(installed["python"]), str(installed["project"] / "scripts" / "demo.py"), "--help"],
         installed["cwd"],
