@@ -93,7 +93,7 @@ class VariantBuild:
     settings: dict[str, Any] = field(default_factory=dict)  # resolved options, defaults included
 
 
-def variant_of(spec: ModelSpec) -> VariantSpec:
+def _variant_of(spec: ModelSpec) -> VariantSpec:
     """Return the ``variant`` of entry ``spec``; ConfigError if it is not a variant entry."""
     if spec.variant is None:
         raise ConfigError(f"entry '{spec.model_id}' is not a variant (source {spec.source!r}).")
@@ -113,7 +113,8 @@ class BuildContext:
 
     @property
     def variant(self) -> VariantSpec:
-        return variant_of(self.spec)
+        """The entry's ``variant`` (a context is only made for variant entries)."""
+        return _variant_of(self.spec)
 
     @property
     def where(self) -> str:
@@ -471,7 +472,7 @@ def build_variant_state_dict(
         MergeError: incompatible or empty ingredients, NaN/inf in the result (naming the variant
             and tensor).
     """
-    method = variant_of(spec).method
+    method = _variant_of(spec).method
     if method not in VARIANT_METHODS:
         raise ConfigError(
             f"variant '{spec.model_id}': unknown method {method!r}. Valid: "
@@ -576,7 +577,7 @@ def materialise_variant(
         log.info("%s: up to date (variant key %s…), skipped", weights, key[:10])
         return weights
     start = time.perf_counter()
-    method = variant_of(spec).method
+    method = _variant_of(spec).method
     log.info("variant '%s' (%s): building", spec.model_id, method)
     built = build_variant_state_dict(spec, specs, location=location, device=device)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in built.state_dict.items()}
