@@ -13,12 +13,13 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test lint format sync clean-demo help
+.PHONY: demo test lint typecheck format sync clean-demo help
 
 help:
 	@echo "make demo   run the demo pipeline on wds/digits (SIMC_ROOT=$(SIMC_ROOT))"
 	@echo "make test   run the test suite"
 	@echo "make lint   ruff check + format check"
+	@echo "make typecheck   mypy on the package"
 
 .tools/bin/uv:
 	@echo "uv not found on PATH: installing it from PyPI into .tools/"
@@ -40,6 +41,9 @@ test: sync
 lint: sync
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
+
+typecheck: sync
+	$(UV) run --frozen mypy
 
 format: sync
 	$(UV) run --frozen ruff format .

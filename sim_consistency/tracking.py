@@ -13,13 +13,28 @@ import netrc
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
+from sim_consistency.errors import ConfigError
 from sim_consistency.project import ProjectLocation
 
 __all__ = ["Tracker", "start_tracking", "wandb_mode"]
 
 DEFAULT_PROJECT = "sim-consistency"
+#: The modes ``wandb.init`` takes; wandb's legacy ``dryrun`` / ``run`` mean offline / online.
+WandbMode = Literal["online", "offline", "disabled", "shared"]
+_LEGACY_MODES: dict[str, WandbMode] = {"dryrun": "offline", "run": "online"}
+
+
+def _checked_mode(mode: str) -> WandbMode:
+    if mode in _LEGACY_MODES:
+        return _LEGACY_MODES[mode]
+    if mode not in get_args(WandbMode):
+        raise ConfigError(
+            f"wandb mode {mode!r} (WANDB_MODE or mode=) is not one of "
+            f"{', '.join(get_args(WandbMode))}."
+        )
+    return cast(WandbMode, mode)
 
 
 def wandb_mode(environ: Mapping[str, str] | None = None, netrc_file: Path | None = None) -> str:
@@ -100,7 +115,7 @@ def _plain(value: Any) -> Any:
 
 
 def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, Mapping):
             out[key] = _plain_config(value)
@@ -141,7 +156,7 @@ def start_tracking(
         group=stage,
         config=_plain_config(config),
         dir=str(directory),
-        mode=mode or wandb_mode(),
+        mode=_checked_mode(mode or wandb_mode()),
         reinit="finish_previous",
         settings=wandb.Settings(console="off", silent=True),
     )

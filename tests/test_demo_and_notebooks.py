@@ -22,6 +22,10 @@ from sim_consistency.stages import demo, train_demo_models
 nbclient = pytest.importorskip("nbclient", reason="nbclient (dev dependency) not installed")
 nbformat = pytest.importorskip("nbformat", reason="nbformat (dev dependency) not installed")
 
+# The demo fixture runs the whole pipeline (~2 min idle; past 10 min on a loaded 2-core machine):
+# its own time limit, well above the suite's 600 s per test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 QUICK_STUDY = {
     "groups": {"rn": {"model_name": "test_resnet", "img_size": 16}},

@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sim_consistency.errors import ConfigError, MissingInputError
 
@@ -121,7 +121,7 @@ def _parse_entry(where: str, entry: Any, problems: list[str]) -> MetricSpec | No
             return None
         return MetricSpec(
             "cka",
-            sim_kernel=kernel,
+            sim_kernel=cast(Literal["linear", "rbf"], kernel),  # checked by _choice
             unbiased=unbiased,
             sigma=float(sigma) if sigma is not None else None,
             sigma_median=float(sigma_median) if sigma_median is not None else None,
@@ -134,7 +134,11 @@ def _parse_entry(where: str, entry: Any, problems: list[str]) -> MetricSpec | No
         return (
             None
             if len(problems) > n_before
-            else MetricSpec("rsa", rsa_method=rdm, corr_method=corr)
+            else MetricSpec(
+                "rsa",
+                rsa_method=cast(Literal["correlation", "cosine"], rdm),  # checked by _choice
+                corr_method=cast(Literal["pearson", "spearman"], corr),
+            )
         )
     k = entry.get("k", 10)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:

@@ -95,7 +95,11 @@ def stratified_subset(
     classes = np.unique(labels)
     if classes.size == 0:
         return np.zeros(0, dtype=np.int64)
-    cap = per_class_cap if per_class_cap is not None else math.ceil(max_samples / classes.size)
+    if per_class_cap is not None:
+        cap = per_class_cap
+    else:
+        assert max_samples is not None  # both None returned above
+        cap = math.ceil(max_samples / classes.size)
 
     rng = np.random.default_rng(seed)
     draws = []  # per class, in class order: a random ordered sample of at most `cap` rows
@@ -199,6 +203,7 @@ def load_or_create_subset(
     }
     path = location.subset_indices_file(dataset, split)
     if path.is_file():
+        reason: str | None
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

@@ -374,7 +374,7 @@ def load_aligned_blocks(
     for path in paths:
         with open_cache(path) as cache:
             keys = cache.keys
-            if ref_keys is None:
+            if ref_keys is None or ref_path is None:
                 ref_keys, ref_labels, ref_path = keys, cache.labels, cache.path
             else:
                 check_same_keys(ref_path, ref_keys, cache.path, keys)

@@ -69,6 +69,10 @@ class BlockExtractor:
             tensor = output
             while isinstance(tensor, tuple | list):
                 tensor = tensor[0]
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(
+                    f"block {spec.name!r}: output is a {type(tensor).__name__}, not a tensor."
+                )
             self._outputs[spec.name] = pool_block_output(
                 tensor,
                 layout=spec.layout,

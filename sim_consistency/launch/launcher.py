@@ -129,6 +129,7 @@ def launch(
     if options.launcher == "local":
         report.outcomes = run_local(fn, items, labels, stage=stage, progress=options.progress)
         return report
+    assert options.slurm is not None  # LaunchOptions requires it with launcher "slurm"
     report.outcomes = run_slurm(
         fn,
         items,

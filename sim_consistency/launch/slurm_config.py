@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sim_consistency.config.shipped import shipped_config, shipped_config_dir, shipped_names
 from sim_consistency.errors import ConfigError, MissingInputError
 
 __all__ = ["ContainerSpec", "SlurmConfig", "load_slurm_config", "resolve_slurm_config_path"]
-
-#: Where ``--slurm_config <name>`` (a bare name) is looked up: the repository's configs/slurm.
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "slurm"
 
 
 @dataclass(frozen=True)
@@ -85,17 +83,20 @@ _POSITIVE = ("cpus_per_task", "mem_gb", "timeout_min", "array_parallelism")
 
 
 def resolve_slurm_config_path(value: str | Path) -> Path:
-    """Return the file of ``--slurm_config``: a path, or a bare name in ``configs/slurm/``."""
+    """Return the file of ``--slurm_config``: a path, or the name of a shipped config.
+
+    Names are the files of ``configs/slurm/``, installed with the package (so they resolve in
+    a non-editable install and in the image too); an existing file of that name wins.
+    """
     path = Path(value).expanduser()
     if path.is_file():
         return path.resolve()
-    named = CONFIG_DIR / f"{value}.json"
-    if path.suffix == "" and named.is_file():
+    named = shipped_config("slurm", str(value))
+    if path.suffix == "" and path.name == str(value) and named.is_file():
         return named
-    known = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
     raise MissingInputError(
         f"--slurm_config: no file {str(value)!r}. Give a path to a JSON file or one of the "
-        f"names in {CONFIG_DIR}: {', '.join(known) or '(none)'}."
+        f"names in {shipped_config_dir('slurm')}: {', '.join(shipped_names('slurm')) or '(none)'}."
     )
 
 

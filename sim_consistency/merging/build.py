@@ -40,11 +40,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 
-from sim_consistency.config.models import ModelSpec
+from sim_consistency.config.models import ModelSpec, VariantSpec
 from sim_consistency.data import load_dataset
 from sim_consistency.errors import ConfigError, MergeError
 from sim_consistency.io import atomic_output, atomic_write_text
@@ -55,7 +55,7 @@ from sim_consistency.merging.batchnorm import (
     recompute_batchnorm,
 )
 from sim_consistency.merging.evaluate import PreprocessedSplit, accuracy
-from sim_consistency.merging.monosoup import RANK_RULES, monosoup
+from sim_consistency.merging.monosoup import RANK_RULES, RankRule, monosoup
 from sim_consistency.merging.soups import greedy_soup, pruned_soup, uniform_soup
 from sim_consistency.merging.state import StateDict, check_finite
 from sim_consistency.merging.task_vectors import task_arithmetic, ties_merge
@@ -93,6 +93,13 @@ class VariantBuild:
     settings: dict[str, Any] = field(default_factory=dict)  # resolved options, defaults included
 
 
+def _variant_of(spec: ModelSpec) -> VariantSpec:
+    """Return the ``variant`` of entry ``spec``; ConfigError if it is not a variant entry."""
+    if spec.variant is None:
+        raise ConfigError(f"entry '{spec.model_id}' is not a variant (source {spec.source!r}).")
+    return spec.variant
+
+
 @dataclass
 class BuildContext:
     """What a variant builder needs: the config, the project, a device, and model loading."""
@@ -105,11 +112,16 @@ class BuildContext:
     _last: LoadedModel | None = None  # the last model built, reused when asked for again
 
     @property
+    def variant(self) -> VariantSpec:
+        """The entry's ``variant`` (a context is only made for variant entries)."""
+        return _variant_of(self.spec)
+
+    @property
     def where(self) -> str:
-        return f"variant '{self.spec.model_id}' ({self.spec.variant.method})"
+        return f"variant '{self.spec.model_id}' ({self.variant.method})"
 
     def option(self, name: str, default: Any = None) -> Any:
-        return self.spec.variant.options.get(name, default)
+        return self.variant.options.get(name, default)
 
     def load(self, model_id: str) -> StateDict:
         """Return the state dict of entry ``model_id`` (built through the model factory)."""
@@ -389,7 +401,10 @@ def _build_task_arithmetic(ctx: BuildContext) -> VariantBuild:
 def _build_ties(ctx: BuildContext) -> VariantBuild:
     finetuned = _as_list(ctx.option("finetuned"))
     keep, lam = _number(ctx, "keep", 0.2), _number(ctx, "lam", 1.0)
-    scope = _choice(ctx, "scope", "global", ("global", "per_tensor"))
+    scope = cast(
+        Literal["global", "per_tensor"],
+        _choice(ctx, "scope", "global", ("global", "per_tensor")),
+    )
     state_dict = ties_merge(
         ctx.load(ctx.option("base")), [ctx.load(f) for f in finetuned], keep, lam, scope
     )
@@ -397,24 +412,31 @@ def _build_ties(ctx: BuildContext) -> VariantBuild:
 
 
 def _build_monosoup(ctx: BuildContext) -> VariantBuild:
+    rank_rule = cast(RankRule, _choice(ctx, "rank_rule", "vetterli", RANK_RULES))
+    R, min_rel_update = _number(ctx, "R", 0.8), _number(ctx, "min_rel_update", 1e-6)
+    # Where tensors MonoSoup does not edit come from (W1 in the reference code).
+    untouched_from = cast(
+        Literal["finetuned", "base"],
+        _choice(ctx, "untouched_from", "finetuned", ("finetuned", "base")),
+    )
     settings = {
-        "rank_rule": _choice(ctx, "rank_rule", "vetterli", RANK_RULES),
-        "R": _number(ctx, "R", 0.8),
-        "min_rel_update": _number(ctx, "min_rel_update", 1e-6),
-        # Where tensors MonoSoup does not edit come from (W1 in the reference code).
-        "untouched_from": _choice(ctx, "untouched_from", "finetuned", ("finetuned", "base")),
+        "rank_rule": rank_rule,
+        "R": R,
+        "min_rel_update": min_rel_update,
+        "untouched_from": untouched_from,
     }
     result = monosoup(
         ctx.load(ctx.option("base")),
         ctx.load(_single(ctx, "finetuned")),
-        **settings,
+        rank_rule,
+        R,
+        min_rel_update,
+        untouched_from=untouched_from,
         device=ctx.device,
     )
     edited = sum(layer["edited"] for layer in result.layers)
     log.info("%s: %d of %d tensors edited", ctx.where, edited, len(result.layers))
-    return VariantBuild(
-        result.variant(ctx.spec.variant.method), layers=result.layers, settings=settings
-    )
+    return VariantBuild(result.variant(ctx.variant.method), layers=result.layers, settings=settings)
 
 
 #: Every ``variant.method`` of the models config -> the function that builds it.
@@ -450,9 +472,7 @@ def build_variant_state_dict(
         MergeError: incompatible or empty ingredients, NaN/inf in the result (naming the variant
             and tensor).
     """
-    if spec.variant is None:
-        raise ConfigError(f"entry '{spec.model_id}' is not a variant (source {spec.source!r}).")
-    method = spec.variant.method
+    method = _variant_of(spec).method
     if method not in VARIANT_METHODS:
         raise ConfigError(
             f"variant '{spec.model_id}': unknown method {method!r}. Valid: "
@@ -557,7 +577,8 @@ def materialise_variant(
         log.info("%s: up to date (variant key %s…), skipped", weights, key[:10])
         return weights
     start = time.perf_counter()
-    log.info("variant '%s' (%s): building", spec.model_id, spec.variant.method)
+    method = _variant_of(spec).method
+    log.info("variant '%s' (%s): building", spec.model_id, method)
     built = build_variant_state_dict(spec, specs, location=location, device=device)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in built.state_dict.items()}
     digest = state_dict_sha256(tensors)
@@ -568,7 +589,7 @@ def materialise_variant(
         "model_id": spec.model_id,
         "variant_key": key,
         "recipe": spec.recipe(),
-        "method": spec.variant.method,
+        "method": method,
         "ingredients": built.ingredients,
         "weights_sha256": digest,
         "settings": built.settings,

@@ -43,7 +43,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -58,9 +58,12 @@ __all__ = [
     "mixing_coefficients",
     "effective_rank",
     "RANK_RULES",
+    "RankRule",
 ]
 
-RANK_RULES: tuple[str, ...] = ("variance", "vetterli", "freevariance")
+#: The rank rules (``"freevariance"`` is an alias of ``"vetterli"``).
+RankRule = Literal["variance", "vetterli", "freevariance"]
+RANK_RULES: tuple[str, ...] = get_args(RankRule)
 
 
 @dataclass
@@ -103,7 +106,7 @@ def effective_rank(singular_values: torch.Tensor) -> float:
 
 def select_rank(
     singular_values: torch.Tensor,
-    rank_rule: Literal["variance", "vetterli", "freevariance"] = "vetterli",
+    rank_rule: RankRule = "vetterli",
     R: float = 0.8,
 ) -> int:
     """Return the number k of top directions kept (1 ≤ k ≤ r) under ``rank_rule``.
@@ -183,7 +186,7 @@ def _lapack_threads(matrix: torch.Tensor) -> Iterator[None]:
 
 
 def spectral_split(
-    delta: torch.Tensor, rank_rule: str = "vetterli", R: float = 0.8
+    delta: torch.Tensor, rank_rule: RankRule = "vetterli", R: float = 0.8
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Return ``(σ, ΔW_high, k)`` for a float64 matrix ``delta`` (rows, cols).
 
@@ -196,7 +199,7 @@ def spectral_split(
 
 
 def _spectral_split(
-    delta: torch.Tensor, rank_rule: str, R: float
+    delta: torch.Tensor, rank_rule: RankRule, R: float
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     rows, cols = delta.shape
     left = rows <= cols
@@ -215,7 +218,7 @@ def _spectral_split(
 def monosoup(
     w0: Mapping[str, torch.Tensor],
     w1: Mapping[str, torch.Tensor],
-    rank_rule: Literal["variance", "vetterli", "freevariance"] = "vetterli",
+    rank_rule: RankRule = "vetterli",
     R: float = 0.8,
     min_rel_update: float = 1e-6,
     *,
@@ -266,7 +269,7 @@ def _edit(
     name: str,
     t0: torch.Tensor,
     t1: torch.Tensor,
-    rank_rule: str,
+    rank_rule: RankRule,
     R: float,
     min_rel_update: float,
     device: torch.device | str | None,

@@ -139,7 +139,9 @@ def ties_merge(
                 tv[k] = tv[k] * (tv[k].abs() >= thr)
 
     # (2) elect: sign of the summed trimmed vectors; zeros take the model-wide majority sign
-    elected = {k: torch.sign(sum(tv[k] for tv in vectors)) for k in keys}
+    elected = {
+        k: torch.sign(sum((tv[k] for tv in vectors), torch.zeros_like(vectors[0][k]))) for k in keys
+    }
     majority = torch.sign(sum(float(e.sum()) for e in elected.values()) * torch.ones(()))
     if float(majority) == 0.0:
         majority = torch.ones((), dtype=torch.float64)

@@ -129,8 +129,10 @@ def _block_pooling(blocks: list[BlockInfo], pooling: str) -> dict[str, str]:
 def _head(model: nn.Module) -> tuple[bool, int | None]:
     if isinstance(model, ImageClassifier):
         n = model.num_classes
-    elif hasattr(model, "get_classifier") and isinstance(getattr(model, "num_classes", None), int):
-        n = int(model.num_classes)
+    elif hasattr(model, "get_classifier") and isinstance(
+        timm_classes := getattr(model, "num_classes", None), int
+    ):
+        n = timm_classes
     else:
         return False, None
     return (True, n) if n > 0 else (False, None)

@@ -334,7 +334,10 @@ def _timm_transform(model: nn.Module, img_size: int | None) -> tuple[Callable, d
 def _open_clip_transform(visual: nn.Module) -> tuple[Callable, dict[str, Any]]:
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    cfg = dict(visual.preprocess_cfg)
+    preprocess_cfg = visual.preprocess_cfg
+    if not isinstance(preprocess_cfg, Mapping):
+        raise TypeError(f"open_clip visual tower {type(visual).__name__} has no preprocess_cfg.")
+    cfg = dict(preprocess_cfg)
     transform = image_transform_v2(PreprocessCfg(**cfg), is_train=False)
     size = cfg["size"]
     size = [size, size] if isinstance(size, int) else list(size)
@@ -538,6 +541,14 @@ def _open_clip_create(
     return model
 
 
+def _visual_tower(clip_model: nn.Module) -> nn.Module:
+    """Return the vision tower (``.visual``) of an open_clip model."""
+    visual = clip_model.visual
+    if not isinstance(visual, nn.Module):
+        raise TypeError(f"open_clip model {type(clip_model).__name__} has no visual tower.")
+    return visual
+
+
 def _open_clip_weights(spec: ModelSpec, tag_cfg: Mapping[str, Any]) -> str | None:
     """Local weights of an open_clip entry (file path or ``local-dir:`` model name)."""
     where = _where(spec)
@@ -598,8 +609,9 @@ def build_open_clip(
         if pretrained is None and isinstance(spec.pretrained, str):
             pretrained = spec.pretrained  # URL tag, host reachable: open_clip downloads it
     clip_model = _open_clip_create(spec, tag_cfg, pretrained, spec.img_size)
-    model = ImageClassifier(clip_model.visual).eval()
-    transform, preprocessing = _open_clip_transform(clip_model.visual)
+    visual = _visual_tower(clip_model)
+    model = ImageClassifier(visual).eval()
+    transform, preprocessing = _open_clip_transform(visual)
     return BuiltModel(model, transform, preprocessing, arch_id=spec.model_id)
 
 
@@ -753,7 +765,7 @@ def _open_clip_onto(
             raise ConfigError(
                 f"{file}: classification_head.weight must be 2-d (got shape {tuple(weight.shape)})."
             )
-        out_dim = getattr(clip_model.visual, "output_dim", weight.shape[1])
+        out_dim = getattr(_visual_tower(clip_model), "output_dim", weight.shape[1])
         if weight.shape[1] != out_dim:
             raise ConfigError(
                 f"{file}: classification_head takes {weight.shape[1]}-d features but the "
@@ -761,7 +773,8 @@ def _open_clip_onto(
                 f"shape {tuple(weight.shape)}). Check 'arch'."
             )
         head = nn.Linear(weight.shape[1], weight.shape[0], bias=f"{head_prefix}bias" in state_dict)
-    model = ImageClassifier(clip_model.visual, head, normalize=True)
+    visual = _visual_tower(clip_model)
+    model = ImageClassifier(visual, head, normalize=True)
 
     def resize_positions(sd: dict[str, torch.Tensor], m: nn.Module) -> dict[str, torch.Tensor]:
         resize_pos_embed(sd, m)
@@ -769,7 +782,7 @@ def _open_clip_onto(
 
     _load_strict(model, state_dict, file=file, where=where, arch=arch, filter_fn=resize_positions)
     model.eval()
-    transform, preprocessing = _open_clip_transform(clip_model.visual)
+    transform, preprocessing = _open_clip_transform(visual)
     return BuiltModel(model, transform, preprocessing, arch_id=arch.model_id)
 
 

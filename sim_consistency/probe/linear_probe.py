@@ -531,14 +531,14 @@ def _probe_one(
     best_key: tuple[float, int, float] | None = None
     for lr in lrs:
 
-        def evaluate(i: int, lr: float = lr) -> float:
+        def evaluate_at_lr(i: int, lr: float = lr) -> float:
             W, b = fit_rep2rep(
                 X_fit, y_fit, n_classes, lr=lr, weight_decay=float(grid[i]),
                 epochs=epochs, batch_size=batch_size, seed=seed,
             )  # fmt: skip
             return _accuracy(X_val, y_val, W, b) if val_rows.numel() else 0.0
 
-        best, scores = coarse_to_fine_search(evaluate, grid.size)
+        best, scores = coarse_to_fine_search(evaluate_at_lr, grid.size)
         curve.extend(
             {"lr": lr, "weight_decay": float(grid[i]), "val_top1": s}
             for i, s in sorted(scores.items())

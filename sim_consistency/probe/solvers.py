@@ -279,13 +279,20 @@ def fit_logreg(
         return Q, d0, qy, pb, pc
 
     carried = (
-        isinstance(init, LogRegFit)
+        init
+        if isinstance(init, LogRegFit)
         and init.rows is A
         and init.scores is not None
         and init.scores.dtype == dt
+        and init.data_gradient is not None
+        else None
     )
-    Z, P, f, zy, pa = from_scratch(theta, init.scores if carried else None)
-    RA = init.data_gradient if carried else data_gradient(P)
+    Z, P, f, zy, pa = from_scratch(theta, carried.scores if carried is not None else None)
+    RA = (
+        carried.data_gradient
+        if carried is not None and carried.data_gradient is not None
+        else data_gradient(P)
+    )
     G = gradient(RA, theta)
     gmax = float(G.abs().max())
     n_evals = 1

@@ -563,7 +563,7 @@ def cka(
         return linear_cka_from_stats(sx, sy, unbiased=unbiased)
     if kernel == "rbf":
         _check_n(X.shape[0], unbiased, "cka")
-        sx = rbf_stats(X, sigma=sigma, sigma_median=sigma_median, slab_rows=chunk_rows)
-        sy = rbf_stats(Y, sigma=sigma, sigma_median=sigma_median, slab_rows=chunk_rows)
-        return rbf_cka_from_stats(sx, sy, unbiased=unbiased)
+        rx = rbf_stats(X, sigma=sigma, sigma_median=sigma_median, slab_rows=chunk_rows)
+        ry = rbf_stats(Y, sigma=sigma, sigma_median=sigma_median, slab_rows=chunk_rows)
+        return rbf_cka_from_stats(rx, ry, unbiased=unbiased)
     raise ConfigError(f"cka: unknown kernel {kernel!r}. Choose 'linear' or 'rbf'.")

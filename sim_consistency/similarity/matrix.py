@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +35,7 @@ __all__ = ["SIMILARITY_METRICS", "similarity_matrix", "describe_estimator"]
 log = logging.getLogger("sim_consistency.similarity")
 
 
-def _prepare_cka(X: np.ndarray, spec: MetricSpec, space: str) -> Any:
+def _prepare_cka(X: np.ndarray, spec: MetricSpec, space: Literal["feature", "gram"]) -> Any:
     if spec.sim_kernel == "linear":
         return linear_stats(X, space=space)
     return rbf_stats(X, sigma=spec.sigma, sigma_median=spec.sigma_median)
@@ -47,11 +47,13 @@ def _compare_cka(a: Any, b: Any, spec: MetricSpec) -> float:
 
 
 def _prepare_rsa(X: np.ndarray, spec: MetricSpec, space: str) -> Any:
+    assert spec.rsa_method is not None and spec.corr_method is not None  # set for "rsa" specs
     return rsa_stats(X, rdm=spec.rsa_method, corr=spec.corr_method)
 
 
 def _prepare_mknn(X: np.ndarray, spec: MetricSpec, space: str) -> Any:
-    return knn_table(X, int(spec.k))
+    assert spec.k is not None  # set for "mknn" specs
+    return knn_table(X, spec.k)
 
 
 #: ``sim_method`` -> (prepare one representation, compare two prepared representations).

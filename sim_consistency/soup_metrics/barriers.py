@@ -47,7 +47,7 @@ def interpolation_alphas(n_points: int = 11) -> npt.NDArray[np.float64]:
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in interpolation_alphas(11))
 
 
-def barrier(alphas: Sequence[float], values: Sequence[float]) -> dict[str, float]:
+def barrier(alphas: npt.ArrayLike, values: npt.ArrayLike) -> dict[str, float]:
     """Return the midpoint and linear-reference barriers of one interpolation curve.
 
     Args:

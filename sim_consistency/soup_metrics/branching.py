@@ -90,19 +90,19 @@ def branching_tables(
 
     soup_rows = []
     for soup in soups.sort_values(list(GROUP)).itertuples(index=False):
-        key = (soup.branch_epoch, soup.analysis_epoch)
-        members = runs[(runs["branch_epoch"] == key[0]) & (runs["analysis_epoch"] == key[1])][
+        group = (soup.branch_epoch, soup.analysis_epoch)
+        members = runs[(runs["branch_epoch"] == group[0]) & (runs["analysis_epoch"] == group[1])][
             "accuracy"
         ].to_numpy(dtype=np.float64)
         if members.size == 0:
             raise ConfigError(
                 f"branching analysis: soup {soup.soup_id!r} has no runs at branch epoch "
-                f"{key[0]}, analysis epoch {key[1]}."
+                f"{group[0]}, analysis epoch {group[1]}."
             )
         soup_rows.append(
             {
-                "branch_epoch": key[0],
-                "analysis_epoch": key[1],
+                "branch_epoch": group[0],
+                "analysis_epoch": group[1],
                 "soup_id": soup.soup_id,
                 "n_models": int(members.size),
                 "soup_accuracy": float(soup.soup_accuracy),
@@ -110,7 +110,7 @@ def branching_tables(
                 "best_individual_accuracy": float(members.max()),
                 "improvement_over_mean": float(soup.soup_accuracy) - float(members.mean()),
                 "improvement_over_best": float(soup.soup_accuracy) - float(members.max()),
-                "mean_l2_distance": float(mean_distance.get(key, np.nan)),
+                "mean_l2_distance": float(mean_distance.get(group, np.nan)),
             }
         )
     individual = runs.sort_values([*GROUP, "model_id"]).reset_index(drop=True)

@@ -26,12 +26,16 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from sim_consistency.errors import ConfigError, MissingInputError
+
+if TYPE_CHECKING:
+    from safetensors import safe_open
 
 __all__ = [
     "RUNNING_STAT_SUFFIXES",
@@ -52,9 +56,9 @@ class _Reader:
 
     def __init__(self, model_id: str, source: StateSource) -> None:
         self.model_id = model_id
+        self._tensors: Mapping[str, torch.Tensor] | safe_open
         if isinstance(source, Mapping):
-            self._state = source
-            self._handle = None
+            self._tensors = source
             self.where = f"model {model_id!r}"
         else:
             from safetensors import safe_open
@@ -65,17 +69,16 @@ class _Reader:
                     f"{path}: weights of model {model_id!r} not found; materialise them first "
                     "(python scripts/build_variants.py) or check the path."
                 )
-            self._state = None
-            self._handle = safe_open(str(path), framework="pt")
+            self._tensors = safe_open(str(path), framework="pt")
             self.where = str(path)
 
     def names(self) -> list[str]:
-        return list(self._state) if self._state is not None else list(self._handle.keys())
+        return list(self._tensors.keys())
 
     def get(self, name: str) -> torch.Tensor:
-        if self._state is not None:
-            return self._state[name]
-        return self._handle.get_tensor(name)
+        if isinstance(self._tensors, Mapping):
+            return self._tensors[name]
+        return self._tensors.get_tensor(name)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -67,7 +67,7 @@ __all__ = [
 
 log = logging.getLogger("sim_consistency.consistency")
 
-METHODS = ("pearson", "spearman")
+METHODS: tuple[Literal["pearson", "spearman"], ...] = ("pearson", "spearman")
 SUMMARY_CSV = "summary.csv"
 OUTPUT_FILES = (SUMMARY_CSV, *(f"consistency_{m}.csv" for m in METHODS))
 

@@ -19,14 +19,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sim_consistency.config.shipped import shipped_config
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import configure_logging, run_main
 
 __all__ = ["DEFAULT_MODELS_CONFIG", "DEMO_DATASETS", "demo_steps", "main"]
 
-_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-DEFAULT_MODELS_CONFIG = _CONFIGS / "models" / "demo.json"
-DEFAULT_SIMILARITY_CONFIG = _CONFIGS / "similarity" / "default.json"
+#: The demo's configs, shipped with the package (``configs/models/demo.json``, …).
+DEFAULT_MODELS_CONFIG = shipped_config("models", "demo")
+DEFAULT_SIMILARITY_CONFIG = shipped_config("similarity", "default")
 #: The in-distribution dataset and its noisy copy (OOD: σ = 2 pixel noise) the study compares.
 DEMO_DATASETS: tuple[str, ...] = ("wds/digits", "wds/digits_noisy")
 #: The demo's reference model: W0 of the ResNet group (BatchNorm, so every BN policy matters).
@@ -144,7 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="project root (default: $SIMC_ROOT, else ./project_root)",
     )
-    parser.add_argument("--models_config", default=str(DEFAULT_MODELS_CONFIG))
+    parser.add_argument(
+        "--models_config",
+        default=str(DEFAULT_MODELS_CONFIG),
+        help="models config (default: the shipped configs/models/demo.json)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="one barrier pair on a 5-point grid (tests)"
     )

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -37,7 +37,13 @@ from tqdm.auto import tqdm
 
 import sim_consistency
 from sim_consistency.config import ModelSpec, load_models_config, select_models
-from sim_consistency.data import ImageDataset, collate_samples, load_dataset, read_dataset_list
+from sim_consistency.data import (
+    ImageDataset,
+    Sample,
+    collate_samples,
+    load_dataset,
+    read_dataset_list,
+)
 from sim_consistency.errors import ConfigError
 from sim_consistency.features.cache import FeatureCacheWriter, read_cache_attrs
 from sim_consistency.features.extract import BlockExtractor, BlockSpec, write_features
@@ -275,8 +281,9 @@ def extract_to_cache(
     """Extract one model on one dataset split into ``item.output`` (atomically)."""
     blocks = block_specs(loaded)
     data = _dataset(settings, item.dataset, item.split, transform=loaded.transform)
-    loader = torch.utils.data.DataLoader(
-        data,
+    # ImageDataset is map-style (__len__ / __getitem__), all a DataLoader uses of a Dataset.
+    loader: torch.utils.data.DataLoader[Sample] = torch.utils.data.DataLoader(
+        cast("torch.utils.data.Dataset[Sample]", data),
         batch_size=settings.batch_size,
         shuffle=False,
         num_workers=settings.num_workers,
@@ -399,10 +406,14 @@ def _launch(
 ) -> LaunchReport:
     if options.launcher == "local":
         # Each model is built once and plans its own outputs: no separate planning pass.
-        units = [(m, (d,)) for m in settings.model_ids for d in settings.datasets]
+        units: list[tuple[str, tuple[str, ...]]] = [
+            (m, (d,)) for m in settings.model_ids for d in settings.datasets
+        ]
         if not per_dataset:
             units = [(m, settings.datasets) for m in settings.model_ids]
-        jobs = {ExtractionJob(m, datasets, per_dataset): [] for m, datasets in units}
+        jobs: dict[ExtractionJob, list[Path]] = {
+            ExtractionJob(m, datasets, per_dataset): [] for m, datasets in units
+        }
     else:
         jobs = plan_jobs(settings, plan(settings), per_dataset=per_dataset)
     return launch(

@@ -174,7 +174,7 @@ def _load_all_blocks(item: WorkItem) -> dict[str, tuple[list[str], list[np.ndarr
     ref_keys = ref_path = None
     for model_id, path in zip(item.model_ids, item.cache_paths, strict=True):
         with open_cache(path) as cache:
-            if ref_keys is None:
+            if ref_keys is None or ref_path is None:
                 ref_keys, ref_path = cache.keys, path
             else:
                 check_same_keys(ref_path, ref_keys, path, cache.keys)

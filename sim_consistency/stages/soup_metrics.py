@@ -38,7 +38,7 @@ import hashlib
 import itertools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -151,14 +151,14 @@ class SoupMetricsSettings:
 def _soups(specs: Mapping[str, ModelSpec], requested: Sequence[str]) -> dict[str, list[str]]:
     """Return ``{soup_id: candidate ingredient ids}`` for the requested (default: all) soups."""
     ids = list(requested) or [
-        m for m, s in specs.items() if s.is_variant and s.variant.method in SOUP_METHODS
+        m for m, s in specs.items() if s.variant is not None and s.variant.method in SOUP_METHODS
     ]
     soups: dict[str, list[str]] = {}
     for soup_id in ids:
         spec = specs.get(soup_id)
         if spec is None:
             raise ConfigError(f"--soup: unknown model id {soup_id!r}. Known: {', '.join(specs)}.")
-        if not spec.is_variant or spec.variant.method not in SOUP_METHODS:
+        if spec.variant is None or spec.variant.method not in SOUP_METHODS:
             raise ConfigError(
                 f"--soup {soup_id!r}: not a soup (source {spec.source!r}"
                 + (f", method {spec.variant.method!r}" if spec.variant else "")
@@ -375,7 +375,7 @@ def _monosoup_part(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec]
 
     frames = []
     for model_id, spec in specs.items():
-        if not (spec.is_variant and spec.variant.method in MONOSOUP_METHODS):
+        if spec.variant is None or spec.variant.method not in MONOSOUP_METHODS:
             continue
         materialise_variant(spec, specs, location=settings.location, device="cpu")
         recipe = json.loads(settings.location.model_recipe_file(model_id).read_text())
@@ -417,7 +417,7 @@ def _alpha_tag(alpha: float) -> str:
 
 
 def interpolation_entries(
-    pairs: Sequence[tuple[str, str]], alphas: Sequence[float], bn_policy: str | None
+    pairs: Sequence[tuple[str, str]], alphas: Iterable[float], bn_policy: str | None
 ) -> dict[str, dict[str, Any]]:
     """Return generated ``interpolate`` variant entries ``{id: entry}`` for every pair × α."""
     entries = {}

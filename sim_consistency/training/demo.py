@@ -256,7 +256,7 @@ def load_study(path: str | os.PathLike) -> DemoStudy:
         raise ConfigError(
             f"{path}: unknown study field '{unknown[0]}'{hint} Allowed: {', '.join(sorted(allowed))}."
         )
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     try:
         return DemoStudy(**values)
     except ConfigError as exc:

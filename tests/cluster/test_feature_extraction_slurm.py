@@ -11,7 +11,7 @@ import torch
 from sim_consistency.launch import read_failed_jobs
 from sim_consistency.stages import feature_extraction
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 MODELS = {
     "vit": {"source": "timm", "model_name": "test_vit", "num_classes": 10},

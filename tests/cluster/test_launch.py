@@ -179,6 +179,7 @@ def test_sbatch_script_carries_resources_environment_and_container(tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_others_and_is_listed(slurm_cluster, location):
     divide = functools.partial(operator.truediv, 1.0)
     report = launch(divide, [1.0, 0.0, 4.0], stage="divide", location=location, options=_slurm())
@@ -198,6 +199,7 @@ def test_a_failing_job_does_not_stop_the_others_and_is_listed(slurm_cluster, loc
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_jobs_run_on_slurm_with_hdf5_file_locking_off(slurm_cluster, location):
     report = launch(
         os.getenv,
@@ -224,6 +226,7 @@ def _wait_until_gone(job_id: str, timeout_s: float = 60) -> None:
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_no_wait_returns_at_once_and_running_items_are_not_resubmitted(slurm_cluster, location):
     start = time.monotonic()
     first = launch(time.sleep, [4.0], stage="sleep", location=location, options=_slurm(wait=False))

@@ -71,6 +71,7 @@ def test_tracking_is_off_by_default(tmp_path):
     assert not (location.logs / "wandb").exists()
 
 
+@pytest.mark.slow
 def test_feature_extraction_wandb_writes_an_offline_run(wandb_env, tmp_path, digits_root):
     location = ProjectLocation.resolve(tmp_path / "root").create()
     location.wds_dataset_dir("digits").symlink_to(digits_root.wds_dataset_dir("digits"))

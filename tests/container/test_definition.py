@@ -6,7 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 DEFINITION = REPO / "container" / "sim_consistency.def"
@@ -123,3 +127,17 @@ def test_readme_documents_the_image_install_command(readme):
         f"{readme}: no fenced command equals the image's install command {expected!r} "
         f"(found {documented or 'none'}); paste the section from container/README.md."
     )
+
+
+def test_container_readme_snippet_is_the_readme_section():
+    """container/README.md carries the README's "Container and SLURM" section word for word."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[
+        readme.index("## Container and SLURM") : readme.index(
+            "\n## ", readme.index("## Container and SLURM") + 1
+        )
+    ]
+    snippet = (REPO / "container" / "README.md").read_text()
+    start = snippet.index("### Container and SLURM")
+    body = snippet[start : snippet.index("\n---", start)]
+    assert body.strip() == section.replace("## ", "### ", 1).strip()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.container.test_definition import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -66,3 +69,23 @@ def test_tests_workflow_runs_make_test_on_pushes():
     run = _run_lines(workflow)
     assert "make test" in run
     assert ".ci/slurm_up.sh" in run
+
+
+def test_tests_workflow_covers_the_python_range_lint_and_types():
+    workflow = _load("tests.yml")
+    jobs = workflow["jobs"]
+    # The declared minimum Python and the image's Python (its base image's tag).
+    minimum = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    image = re.search(
+        r"^From: python:(\d+\.\d+)", (REPO / "container" / "sim_consistency.def").read_text(), re.M
+    )
+    assert image is not None
+    versions = jobs["test"]["strategy"]["matrix"]["python-version"]
+    assert set(versions) == {minimum.removeprefix(">="), image.group(1)}
+    assert jobs["test"]["env"]["UV_PYTHON"] == "${{ matrix.python-version }}"
+    assert "make test" in _run_lines({"jobs": {"test": jobs["test"]}})
+    lint = _run_lines({"jobs": {"lint": jobs["lint"]}})
+    assert "ruff check ." in lint and "ruff format --check ." in lint
+    assert "make typecheck" in _run_lines({"jobs": {"mypy": jobs["mypy"]}})
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^typecheck: sync\n\t\$\(UV\) run --frozen mypy$", makefile, re.M)

@@ -167,6 +167,7 @@ def test_force_rebuild_and_main(tmp_path, capsys):
     assert sorted(p.name for p in folder.parent.iterdir()) == ["wds_digits"]
 
 
+@pytest.mark.slow
 def test_module_entry_point_builds(tmp_path):
     """``python -m sim_consistency.data.digits --project_root DIR`` builds the shards."""
     result = subprocess.run(

@@ -136,6 +136,7 @@ def vit_eval(vit_sd):
     return evaluate
 
 
+@pytest.mark.slow
 def test_greedy_real_model_properties(vit_sd, vit_eval):
     candidates = {f"ft{s}": perturbed(vit_sd, s, scale=0.05 * (s + 1)) for s in range(4)}
     soup, log = greedy_soup(candidates, vit_eval)

@@ -61,6 +61,7 @@ def every_source_config(tmp_path: Path, tiny_open_clip) -> tuple[dict, ProjectLo
     return raw, location
 
 
+@pytest.mark.slow
 def test_every_source_builds_and_runs_forward(every_source_config, make_specs) -> None:
     raw, location = every_source_config
     specs = make_specs(raw)

@@ -56,6 +56,7 @@ def _blobs(n=600, d=32, n_classes=6, seed=0, spread=1.0):
 
 @pytest.mark.parametrize("model_id", ["vit", "rn"])
 @pytest.mark.parametrize("l2", [1e-2, 1e-4, 1e-6])
+@pytest.mark.slow
 def test_fast_solver_matches_sklearn_at_same_C(probe_project, model_id, l2):
     location, _ = probe_project
     X_tr, y_tr, X_te, y_te = _features(location, model_id)
@@ -116,6 +117,7 @@ def test_warm_start_reuses_scores_on_shared_rows_and_rotation_is_optional():
 
 
 @pytest.mark.parametrize("model_id", ["vit", "rn"])
+@pytest.mark.slow
 def test_fast_search_curve_is_the_exact_validation_curve(probe_project, model_id):
     """The float32 search fits (tol 1e-4) score validation like exact fits (float64, tol 1e-9):
     within one validation row at every grid point scored, and the same chosen weight decay."""
@@ -135,6 +137,7 @@ def test_fast_search_curve_is_the_exact_validation_curve(probe_project, model_id
     assert result["weight_decay"] == max(exact, key=lambda wd: (exact[wd], wd))
 
 
+@pytest.mark.slow
 def test_fast_protocol_refit_matches_sklearn(probe_project):
     """End to end: the probe's final fit equals sklearn's at the reported C (one-point grid)."""
     location, _ = probe_project
@@ -146,6 +149,7 @@ def test_fast_protocol_refit_matches_sklearn(probe_project):
 
 
 @pytest.mark.parametrize("model_id", ["vit", "rn"])
+@pytest.mark.slow
 def test_fast_reaches_rep2rep_accuracy_on_real_features(probe_project, model_id):
     """Fast >= rep2rep - 0.5 pp (a reduced rep2rep sweep: every 3rd grid point, 2 lrs)."""
     location, _ = probe_project
@@ -160,6 +164,7 @@ def test_fast_reaches_rep2rep_accuracy_on_real_features(probe_project, model_id)
     assert slow["lr"] in (1e-1, 1e-2) and fast["lr"] is None
 
 
+@pytest.mark.slow
 def test_full_rep2rep_protocol_on_real_features_and_fast_reaches_it(probe_project):
     """The real protocol (4 lrs, 64-point grid, 20 epochs, batch 1024) on 240 digits rows."""
     location, _ = probe_project
@@ -178,6 +183,7 @@ def test_full_rep2rep_protocol_on_real_features_and_fast_reaches_it(probe_projec
     )
 
 
+@pytest.mark.slow
 def test_rep2rep_trainer_is_seeded():
     X, y = _blobs(n=200)
     X, y = torch.nn.functional.normalize(torch.from_numpy(X), dim=1), torch.from_numpy(y)
@@ -188,6 +194,7 @@ def test_rep2rep_trainer_is_seeded():
     assert a[0].shape == (32, 6) and a[1].shape == (6,)
 
 
+@pytest.mark.slow
 def test_fast_and_rep2rep_agree_on_well_conditioned_features():
     X_tr, y_tr = _blobs(seed=0, spread=2.0)
     X_te, y_te = _blobs(n=1200, seed=0, spread=2.0)
@@ -264,6 +271,7 @@ def test_fewshot_never_trains_on_validation_rows():
 # -- blocks, metrics, head accuracy ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_probe_blocks_equals_per_block_probe(probe_project):
     location, _ = probe_project
     with (

@@ -21,6 +21,9 @@ from sim_consistency.project import ProjectLocation
 from sim_consistency.stages import single_model_evaluation as stage
 from sim_consistency.stages.single_model_evaluation import EvaluationSettings, hp_slug, plan
 
+pytestmark = pytest.mark.slow  # the session's extracted probe project
+
+
 DATASET = "wds/digits"
 
 

@@ -17,6 +17,9 @@ from sim_consistency.stages import consistency as stage
 from sim_consistency.stages import distance_matrix_computation
 from sim_consistency.stages._similarity_io import read_similarity_matrix
 
+pytestmark = pytest.mark.slow  # extraction + matrices for every test
+
+
 REPO = Path(__file__).resolve().parents[2]
 METRICS = [
     {"sim_method": "cka", "sim_kernel": "linear", "unbiased": True},

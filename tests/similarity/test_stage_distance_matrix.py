@@ -184,6 +184,7 @@ def test_unknown_block_and_missing_cache_are_named(
     assert "clip.h5" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_script_subprocess_smoke(computed, metrics_config):
     result = subprocess.run(
         [

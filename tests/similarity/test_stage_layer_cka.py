@@ -139,6 +139,7 @@ def test_unknown_reference_is_an_error(computed, capsys):
     assert "--reference: unknown model id 'vit_c'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_script_subprocess_smoke(computed):
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "layer_cka.py"), *_args(computed, "--force")],

@@ -87,6 +87,7 @@ def _checkpoint(project, name: str, state_dict, scale: float, seed: int) -> Path
     return path
 
 
+@pytest.mark.slow
 def test_uniform_soup_and_monosoup_materialised_with_recipes(project, models_config, capsys):
     config = models_config(
         {
@@ -138,6 +139,7 @@ def test_uniform_soup_and_monosoup_materialised_with_recipes(project, models_con
     assert project.model_weights_file("mono").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_extraction_builds_variants_and_rebuilds_when_an_ingredient_changes(
     project, models_config, caplog
 ):
@@ -343,6 +345,7 @@ def test_errors_name_the_variant_and_write_nothing(project, models_config, capsy
     assert _models_files(project) == []
 
 
+@pytest.mark.slow
 def test_script_smoke(project, models_config):
     config = models_config(
         {

@@ -60,6 +60,7 @@ def _digest(path):
     return out
 
 
+@pytest.mark.slow
 def test_layout_attributes_and_alignment(project, models_config, tiny_open_clip):
     clip = {"clip": {"source": "open_clip", "model_name": "simc-tiny-vit", "pooling": "mean_patch"}}
     config = models_config({**TIMM_MODELS, **clip})
@@ -101,6 +102,7 @@ def test_layout_attributes_and_alignment(project, models_config, tiny_open_clip)
         assert cache.block_names[0] == "layer1.0"
 
 
+@pytest.mark.slow
 def test_skip_rebuild_force(project, models_config, caplog):
     config = models_config({"vit": TIMM_MODELS["vit"]})
     path = project.feature_file("wds/digits", "test", "vit")
@@ -126,6 +128,7 @@ def test_skip_rebuild_force(project, models_config, caplog):
     assert _digest(path) == rebuilt  # deterministic: bitwise identical on CPU
 
 
+@pytest.mark.slow
 def test_vit_parity_with_forward_intermediates_and_logits(project, models_config):
     config = models_config({"vit": {**TIMM_MODELS["vit"], "pooling": "mean_patch"}})
     assert _run(project, config, "--dtype", "float32") == 0
@@ -154,6 +157,7 @@ def test_vit_parity_with_forward_intermediates_and_logits(project, models_config
     assert n_prefix == 1
 
 
+@pytest.mark.slow
 def test_num_workers_keep_keys_and_labels_aligned(project, models_config):
     config = models_config({"cnx": TIMM_MODELS["cnx"]})
     assert _run(project, config, "--num_workers", "2") == 0
@@ -231,6 +235,7 @@ def test_corrupt_shard_names_the_shard(tmp_path, digits_root, models_config, cap
     assert not any(location.features.rglob("*.h5*"))
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_nothing_readable_and_rerun_matches(project, models_config, tmp_path):
     config = models_config({"vit": TIMM_MODELS["vit"]})
     args = [

@@ -15,6 +15,8 @@ from sim_consistency.features import open_cache
 from sim_consistency.probe import head_accuracy, linear_probe
 from sim_consistency.stages import soup_metrics
 
+pytestmark = pytest.mark.slow  # a module-wide study: ~1 min of set-up
+
 
 def _checkpoint(path, seed: int, perturb_from=None):
     torch.manual_seed(seed)

@@ -57,6 +57,7 @@ def first_run(tiny_data):
     return state, curve, torch.equal(torch.rand(3), expected_next)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bitwise_identical_weights(tiny_data, first_run):
     first, curve_a, _ = first_run
     second, curve_b = _train(*tiny_data, OPTIONS)
@@ -64,6 +65,7 @@ def test_same_seed_gives_bitwise_identical_weights(tiny_data, first_run):
     assert curve_a == curve_b
 
 
+@pytest.mark.slow
 def test_another_seed_gives_other_weights_and_global_rng_is_untouched(tiny_data, first_run):
     first, _, rng_untouched = first_run
     assert rng_untouched
@@ -72,6 +74,7 @@ def test_another_seed_gives_other_weights_and_global_rng_is_untouched(tiny_data,
     assert state_dict_sha256(first) != state_dict_sha256(other)
 
 
+@pytest.mark.slow
 def test_curve_records_each_epoch_and_training_learns(first_run):
     _, curve, _ = first_run
     assert [r["epoch"] for r in curve] == [1, 2]

@@ -122,6 +122,7 @@ def test_recipe_change_retrains_the_run_and_its_children(trained_project):
     assert [i.run.model_id for i in only_ft] == ["rn_ft_lr0.002_s0", "rn_br_e1_s0"]
 
 
+@pytest.mark.slow
 def test_changed_recipe_is_retrained_in_place(tmp_path, digits_root, trained_project):
     """A changed recipe retrains only what it affects; changing it back reproduces bitwise."""
     location = new_project(tmp_path / "root", digits_root)
@@ -179,6 +180,7 @@ def test_bad_study_file_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "r" / "models").exists() or not list((tmp_path / "r/models").iterdir())
 
 
+@pytest.mark.slow
 def test_script_runs_as_a_subprocess(trained_project):
     result = subprocess.run(
         [
