@@ -34,6 +34,7 @@ __all__ = [
     "select_models",
     "MODEL_SOURCE_KEYS",
     "VARIANT_METHOD_KEYS",
+    "MONOSOUP_PRESETS",
     "POOLINGS",
 ]
 
@@ -76,16 +77,32 @@ MODEL_SOURCE_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 #: Keys of every averaging method: the BatchNorm policy (sim_consistency.merging.batchnorm).
 _BN_KEYS = frozenset({"bn_policy", "bn_split", "anchor", "bn_max_samples"})
 #: Keys of the methods that select ingredients by held-out accuracy (greedy, pruned).
-_SELECTION_KEYS = frozenset({"ingredients", "heldout", "heldout_max_samples", "test", "seed"})
+_SELECTION_KEYS = frozenset({"ingredients", "heldout", "heldout_max_samples", "test"})
 _MONOSOUP_KEYS = frozenset(
-    {"base", "finetuned", "rank_rule", "R", "min_rel_update", "untouched_from"}
+    {
+        "base",
+        "finetuned",
+        "preset",
+        "rank_rule",
+        "R",
+        "min_rel_update",
+        "untouched_from",
+        "include_buffers",
+    }
 )
+#: MonoSoup settings of the reference scripts, picked by ``"preset"``; explicit keys override.
+MONOSOUP_PRESETS: dict[str, dict[str, Any]] = {
+    "clip": {"rank_rule": "freevariance", "R": 0.8, "min_rel_update": 1e-6},  # MonoSoup.py
+    # Convnext_freevariance_vetterli.py
+    "convnext": {"rank_rule": "vetterli", "R": 0.9, "min_rel_update": 1e-2},
+    "convnext_cka": {"rank_rule": "vetterli", "R": 0.8, "min_rel_update": 1e-2},  # CKA_ConvNext.py
+}
 
 #: Allowed keys per variant method (besides ``method``); references are resolved to entries.
 VARIANT_METHOD_KEYS: dict[str, frozenset[str]] = {
     "uniform": frozenset({"ingredients", "weights"}) | _BN_KEYS,
     "weighted": frozenset({"ingredients", "weights"}) | _BN_KEYS,
-    "greedy": _SELECTION_KEYS | {"accept", "order", "metric"} | _BN_KEYS,
+    "greedy": _SELECTION_KEYS | {"accept", "order", "seed", "metric"} | _BN_KEYS,
     "pruned": _SELECTION_KEYS | {"metric"} | _BN_KEYS,
     "wise_ft": frozenset({"base", "finetuned", "alpha"}) | _BN_KEYS,
     "task_arithmetic": frozenset({"base", "finetuned", "lam", "coeffs", "negate"}),
@@ -464,6 +481,17 @@ def _parse_variant(where: str, variant: Any, problems: list[str]) -> VariantSpec
     for key in ("base", "anchor"):
         if key in options and not isinstance(options[key], str):
             problems.append(f"{where}: {key} must be an entry id (got {options[key]!r}).")
+    preset = options.get("preset")
+    if preset is not None and preset not in MONOSOUP_PRESETS:
+        problems.append(
+            f"{where}: unknown MonoSoup preset {preset!r}"
+            f"{_did_you_mean(str(preset), MONOSOUP_PRESETS)} "
+            f"Valid: {', '.join(MONOSOUP_PRESETS)}."
+        )
+    if "include_buffers" in options and not isinstance(options["include_buffers"], bool):
+        problems.append(
+            f"{where}: include_buffers must be true or false (got {options['include_buffers']!r})."
+        )
     finetuned = options.get("finetuned")
     if finetuned is not None and not (
         isinstance(finetuned, str)

@@ -14,16 +14,18 @@ Recipe options and defaults (the config validates the key names; values are chec
 * ``greedy``: ``heldout`` (``"<dataset>:<split>"``), ``heldout_max_samples`` (a seeded,
   class-stratified subset of the held-out split; default all rows), ``test`` (default
   ``<dataset>:test``; must differ from ``heldout``), ``accept`` (``">="``), ``order``
-  (``"sorted"``), ``seed`` (0),
+  (``"sorted"``), ``seed`` (0, the ``"random"`` order's shuffle of all but the best),
   ``metric`` (``"accuracy"``, the only one).
-* ``pruned``: ``heldout``, ``heldout_max_samples``, ``test``, ``seed``, ``metric``.
+* ``pruned``: ``heldout``, ``heldout_max_samples``, ``test``, ``metric`` (deterministic: the
+  best candidate is kept, the others tried worst first).
 * ``wise_ft`` / ``interpolate``: ``base`` (zero-shot), ``finetuned``, ``alpha`` (0.5).
 * ``task_arithmetic``: ``base``, ``finetuned`` (id or list), ``lam`` (1.0), ``coeffs``,
   ``negate`` (false; true multiplies λ by −1).
 * ``ties``: ``base``, ``finetuned``, ``keep`` (0.2), ``lam`` (1.0), ``scope`` (``"global"``).
-* ``monosoup`` / ``highonly`` / ``lowonly``: ``base``, ``finetuned``, ``rank_rule``
-  (``"vetterli"``), ``R`` (0.8), ``min_rel_update`` (1e-6), ``untouched_from``
-  (``"finetuned"``).
+* ``monosoup`` / ``highonly`` / ``lowonly``: ``base``, ``finetuned``, ``preset`` (none; a
+  reference script's settings by name, see ``MONOSOUP_PRESETS``), ``rank_rule``
+  (``"vetterli"``), ``R`` (0.8), ``min_rel_update`` (1e-6) — explicit keys override the
+  preset —, ``untouched_from`` (``"finetuned"``), ``include_buffers`` (false: parameters only).
 * Averaging methods (uniform, weighted, greedy, pruned, wise_ft, interpolate): ``bn_policy``
   (``"average"`` | ``"from_anchor"`` | ``"reset"``, default ``average``), ``bn_split``
   (``"<dataset>:<split>"``, needed by ``reset``), ``bn_max_samples`` (subset of it),
@@ -44,7 +46,7 @@ from typing import Any, Literal, cast
 
 import torch
 
-from sim_consistency.config.models import ModelSpec, VariantSpec
+from sim_consistency.config.models import MONOSOUP_PRESETS, ModelSpec, VariantSpec
 from sim_consistency.data import load_dataset
 from sim_consistency.errors import ConfigError, MergeError
 from sim_consistency.io import atomic_output, atomic_write_text
@@ -66,6 +68,7 @@ from sim_consistency.project import ProjectLocation
 __all__ = [
     "VARIANT_METHODS",
     "MERGING_CODE_VERSION",
+    "METHOD_REVISIONS",
     "VariantBuild",
     "BuildContext",
     "build_variant_state_dict",
@@ -78,6 +81,17 @@ log = logging.getLogger("sim_consistency.merging.build")
 
 #: Bumped when a change to this package changes the numbers a recipe produces.
 MERGING_CODE_VERSION = "1"
+#: Per-method revision in the variant key, bumped when the same recipe builds other weights, so
+#: that only that method's variants are rebuilt. 2: greedy ``order="random"`` starts from the
+#: best and ``accept=">"`` ranks ties as model-soups' main.py; pruned never removes the best
+#: candidate; MonoSoup edits parameters only by default.
+METHOD_REVISIONS: dict[str, int] = {
+    "greedy": 2,
+    "pruned": 2,
+    "monosoup": 2,
+    "highonly": 2,
+    "lowonly": 2,
+}
 _AVERAGING = ("uniform", "weighted", "greedy", "pruned", "wise_ft", "interpolate")
 
 
@@ -355,9 +369,9 @@ def _build_greedy(ctx: BuildContext) -> VariantBuild:
 
 def _build_pruned(ctx: BuildContext) -> VariantBuild:
     ids = _as_list(ctx.option("ingredients"))
-    settings: dict[str, Any] = {"seed": int(_number(ctx, "seed", 0))}
+    settings: dict[str, Any] = {}
     evaluate = _evaluator(ctx, ids[0], settings)
-    state_dict, steps = pruned_soup(_candidates(ctx), evaluate, seed=settings["seed"])
+    state_dict, steps = pruned_soup(_candidates(ctx), evaluate)
     _log_decisions(ctx, steps, "remove")
     built = VariantBuild(state_dict, steps=steps, settings=settings)
     _apply_bn_policy(ctx, built, ids[0])
@@ -412,28 +426,29 @@ def _build_ties(ctx: BuildContext) -> VariantBuild:
 
 
 def _build_monosoup(ctx: BuildContext) -> VariantBuild:
-    rank_rule = cast(RankRule, _choice(ctx, "rank_rule", "vetterli", RANK_RULES))
-    R, min_rel_update = _number(ctx, "R", 0.8), _number(ctx, "min_rel_update", 1e-6)
-    # Where tensors MonoSoup does not edit come from (W1 in the reference code).
-    untouched_from = cast(
-        Literal["finetuned", "base"],
-        _choice(ctx, "untouched_from", "finetuned", ("finetuned", "base")),
-    )
+    preset_name = ctx.option("preset")
+    preset = MONOSOUP_PRESETS[preset_name] if preset_name is not None else {}
+    defaults = {"rank_rule": "vetterli", "R": 0.8, "min_rel_update": 1e-6, **preset}
+    include_buffers = ctx.option("include_buffers", False)
+    if not isinstance(include_buffers, bool):
+        raise ConfigError(
+            f"{ctx.where}: include_buffers must be true or false (got {include_buffers!r})."
+        )
     settings = {
-        "rank_rule": rank_rule,
-        "R": R,
-        "min_rel_update": min_rel_update,
-        "untouched_from": untouched_from,
+        "rank_rule": _choice(ctx, "rank_rule", defaults["rank_rule"], RANK_RULES),
+        "R": _number(ctx, "R", defaults["R"]),
+        "min_rel_update": _number(ctx, "min_rel_update", defaults["min_rel_update"]),
+        # Where tensors MonoSoup does not edit come from (W1 in the reference code).
+        "untouched_from": _choice(ctx, "untouched_from", "finetuned", ("finetuned", "base")),
+        "include_buffers": include_buffers,
     }
-    result = monosoup(
-        ctx.load(ctx.option("base")),
-        ctx.load(_single(ctx, "finetuned")),
-        rank_rule,
-        R,
-        min_rel_update,
-        untouched_from=untouched_from,
-        device=ctx.device,
-    )
+    base = ctx.load(ctx.option("base"))
+    finetuned = _single(ctx, "finetuned")
+    w1 = ctx.load(finetuned)
+    buffers = {name for name, _ in ctx.load_model(finetuned).model.named_buffers()}
+    result = monosoup(base, w1, **settings, buffer_names=buffers, device=ctx.device)
+    settings["preset"] = preset_name
+    settings["preset_overridden"] = sorted(k for k in preset if k in ctx.variant.options)
     edited = sum(layer["edited"] for layer in result.layers)
     log.info("%s: %d of %d tensors edited", ctx.where, edited, len(result.layers))
     return VariantBuild(result.variant(ctx.variant.method), layers=result.layers, settings=settings)
@@ -529,6 +544,9 @@ def variant_key(
         "recipe": spec.recipe(),
         "references": {ref: _identity(ref, specs, location) for ref in spec.references()},
     }
+    revision = METHOD_REVISIONS.get(spec.variant.method) if spec.variant is not None else None
+    if revision is not None:  # only methods whose results changed: the others keep their keys
+        payload["method_revision"] = revision
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 

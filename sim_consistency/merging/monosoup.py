@@ -7,11 +7,21 @@ splits each layer's update ``ΔW = W1 − W0`` by a thin SVD into the top-``k`` 
 * ``monosoup = W0 + λ_high · ΔW_high + λ_low · ΔW_low``
 * ``highonly = W0 + ΔW_high`` and ``lowonly = W0 + ΔW_low`` (the two ablations).
 
-Which tensors are edited: every floating-point parameter with ≥ 2 dimensions whose relative
-update ``‖ΔW‖_F / ‖W0‖_F`` is ``≥ min_rel_update``. Conv kernels are flattened to
+Which tensors are edited: every floating-point *parameter* with ≥ 2 dimensions whose relative
+update ``‖ΔW‖_F / ‖W0‖_F`` is ``≥ min_rel_update``. Buffers are not edited by default — all
+reference scripts loop over ``named_parameters()`` — and are listed as skipped with the reason
+(``include_buffers=True`` edits changed ≥ 2-D float buffers like parameters). A state dict does
+not say which entries are buffers: the caller passes their names (``buffer_names``; the variant
+builder takes them from the model's ``named_buffers()``). Conv kernels are flattened to
 ``[out, −1]``; fused attention projections (``qkv.weight``, ``in_proj_weight``) stay one
-matrix. Every other tensor (biases, norms, small updates, integer buffers) keeps ``W1``'s value
-(the reference behaviour) or, with ``untouched_from="base"``, ``W0``'s.
+matrix. Every other tensor (biases, norms, buffers, small updates) keeps ``W1``'s value (the
+reference behaviour) or, with ``untouched_from="base"``, ``W0``'s.
+
+The reference scripts differ in their defaults; the models config picks one by name with
+``"preset"`` (:data:`~sim_consistency.config.models.MONOSOUP_PRESETS`: ``clip`` =
+``MonoSoup.py``: freevariance, R 0.8, min_rel_update 1e-6; ``convnext`` =
+``Convnext_freevariance_vetterli.py``: vetterli, R 0.9, 1e-2; ``convnext_cka`` =
+``CKA_ConvNext.py``: vetterli, R 0.8, 1e-2), explicit keys overriding it.
 
 Rank ``k`` (1 ≤ k ≤ r, r = min(rows, cols)), with σ_1 ≥ … ≥ σ_r the singular values of ΔW:
 
@@ -41,7 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -223,6 +233,8 @@ def monosoup(
     min_rel_update: float = 1e-6,
     *,
     untouched_from: Literal["finetuned", "base"] = "finetuned",
+    buffer_names: Collection[str] = (),
+    include_buffers: bool = False,
     device: torch.device | str | None = None,
 ) -> MonoSoupResult:
     """Return MonoSoup, high-only and low-only edits of ``w1`` towards ``w0`` (module docstring).
@@ -235,6 +247,9 @@ def monosoup(
         min_rel_update: tensors with ``‖ΔW‖_F / ‖W0‖_F`` below this are not edited.
         untouched_from: where tensors that are not edited come from: ``finetuned`` (W1, the
             reference code) or ``base`` (W0).
+        buffer_names: the state-dict entries that are buffers, not parameters (e.g.
+            ``{n for n, _ in model.named_buffers()}``); names not in ``w1`` are ignored.
+        include_buffers: also edit buffers (default: parameters only, as the reference code).
         device: where the linear algebra runs (default: where the tensors are); results are
             returned on the inputs' device.
 
@@ -256,8 +271,12 @@ def monosoup(
     check_compatible(w1, w0, where="monosoup", reference_name="finetuned", other_name="base")
     untouched = w1 if untouched_from == "finetuned" else w0
     result = MonoSoupResult({}, {}, {})
+    buffers = frozenset(buffer_names)
     for name, t1 in w1.items():
-        layer = _edit(name, w0[name], t1, rank_rule, R, float(min_rel_update), device, result)
+        if name in buffers and not include_buffers:
+            layer = _skip(name, t1, "buffer (MonoSoup edits parameters only; include_buffers)")
+        else:
+            layer = _edit(name, w0[name], t1, rank_rule, R, float(min_rel_update), device, result)
         if not layer["edited"]:
             for out in (result.monosoup, result.highonly, result.lowonly):
                 out[name] = untouched[name].detach().clone()

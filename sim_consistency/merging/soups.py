@@ -2,10 +2,17 @@
 
 * Uniform and weighted soups — Wortsman et al., "Model soups: averaging weights of multiple
   fine-tuned models improves accuracy without increasing inference time", ICML 2022, Eq. 1.
-* Greedy soup — same paper, Recipe 1 (``GreedySoup``).
+* Greedy soup — same paper, Recipe 1 (``GreedySoup``). ``accept=">="`` is the paper's rule
+  (ties in score ranked in listed order); ``accept=">"`` is the model-soups repository's
+  ``main.py``, reproduced with its ranking: a stable ascending sort by individual score, then
+  reversed, so candidates with equal scores are tried later-listed first. ``order="random"``
+  is Sobral et al.'s current "greedy random": the best candidate is the first ingredient and
+  only the others are shuffled (their older code started from a random model).
 * Pruned soup — Sobral et al., "ModelSoup: benefits and limitations of model soups"
-  (Polytechnique Montréal, 2022): start from the uniform soup of every candidate and remove
-  ingredients, worst first, while held-out accuracy does not drop.
+  (Polytechnique Montréal, 2022), ``make_soup(method=PRUNED, strategy=SORTED)``: start from
+  the uniform soup of every candidate, keep the best individual candidate, and try to remove
+  each other one, worst first, while held-out accuracy does not drop. The best candidate is
+  never a removal candidate.
 
 Conventions (see :mod:`sim_consistency.merging.state`): floating-point tensors are averaged in
 float64 and cast back; integer buffers (``num_batches_tracked``) are copied from the first
@@ -170,12 +177,17 @@ def _check_candidates(candidates: Mapping[str, Mapping], where: str) -> None:
         check_compatible(items[0][1], sd, where=where, reference_name=items[0][0], other_name=name)
 
 
-def _rank(scores: dict[str, float], *, descending: bool, seed: int | None) -> list[str]:
-    """Candidate ids sorted by score; ties keep input order (or a seeded shuffle of it)."""
+def _best_first(scores: dict[str, float], *, later_listed_first: bool = False) -> list[str]:
+    """Candidate ids by decreasing score (stable sorts, never a seeded shuffle).
+
+    Ties keep their listed order (``sorted(..., reverse=True)``, as Sobral et al.'s
+    ``make_soup``), or with ``later_listed_first`` the model-soups ``main.py`` order: a stable
+    ascending sort, then reversed.
+    """
     ids = list(scores)
-    if seed is not None:
-        random.Random(seed).shuffle(ids)
-    return sorted(ids, key=lambda i: -scores[i] if descending else scores[i])
+    if later_listed_first:
+        return sorted(ids, key=lambda i: scores[i])[::-1]
+    return sorted(ids, key=lambda i: scores[i], reverse=True)
 
 
 def greedy_soup(
@@ -187,16 +199,17 @@ def greedy_soup(
 ) -> tuple[StateDict, list[dict[str, Any]]]:
     """Return the greedy soup and its decision log (Wortsman et al. 2022, Recipe 1).
 
-    Every candidate is scored alone; with ``order="sorted"`` they are ranked by that score
-    (best first, ties in input order) and the soup starts from the best; each other candidate is
-    tried once, in rank order: it is added if the held-out score of the uniform soup of the
-    current ingredients plus it is ``>=`` (the paper's Recipe 1, default) or ``>`` (the
-    model-soups repository's code) the current soup's score. ``order="random"`` uses a seeded
-    permutation instead of the ranking, starting from its first candidate (Sobral et al.'s
-    "greedy random"); then the best-candidate guarantee below does not hold.
+    Every candidate is scored alone and the soup starts from the best one. With
+    ``order="sorted"`` the others are tried once each by decreasing score; a candidate is added
+    if the held-out score of the uniform soup of the current ingredients plus it is ``>=`` (the
+    paper's Recipe 1, default; equal scores tried in listed order) or ``>`` (the model-soups
+    repository's ``main.py``, whose order this reproduces: equal scores tried later-listed
+    first, the best too) the current soup's score. ``order="random"`` reproduces Sobral et
+    al.'s current "greedy random": the best candidate still starts the soup and only the
+    others are tried in a permutation seeded with ``seed``.
 
-    With ``order="sorted"`` the result scores at least as well as the best candidate (the held-out
-    score never drops), and it equals ``uniform_soup`` of the accepted ids.
+    The result scores at least as well as the best candidate (the held-out score never drops),
+    and it equals ``uniform_soup`` of the accepted ids.
 
     Args:
         candidates: ``{id: state_dict}``, one architecture.
@@ -221,11 +234,11 @@ def greedy_soup(
         raise MergeError(f"greedy_soup: order must be 'sorted' or 'random' (got {order!r}).")
     _check_candidates(candidates, "greedy_soup")
     individual = {name: float(evaluate(sd)) for name, sd in candidates.items()}
-    if order == "sorted":
-        ranked = _rank(individual, descending=True, seed=None)
-    else:
-        ranked = list(candidates)
-        random.Random(seed).shuffle(ranked)
+    ranked = _best_first(individual, later_listed_first=accept == ">")
+    if order == "random":
+        rest = ranked[1:]
+        random.Random(seed).shuffle(rest)
+        ranked = ranked[:1] + rest
     acc = SoupAccumulator(where="greedy_soup")
     first = ranked[0]
     acc.add(candidates[first], name=first)
@@ -261,32 +274,33 @@ def greedy_soup(
 def pruned_soup(
     candidates: Mapping[str, Mapping[str, torch.Tensor]],
     evaluate: Evaluate,
-    seed: int = 0,
 ) -> tuple[StateDict, list[dict[str, Any]]]:
-    """Return the pruned soup and its decision log (Sobral et al. 2022).
+    """Return the pruned soup and its decision log (Sobral et al. 2022, ``make_soup`` PRUNED).
 
-    Starts from the uniform soup of every candidate; candidates are ranked by their own held-out
-    score, worst first (ties broken by a permutation seeded with ``seed``), and each is tried
-    once: it is removed if the held-out score of the soup without it is ``>=`` the current
-    soup's score. The last remaining ingredient is never removed.
+    Starts from the uniform soup of every candidate. The best individual candidate (ties: the
+    first listed) is kept and never tried; the others are tried once each, worst first (the
+    reverse of the best-first ranking, so equal scores are tried later-listed first, as
+    ``reversed(...)`` in ``make_soup``): one is removed if the held-out score of the soup without
+    it is ``>=`` the current soup's score. The soup therefore always contains the best model.
 
     Args:
         candidates: ``{id: state_dict}``, one architecture.
         evaluate: ``state_dict -> held-out score``, higher is better (deterministic).
-        seed: tie-breaking seed.
 
     Returns:
         ``(soup, log)``; ``log`` starts with ``{"id": None, "score": s0, "accepted": True,
-        ...}`` for the full uniform soup, then one entry per candidate in the order tried:
-        ``{"id", "score", "accepted", "removed", "individual_score", "n_ingredients"}`` where
-        ``score`` is the score of the soup without that candidate, ``accepted``/``removed`` say
-        whether the removal was kept and ``n_ingredients`` is the soup size after the decision.
+        ...}`` for the full uniform soup, then ``{"id": best, "score": None, "removed": False,
+        "note": ...}`` for the kept best candidate, then one entry per candidate in the order
+        tried: ``{"id", "score", "accepted", "removed", "individual_score", "n_ingredients"}``
+        where ``score`` is the score of the soup without that candidate, ``accepted``/``removed``
+        say whether the removal was kept and ``n_ingredients`` is the soup size after it.
 
     Raises:
         MergeError: empty or incompatible candidates.
     """
     _check_candidates(candidates, "pruned_soup")
     individual = {name: float(evaluate(sd)) for name, sd in candidates.items()}
+    best, *others = _best_first(individual)
     kept = list(candidates)
 
     def soup_of(ids: list[str]) -> StateDict:
@@ -305,16 +319,31 @@ def pruned_soup(
             "n_ingredients": len(kept),
         }
     ]
-    for name in _rank(individual, descending=False, seed=seed):
-        entry: dict[str, Any] = {"id": name, "individual_score": individual[name]}
-        if len(kept) == 1:
-            entry.update(score=None, removed=False, note="last ingredient kept")
-        else:
-            trial = [i for i in kept if i != name]
-            score = float(evaluate(soup_of(trial)))
-            entry.update(score=score, removed=score >= current)
-            if entry["removed"]:
-                kept, current = trial, score
-        entry.update(accepted=entry["removed"], n_ingredients=len(kept))
-        log.append(entry)
+    log.append(
+        {
+            "id": best,
+            "score": None,
+            "accepted": False,
+            "removed": False,
+            "individual_score": individual[best],
+            "n_ingredients": len(kept),
+            "note": "best individual candidate: kept, never a removal candidate",
+        }
+    )
+    for name in reversed(others):
+        trial = [i for i in kept if i != name]
+        score = float(evaluate(soup_of(trial)))
+        removed = score >= current
+        if removed:
+            kept, current = trial, score
+        log.append(
+            {
+                "id": name,
+                "score": score,
+                "accepted": removed,
+                "removed": removed,
+                "individual_score": individual[name],
+                "n_ingredients": len(kept),
+            }
+        )
     return soup_of(kept), log

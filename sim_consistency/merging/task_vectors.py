@@ -12,7 +12,16 @@ ICLR 2023). Both methods return ``θ_base + λ · merge(τ_1, …, τ_n)``:
   (``ties_merging_utils.py``): trimming keeps entries with ``|τ| ≥`` the ``(d − ⌊d·keep⌋)``-th
   smallest magnitude, computed over the whole flattened model (``scope="global"``, the paper)
   or per tensor (``scope="per_tensor"``); an entry whose summed sign is 0 takes the model-wide
-  majority sign; entries with no agreeing contributor stay at the base value.
+  majority sign (``sign`` of the sum of all elected signs, the authors' ``resolve_zero_signs``);
+  entries with no agreeing contributor stay at the base value.
+
+Zero-sign election when the model-wide majority is also 0 (the elected signs cancel, e.g. two
+exactly opposite task vectors): here such entries elect **+1** and average their positive
+contributions. The references differ there: the authors' code leaves the sign at 0 and its
+``disjoint_merge`` (``where(sign > 0, τ > 0, τ < 0)``) then averages the *negative* entries,
+i.e. it elects −1 in effect; mergekit's ``get_mask`` has no model-wide majority step and elects
++1 for every entry whose summed value is ≥ 0. We follow mergekit's +1 for this corner only;
+everywhere else the result equals the authors' code.
 
 Conventions (:mod:`sim_consistency.merging.state`): every floating-point tensor is a task-vector
 entry (BatchNorm running statistics included); integer buffers are copied from the base.
@@ -138,7 +147,8 @@ def ties_merge(
                 thr = _trim_threshold(tv[k].abs().reshape(-1), keep)
                 tv[k] = tv[k] * (tv[k].abs() >= thr)
 
-    # (2) elect: sign of the summed trimmed vectors; zeros take the model-wide majority sign
+    # (2) elect: sign of the summed trimmed vectors; zeros take the model-wide majority sign,
+    # and +1 when that is 0 too (module docstring: the authors' code elects -1 there in effect)
     elected = {
         k: torch.sign(sum((tv[k] for tv in vectors), torch.zeros_like(vectors[0][k]))) for k in keys
     }

@@ -4,7 +4,11 @@ The math functions take (n, d) arrays (numpy or torch) and return numbers; they 
 float64 and stream over rows in chunks. Stages read the feature cache and call them.
 """
 
-from sim_consistency.similarity._arrays import DegenerateRepresentationWarning, l2_normalize
+from sim_consistency.similarity._arrays import (
+    BandwidthTooSmallWarning,
+    DegenerateRepresentationWarning,
+    l2_normalize,
+)
 from sim_consistency.similarity.cka import (
     LinearStats,
     RbfStats,
@@ -33,6 +37,7 @@ from sim_consistency.similarity.slugs import metric_slug
 
 __all__ = [
     "SIMILARITY_METRICS",
+    "BandwidthTooSmallWarning",
     "DegenerateRepresentationWarning",
     "LinearStats",
     "RbfStats",

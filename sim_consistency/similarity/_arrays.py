@@ -20,6 +20,10 @@ class DegenerateRepresentationWarning(UserWarning):
     """A representation is constant (zero variance): the measure is undefined and NaN."""
 
 
+class BandwidthTooSmallWarning(UserWarning):
+    """An RBF kernel underflows: every off-diagonal entry is 0 in float64, the result is NaN."""
+
+
 def as_matrix(X: Any, name: str, *, lazy: bool = False) -> Any:
     """Return ``X`` (numpy array or torch tensor) as a 2-D numpy array, without copying.
 
@@ -90,6 +94,19 @@ def l2_normalize(X: Any, *, eps: float = 1e-12) -> npt.NDArray[np.float64]:
     X = as_matrix(X, "X").astype(np.float64)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.maximum(norms, eps)
+
+
+def warn_bandwidth_too_small(what: str, sigma: float, min_sq_distance: float) -> float:
+    """Warn that an RBF kernel underflows to the identity and return NaN."""
+    warnings.warn(
+        f"{what}: bandwidth too small for these features: sigma={sigma:.6g} against a smallest "
+        f"squared distance of {min_sq_distance:.6g} between two samples, so every off-diagonal "
+        "kernel entry underflows to 0 in float64 and the unbiased estimator is undefined; "
+        "reported as NaN. Use a larger sigma (or sigma_median) or L2-normalised features.",
+        BandwidthTooSmallWarning,
+        stacklevel=3,
+    )
+    return float("nan")
 
 
 def warn_degenerate(what: str) -> float:

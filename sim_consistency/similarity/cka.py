@@ -21,7 +21,8 @@ already ``HKH`` and, writing ``a_i = |x_i|^2`` and ``b_i = |y_i|^2``,
 (the unbiased form follows from ``K~ 1 = -a`` when the columns sum to zero). The cross term is
 accumulated in float64 either in *feature space* — ``X^T Y`` summed over row chunks, O(n d_x d_y)
 time and O(d_x d_y + chunk (d_x + d_y)) memory, never n×n — or in *Gram space* —
-``<X X^T, Y Y^T>_F``, O(n^2 (d_x + d_y)) time, cheaper when ``d >> n``. The two agree to
+``<K~, L~>_F`` of the Gram matrices with their diagonals zeroed (the diagonal ``a.b`` is added
+back for the biased term only), O(n^2 (d_x + d_y)) time, cheaper when ``d >> n``. The two agree to
 rounding (tested ≤ 1e-10). Per-representation work (mean, row norms, self-HSIC, the Gram
 matrix) lives in :class:`LinearStats`, so a model×model matrix or a block×block grid computes
 it once per representation and only the cross term per pair.
@@ -31,6 +32,20 @@ CKA uses σ = 0.4 on unit-norm features) or ``σ^2 = sigma_median^2 · median`` 
 distances (Kornblith et al.'s convention; the exact median is selected by counting passes over
 distance slabs). The n×n kernels are never stored: rows are produced in slabs of ``slab_rows``
 and reduced into the sums the estimators need, so memory stays O(slab · n).
+
+Small bandwidths. Every U-statistic here is accumulated from the kernels *without their
+diagonal* (:func:`_u_statistic`), as Kornblith et al.'s ``hsic_unbiased`` / thingsvision zero the
+diagonal before centring: adding the RBF kernel's unit diagonal and subtracting it again drowns
+the O(n^2 ε^2) signal of small off-diagonal values ε in rounding. The off-diagonal RBF kernel is
+further kept scaled by its largest entry ``c = exp(-m / (2σ^2))`` (``m``: the smallest squared
+distance between two different rows, see :class:`RbfStats`); the unbiased HSIC is bilinear in
+it, so ``c`` cancels in CKA and products of tiny entries cannot underflow. The result matches an
+extended-precision (``np.longdouble``) evaluation of the same estimator to ≤ 1e-9 for σ from 1
+down to 0.05 × the median distance and below (tests/similarity/test_cka_precision.py). Only when
+``c`` itself underflows — every off-diagonal entry 0 in float64, e.g. an absolute σ on
+un-normalised features — is the unbiased CKA undefined: NaN with a
+:class:`~sim_consistency.similarity.BandwidthTooSmallWarning`. The biased CKA then returns what
+its formula gives for ``K = I`` (1.0, its exact limit for σ -> 0, whatever the features).
 
 Float64 accumulation is used throughout: the unbiased closed form subtracts large, nearly equal
 terms and loses all its digits in float32.
@@ -53,6 +68,7 @@ from sim_consistency.similarity._arrays import (
     check_pair,
     column_mean,
     row_chunks,
+    warn_bandwidth_too_small,
     warn_degenerate,
 )
 
@@ -100,9 +116,19 @@ def _is_constant(X: np.ndarray, chunk_rows: int) -> bool:
     )
 
 
-def _unbiased_numerator(cross: float, ab: float, sum_a: float, sum_b: float, n: int) -> float:
-    """Return ``n(n-3) HSIC_u`` for centred linear kernels (see the module docstring)."""
-    return cross - n / (n - 2) * ab + sum_a * sum_b / ((n - 1) * (n - 2))
+def _u_statistic(cross: float, row_dot: float, sum_k: float, sum_l: float, n: int) -> float:
+    """Return ``n(n-3) HSIC_u`` (Song et al., 2012, eq. 5) from diagonal-free kernel sums.
+
+    Args:
+        cross: ``tr(K~ L~) = sum_ij K~_ij L~_ij`` of the kernels with their diagonals zeroed.
+        row_dot: ``(K~ 1) . (L~ 1)``.
+        sum_k, sum_l: ``1^T K~ 1`` and ``1^T L~ 1``.
+        n: samples (>= 4).
+
+    Every input is accumulated without the diagonal, so no large diagonal term is added and
+    subtracted again (which loses all digits when the off-diagonal kernel values are small).
+    """
+    return cross + sum_k * sum_l / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * row_dot
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,7 +143,8 @@ class LinearStats:
         X: the features as given, (n, d) (not copied; cast to float64 chunk by chunk).
         mean: float64 column mean, (d,).
         sq_norms: ``|x_i - mean|^2`` in float64, (n,).
-        gram: centred Gram matrix ``Xc Xc^T`` (n, n) float64 in Gram space, else ``None``.
+        gram: centred Gram matrix ``Xc Xc^T`` with its diagonal zeroed (the diagonal is
+            ``sq_norms``), (n, n) float64, in Gram space; else ``None``.
         self_biased: ``||Xc^T Xc||_F^2`` (= n-free numerator of the biased HSIC(X, X)).
         self_unbiased: ``n(n-3) HSIC_u(X, X)``.
         is_constant: every row equals the first (CKA is undefined: NaN with a warning).
@@ -150,13 +177,37 @@ def _cross_feature(sx: LinearStats, sy: LinearStats) -> float:
 
 
 def _gram(X: np.ndarray, mean: np.ndarray, chunk_rows: int) -> npt.NDArray[np.float64]:
-    """Return the centred Gram matrix ``Xc Xc^T``, (n, n) float64, built in row slabs."""
+    """Return ``Xc Xc^T`` with its diagonal zeroed, (n, n) float64, built in row slabs."""
     n = X.shape[0]
     K = np.empty((n, n), dtype=np.float64)
     Xc = np.asarray(X, dtype=np.float64) - mean
     for rows in row_chunks(n, chunk_rows):
         K[rows] = Xc[rows] @ Xc.T
+    np.fill_diagonal(K, 0.0)
     return K
+
+
+def _linear_cross(sx: LinearStats, sy: LinearStats) -> tuple[float, float]:
+    """Return ``(tr(KL), tr(K~L~))``: the cross term with and without the diagonal.
+
+    In Gram space the off-diagonal sum is accumulated directly and the diagonal ``a.b`` added
+    for the biased term; in feature space (d <= n, where the diagonal does not dominate) it is
+    ``||Xc^T Yc||_F^2 - a.b``.
+    """
+    ab = float(sx.sq_norms @ sy.sq_norms)
+    if sx.gram is not None and sy.gram is not None:
+        off = float(np.vdot(sx.gram, sy.gram))
+        return off + ab, off
+    full = _cross_feature(sx, sy)
+    return full, full - ab
+
+
+def _linear_unbiased(off: float, sx: LinearStats, sy: LinearStats) -> float:
+    """Return ``n(n-3) HSIC_u``: with centred rows ``K~ 1 = -a`` (see the module docstring)."""
+    if sx.n < 4:
+        return float("nan")
+    a, b = sx.sq_norms, sy.sq_norms
+    return _u_statistic(off, float(a @ b), -float(a.sum()), -float(b.sum()), sx.n)
 
 
 def linear_stats(
@@ -179,12 +230,9 @@ def linear_stats(
         sq_norms[rows] = np.einsum("ij,ij->i", Xc, Xc)
     gram = _gram(X, mean, chunk_rows) if space == "gram" else None
     stats = LinearStats(X, mean, sq_norms, gram, 0.0, 0.0, _is_constant(X, chunk_rows), chunk_rows)
-    self_cross = float(np.vdot(gram, gram)) if gram is not None else _cross_feature(stats, stats)
-    ab = float(sq_norms @ sq_norms)
-    sum_a = float(sq_norms.sum())
-    self_unbiased = _unbiased_numerator(self_cross, ab, sum_a, sum_a, n) if n >= 4 else float("nan")
-    object.__setattr__(stats, "self_biased", self_cross)
-    object.__setattr__(stats, "self_unbiased", self_unbiased)
+    full, off = _linear_cross(stats, stats)
+    object.__setattr__(stats, "self_biased", full)
+    object.__setattr__(stats, "self_unbiased", _linear_unbiased(off, stats, stats))
     return stats
 
 
@@ -202,19 +250,10 @@ def linear_cka_from_stats(sx: LinearStats, sy: LinearStats, *, unbiased: bool = 
     _check_n(n, unbiased, "cka")
     if sx.is_constant or sy.is_constant:
         return warn_degenerate("cka")
-    if sx.gram is not None and sy.gram is not None:
-        cross = float(np.vdot(sx.gram, sy.gram))
-    else:
-        cross = _cross_feature(sx, sy)
+    full, off = _linear_cross(sx, sy)
     if not unbiased:
-        return cross / np.sqrt(sx.self_biased * sy.self_biased)
-    num = _unbiased_numerator(
-        cross,
-        float(sx.sq_norms @ sy.sq_norms),
-        float(sx.sq_norms.sum()),
-        float(sy.sq_norms.sum()),
-        n,
-    )
+        return full / np.sqrt(sx.self_biased * sy.self_biased)
+    num = _linear_unbiased(off, sx, sy)
     denom = sx.self_unbiased * sy.self_unbiased
     if not denom > 0:
         return warn_degenerate("cka (unbiased self-HSIC <= 0)")
@@ -384,21 +423,45 @@ def _median_of_centred(Xc: np.ndarray, sq: np.ndarray, slab_rows: int, budget: i
     return float(np.mean([0.0 if p < n else found[(p - n) // 2] for p in positions]))
 
 
+def _min_upper(Xc: np.ndarray, sq: np.ndarray, slab_rows: int) -> float:
+    """Return the smallest squared distance between two different rows (0.0 when n < 2)."""
+    m = np.inf
+    for values in _upper_values(Xc, sq, slab_rows):
+        if values.size:
+            m = min(m, float(values.min()))
+    return float(m) if np.isfinite(m) else 0.0
+
+
 @dataclass(frozen=True, eq=False)
 class RbfStats:
-    """Per-representation statistics of RBF CKA (centred float64 features, norms, σ, self-HSIC).
+    """Per-representation statistics of RBF CKA, computed once and reused for every pair.
+
+    The kernel is kept as its *scaled off-diagonal part*: ``K = I + c · A`` with ``A_ij =
+    exp(-(|x_i - x_j|^2 - m) / (2σ^2))`` for ``i != j``, ``A_ii = 0``, ``m`` the smallest
+    squared distance between two different rows and ``c = exp(-m / (2σ^2))`` (so the largest
+    entry of ``A`` is 1). The unbiased HSIC is bilinear in the diagonal-free kernels, so it is
+    computed on ``A`` alone (``c`` cancels in CKA) and never underflows before ``c`` does; the
+    biased one adds the unit diagonal back analytically (:func:`_rbf_biased`).
 
     Attributes:
         Xc: centred float64 features, (n, d).
         sq_norms: ``|x_i|^2`` of the centred rows, (n,).
         sigma: the resolved bandwidth σ (absolute).
-        self_biased / self_unbiased: ``tr(KHKH)`` and ``n(n-3) HSIC_u(K, K)``.
+        min_sq_distance: ``m``, the smallest squared distance between two different rows.
+        row_sums: ``A 1``, (n,).
+        self_cross: ``sum_ij A_ij^2``.
+        self_biased / self_unbiased: ``tr(KHKH)`` and ``n(n-3) HSIC_u(A, A)`` (of the scaled
+            kernel ``A``; NaN when n < 4).
         is_constant: every row equals the first, or σ resolved to 0.
+        slab_rows: kernel rows per slab.
     """
 
     Xc: npt.NDArray[np.float64]
     sq_norms: npt.NDArray[np.float64]
     sigma: float
+    min_sq_distance: float
+    row_sums: npt.NDArray[np.float64]
+    self_cross: float
     self_biased: float
     self_unbiased: float
     is_constant: bool
@@ -408,43 +471,63 @@ class RbfStats:
     def n(self) -> int:
         return int(self.Xc.shape[0])
 
+    @property
+    def log_scale(self) -> float:
+        """``log c = -m / (2σ^2)``: the log of the largest off-diagonal kernel entry."""
+        return -self.min_sq_distance / (2.0 * self.sigma * self.sigma)
+
+    @property
+    def underflows(self) -> bool:
+        """Every off-diagonal kernel entry is 0 in float64 (``c`` underflows)."""
+        return self.n >= 2 and float(np.exp(self.log_scale)) == 0.0
+
     def kernel_rows(self, rows: slice) -> npt.NDArray[np.float64]:
-        """Return rows ``rows`` of the RBF kernel matrix, (slab, n)."""
-        D = _sq_distances(self.Xc, self.sq_norms, rows)
-        D *= -0.5 / (self.sigma * self.sigma)
-        return np.exp(D, out=D)
+        """Return rows ``rows`` of the scaled off-diagonal kernel ``A``, (slab, n).
 
-
-def _rbf_sums(sx: RbfStats, sy: RbfStats) -> tuple[float, float]:
-    """Return ``(tr(KHLH), n(n-3) HSIC_u)`` from one slab pass over both kernels."""
-    n = sx.n
-    sum_kl = 0.0
-    diag_kl = 0.0
-    rk = np.empty(n)
-    rl = np.empty(n)
-    dk = np.empty(n)
-    dl = np.empty(n)
-    same = sx is sy
-    for rows in row_chunks(n, sx.slab_rows):
-        K = sx.kernel_rows(rows)
-        L = K if same else sy.kernel_rows(rows)
-        sum_kl += float(np.vdot(K, L))
-        rk[rows] = K.sum(axis=1)
-        rl[rows] = L.sum(axis=1)
+        The exponent ``-(|x_i|^2 + |x_j|^2 - 2 x_i.x_j - m) / (2σ^2)`` is formed in place from
+        the Gram slab (three elementwise passes, then ``exp``); rounding may leave entries of
+        duplicate or nearest rows a few ulps above 1, which is harmless.
+        """
+        inv = 0.5 / (self.sigma * self.sigma)
+        E = self.Xc[rows] @ self.Xc.T
+        E *= 2.0 * inv
+        E -= (inv * (self.sq_norms[rows] - self.min_sq_distance))[:, None]
+        E -= (inv * self.sq_norms)[None, :]
         idx = np.arange(rows.stop - rows.start)
-        dk[rows] = K[idx, idx + rows.start]
-        dl[rows] = L[idx, idx + rows.start]
-    diag_kl = float(dk @ dl)
-    biased = sum_kl - 2.0 / n * float(rk @ rl) + float(rk.sum()) * float(rl.sum()) / (n * n)
-    if n < 4:
-        return biased, float("nan")
-    rk_t, rl_t = rk - dk, rl - dl
-    unbiased = (
-        (sum_kl - diag_kl)
-        + float(rk_t.sum()) * float(rl_t.sum()) / ((n - 1) * (n - 2))
-        - 2.0 / (n - 2) * float(rk_t @ rl_t)
-    )
-    return biased, unbiased
+        E[idx, idx + rows.start] = -np.inf  # the diagonal is not part of A (exp(+m/2σ²) overflows)
+        return np.exp(E, out=E)
+
+
+def _rbf_cross(sx: RbfStats, sy: RbfStats) -> float:
+    """Return ``sum_ij A_ij B_ij`` of two scaled off-diagonal kernels, one slab pass."""
+    if sx is sy:
+        return sx.self_cross
+    total = 0.0
+    for rows in row_chunks(sx.n, sx.slab_rows):
+        total += float(np.vdot(sx.kernel_rows(rows), sy.kernel_rows(rows)))
+    return total
+
+
+def _rbf_biased(cross: float, sx: RbfStats, sy: RbfStats) -> float:
+    """Return ``tr(KHLH)`` for ``K = I + c_x A``, ``L = I + c_y B`` (A, B diagonal-free).
+
+    ``tr(KHLH) = (n-1) + c_x c_y [tr(AB) - 2/n a.b + S_a S_b / n^2] - (c_x S_a + c_y S_b) / n``
+    with ``a = A1``, ``S_a = 1^T A 1``: the unit diagonal's part is exact, and terms whose scale
+    underflows are below the rounding of ``n - 1``.
+    """
+    n = sx.n
+    cx, cy = float(np.exp(sx.log_scale)), float(np.exp(sy.log_scale))
+    sa, sb = float(sx.row_sums.sum()), float(sy.row_sums.sum())
+    pair = cross - 2.0 / n * float(sx.row_sums @ sy.row_sums) + sa * sb / (n * n)
+    return (n - 1) + float(np.exp(sx.log_scale + sy.log_scale)) * pair - (cx * sa + cy * sb) / n
+
+
+def _rbf_unbiased(cross: float, sx: RbfStats, sy: RbfStats) -> float:
+    """Return ``n(n-3) HSIC_u(A, B)`` of the scaled off-diagonal kernels (NaN when n < 4)."""
+    if sx.n < 4:
+        return float("nan")
+    rx, ry = sx.row_sums, sy.row_sums
+    return _u_statistic(cross, float(rx @ ry), float(rx.sum()), float(ry.sum()), sx.n)
 
 
 def rbf_stats(
@@ -480,15 +563,38 @@ def rbf_stats(
         median = _median_of_centred(Xc, sq, slab_rows, None)
         sigma = float(sigma_median * np.sqrt(median))
         is_constant = is_constant or median == 0.0
-    stats = RbfStats(Xc, sq, float(sigma) if sigma else 1.0, 0.0, 0.0, is_constant, slab_rows)
-    biased, unbiased = _rbf_sums(stats, stats)
-    object.__setattr__(stats, "self_biased", biased)
-    object.__setattr__(stats, "self_unbiased", unbiased)
+    m = _min_upper(Xc, sq, slab_rows)
+    n = Xc.shape[0]
+    stats = RbfStats(
+        Xc,
+        sq,
+        float(sigma) if sigma else 1.0,
+        m,
+        np.zeros(n),
+        0.0,
+        0.0,
+        0.0,
+        is_constant,
+        slab_rows,
+    )
+    self_cross = 0.0
+    for rows in row_chunks(n, slab_rows):
+        A = stats.kernel_rows(rows)
+        self_cross += float(np.vdot(A, A))
+        stats.row_sums[rows] = A.sum(axis=1)
+    object.__setattr__(stats, "self_cross", self_cross)
+    object.__setattr__(stats, "self_biased", _rbf_biased(self_cross, stats, stats))
+    object.__setattr__(stats, "self_unbiased", _rbf_unbiased(self_cross, stats, stats))
     return stats
 
 
 def rbf_cka_from_stats(sx: RbfStats, sy: RbfStats, *, unbiased: bool = False) -> float:
-    """Return RBF CKA from two representations' :class:`RbfStats` (one slab pass over n×n)."""
+    """Return RBF CKA from two representations' :class:`RbfStats` (one slab pass over n×n).
+
+    The unbiased estimator is NaN with a :class:`BandwidthTooSmallWarning` when a kernel
+    underflows (every off-diagonal entry 0 in float64); the biased one is then exactly what its
+    formula gives for ``K = I``.
+    """
     if sy.n != sx.n:
         raise ConfigError(
             f"cka: X has {sx.n} rows but Y has {sy.n}; features of different subsets cannot be "
@@ -497,16 +603,18 @@ def rbf_cka_from_stats(sx: RbfStats, sy: RbfStats, *, unbiased: bool = False) ->
     _check_n(sx.n, unbiased, "cka")
     if sx.is_constant or sy.is_constant:
         return warn_degenerate("cka")
-    biased, unb = _rbf_sums(sx, sy)
     if unbiased:
+        for s in (sx, sy):
+            if s.underflows:
+                return warn_bandwidth_too_small("cka (rbf, unbiased)", s.sigma, s.min_sq_distance)
         denom = sx.self_unbiased * sy.self_unbiased
         if not denom > 0:
             return warn_degenerate("cka (unbiased self-HSIC <= 0)")
-        return unb / np.sqrt(denom)
+        return _rbf_unbiased(_rbf_cross(sx, sy), sx, sy) / np.sqrt(denom)
     denom = sx.self_biased * sy.self_biased
     if not denom > 0:
         return warn_degenerate("cka")
-    return biased / np.sqrt(denom)
+    return _rbf_biased(_rbf_cross(sx, sy), sx, sy) / np.sqrt(denom)
 
 
 # --------------------------------------------------------------------------------------------
@@ -543,7 +651,9 @@ def cka(
 
     Returns:
         CKA in [0, 1] for the biased estimator (the unbiased one can dip slightly below 0);
-        NaN with a :class:`DegenerateRepresentationWarning` when a representation is constant.
+        NaN with a :class:`DegenerateRepresentationWarning` when a representation is constant,
+        or, unbiased RBF only, with a :class:`BandwidthTooSmallWarning` when σ is so small that
+        every off-diagonal kernel entry underflows to 0.
 
     Raises:
         ConfigError: different row counts, n < 4 with ``unbiased``, an unknown kernel, or a

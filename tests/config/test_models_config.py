@@ -147,6 +147,25 @@ def test_bad_entries(raw, fragment):
         parse_models_config(raw)
 
 
+def test_monosoup_preset_and_include_buffers_are_validated():
+    mono = {"method": "monosoup", "base": "a", "finetuned": "a"}
+    raw = {
+        "a": {"source": "timm", "model_name": "x"},
+        "p": {"variant": {**mono, "preset": "convnxt"}},
+        "q": {"variant": {**mono, "include_buffers": "yes"}},
+        "r": {"variant": {**mono, "preset": "clip", "R": 0.5, "include_buffers": True}},
+        "g": {"variant": {"method": "pruned", "ingredients": ["a"], "heldout": "d:val", "seed": 1}},
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_models_config(raw)
+    msg = str(err.value)
+    assert "'p': unknown MonoSoup preset 'convnxt'; did you mean 'convnext'?" in msg
+    assert "Valid: clip, convnext, convnext_cka." in msg
+    assert "'q': include_buffers must be true or false (got 'yes')." in msg
+    assert "'g' variant: unknown key 'seed'" in msg  # pruned is deterministic: no seed
+    assert "'r'" not in msg
+
+
 def test_missing_file_and_bad_json(tmp_path):
     with pytest.raises(MissingInputError, match="models config not found"):
         load_models_config(tmp_path / "nope.json")

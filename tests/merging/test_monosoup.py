@@ -196,3 +196,36 @@ def test_errors_name_the_tensor(convnext_sd, vit_sd):
         monosoup(convnext_sd, convnext_sd, rank_rule="entropy")
     with pytest.raises(MergeError, match="R must be in"):
         monosoup(convnext_sd, convnext_sd, rank_rule="variance", R=1.5)
+
+
+class _WithBuffer(torch.nn.Module):
+    """A layer with a ≥ 2-D float buffer (like a fixed sin-cos position table)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 6)
+        self.register_buffer("table", torch.randn(5, 4))
+
+
+def test_parameters_only_by_default_buffers_on_request():
+    """The reference scripts loop over named_parameters(): a changed 2-D float buffer keeps
+    W1's value, recorded as a skipped buffer; include_buffers=True edits it like a weight."""
+    torch.manual_seed(0)
+    model = _WithBuffer()
+    w0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    w1 = perturbed(w0, 3, scale=0.1)
+    buffers = {name for name, _ in model.named_buffers()}
+    result = monosoup(w0, w1, buffer_names=buffers)
+    layers = {x["name"]: x for x in result.layers}
+    assert layers["proj.weight"]["edited"]
+    assert not layers["table"]["edited"]
+    assert layers["table"]["skip_reason"].startswith("buffer (MonoSoup edits parameters only")
+    for out in (result.monosoup, result.highonly, result.lowonly):
+        assert torch.equal(out["table"], w1["table"])
+    included = monosoup(
+        w0, w1, rank_rule="variance", R=0.5, buffer_names=buffers, include_buffers=True
+    )
+    assert {x["name"]: x["edited"] for x in included.layers}["table"]
+    assert not torch.equal(included.highonly["table"], w1["table"])
+    from_base = monosoup(w0, w1, buffer_names=buffers, untouched_from="base")
+    assert torch.equal(from_base.monosoup["table"], w0["table"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import timm
 import torch
@@ -99,21 +101,113 @@ def test_greedy_random_order_is_seeded():
 
 
 def test_pruned_hand_checked():
-    # target 1.0; uniform of {0, 1, 2, 9} = 3 (score -2). Worst first: d(9), a(0)/c(2) tie, b.
+    # target 1.0; uniform of {0, 1, 2, 9} = 3 (score -2). b (score 0) is the best: kept, never
+    # tried. Ranking best first: b, a, c (tie, listed order), d; tried in reverse: d, c, a.
     candidates = {"a": _scalar(0.0), "b": _scalar(1.0), "c": _scalar(2.0), "d": _scalar(9.0)}
     soup, log = pruned_soup(candidates, _closeness(1.0))
     assert log[0]["id"] is None and log[0]["score"] == pytest.approx(-2.0)
-    decisions = {e["id"]: e["removed"] for e in log[1:]}
-    assert decisions["d"] is True  # {0,1,2} = 1 -> score 0
-    assert log[1]["id"] == "d"
-    # then removing a ({1,2}=1.5), c ({0,1}=0.5) or b ({0,2}=1) : only b keeps the score 0
-    assert decisions == {"d": True, "a": False, "c": False, "b": True}
+    assert log[1]["id"] == "b" and log[1]["removed"] is False and "never" in log[1]["note"]
+    assert [(e["id"], e["removed"]) for e in log[2:]] == [("d", True), ("c", False), ("a", False)]
+    # without d: {0,1,2} = 1 (score 0); then without c: {0,1} = 0.5, without a: {1,2} = 1.5
     assert float(soup["w"]) == pytest.approx(1.0)
 
 
 def test_pruned_keeps_last_ingredient():
     soup, log = pruned_soup({"a": _scalar(1.0)}, _closeness(5.0))
     assert float(soup["w"]) == 1.0 and log[-1]["removed"] is False
+
+
+def _lookup(table: dict[float, float]):
+    """Held-out 'score' of a scalar soup looked up by its weight (a constructed evaluator)."""
+    return lambda sd: table[round(float(sd["w"]), 9)]
+
+
+def test_pruned_never_removes_the_best_candidate():
+    """Removing the best model c would raise the soup's score; Sobral et al.'s recipe never
+    tries it, so the soup keeps c (the old worst-first loop over all removed it)."""
+    candidates = {"a": _scalar(0.0), "b": _scalar(1.0), "c": _scalar(3.0)}
+    scores = {0.0: 0.5, 1.0: 0.6, 3.0: 0.9}  # individual: c is the best
+    scores |= {round(4 / 3, 9): 0.7, 2.0: 0.6, 1.5: 0.65, 0.5: 0.95}  # soups
+    soup, log = pruned_soup(candidates, _lookup(scores))
+    assert float(soup["w"]) == pytest.approx(4 / 3)  # nothing removed: a and b both hurt
+    assert [e["id"] for e in log[1:]] == ["c", "a", "b"]
+    assert all(e["removed"] is False for e in log[1:])
+
+
+def _main_py_greedy(candidates: dict, evaluate) -> list[str]:
+    """model-soups ``main.py`` greedy soup, written out: stable ascending sort of the individual
+    scores, reversed; the first is the soup; each other added if the soup score rises (``>``)."""
+    individual = {name: evaluate(sd) for name, sd in candidates.items()}
+    ranked = [name for name, _ in sorted(individual.items(), key=lambda kv: kv[1])][::-1]
+    ingredients, best = [ranked[0]], individual[ranked[0]]
+    for name in ranked[1:]:
+        score = evaluate(uniform_soup([candidates[i] for i in [*ingredients, name]]))
+        if score > best:
+            ingredients, best = [*ingredients, name], score
+    return ingredients
+
+
+def _make_soup_pruned(candidates: dict, evaluate) -> list[str]:
+    """Sobral et al.'s ``make_soup(method=PRUNED, strategy=SORTED)``, written out: rank by
+    ``sorted(reverse=True)``, keep the first, try removing the others in reverse (``>=``)."""
+    individual = {name: evaluate(sd) for name, sd in candidates.items()}
+    ranked = [name for name, _ in sorted(individual.items(), key=lambda kv: kv[1], reverse=True)]
+    kept = list(ranked)
+    current = evaluate(uniform_soup([candidates[i] for i in kept]))
+    for name in reversed(ranked[1:]):
+        trial = [i for i in kept if i != name]
+        score = evaluate(uniform_soup([candidates[i] for i in trial]))
+        if score >= current:
+            kept, current = trial, score
+    return kept
+
+
+def _tied_instances(n_instances: int = 40):
+    """Random scalar candidates whose coarse scores tie often (the cases where orders matter)."""
+    rng = random.Random(0)
+    for _ in range(n_instances):
+        values = [rng.choice([-2.0, -1.0, 0.0, 1.0, 2.0, 3.0]) for _ in range(5)]
+        candidates = {f"m{i}": _scalar(v) for i, v in enumerate(values)}
+        target = rng.choice([0.0, 0.5, 1.0])
+        yield candidates, lambda sd, t=target: -round(abs(float(sd["w"]) - t))
+
+
+def test_greedy_strict_accept_equals_model_soups_main_py_on_ties():
+    differs_from_listed_order = 0
+    for candidates, evaluate in _tied_instances():
+        soup, log = greedy_soup(candidates, evaluate, accept=">")
+        expected = _main_py_greedy(candidates, evaluate)
+        assert [e["id"] for e in log if e["accepted"]] == expected
+        assert _equal(soup, uniform_soup([candidates[i] for i in expected]))
+        listed = sorted(candidates, key=lambda i: -evaluate(candidates[i]))  # old tie order
+        differs_from_listed_order += [e["id"] for e in log] != listed
+    assert differs_from_listed_order > 0  # the instances do exercise the tie order
+
+
+def test_greedy_strict_accept_tries_equal_scores_later_listed_first():
+    candidates = {"a": _scalar(0.0), "b": _scalar(2.0), "c": _scalar(1.0)}  # a, b tie at -1
+    _, log = greedy_soup(candidates, _closeness(1.0), accept=">")
+    assert [e["id"] for e in log] == ["c", "b", "a"]
+    _, log = greedy_soup(candidates, _closeness(1.0), accept=">=")  # Recipe 1: listed order
+    assert [e["id"] for e in log] == ["c", "a", "b"]
+
+
+def test_pruned_equals_sobral_make_soup_on_ties():
+    for candidates, evaluate in _tied_instances():
+        soup, _ = pruned_soup(candidates, evaluate)
+        expected = _make_soup_pruned(candidates, evaluate)
+        assert _equal(soup, uniform_soup([candidates[i] for i in expected]))
+
+
+def test_greedy_random_starts_from_the_best_candidate():
+    candidates = {name: _scalar(float(i)) for i, name in enumerate("abcdef")}  # d is the best
+    firsts, rests = set(), set()
+    for seed in range(5):
+        _, log = greedy_soup(candidates, _closeness(3.0), order="random", seed=seed)
+        firsts.add(log[0]["id"])
+        rests.add(tuple(e["id"] for e in log[1:]))
+    assert firsts == {"d"}
+    assert len(rests) > 1  # the others are shuffled
 
 
 # -- greedy on a real model with a real accuracy ----------------------------------------------

@@ -44,6 +44,17 @@ def test_ties_hand_checked():
     torch.testing.assert_close(out["w"], torch.tensor([1.0 + 3.0]).double())
 
 
+def test_ties_zero_sign_with_zero_majority_elects_plus():
+    """Exactly opposite task vectors: every summed sign and the model-wide majority are 0.
+    We elect +1 (mergekit's rule for a zero sum); the authors' code would average the
+    negative entries instead (module docstring)."""
+    base = {"w": torch.zeros(4, dtype=torch.float64)}
+    up = {"w": torch.tensor([1.0, -2.0, 3.0, -4.0], dtype=torch.float64)}
+    down = {"w": -up["w"]}
+    merged = ties_merge(base, [up, down], keep=1.0)
+    assert torch.equal(merged["w"], torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
+
+
 def test_ties_global_versus_per_tensor_trimming():
     base = {"a": torch.zeros(2, dtype=torch.float64), "b": torch.zeros(2, dtype=torch.float64)}
     ft = {"a": torch.tensor([10.0, 20.0]).double(), "b": torch.tensor([1.0, 2.0]).double()}

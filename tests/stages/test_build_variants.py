@@ -121,6 +121,9 @@ def test_uniform_soup_and_monosoup_materialised_with_recipes(project, models_con
         "R": 0.8,
         "min_rel_update": 1e-6,
         "untouched_from": "finetuned",
+        "include_buffers": False,
+        "preset": None,
+        "preset_overridden": [],
     }
     layers = {x["name"]: x for x in mono["layers"]}
     assert set(layers) == set(a)
@@ -191,6 +194,74 @@ def test_extraction_builds_variants_and_rebuilds_when_an_ingredient_changes(
         assert _recipe(project, model_id)["ingredients"][1] != ft_digest
     with open_cache(project.feature_file("wds/digits", "test", "soup")) as cache:
         assert cache.attrs["content_key"] != old_feature_key
+
+
+def test_monosoup_presets_and_buffers_recorded_in_the_recipe(project, models_config):
+    """A preset sets its reference script's values, explicit keys override it; buffers (the
+    ResNet's BatchNorm statistics) are skipped as buffers unless include_buffers."""
+    mono = {"method": "monosoup", "base": "r1", "finetuned": "r2"}
+    config = models_config(
+        {
+            "r1": RESNET,
+            "r2": RESNET,
+            "clip": {"variant": {**mono, "preset": "clip"}},
+            "cnx": {"variant": {**mono, "preset": "convnext"}},
+            "cka": {"variant": {**mono, "preset": "convnext_cka", "R": 0.5}},
+            "buf": {"variant": {**mono, "include_buffers": True, "min_rel_update": 0.0}},
+        }
+    )
+    assert _build(project, config) == 0
+    settings = {m: _recipe(project, m)["settings"] for m in ("clip", "cnx", "cka", "buf")}
+    pick = ("preset", "rank_rule", "R", "min_rel_update", "preset_overridden", "include_buffers")
+    assert {m: tuple(s[k] for k in pick) for m, s in settings.items()} == {
+        "clip": ("clip", "freevariance", 0.8, 1e-6, [], False),
+        "cnx": ("convnext", "vetterli", 0.9, 1e-2, [], False),
+        "cka": ("convnext_cka", "vetterli", 0.5, 1e-2, ["R"], False),
+        "buf": (None, "vetterli", 0.8, 0.0, [], True),
+    }
+    assert _recipe(project, "cka")["recipe"]["variant"]["preset"] == "convnext_cka"
+    skipped = {x["name"]: x["skip_reason"] for x in _recipe(project, "cnx")["layers"]}
+    assert skipped["conv1.1.running_mean"].startswith("buffer (MonoSoup edits parameters only")
+    assert skipped["conv1.1.num_batches_tracked"].startswith("buffer")
+    assert skipped["conv1.1.weight"] == "fewer than 2 dims"  # a parameter
+    with_buffers = {x["name"]: x["skip_reason"] for x in _recipe(project, "buf")["layers"]}
+    assert with_buffers["conv1.1.running_mean"] == "fewer than 2 dims"
+
+
+def test_variant_keys_change_only_where_a_method_changed(project, models_config):
+    """Greedy, pruned and MonoSoup results changed (issue 16): their keys carry a method
+    revision, so stale variants are rebuilt; a uniform soup keeps its key and is reused."""
+    import hashlib
+
+    from sim_consistency.merging.build import MERGING_CODE_VERSION, METHOD_REVISIONS, variant_key
+
+    sel = {"ingredients": ["a", "b"], "heldout": "wds/digits:val"}
+    config = models_config(
+        {
+            "a": VIT,
+            "b": VIT,
+            "uniform": {"variant": {"method": "uniform", "ingredients": ["a", "b"]}},
+            "greedy": {"variant": {"method": "greedy", **sel}},
+            "pruned": {"variant": {"method": "pruned", **sel}},
+            "mono": {"variant": {"method": "monosoup", "base": "a", "finetuned": "b"}},
+        }
+    )
+    specs = load_models_config(config, base_dir=project.root)
+
+    def old_key(spec):  # the key before method revisions existed
+        refs = {r: {"recipe": specs[r].recipe()} for r in spec.references()}
+        payload = {
+            "code_version": MERGING_CODE_VERSION,
+            "recipe": spec.recipe(),
+            "references": refs,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    for model_id in ("uniform", "greedy", "pruned", "mono"):
+        spec = specs[model_id]
+        changed = spec.variant.method in METHOD_REVISIONS
+        assert (variant_key(spec, specs, location=project) != old_key(spec)) == changed, model_id
+    assert METHOD_REVISIONS["pruned"] >= 2 and "uniform" not in METHOD_REVISIONS
 
 
 def test_greedy_soup_on_the_digits_val_split(project, models_config):
