@@ -428,25 +428,42 @@ def _build_ties(ctx: BuildContext) -> VariantBuild:
 def _build_monosoup(ctx: BuildContext) -> VariantBuild:
     preset_name = ctx.option("preset")
     preset = MONOSOUP_PRESETS[preset_name] if preset_name is not None else {}
-    defaults = {"rank_rule": "vetterli", "R": 0.8, "min_rel_update": 1e-6, **preset}
+    defaults: dict[str, Any] = {"rank_rule": "vetterli", "R": 0.8, "min_rel_update": 1e-6, **preset}
     include_buffers = ctx.option("include_buffers", False)
     if not isinstance(include_buffers, bool):
         raise ConfigError(
             f"{ctx.where}: include_buffers must be true or false (got {include_buffers!r})."
         )
-    settings = {
-        "rank_rule": _choice(ctx, "rank_rule", defaults["rank_rule"], RANK_RULES),
-        "R": _number(ctx, "R", defaults["R"]),
-        "min_rel_update": _number(ctx, "min_rel_update", defaults["min_rel_update"]),
-        # Where tensors MonoSoup does not edit come from (W1 in the reference code).
-        "untouched_from": _choice(ctx, "untouched_from", "finetuned", ("finetuned", "base")),
-        "include_buffers": include_buffers,
-    }
+    rank_rule = cast(RankRule, _choice(ctx, "rank_rule", defaults["rank_rule"], RANK_RULES))
+    R = _number(ctx, "R", defaults["R"])
+    min_rel_update = _number(ctx, "min_rel_update", defaults["min_rel_update"])
+    # Where tensors MonoSoup does not edit come from (W1 in the reference code).
+    untouched_from = cast(
+        Literal["finetuned", "base"],
+        _choice(ctx, "untouched_from", "finetuned", ("finetuned", "base")),
+    )
     base = ctx.load(ctx.option("base"))
     finetuned = _single(ctx, "finetuned")
     w1 = ctx.load(finetuned)
     buffers = {name for name, _ in ctx.load_model(finetuned).model.named_buffers()}
-    result = monosoup(base, w1, **settings, buffer_names=buffers, device=ctx.device)
+    result = monosoup(
+        base,
+        w1,
+        rank_rule,
+        R,
+        min_rel_update,
+        untouched_from=untouched_from,
+        include_buffers=include_buffers,
+        buffer_names=buffers,
+        device=ctx.device,
+    )
+    settings: dict[str, Any] = {
+        "rank_rule": rank_rule,
+        "R": R,
+        "min_rel_update": min_rel_update,
+        "untouched_from": untouched_from,
+        "include_buffers": include_buffers,
+    }
     settings["preset"] = preset_name
     settings["preset_overridden"] = sorted(k for k in preset if k in ctx.variant.options)
     edited = sum(layer["edited"] for layer in result.layers)
@@ -539,7 +556,7 @@ def variant_key(
     and the SHA-256 of its weights/checkpoint file (or, for a referenced variant, its own key).
     Pretrained hub weights are identified by their name and tag.
     """
-    payload = {
+    payload: dict[str, Any] = {
         "code_version": MERGING_CODE_VERSION,
         "recipe": spec.recipe(),
         "references": {ref: _identity(ref, specs, location) for ref in spec.references()},
