@@ -1,4 +1,4 @@
-"""Model sources (sim_consistency/models/sources.py): every source builds, weights load exactly,
+"""Model sources (sim_consistency/models/sources/): every source builds, weights load exactly,
 missing weights fail fast with a note that says what to do."""
 
 from __future__ import annotations
@@ -443,7 +443,7 @@ def test_checkpoint_at_another_resolution_goes_through_timm_filter(
 def test_url_hosted_weights_cached_or_fail_fast(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sim_consistency.models.sources import _url_file
+    from sim_consistency.models.sources._hub import url_file as _url_file
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     (tmp_path / "w.pth").write_bytes(b"cached")

@@ -1,0 +1,62 @@
+"""Model sources: how each ``source`` of a models-config entry becomes a network.
+
+One module per source, each owning its builder (and, for the sources that define an
+architecture, how a state dict is loaded onto it):
+
+* :mod:`.timm` — ``timm.create_model``, pretrained / local weights the timm way.
+* :mod:`.open_clip` — open_clip's visual tower, wrapped in a headless ``ImageClassifier``.
+* :mod:`.checkpoint` — ``checkpoint`` and ``variant``: a state dict onto another entry's
+  architecture, strictly.
+
+Shared pieces: :mod:`._hub` (offline-first weight lookup), :mod:`._base` (``BuiltModel``, the
+spec chain, strict loading). :data:`MODEL_SOURCES` maps every ``ModelSpec.source`` to its
+builder ``(spec, specs, *, models_dir) -> BuiltModel``; :data:`ARCHITECTURE_LOADERS` maps the
+sources that define an architecture to ``(arch, state_dict, *, file, where, num_classes,
+img_size) -> BuiltModel``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sim_consistency.models.sources._base import (
+    BuiltModel,
+    ModelBuilder,
+    architecture_chain,
+    architecture_spec,
+    inherited_option,
+)
+from sim_consistency.models.sources._hub import hf_hub_cache_dir, resolve_hub_file
+from sim_consistency.models.sources.checkpoint import build_checkpoint, build_variant
+from sim_consistency.models.sources.open_clip import build_open_clip, open_clip_onto
+from sim_consistency.models.sources.timm import build_timm, timm_onto
+
+__all__ = [
+    "ARCHITECTURE_LOADERS",
+    "MODEL_SOURCES",
+    "BuiltModel",
+    "ModelBuilder",
+    "architecture_chain",
+    "architecture_spec",
+    "build_checkpoint",
+    "build_open_clip",
+    "build_timm",
+    "build_variant",
+    "hf_hub_cache_dir",
+    "inherited_option",
+    "resolve_hub_file",
+]
+
+#: Every ``ModelSpec.source``, mapped to the function that builds it.
+MODEL_SOURCES: dict[str, ModelBuilder] = {
+    "timm": build_timm,
+    "open_clip": build_open_clip,
+    "checkpoint": build_checkpoint,
+    "variant": build_variant,
+}
+
+#: Sources that define an architecture: how a checkpoint / variant state dict is loaded onto it.
+ARCHITECTURE_LOADERS: dict[str, Callable[..., BuiltModel]] = {
+    "timm": timm_onto,
+    "open_clip": open_clip_onto,
+}
