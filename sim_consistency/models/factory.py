@@ -204,7 +204,7 @@ def create_model(
     names = find_block_names(model, blocks_option)
     infos = describe_blocks(model, names, built.preprocessing["input_size"], device)
     pooling = _resolve_pooling(spec.model_id, inherited_option(spec, specs, "pooling"), infos)
-    has_head, n_classes = _head(model)
+    has_head, n_classes = (True, built.n_classes) if built.n_classes else _head(model)
     return LoadedModel(
         model_id=spec.model_id,
         model=model,

@@ -7,6 +7,11 @@ architecture, how a state dict is loaded onto it):
 * :mod:`.open_clip` — open_clip's visual tower, wrapped in a headless ``ImageClassifier``.
 * :mod:`.checkpoint` — ``checkpoint`` and ``variant``: a state dict onto another entry's
   architecture, strictly.
+* :mod:`.torchvision` — ``torchvision.models.get_model`` with a weights enum or local file.
+* :mod:`.python` — the user's own factory ``"pkg.mod:fn"`` + kwargs + weights + transform.
+
+Sources with their own spec class (validated by the models-config loader) are listed in
+:data:`SOURCE_SPECS` (:mod:`.specs`).
 
 Shared pieces: :mod:`._hub` (offline-first weight lookup), :mod:`._base` (``BuiltModel``, the
 spec chain, strict loading). :data:`MODEL_SOURCES` maps every ``ModelSpec.source`` to its
@@ -29,11 +34,15 @@ from sim_consistency.models.sources._base import (
 from sim_consistency.models.sources._hub import hf_hub_cache_dir, resolve_hub_file
 from sim_consistency.models.sources.checkpoint import build_checkpoint, build_variant
 from sim_consistency.models.sources.open_clip import build_open_clip, open_clip_onto
+from sim_consistency.models.sources.python import build_python, python_onto
+from sim_consistency.models.sources.specs import SOURCE_SPECS
 from sim_consistency.models.sources.timm import build_timm, timm_onto
+from sim_consistency.models.sources.torchvision import build_torchvision, torchvision_onto
 
 __all__ = [
     "ARCHITECTURE_LOADERS",
     "MODEL_SOURCES",
+    "SOURCE_SPECS",
     "BuiltModel",
     "ModelBuilder",
     "architecture_chain",
@@ -53,10 +62,14 @@ MODEL_SOURCES: dict[str, ModelBuilder] = {
     "open_clip": build_open_clip,
     "checkpoint": build_checkpoint,
     "variant": build_variant,
+    "torchvision": build_torchvision,
+    "python": build_python,
 }
 
 #: Sources that define an architecture: how a checkpoint / variant state dict is loaded onto it.
 ARCHITECTURE_LOADERS: dict[str, Callable[..., BuiltModel]] = {
     "timm": timm_onto,
     "open_clip": open_clip_onto,
+    "torchvision": torchvision_onto,
+    "python": python_onto,
 }

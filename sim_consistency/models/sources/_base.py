@@ -40,12 +40,15 @@ class BuiltModel:
         transform: PIL image -> ``(3, h, w)`` tensor, the library's eval preprocessing.
         preprocessing: JSON-able description of ``transform`` (goes into content keys).
         arch_id: the models-config entry that defined the architecture.
+        n_classes: classes of the logits ``model`` outputs, for sources whose models do not say
+            so themselves (torchvision, python); ``None``: ask the model (timm, open_clip).
     """
 
     model: nn.Module
     transform: Callable[[Any], torch.Tensor]
     preprocessing: dict[str, Any]
     arch_id: str
+    n_classes: int | None = None
 
 
 #: ``builder(spec, specs, *, models_dir) -> BuiltModel``: one per entry of :data:`MODEL_SOURCES`.
