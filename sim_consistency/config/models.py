@@ -202,9 +202,7 @@ class ModelSpec:
     """
 
     model_id: str
-    source: Literal[
-        "timm", "open_clip", "checkpoint", "variant", "torchvision", "ssl", "custom", "hf", "python"
-    ]
+    source: Literal["timm", "open_clip", "checkpoint", "variant", "torchvision", "python"]
     model_name: str | None = None
     pretrained: bool | str = False
     weights: Path | None = None
