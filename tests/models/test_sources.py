@@ -58,6 +58,14 @@ def every_source_config(tmp_path: Path, tiny_open_clip) -> tuple[dict, ProjectLo
         "clip_rn": {"source": "open_clip", "model_name": "simc-tiny-rn"},
         "run_1": {"source": "checkpoint", "arch": "test_resnet", "path": "run_1.pt"},
         "soup": {"variant": {"method": "uniform", "ingredients": ["run_1", "test_resnet"]}},
+        "tv": {"source": "torchvision", "model_name": "mobilenet_v3_small"},
+        "cifar": {
+            "source": "python",
+            "factory": "cifar_zoo.resnet:create_cifar10_resnet18",
+            "kwargs": {"width": 4},
+            "python_path": str(Path(__file__).parent / "user_models"),
+            "transform": {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        },
     }
     return raw, location
 
