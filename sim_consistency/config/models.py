@@ -202,7 +202,9 @@ class ModelSpec:
     """
 
     model_id: str
-    source: Literal["timm", "open_clip", "checkpoint", "variant", "torchvision", "python"]
+    source: Literal[
+        "timm", "open_clip", "checkpoint", "variant", "torchvision", "python", "ssl", "custom"
+    ]
     model_name: str | None = None
     pretrained: bool | str = False
     weights: Path | None = None

@@ -9,6 +9,7 @@ JSON description, which feature-cache content keys hash.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from sim_consistency.models.blocks import (
 )
 from sim_consistency.models.checkpoints import state_dict_sha256
 from sim_consistency.models.classifier import ImageClassifier
-from sim_consistency.models.sources import MODEL_SOURCES, inherited_option
+from sim_consistency.models.sources import MODEL_SOURCES, inherited_option, weightless_spec
 from sim_consistency.project import ProjectLocation
 
 __all__ = ["LoadedModel", "create_model", "default_pooling", "forward_logits", "init_seed"]
@@ -169,7 +170,10 @@ def create_model(
     Args:
         spec: the entry to build.
         specs: the whole models config (checkpoints and variants resolve references in it).
-        device: where the model runs (the dummy forward pass included).
+        device: where the model runs (the dummy forward pass included). ``"meta"`` builds the
+            architecture without weights and without allocating them (``--list_blocks``):
+            checkpoints and variants use their architecture entry's head, ``weights_sha256`` is
+            empty, and the model cannot compute features.
         location: the project root (a :class:`ProjectLocation`, or a path; ``None``: the
             ``SIMC_ROOT`` / ``./project_root`` default); variants are read from its ``models/``.
 
@@ -186,12 +190,19 @@ def create_model(
             f"models config entry '{spec.model_id}': unknown source {spec.source!r}. Valid: "
             f"{', '.join(sorted(MODEL_SOURCES))}."
         )
-    with torch.random.fork_rng(devices=[]):  # seeded init; the caller's RNG is untouched
-        torch.manual_seed(init_seed(spec.model_id))
-        built = MODEL_SOURCES[spec.source](spec, specs, models_dir=_models_dir(location))
-    model = built.model.eval()
-    weights_sha256 = state_dict_sha256(model.state_dict())
     device = torch.device(device)
+    is_meta = device.type == "meta"
+    build_spec = weightless_spec(spec, specs) if is_meta else spec
+    with (
+        torch.random.fork_rng(devices=[]),  # seeded init; the caller's RNG is untouched
+        torch.device("meta") if is_meta else contextlib.nullcontext(),
+    ):
+        torch.manual_seed(init_seed(spec.model_id))
+        built = MODEL_SOURCES[build_spec.source](
+            build_spec, specs, models_dir=_models_dir(location)
+        )
+    model = built.model.eval()
+    weights_sha256 = "" if is_meta else state_dict_sha256(model.state_dict())
     model = model.to(device)
 
     blocks_option = inherited_option(spec, specs, "blocks")

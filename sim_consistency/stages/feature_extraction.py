@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 import sim_consistency
 from sim_consistency.config import ModelSpec, load_models_config, select_models
 from sim_consistency.data import ImageDataset, collate_samples, load_dataset, read_dataset_list
-from sim_consistency.errors import ConfigError
+from sim_consistency.errors import ConfigError, SimcError
 from sim_consistency.features.cache import FeatureCacheWriter, read_cache_attrs
 from sim_consistency.features.extract import BlockExtractor, BlockSpec, write_features
 from sim_consistency.features.keys import EXTRACTION_CODE_VERSION, content_key, keys_fingerprint
@@ -433,7 +433,15 @@ def _written_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
 
 
 def list_blocks(settings: ExtractionSettings) -> str:
-    """Return the dry-run report: blocks, pooled dims, bytes per image, projected cache size."""
+    """Return the dry-run report: blocks, pooled dims, bytes per image, projected cache size.
+
+    Models are built on the meta device: no weights are read, downloaded or allocated, so the
+    largest architectures list their blocks in seconds.
+
+    Raises:
+        ConfigError: some entries cannot be built; the message is the whole report with the
+            reason on each such entry's line.
+    """
     specs = load_models_config(settings.models_config, base_dir=settings.project_root)
     n_rows = {
         (d, s): len(_dataset(settings, d, s)) for d in settings.datasets for s in settings.splits
@@ -442,8 +450,14 @@ def list_blocks(settings: ExtractionSettings) -> str:
     itemsize = np.dtype(settings.dtype).itemsize
     lines: list[str] = []
     grand_total = 0
+    failures: list[str] = []
     for model_id in settings.model_ids:
-        loaded = create_model(specs[model_id], specs, device="cpu", location=settings.location)
+        try:  # the architecture only: no weights are read or allocated
+            loaded = create_model(specs[model_id], specs, device="meta", location=settings.location)
+        except SimcError as exc:
+            failures.append(str(exc))
+            lines.append(f"{model_id}: cannot be built: {exc}")
+            continue
         blocks = block_specs(loaded)
         per_image = sum(info.dim for info in loaded.blocks) * itemsize
         if loaded.has_head and loaded.n_classes:
@@ -461,6 +475,10 @@ def list_blocks(settings: ExtractionSettings) -> str:
             )
     lines.append("datasets: " + ", ".join(f"{d}:{s} ({n:,} rows)" for (d, s), n in n_rows.items()))
     lines.append(f"projected cache size: {grand_total / 2**20:.1f} MB")
+    if failures:
+        raise ConfigError(
+            "\n".join(lines) + f"\n{len(failures)} model(s) cannot be built (see above)."
+        )
     return "\n".join(lines)
 
 

@@ -48,6 +48,8 @@ def every_source_config(tmp_path: Path, tiny_open_clip) -> tuple[dict, ProjectLo
     location = ProjectLocation(tmp_path / "root").create()
     resnet = timm.create_model("test_resnet", pretrained=False, num_classes=5)
     torch.save({"state_dict": resnet.state_dict()}, tmp_path / "run_1.pt")
+    clip = open_clip.create_model("simc-tiny-vit", pretrained=None, pretrained_text=False)
+    torch.save(clip.state_dict(), tmp_path / "clip.pt")
     _save_safetensors(resnet.state_dict(), location.model_weights_file("soup"))
     raw = {
         **{
@@ -59,6 +61,14 @@ def every_source_config(tmp_path: Path, tiny_open_clip) -> tuple[dict, ProjectLo
         "run_1": {"source": "checkpoint", "arch": "test_resnet", "path": "run_1.pt"},
         "soup": {"variant": {"method": "uniform", "ingredients": ["run_1", "test_resnet"]}},
         "tv": {"source": "torchvision", "model_name": "mobilenet_v3_small"},
+        "ssl": {"source": "ssl", "model_name": "dino-vit-small-p16", "pretrained": False},
+        "custom": {
+            "source": "custom",
+            "model_name": "OpenCLIP",
+            "model_parameters": {"variant": "simc-tiny-vit"},
+            "weights": "clip.pt",
+            "module_name": "visual",
+        },
         "cifar": {
             "source": "python",
             "factory": "cifar_zoo.resnet:create_cifar10_resnet18",

@@ -9,6 +9,8 @@ architecture, how a state dict is loaded onto it):
   architecture, strictly.
 * :mod:`.torchvision` — ``torchvision.models.get_model`` with a weights enum or local file.
 * :mod:`.python` — the user's own factory ``"pkg.mod:fn"`` + kwargs + weights + transform.
+* :mod:`.ssl_models` / :mod:`.custom` — Rep2Rep's (thingsvision's) ``ssl`` and ``custom``
+  names, resolved through the tables of :mod:`.rep2rep`.
 
 Sources with their own spec class (validated by the models-config loader) are listed in
 :data:`SOURCE_SPECS` (:mod:`.specs`).
@@ -30,12 +32,15 @@ from sim_consistency.models.sources._base import (
     architecture_chain,
     architecture_spec,
     inherited_option,
+    weightless_spec,
 )
 from sim_consistency.models.sources._hub import hf_hub_cache_dir, resolve_hub_file
 from sim_consistency.models.sources.checkpoint import build_checkpoint, build_variant
+from sim_consistency.models.sources.custom import build_custom, custom_onto
 from sim_consistency.models.sources.open_clip import build_open_clip, open_clip_onto
 from sim_consistency.models.sources.python import build_python, python_onto
 from sim_consistency.models.sources.specs import SOURCE_SPECS
+from sim_consistency.models.sources.ssl_models import build_ssl, ssl_onto
 from sim_consistency.models.sources.timm import build_timm, timm_onto
 from sim_consistency.models.sources.torchvision import build_torchvision, torchvision_onto
 
@@ -54,6 +59,7 @@ __all__ = [
     "hf_hub_cache_dir",
     "inherited_option",
     "resolve_hub_file",
+    "weightless_spec",
 ]
 
 #: Every ``ModelSpec.source``, mapped to the function that builds it.
@@ -64,6 +70,8 @@ MODEL_SOURCES: dict[str, ModelBuilder] = {
     "variant": build_variant,
     "torchvision": build_torchvision,
     "python": build_python,
+    "ssl": build_ssl,
+    "custom": build_custom,
 }
 
 #: Sources that define an architecture: how a checkpoint / variant state dict is loaded onto it.
@@ -72,4 +80,6 @@ ARCHITECTURE_LOADERS: dict[str, Callable[..., BuiltModel]] = {
     "open_clip": open_clip_onto,
     "torchvision": torchvision_onto,
     "python": python_onto,
+    "ssl": ssl_onto,
+    "custom": custom_onto,
 }

@@ -8,7 +8,7 @@ state dict onto it with :func:`load_strict` (every key and shape must match).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "jsonable",
     "load_strict",
     "transform_steps",
+    "weightless_spec",
     "entry_where",
 ]
 
@@ -87,6 +88,22 @@ def architecture_chain(spec: ModelSpec, specs: Mapping[str, ModelSpec]) -> list[
 def architecture_spec(spec: ModelSpec, specs: Mapping[str, ModelSpec]) -> ModelSpec:
     """Return the architecture entry whose architecture ``spec`` is built on (itself if so)."""
     return architecture_chain(spec, specs)[-1]
+
+
+def weightless_spec(spec: ModelSpec, specs: Mapping[str, ModelSpec]) -> ModelSpec:
+    """Return the entry that builds ``spec``'s architecture without loading any weights.
+
+    Used to list blocks on the meta device: checkpoints and variants resolve to their
+    architecture entry (so a checkpoint's own head size is not read), pretrained tags and
+    weights files are dropped; the model id stays ``spec``'s for messages.
+    """
+    arch = architecture_spec(spec, specs)
+    if arch.options is not None:
+        return replace(arch, model_id=spec.model_id, options=arch.options.without_weights())
+    name = arch.model_name
+    if arch.source == "timm" and isinstance(arch.pretrained, str) and name and "." not in name:
+        name = f"{name}.{arch.pretrained}"  # the tag sets the head size
+    return replace(arch, model_id=spec.model_id, model_name=name, pretrained=False, weights=None)
 
 
 def inherited_option(spec: ModelSpec, specs: Mapping[str, ModelSpec], name: str) -> Any:

@@ -188,3 +188,34 @@ def safe_alternatives(filename: str) -> list[str]:
     if filename.endswith((".bin", ".pth")):
         return [filename[:-4] + ".safetensors", filename]
     return [filename]
+
+
+def download_url(url: str, target: Path, *, where: str, looked: Sequence[Path]) -> Path:
+    """Download ``url`` to ``target`` after one fast reachability check; return ``target``.
+
+    Raises:
+        WeightsNotFoundError: offline, unreachable, or the download failed; the message lists
+            ``looked`` (the cache paths searched) and how to provide the file.
+    """
+    import torch.hub
+
+    shown = ", ".join(str(p) for p in looked)
+
+    def not_available(reason: str) -> WeightsNotFoundError:
+        return WeightsNotFoundError(
+            f"{where}: pretrained weights are not available (looked for {shown}; {url} could "
+            f'not be reached: {reason}). Provide the weights: add "weights": "/path/to/file" to '
+            f"the entry, or download {url} on a machine with internet and put it at {target}."
+        )
+
+    if hub_offline():
+        raise not_available("HF_HUB_OFFLINE is set")
+    try:
+        request = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S):
+            pass
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(target), progress=False)
+    except (urllib.error.URLError, OSError, ValueError, RuntimeError) as exc:
+        raise not_available(str(exc)) from exc
+    return target

@@ -56,6 +56,10 @@ class SourceSpec:
         """A short human name of the architecture (``ModelSpec.model_name``)."""
         raise NotImplementedError
 
+    def without_weights(self) -> SourceSpec:
+        """The same architecture and preprocessing, built without loading any weights."""
+        raise NotImplementedError
+
     def recipe(self) -> dict[str, Any]:
         """Return the spec as plain JSON (hashed into content keys)."""
         out: dict[str, Any] = {}

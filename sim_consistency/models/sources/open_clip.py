@@ -105,6 +105,8 @@ def _open_clip_create(
         kwargs["force_quick_gelu"] = True
     if img_size is not None:
         kwargs["force_image_size"] = img_size
+    if torch.get_default_device().type == "meta":
+        kwargs["device"] = "meta"  # a weightless skeleton (--list_blocks): do not move to CPU
     try:
         model, _, _ = open_clip.create_model_and_transforms(
             spec.model_name, pretrained=pretrained, pretrained_text=False, **kwargs

@@ -17,7 +17,7 @@ import importlib
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -163,6 +163,9 @@ class PythonSpec(SourceSpec):
     @property
     def label(self) -> str:
         return self.factory
+
+    def without_weights(self) -> PythonSpec:
+        return replace(self, weights=None)
 
     @classmethod
     def parse(cls, entry, parameters, *, where, base_dir, problems):

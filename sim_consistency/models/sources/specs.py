@@ -7,7 +7,9 @@ line here (plus its builder in ``MODEL_SOURCES``).
 from __future__ import annotations
 
 from sim_consistency.models.sources._spec import SourceSpec
+from sim_consistency.models.sources.custom import CustomSpec
 from sim_consistency.models.sources.python import PythonSpec
+from sim_consistency.models.sources.ssl_models import SslSpec
 from sim_consistency.models.sources.torchvision import TorchvisionSpec
 
 __all__ = ["SOURCE_SPECS"]
@@ -16,4 +18,6 @@ __all__ = ["SOURCE_SPECS"]
 SOURCE_SPECS: dict[str, type[SourceSpec]] = {
     "torchvision": TorchvisionSpec,
     "python": PythonSpec,
+    "ssl": SslSpec,
+    "custom": CustomSpec,
 }

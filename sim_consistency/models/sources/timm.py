@@ -29,7 +29,7 @@ from sim_consistency.models.sources._base import (
 )
 from sim_consistency.models.sources._hub import resolve_hub_file, safe_alternatives, url_file
 
-__all__ = ["build_timm", "timm_onto", "timm_transform"]
+__all__ = ["build_timm", "timm_filter_fn", "timm_onto", "timm_transform"]
 
 
 def timm_transform(model: nn.Module, img_size: int | None) -> tuple[Callable, dict[str, Any]]:
@@ -185,7 +185,7 @@ def _timm_head_size(cfg: Any, state_dict: Mapping[str, torch.Tensor]) -> int | N
     return 0
 
 
-def _timm_filter_fn(model: nn.Module) -> Callable | None:
+def timm_filter_fn(model: nn.Module) -> Callable | None:
     module = sys.modules.get(type(model).__module__)
     return getattr(module, "checkpoint_filter_fn", None)
 
@@ -218,7 +218,7 @@ def timm_onto(
     head = num_classes if num_classes is not None else in_file
     model = timm.create_model(name, pretrained=False, **_timm_kwargs(head, img_size, cfg))
     load_strict(
-        model, state_dict, file=file, where=where, arch=arch, filter_fn=_timm_filter_fn(model)
+        model, state_dict, file=file, where=where, arch=arch, filter_fn=timm_filter_fn(model)
     )
     model.eval()
     transform, preprocessing = timm_transform(model, img_size)

@@ -12,7 +12,7 @@ the weights' categories (``num_classes`` for random or local weights).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,9 @@ class TorchvisionSpec(SourceSpec):
     @property
     def label(self) -> str:
         return self.model_name
+
+    def without_weights(self) -> TorchvisionSpec:
+        return replace(self, weights_name=None, weights_file=None)
 
     @classmethod
     def parse(cls, entry, parameters, *, where, base_dir, problems):
