@@ -243,7 +243,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="test", help="dataset split of the caches")
     parser.add_argument(
-        "--block", default=None, help="block compared for every model (default: its last block)"
+        "--block",
+        default=None,
+        help="block compared for every model (default: rep2rep for entries with module_name, else its last block)",
     )
     parser.add_argument(
         "--normalize",
