@@ -203,7 +203,7 @@ class ModelSpec:
 
     model_id: str
     source: Literal[
-        "timm", "open_clip", "checkpoint", "variant", "torchvision", "python", "ssl", "custom"
+        "timm", "open_clip", "checkpoint", "variant", "torchvision", "python", "ssl", "custom", "hf"
     ]
     model_name: str | None = None
     pretrained: bool | str = False

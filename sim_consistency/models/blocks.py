@@ -96,10 +96,25 @@ BLOCK_FAMILIES: dict[str, BlockFamily] = {
         types=frozenset({"MaxPool2d"}),
     ),
     "hf_vit": BlockFamily(
-        marker=r"(?:vision_model\.)?encoder\.layers?\.\d+",
-        blocks=r"(?:vision_model\.)?encoder\.layers?\.\d+",
-        description="Hugging Face ViT / DINOv2 / BEiT / CLIP / SigLIP vision encoders: "
-        "encoder.layer.i, vision_model.encoder.layers.i",
+        marker=r"(?:vision_model\.)?(?:encoder\.)?layers?\.\d+",
+        blocks=r"(?:vision_model\.)?(?:encoder\.)?layers?\.\d+",
+        description="Hugging Face ViT / DeiT / DINOv2 / BEiT / CLIP / SigLIP vision encoders: "
+        "layers.i, encoder.layer.i, encoder.layers.i",
+        types=frozenset(
+            {
+                "ViTLayer",
+                "ViTMAELayer",
+                "ViTMSNLayer",
+                "DeiTLayer",
+                "Dinov2Layer",
+                "Dinov2WithRegistersLayer",
+                "BeitLayer",
+                "Data2VecVisionLayer",
+                "CLIPEncoderLayer",
+                "SiglipEncoderLayer",
+                "Siglip2EncoderLayer",
+            }
+        ),
     ),
     "xcit": BlockFamily(
         marker=r"cls_attn_blocks\.\d+",

@@ -50,6 +50,9 @@ def every_source_config(tmp_path: Path, tiny_open_clip) -> tuple[dict, ProjectLo
     torch.save({"state_dict": resnet.state_dict()}, tmp_path / "run_1.pt")
     clip = open_clip.create_model("simc-tiny-vit", pretrained=None, pretrained_text=False)
     torch.save(clip.state_dict(), tmp_path / "clip.pt")
+    hf_config = {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 2}
+    hf_config.update(num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    (tmp_path / "hf_config.json").write_text(json.dumps(hf_config))
     _save_safetensors(resnet.state_dict(), location.model_weights_file("soup"))
     raw = {
         **{
@@ -62,6 +65,11 @@ def every_source_config(tmp_path: Path, tiny_open_clip) -> tuple[dict, ProjectLo
         "soup": {"variant": {"method": "uniform", "ingredients": ["run_1", "test_resnet"]}},
         "tv": {"source": "torchvision", "model_name": "mobilenet_v3_small"},
         "ssl": {"source": "ssl", "model_name": "dino-vit-small-p16", "pretrained": False},
+        "hf": {
+            "source": "hf",
+            "config": "hf_config.json",
+            "transform": {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+        },
         "custom": {
             "source": "custom",
             "model_name": "OpenCLIP",

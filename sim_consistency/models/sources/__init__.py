@@ -11,6 +11,7 @@ architecture, how a state dict is loaded onto it):
 * :mod:`.python` — the user's own factory ``"pkg.mod:fn"`` + kwargs + weights + transform.
 * :mod:`.ssl_models` / :mod:`.custom` — Rep2Rep's (thingsvision's) ``ssl`` and ``custom``
   names, resolved through the tables of :mod:`.rep2rep`.
+* :mod:`.hf` — Hugging Face ``transformers`` vision models from the local HF cache.
 
 Sources with their own spec class (validated by the models-config loader) are listed in
 :data:`SOURCE_SPECS` (:mod:`.specs`).
@@ -37,6 +38,7 @@ from sim_consistency.models.sources._base import (
 from sim_consistency.models.sources._hub import hf_hub_cache_dir, resolve_hub_file
 from sim_consistency.models.sources.checkpoint import build_checkpoint, build_variant
 from sim_consistency.models.sources.custom import build_custom, custom_onto
+from sim_consistency.models.sources.hf import build_hf, hf_onto
 from sim_consistency.models.sources.open_clip import build_open_clip, open_clip_onto
 from sim_consistency.models.sources.python import build_python, python_onto
 from sim_consistency.models.sources.specs import SOURCE_SPECS
@@ -72,6 +74,7 @@ MODEL_SOURCES: dict[str, ModelBuilder] = {
     "python": build_python,
     "ssl": build_ssl,
     "custom": build_custom,
+    "hf": build_hf,
 }
 
 #: Sources that define an architecture: how a checkpoint / variant state dict is loaded onto it.
@@ -82,4 +85,5 @@ ARCHITECTURE_LOADERS: dict[str, Callable[..., BuiltModel]] = {
     "python": python_onto,
     "ssl": ssl_onto,
     "custom": custom_onto,
+    "hf": hf_onto,
 }

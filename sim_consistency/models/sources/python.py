@@ -47,6 +47,8 @@ class TransformSpec:
         std: per-channel standard deviation (3 values).
         resize: shorter side before the crop (``input_size`` when unset: no cropping).
         interpolation: ``bilinear`` (default), ``bicubic`` or ``nearest``.
+        squash: resize to ``input_size`` x ``input_size`` ignoring the aspect ratio (Hugging
+            Face image processors without a centre crop), instead of shorter side + crop.
     """
 
     input_size: int
@@ -54,6 +56,7 @@ class TransformSpec:
     std: tuple[float, ...]
     resize: int | None = None
     interpolation: str = "bilinear"
+    squash: bool = False
 
     @classmethod
     def parse(cls, value: Any, where: str, problems: list[str]) -> TransformSpec | None:
@@ -110,6 +113,7 @@ class TransformSpec:
             "std": list(self.std),
             "resize": self.resize,
             "interpolation": self.interpolation,
+            "squash": self.squash,
         }
 
     def build(self) -> tuple[Callable[[Any], torch.Tensor], dict[str, Any]]:
@@ -118,9 +122,10 @@ class TransformSpec:
 
         mode = T.InterpolationMode(self.interpolation)
         resize = self.resize or self.input_size
+        size = (self.input_size, self.input_size) if self.squash else resize
         transform = T.Compose(
             [
-                T.Resize(resize, interpolation=mode),
+                T.Resize(size, interpolation=mode),
                 T.CenterCrop(self.input_size),
                 T.ToTensor(),
                 T.Normalize(self.mean, self.std),
@@ -132,7 +137,7 @@ class TransformSpec:
             "mean": list(self.mean),
             "std": list(self.std),
             "interpolation": self.interpolation,
-            "resize": resize,
+            "resize": [self.input_size, self.input_size] if self.squash else resize,
             "crop": [self.input_size, self.input_size],
             "steps": [type(t).__name__ for t in transform.transforms],
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sim_consistency.models.sources._spec import SourceSpec
 from sim_consistency.models.sources.custom import CustomSpec
+from sim_consistency.models.sources.hf import HfSpec
 from sim_consistency.models.sources.python import PythonSpec
 from sim_consistency.models.sources.ssl_models import SslSpec
 from sim_consistency.models.sources.torchvision import TorchvisionSpec
@@ -20,4 +21,5 @@ SOURCE_SPECS: dict[str, type[SourceSpec]] = {
     "python": PythonSpec,
     "ssl": SslSpec,
     "custom": CustomSpec,
+    "hf": HfSpec,
 }
