@@ -98,6 +98,8 @@ def test_every_source_builds_and_runs_forward(every_source_config, make_specs) -
         x = torch.zeros(2, *loaded.input_size)
         with torch.inference_mode():
             out = loaded.model(x)
+        if not isinstance(out, torch.Tensor):  # transformers' ModelOutput
+            out = out[0]
         assert out.shape[0] == 2, model_id
         assert not loaded.model.training
         assert loaded.block_names and loaded.blocks
