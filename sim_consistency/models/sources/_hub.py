@@ -158,12 +158,24 @@ def url_file(url: str, cache_dir: Path, *, where: str) -> Path | None:
     cached = cache_dir / os.path.basename(urlparse(url).path)
     if cached.is_file():
         return cached
+    _probe_url(url, where=where, looked=[cached], target=cached)
+    return None
+
+
+def _probe_url(url: str, *, where: str, looked: Sequence[Path], target: Path) -> None:
+    """One HEAD request to ``url``; raise a note saying where we looked when it fails.
+
+    Raises:
+        WeightsNotFoundError: ``HF_HUB_OFFLINE`` is set or the host does not answer.
+    """
+    shown = ", ".join(str(p) for p in looked)
 
     def not_available(reason: str) -> WeightsNotFoundError:
         return WeightsNotFoundError(
-            f"{where}: pretrained weights are not available (looked for {cached}; {url} could "
+            f"{where}: pretrained weights are not available (looked for {shown}; {url} could "
             f'not be reached: {reason}). Provide the weights: add "weights": "/path/to/file" to '
-            f"the entry (a local file), or put the file at {cached}."
+            f"the entry (a local file), or download {url} on a machine with internet and put "
+            f"it at {target}."
         )
 
     if hub_offline():
@@ -174,7 +186,6 @@ def url_file(url: str, cache_dir: Path, *, where: str) -> Path | None:
             pass
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise not_available(str(exc)) from exc
-    return None
 
 
 def safe_alternatives(filename: str) -> list[str]:
@@ -199,23 +210,13 @@ def download_url(url: str, target: Path, *, where: str, looked: Sequence[Path]) 
     """
     import torch.hub
 
-    shown = ", ".join(str(p) for p in looked)
-
-    def not_available(reason: str) -> WeightsNotFoundError:
-        return WeightsNotFoundError(
-            f"{where}: pretrained weights are not available (looked for {shown}; {url} could "
-            f'not be reached: {reason}). Provide the weights: add "weights": "/path/to/file" to '
-            f"the entry, or download {url} on a machine with internet and put it at {target}."
-        )
-
-    if hub_offline():
-        raise not_available("HF_HUB_OFFLINE is set")
+    _probe_url(url, where=where, looked=looked, target=target)
     try:
-        request = urllib.request.Request(url, method="HEAD")
-        with urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S):
-            pass
         target.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(target), progress=False)
     except (urllib.error.URLError, OSError, ValueError, RuntimeError) as exc:
-        raise not_available(str(exc)) from exc
+        raise WeightsNotFoundError(
+            f"{where}: downloading {url} to {target} failed ({exc}). Download it on a machine "
+            f'with internet and put it there, or add "weights": "/path/to/file" to the entry.'
+        ) from exc
     return target

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["SourceSpec", "check_choice", "resolve_file"]
+__all__ = ["SourceSpec", "check_choice", "parse_weights_file", "resolve_file"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +102,15 @@ def check_choice(
     shown = ", ".join(list(choices)[:30]) + (", …" if len(choices) > 30 else "")
     problems.append(f"{where}: unknown {key} {value!r}{hint} Valid: {shown}.")
     return False
+
+
+def parse_weights_file(
+    entry: Mapping[str, Any], base_dir: Path, where: str, problems: list[str]
+) -> Path | None:
+    """The entry's ``weights`` file, resolved; a problem is appended when it does not exist."""
+    if entry.get("weights") is None:
+        return None
+    weights = resolve_file(entry["weights"], base_dir)
+    if not weights.is_file():
+        problems.append(f"{where}: weights file {weights} does not exist.")
+    return weights

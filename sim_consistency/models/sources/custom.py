@@ -18,7 +18,11 @@ import torch
 from sim_consistency.config.models import ModelSpec
 from sim_consistency.errors import ConfigError
 from sim_consistency.models.sources._base import BuiltModel, entry_where
-from sim_consistency.models.sources._spec import SourceSpec, check_choice, resolve_file
+from sim_consistency.models.sources._spec import (
+    SourceSpec,
+    check_choice,
+    parse_weights_file,
+)
 from sim_consistency.models.sources.open_clip import build_open_clip, open_clip_onto
 from sim_consistency.models.sources.rep2rep import CUSTOM_MODELS
 
@@ -85,11 +89,7 @@ class CustomSpec(SourceSpec):
                 if known and isinstance(dataset, str):
                     tags = open_clip.list_pretrained_tags_by_model(variant)
                     check_choice(where, f"OpenCLIP dataset of {variant}", dataset, tags, problems)
-        weights = None
-        if entry.get("weights") is not None:
-            weights = resolve_file(entry["weights"], base_dir)
-            if not weights.is_file():
-                problems.append(f"{where}: weights file {weights} does not exist.")
+        weights = parse_weights_file(entry, base_dir, where, problems)
         if len(problems) > n_before:
             return None
         return cls(

@@ -29,7 +29,12 @@ from sim_consistency.config.models import ModelSpec
 from sim_consistency.errors import ConfigError
 from sim_consistency.models.checkpoints import load_state_dict_file
 from sim_consistency.models.sources._base import BuiltModel, entry_where, load_strict
-from sim_consistency.models.sources._spec import SourceSpec, check_choice, resolve_file
+from sim_consistency.models.sources._spec import (
+    SourceSpec,
+    check_choice,
+    parse_weights_file,
+    resolve_file,
+)
 
 __all__ = ["PythonSpec", "TransformSpec", "build_python", "python_onto"]
 
@@ -189,11 +194,7 @@ class PythonSpec(SourceSpec):
         if not isinstance(kwargs, dict):
             problems.append(f"{where}: kwargs must be an object (got {kwargs!r}).")
         transform = TransformSpec.parse(entry["transform"], where, problems)
-        weights = None
-        if entry.get("weights") is not None:
-            weights = resolve_file(entry["weights"], base_dir)
-            if not weights.is_file():
-                problems.append(f"{where}: weights file {weights} does not exist.")
+        weights = parse_weights_file(entry, base_dir, where, problems)
         raw_paths = entry.get("python_path", [])
         raw_paths = [raw_paths] if isinstance(raw_paths, str) else raw_paths
         paths: list[Path] = []

@@ -22,7 +22,11 @@ from sim_consistency.errors import ConfigError
 from sim_consistency.models.checkpoints import load_state_dict_file
 from sim_consistency.models.sources._base import BuiltModel, entry_where, load_strict
 from sim_consistency.models.sources._hub import download_url
-from sim_consistency.models.sources._spec import SourceSpec, check_choice, resolve_file
+from sim_consistency.models.sources._spec import (
+    SourceSpec,
+    check_choice,
+    parse_weights_file,
+)
 from sim_consistency.models.sources.python import TransformSpec
 from sim_consistency.models.sources.rep2rep import SSL_MODELS, THINGSVISION_TRANSFORM, SslModel
 from sim_consistency.models.sources.timm import build_timm, timm_filter_fn
@@ -67,11 +71,7 @@ class SslSpec(SourceSpec):
         pretrained = entry.get("pretrained", True)
         if not isinstance(pretrained, bool):
             problems.append(f"{where}: pretrained must be true/false (got {pretrained!r}).")
-        weights = None
-        if entry.get("weights") is not None:
-            weights = resolve_file(entry["weights"], base_dir)
-            if not weights.is_file():
-                problems.append(f"{where}: weights file {weights} does not exist.")
+        weights = parse_weights_file(entry, base_dir, where, problems)
         if len(problems) > n_before:
             return None
         return cls(model_name=name, pretrained=pretrained, weights=weights)

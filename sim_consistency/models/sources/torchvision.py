@@ -24,7 +24,11 @@ from sim_consistency.errors import ConfigError
 from sim_consistency.models.checkpoints import load_state_dict_file
 from sim_consistency.models.sources._base import BuiltModel, entry_where, load_strict
 from sim_consistency.models.sources._hub import url_file
-from sim_consistency.models.sources._spec import SourceSpec, check_choice, resolve_file
+from sim_consistency.models.sources._spec import (
+    SourceSpec,
+    check_choice,
+    parse_weights_file,
+)
 
 __all__ = ["TorchvisionSpec", "build_torchvision", "torchvision_onto", "torchvision_transform"]
 
@@ -89,11 +93,7 @@ class TorchvisionSpec(SourceSpec):
                 f"(got {pretrained!r})."
             )
             weights_name = None
-        weights_file = None
-        if entry.get("weights") is not None:
-            weights_file = resolve_file(entry["weights"], base_dir)
-            if not weights_file.is_file():
-                problems.append(f"{where}: weights file {weights_file} does not exist.")
+        weights_file = parse_weights_file(entry, base_dir, where, problems)
         if len(problems) > n_before:
             return None
         return cls(model_name=name, weights_name=weights_name, weights_file=weights_file)
