@@ -155,10 +155,10 @@ CUSTOM_MODELS: dict[str, str | None] = {
     "OpenCLIP": None,
     "clip": None,
     "Kakaobrain_Align": (
-        "Kakaobrain_Align is not supported: it needs transformers' AlignModel with the "
-        "kakaobrain/align-base weights, which this platform does not wrap yet. Use "
-        '{"source": "hf", "repo_id": "kakaobrain/align-base"} once that repository is in your '
-        "Hugging Face cache, or drop the entry."
+        "Kakaobrain_Align is not supported: thingsvision builds it from transformers' AlignModel "
+        "(kakaobrain/align-base) and takes its 'pooler' output, which this platform does not map "
+        "yet. Extract its features with Rep2Rep and import them "
+        "(python scripts/import_rep2rep.py features …), or drop the entry."
     ),
     "DreamSim": (
         "DreamSim is not supported: it needs the `dreamsim` package and its ensemble/ViT "
