@@ -74,7 +74,16 @@ __all__ = [
 
 log = logging.getLogger("sim_consistency.feature_extraction")
 
-_LIBRARIES = ("torch", "timm", "open_clip_torch", "h5py", "numpy", "webdataset")
+_LIBRARIES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "open_clip_torch",
+    "transformers",
+    "h5py",
+    "numpy",
+    "webdataset",
+)
 
 
 @dataclass(frozen=True)
@@ -495,7 +504,9 @@ def list_blocks(settings: ExtractionSettings) -> str:
         projected = per_image * total_rows
         grand_total += projected
         lines.append(
-            f"{model_id}: {loaded.family}, {len(blocks)} blocks, {per_image:,} bytes/image, "
+            f"{model_id}: {loaded.family}, {len(loaded.blocks)} blocks"
+            + (" + rep2rep" if loaded.rep2rep is not None else "")
+            + f", {per_image:,} bytes/image, "
             f"{total_rows:,} images -> {projected / 2**20:.1f} MB"
             + (f" (+ logits {loaded.n_classes})" if loaded.has_head else "")
         )

@@ -214,3 +214,42 @@ def test_python_factory_errors_are_clear(tmp_path: Path, make_specs) -> None:
     )
     assert f"'c': weights file {tmp_path / 'missing.pt'} does not exist" in message
     assert f"'d': python_path folder {tmp_path / 'no_such_dir'} does not exist" in message
+
+
+def test_merge_methods_build_on_a_python_architecture(tmp_path: Path, make_specs) -> None:
+    """A uniform soup and a WiSE-FT of two python-source checkpoints are materialised and load."""
+    import sys
+
+    from sim_consistency.merging import materialise_variant
+    from sim_consistency.models.checkpoints import load_state_dict_file
+
+    sys.path.insert(0, str(USER_MODELS))
+    try:
+        from cifar_zoo.resnet import create_cifar10_resnet18
+    finally:
+        sys.path.remove(str(USER_MODELS))
+    runs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = create_cifar10_resnet18(width=4)
+        save_file(model.state_dict(), str(tmp_path / f"run_{seed}.safetensors"))
+        runs.append(model.state_dict())
+    location = ProjectLocation(tmp_path / "root").create()
+    arch = {**CIFAR, "kwargs": {"num_classes": 10, "width": 4}}
+    specs = make_specs(
+        {
+            "arch": arch,
+            "run_0": {"source": "checkpoint", "arch": "arch", "path": "run_0.safetensors"},
+            "run_1": {"source": "checkpoint", "arch": "arch", "path": "run_1.safetensors"},
+            "soup": {"variant": {"method": "uniform", "ingredients": ["run_0", "run_1"]}},
+            "wise": {"variant": {"method": "wise_ft", "base": "run_0", "finetuned": "run_1"}},
+        }
+    )
+    path = materialise_variant(specs["soup"], specs, location=location)
+    soup = load_state_dict_file(path)
+    key = "layer1.0.conv1.weight"
+    torch.testing.assert_close(soup[key], (runs[0][key] + runs[1][key]) / 2)
+    materialise_variant(specs["wise"], specs, location=location)
+    for model_id in ("soup", "wise"):
+        loaded = create_model(specs[model_id], specs, location=location)
+        assert loaded.family == "resnet" and loaded.n_classes == 10

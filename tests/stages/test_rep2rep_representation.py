@@ -119,3 +119,33 @@ def test_model_by_model_stages_default_to_the_rep2rep_block(tmp_path) -> None:
     assert resolve_block(with_r2r, None, tmp_path) == "rep2rep"
     assert resolve_block(without, None, tmp_path) == "blocks.1"
     assert resolve_block(with_r2r, "blocks.0", tmp_path) == "blocks.0"
+
+
+def test_list_blocks_on_rep2rep_entries_reads_no_weights(
+    project, models_config, capsys, monkeypatch, tmp_path
+) -> None:
+    import json
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch"))
+    fixture = Path(__file__).parents[1] / "fixtures" / "rep2rep"
+    raw = json.loads((fixture / "models_config_with_alignment.json").read_text())
+    ids = [
+        "dino-vit-base-p16",
+        "vgg16",
+        "OpenCLIP_RN50_openai",
+        "simclr-rn50",
+        "DreamSim_dino_vitb16",
+    ]
+    config = models_config({k: raw[k] for k in ids})
+    args = ["--project_root", str(project.root), "--models_config", str(config)]
+    args += ["--datasets", "wds/digits", "--splits", "test", "--list_blocks"]
+    assert feature_extraction.main(args) == 2  # DreamSim cannot be built
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "dino-vit-base-p16: vit, 12 blocks + rep2rep" in text
+    assert "(module norm, output [2, 197, 768], float32)" in text
+    assert "d=4096   pooling=flatten+l2 (module classifier.3" in text
+    assert "DreamSim_dino_vitb16: cannot be built" in text
+    assert not any(project.features.rglob("*.h5"))
