@@ -36,10 +36,21 @@ __all__ = [
     "VARIANT_METHOD_KEYS",
     "MONOSOUP_PRESETS",
     "POOLINGS",
+    "TOKEN_EXTRACTIONS",
+    "REP2REP_METADATA_KEYS",
 ]
 
 Pooling = Literal["gap", "cls", "mean_patch", "mean_all"]
 POOLINGS: tuple[str, ...] = ("gap", "cls", "mean_patch", "mean_all")
+
+#: Rep2Rep's (thingsvision's) token reductions of a ``module_name`` output with > 2 axes.
+TOKEN_EXTRACTIONS: tuple[str, ...] = ("cls_token", "avg_pool", "cls_token+avg_pool")
+#: Rep2Rep's descriptive keys: accepted at top level and kept as metadata (grouping columns).
+REP2REP_METADATA_KEYS = frozenset({"dataset", "architecture", "embedding_dim", "size", "size_fmt"})
+#: Keys of Rep2Rep's representation, valid on every base source.
+_REPRESENTATION_KEYS = {"module_name", "model_parameters", "alignment"}
+#: Keys of ``model_parameters`` that choose the representation (the rest belong to the source).
+_TOKEN_PARAMETERS = frozenset({"extract_cls_token", "token_extraction"})
 
 #: Keys every entry may carry, whatever its source.
 _COMMON_KEYS = {
@@ -55,7 +66,7 @@ _COMMON_KEYS = {
     "size_class",
     "training_data",
     "description",
-}
+} | set(REP2REP_METADATA_KEYS)
 #: Metadata keys accepted at top level (Rep2Rep style) and folded into ``metadata``.
 _METADATA_KEYS = {
     "objective",
@@ -65,9 +76,11 @@ _METADATA_KEYS = {
     "size_class",
     "training_data",
     "description",
-}
+} | set(REP2REP_METADATA_KEYS)
 
-#: Allowed keys per source (besides the common ones); the first tuple is the required keys.
+#: Allowed keys of the sources parsed here (besides the common ones): (required, optional). The
+#: other base sources validate themselves: their spec classes live next to their builders in
+#: ``sim_consistency.models.sources`` (``SOURCE_SPECS``).
 MODEL_SOURCE_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "timm": (frozenset({"model_name"}), frozenset({"pretrained", "weights"})),
     "open_clip": (frozenset({"model_name"}), frozenset({"pretrained", "weights"})),
@@ -182,7 +195,9 @@ class ModelSpec:
 
     Attributes:
         model_id: the entry's key; names every output of this model.
-        source: ``timm``, ``open_clip``, ``checkpoint`` or ``variant``.
+        source: ``timm``, ``open_clip``, ``checkpoint``, ``variant``, or one of the sources
+            with their own spec class (``torchvision``, ``ssl``, ``custom``, ``hf``,
+            ``python``).
         model_name: timm / open_clip architecture name.
         pretrained: ``True``/``False`` or a pretrained tag (timm ``.tag``, open_clip tag).
         weights: local weights file used instead of any download (absolute).
@@ -195,10 +210,18 @@ class ModelSpec:
             ``mean_all``; ``gap`` for conv maps).
         img_size: input resolution override.
         metadata: free-form grouping fields carried into results.
+        options: the validated source-specific spec of the sources that own one
+            (``sim_consistency.models.sources.SOURCE_SPECS``), else ``None``.
+        module_name: Rep2Rep's representation module (its output is the ``rep2rep`` block).
+        token_extraction: how that output is reduced when it has > 2 axes
+            (:data:`TOKEN_EXTRACTIONS`); ``None`` flattens it, as thingsvision does.
+        alignment: Rep2Rep's gLocal alignment name, or ``None`` (kept; see the README).
     """
 
     model_id: str
-    source: Literal["timm", "open_clip", "checkpoint", "variant"]
+    source: Literal[
+        "timm", "open_clip", "checkpoint", "variant", "torchvision", "python", "ssl", "custom", "hf"
+    ]
     model_name: str | None = None
     pretrained: bool | str = False
     weights: Path | None = None
@@ -210,6 +233,10 @@ class ModelSpec:
     pooling: Pooling | None = None
     img_size: int | None = None
     metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    options: Any = None
+    module_name: str | None = None
+    token_extraction: str | None = None
+    alignment: str | None = None
 
     @property
     def is_variant(self) -> bool:
@@ -236,10 +263,15 @@ class ModelSpec:
             "blocks",
             "pooling",
             "img_size",
+            "module_name",
+            "token_extraction",
+            "alignment",
         ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = _thaw(value)
+        if self.options is not None:
+            out["options"] = self.options.recipe()
         if self.variant is not None:
             out["variant"] = self.variant.to_json()
         return out
@@ -402,26 +434,49 @@ def _parse_entry(
         return ModelSpec(model_id=model_id, source="variant", variant=variant, **common)
 
     # -- base entries ---------------------------------------------------------------------
+    from sim_consistency.models.sources.specs import SOURCE_SPECS  # specs live by their builders
+
+    all_sources = [*MODEL_SOURCE_KEYS, *SOURCE_SPECS]
     source = entry.get("source")
     if source is None:
         problems.append(
-            f"{where}: missing 'source' (one of {', '.join(MODEL_SOURCE_KEYS)}) or 'variant'."
+            f"{where}: missing 'source' (one of {', '.join(all_sources)}) or 'variant'."
         )
         return None
-    if source not in MODEL_SOURCE_KEYS:
+    if source not in all_sources:
         problems.append(
-            f"{where}: unknown source {source!r}{_did_you_mean(str(source), MODEL_SOURCE_KEYS)} "
-            f"Valid: {', '.join(MODEL_SOURCE_KEYS)}, or a 'variant' object."
+            f"{where}: unknown source {source!r}{_did_you_mean(str(source), all_sources)} "
+            f"Valid: {', '.join(all_sources)}, or a 'variant' object."
         )
         return None
+    parameters = _parse_representation(where, entry, common, problems)
+    if source in SOURCE_SPECS:
+        spec_class = SOURCE_SPECS[source]
+        allowed = set(spec_class.KEYS | _COMMON_KEYS | _REPRESENTATION_KEYS | {"source"})
+        _unknown_keys(where, keys, allowed, problems)
+        for key in sorted(spec_class.REQUIRED - keys):
+            problems.append(f"{where}: source '{source}' needs key '{key}'.")
+        if len(problems) > n_before:
+            return None
+        options = spec_class.parse(
+            entry, parameters, where=where, base_dir=base_dir, problems=problems
+        )
+        if len(problems) > n_before or options is None:
+            return None
+        return ModelSpec(
+            model_id=model_id, source=source, model_name=options.label, options=options, **common
+        )
     required, optional = MODEL_SOURCE_KEYS[source]
-    _unknown_keys(where, keys, set(required | optional | _COMMON_KEYS | {"source"}), problems)
+    allowed = set(required | optional | _COMMON_KEYS | _REPRESENTATION_KEYS | {"source"})
+    _unknown_keys(where, keys, allowed, problems)
+    _unknown_keys(f"{where} model_parameters", set(parameters), set(), problems)
     for key in sorted(required - keys):
         problems.append(f"{where}: source '{source}' needs key '{key}'.")
     model_name = entry.get("model_name")
     if model_name is not None and not isinstance(model_name, str):
         problems.append(f"{where}: model_name must be a string (got {model_name!r}).")
-    pretrained = entry.get("pretrained", False)
+    # Rep2Rep's dialect (an entry with model_parameters) always means the pretrained model.
+    pretrained = entry.get("pretrained", "model_parameters" in entry)
     if not isinstance(pretrained, bool | str):
         problems.append(
             f"{where}: pretrained must be true/false or a tag string (got {pretrained!r})."
@@ -451,6 +506,47 @@ def _parse_entry(
         path=ckpt_path,
         **common,
     )
+
+
+def _parse_representation(
+    where: str, entry: Mapping[str, Any], common: dict[str, Any], problems: list[str]
+) -> dict[str, Any]:
+    """Parse Rep2Rep's representation keys into ``common``; return the source's parameters.
+
+    ``module_name`` names the module whose output is the ``rep2rep`` block;
+    ``model_parameters.token_extraction`` (or ``extract_cls_token: true``, meaning
+    ``cls_token``) says how an output with > 2 axes is reduced; ``alignment`` is kept as given.
+    The other ``model_parameters`` belong to the source and are returned.
+    """
+    module_name = entry.get("module_name")
+    if module_name is not None and (not isinstance(module_name, str) or not module_name):
+        problems.append(f"{where}: module_name must be a module name (got {module_name!r}).")
+    common["module_name"] = module_name
+    alignment = entry.get("alignment")
+    if alignment is not None and not isinstance(alignment, str):
+        problems.append(f"{where}: alignment must be a string or null (got {alignment!r}).")
+    common["alignment"] = alignment
+    parameters = entry.get("model_parameters", {})
+    if not isinstance(parameters, dict):
+        problems.append(f"{where}: model_parameters must be an object (got {parameters!r}).")
+        parameters = {}
+    token = parameters.get("token_extraction")
+    extract_cls = parameters.get("extract_cls_token", False)
+    if not isinstance(extract_cls, bool):
+        problems.append(
+            f"{where}: model_parameters.extract_cls_token must be true/false (got {extract_cls!r})."
+        )
+    if token is not None and token not in TOKEN_EXTRACTIONS:
+        problems.append(
+            f"{where}: unknown model_parameters.token_extraction {token!r}"
+            f"{_did_you_mean(str(token), TOKEN_EXTRACTIONS)} Valid: {', '.join(TOKEN_EXTRACTIONS)}."
+        )
+    if token is None and extract_cls is True:
+        token = "cls_token"
+    if (token is not None or extract_cls is True) and module_name is None:
+        problems.append(f"{where}: model_parameters.token_extraction needs 'module_name'.")
+    common["token_extraction"] = token
+    return {k: v for k, v in parameters.items() if k not in _TOKEN_PARAMETERS}
 
 
 def _parse_variant(where: str, variant: Any, problems: list[str]) -> VariantSpec | None:

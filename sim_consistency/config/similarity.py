@@ -8,11 +8,13 @@ Format (DESIGN.md, Rep2Rep compatible): a JSON list of objects::
      {"sim_method": "mknn", "k": 10}]
 
 Keys: ``sim_method`` (cka | rsa | mknn, required); for cka ``sim_kernel`` (linear | rbf,
-default linear), ``unbiased`` (bool, default false), and for rbf exactly one of ``sigma``
+default linear), ``unbiased`` (bool; absent means unbiased, Rep2Rep's default, or biased with
+``biased_cka=True``, Rep2Rep's ``--biased_cka``), and for rbf exactly one of ``sigma``
 (absolute bandwidth) or ``sigma_median`` (σ relative to the median distance; an extension);
 for rsa ``rsa_method`` (correlation | cosine, default correlation) and ``corr_method``
 (pearson | spearman, default spearman); for mknn ``k`` (default 10). Keys that do not apply to an
-entry's method must be absent or null. Every problem in the file is reported at once, each line
+entry's method or kernel (Rep2Rep's files carry every key, e.g. ``sigma: 0`` on a linear CKA) are
+ignored with one warning naming them. Every problem in the file is reported at once, each line
 naming the file and the entry.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -73,7 +76,9 @@ def _positive_number(where: str, key: str, value: Any, problems: list[str]) -> N
         problems.append(f"{where}: {key} must be a positive number (got {value!r}).")
 
 
-def _parse_entry(where: str, entry: Any, problems: list[str]) -> MetricSpec | None:
+def _parse_entry(
+    where: str, entry: Any, problems: list[str], notes: list[str], *, biased_cka: bool
+) -> MetricSpec | None:
     if not isinstance(entry, dict):
         problems.append(f"{where}: must be an object (got {entry!r}).")
         return None
@@ -87,17 +92,16 @@ def _parse_entry(where: str, entry: Any, problems: list[str]) -> MetricSpec | No
     if method not in METHOD_KEYS:
         _choice(where, "sim_method", method, tuple(METHOD_KEYS), problems)
         return None
-    for key in sorted((set(entry) & _ALL_KEYS) - METHOD_KEYS[method] - {"sim_method"}):
-        if entry[key] is not None:
-            problems.append(
-                f"{where}: key '{key}' does not apply to sim_method '{method}' "
-                f"(got {entry[key]!r}); remove it or set it to null."
-            )
+    ignored = [
+        key
+        for key in sorted((set(entry) & _ALL_KEYS) - METHOD_KEYS[method] - {"sim_method"})
+        if entry[key] is not None
+    ]
     n_before = len(problems)
     if method == "cka":
         kernel = entry.get("sim_kernel") or "linear"
         _choice(where, "sim_kernel", kernel, ("linear", "rbf"), problems)
-        unbiased = entry.get("unbiased", False)
+        unbiased = entry.get("unbiased", not biased_cka)
         if not isinstance(unbiased, bool):
             problems.append(f"{where}: unbiased must be true or false (got {unbiased!r}).")
         sigma, sigma_median = entry.get("sigma"), entry.get("sigma_median")
@@ -111,12 +115,11 @@ def _parse_entry(where: str, entry: Any, problems: list[str]) -> MetricSpec | No
             for key, value in (("sigma", sigma), ("sigma_median", sigma_median)):
                 if value is not None:
                     _positive_number(where, key, value, problems)
-        elif sigma is not None or sigma_median is not None:
-            problems.append(
-                f"{where}: sigma/sigma_median apply to sim_kernel 'rbf' only "
-                f"(got sigma={sigma!r}, sigma_median={sigma_median!r} for '{kernel}'); "
-                "remove them or set them to null."
-            )
+        else:
+            ignored += [k for k in ("sigma", "sigma_median") if entry.get(k) is not None]
+            sigma = sigma_median = None
+        if ignored:
+            notes.append(f"{where}: {', '.join(sorted(ignored))}")
         if len(problems) > n_before:
             return None
         return MetricSpec(
@@ -126,6 +129,8 @@ def _parse_entry(where: str, entry: Any, problems: list[str]) -> MetricSpec | No
             sigma=float(sigma) if sigma is not None else None,
             sigma_median=float(sigma_median) if sigma_median is not None else None,
         )
+    if ignored:
+        notes.append(f"{where}: {', '.join(ignored)}")
     if method == "rsa":
         rdm = entry.get("rsa_method") or "correlation"
         corr = entry.get("corr_method") or "spearman"
@@ -147,8 +152,16 @@ def _parse_entry(where: str, entry: Any, problems: list[str]) -> MetricSpec | No
     return MetricSpec("mknn", k=k)
 
 
-def parse_similarity_config(entries: Any, source: str = "<similarity config>") -> list[MetricSpec]:
+def parse_similarity_config(
+    entries: Any, source: str = "<similarity config>", *, biased_cka: bool = False
+) -> list[MetricSpec]:
     """Validate a parsed similarity config (a list of entries) into :class:`MetricSpec` s.
+
+    Args:
+        entries: the parsed JSON list.
+        source: the file, for messages.
+        biased_cka: CKA entries without ``unbiased`` use the biased estimator (Rep2Rep's
+            ``--biased_cka``); otherwise they are unbiased, Rep2Rep's default.
 
     Raises:
         ConfigError: listing every problem, each naming ``source`` and the entry's position.
@@ -159,20 +172,28 @@ def parse_similarity_config(entries: Any, source: str = "<similarity config>") -
             f"(got {type(entries).__name__})."
         )
     problems: list[str] = []
+    notes: list[str] = []
     specs: list[MetricSpec] = []
     for i, entry in enumerate(entries):
-        spec = _parse_entry(f"{source}: entry {i}", entry, problems)
+        spec = _parse_entry(f"entry {i}", entry, problems, notes, biased_cka=biased_cka)
         if spec is not None:
             if spec in specs:
-                problems.append(f"{source}: entry {i}: duplicates an earlier entry ({entry}).")
+                problems.append(f"entry {i}: duplicates an earlier entry ({entry}).")
             specs.append(spec)
     if problems:
-        raise ConfigError("\n".join(problems))
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    if notes:
+        warnings.warn(
+            f"{source}: ignored keys that do not apply to their metric: {'; '.join(notes)}.",
+            stacklevel=2,
+        )
     return specs
 
 
-def load_similarity_config(path: str | os.PathLike) -> list[MetricSpec]:
-    """Read and validate ``configs/similarity/<name>.json``.
+def load_similarity_config(
+    path: str | os.PathLike, *, biased_cka: bool = False
+) -> list[MetricSpec]:
+    """Read and validate ``configs/similarity/<name>.json`` (see :func:`parse_similarity_config`).
 
     Raises:
         MissingInputError: the file does not exist.
@@ -185,4 +206,4 @@ def load_similarity_config(path: str | os.PathLike) -> list[MetricSpec]:
         entries = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc}).") from None
-    return parse_similarity_config(entries, str(path))
+    return parse_similarity_config(entries, str(path), biased_cka=biased_cka)

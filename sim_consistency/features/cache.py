@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ _JSON_ATTRS = (
     "subset",
     "block_pooling",
     "block_dtypes",
+    "rep2rep",
 )
 _CHUNK_ROWS = 256
 
@@ -70,6 +71,8 @@ class FeatureCacheWriter:
         n_classes: logits width, or ``None`` when the model has no head.
         storage_dtype: ``"float16"`` or ``"float32"``.
         expected_rows: optional size hint for chunking.
+        float32_blocks: blocks always stored as float32 (the ``rep2rep`` representation, kept
+            as Rep2Rep stores it).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class FeatureCacheWriter:
         n_classes: int | None,
         storage_dtype: str = "float16",
         expected_rows: int | None = None,
+        float32_blocks: Collection[str] = (),
     ) -> None:
         if storage_dtype not in ("float16", "float32"):
             raise ValueError(f"storage_dtype must be float16 or float32 (got {storage_dtype!r})")
@@ -97,15 +101,16 @@ class FeatureCacheWriter:
         group = self._file.create_group("blocks")
         self._block_dtype: dict[str, str] = {}
         for name, dim in block_dims.items():
+            dtype = "float32" if name in float32_blocks else storage_dtype
             group.create_dataset(
                 name,
                 shape=(0, dim),
                 maxshape=(None, dim),
-                dtype=storage_dtype,
+                dtype=dtype,
                 chunks=(chunk, dim),
             )
             group[name].attrs["overflow_fallback"] = False
-            self._block_dtype[name] = storage_dtype
+            self._block_dtype[name] = dtype
         if n_classes is not None:
             self._file.create_dataset(
                 "logits",

@@ -2,8 +2,8 @@
 
 Forward hooks on the requested blocks pool each output in float32 on the model's device (see
 :mod:`sim_consistency.features.pooling`), so a batch costs one forward pass plus a ``(b, d)``
-copy per block. When the head is not needed the pass is cut short right after the last
-requested block: its hook raises a private exception that :meth:`BlockExtractor.__call__`
+copy per block. When the head is not needed the pass is cut short as soon as every requested
+block has run: that hook raises a private exception that :meth:`BlockExtractor.__call__`
 catches.
 """
 
@@ -17,19 +17,30 @@ import torch
 from torch import nn
 
 from sim_consistency.features.cache import FeatureCacheWriter
-from sim_consistency.features.pooling import pool_block_output
+from sim_consistency.features.pooling import pool_block_output, rep2rep_representation
 
 __all__ = ["BlockSpec", "BlockExtractor", "PendingBatch", "write_features"]
 
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """How to hook and pool one block: module name, output layout, pooling, prefix tokens."""
+    """How to hook and pool one block: module name, output layout, pooling, prefix tokens.
+
+    ``layout == "rep2rep"`` stores Rep2Rep's representation of module ``module`` under ``name``
+    (:func:`~sim_consistency.features.pooling.rep2rep_representation`, with ``pooling`` the
+    token extraction or ``flatten``).
+    """
 
     name: str
     layout: str
     pooling: str
     n_prefix_tokens: int = 0
+    module: str | None = None
+
+    @property
+    def module_name(self) -> str:
+        """The hooked module (``module``, else ``name``)."""
+        return self.module or self.name
 
 
 class _StopForward(Exception):
@@ -43,7 +54,7 @@ class BlockExtractor:
         model: the network, in eval mode, on its device.
         blocks: the blocks to record, in forward order.
         with_logits: run the whole model and return its output as logits; when ``False`` the
-            forward pass stops after the last block.
+            forward pass stops once every block has run.
 
     Use as a context manager (hooks are removed on exit) or call :meth:`close`.
     """
@@ -57,12 +68,11 @@ class BlockExtractor:
         self._outputs: dict[str, torch.Tensor] = {}
         modules = dict(model.named_modules())
         self._handles = []
-        last = self.blocks[-1].name
         for spec in self.blocks:
-            if spec.name not in modules:
-                raise KeyError(f"model has no module named {spec.name!r}")
-            stop = (not with_logits) and spec.name == last
-            self._handles.append(modules[spec.name].register_forward_hook(self._hook(spec, stop)))
+            if spec.module_name not in modules:
+                raise KeyError(f"model has no module named {spec.module_name!r}")
+            hook = self._hook(spec, stop=not with_logits)
+            self._handles.append(modules[spec.module_name].register_forward_hook(hook))
 
     def _hook(self, spec: BlockSpec, stop: bool):
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
@@ -73,14 +83,19 @@ class BlockExtractor:
                 raise TypeError(
                     f"block {spec.name!r}: output is a {type(tensor).__name__}, not a tensor."
                 )
-            self._outputs[spec.name] = pool_block_output(
-                tensor,
-                layout=spec.layout,
-                pooling=spec.pooling,
-                n_prefix_tokens=spec.n_prefix_tokens,
-            )
-            if stop:
-                raise _StopForward
+            if spec.layout == "rep2rep":
+                token = None if spec.pooling == "flatten" else spec.pooling
+                pooled = rep2rep_representation(tensor, token_extraction=token)
+            else:
+                pooled = pool_block_output(
+                    tensor,
+                    layout=spec.layout,
+                    pooling=spec.pooling,
+                    n_prefix_tokens=spec.n_prefix_tokens,
+                )
+            self._outputs[spec.name] = pooled
+            if stop and len(self._outputs) == len(self.blocks):
+                raise _StopForward  # every block recorded and no head needed
 
         return hook
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["pool_block_output", "TOKEN_POOLINGS", "MAP_POOLINGS"]
+__all__ = ["pool_block_output", "rep2rep_representation", "TOKEN_POOLINGS", "MAP_POOLINGS"]
 
 TOKEN_POOLINGS = ("cls", "mean_patch", "mean_all")
 MAP_POOLINGS = ("gap",)
@@ -53,3 +53,31 @@ def pool_block_output(
     if pooling == "mean_all":
         return x.mean(dim=1)
     raise ValueError(f"unknown token pooling {pooling!r}")
+
+
+def rep2rep_representation(output: torch.Tensor, *, token_extraction: str | None) -> torch.Tensor:
+    """Return Rep2Rep's representation of one module output: ``(batch, d)`` float32, unit rows.
+
+    As thingsvision's ``extract_batch`` (which Rep2Rep calls with ``flatten_acts=True``) on the
+    raw output, whatever its layout: with more than two axes, ``cls_token`` takes
+    ``output[:, 0, :]``, ``avg_pool`` the mean of ``output[:, 1:, :]`` over tokens,
+    ``cls_token+avg_pool`` both concatenated, and no token extraction flattens each sample.
+    Rows are then L2-normalised, as Rep2Rep stores its features (float32).
+
+    Args:
+        output: the module's output (the first tensor of a tuple, as thingsvision keeps it).
+        token_extraction: ``cls_token``, ``avg_pool``, ``cls_token+avg_pool`` or ``None``.
+    """
+    x = output.float()
+    if x.ndim > 2:
+        if token_extraction == "cls_token":
+            x = x[:, 0, :]
+        elif token_extraction == "avg_pool":
+            x = x[:, 1:, :].mean(dim=1)
+        elif token_extraction == "cls_token+avg_pool":
+            x = torch.cat((x[:, 0, :], x[:, 1:, :].mean(dim=1)), dim=1)
+        elif token_extraction is None:
+            x = x.reshape(x.shape[0], -1)
+        else:
+            raise ValueError(f"unknown token extraction {token_extraction!r}")
+    return torch.nn.functional.normalize(x, p=2.0, dim=1)

@@ -22,7 +22,9 @@ from sim_consistency.models.checkpoints import (
 )
 from sim_consistency.models.classifier import ImageClassifier
 from sim_consistency.models.factory import (
+    REP2REP_BLOCK,
     LoadedModel,
+    Rep2RepBlock,
     create_model,
     default_pooling,
     forward_logits,
@@ -37,6 +39,8 @@ from sim_consistency.models.sources import (
 )
 
 __all__ = [
+    "REP2REP_BLOCK",
+    "Rep2RepBlock",
     "BLOCK_FAMILIES",
     "MODEL_SOURCES",
     "BlockFamily",

@@ -49,16 +49,84 @@ class BlockFamily:
         blocks: regex fully matching the family's block names; ``named_modules`` yields them in
             registration order, which for these families is forward order.
         description: the layout in words, for error messages and docs.
+        types: when set, marker and block modules must also be of one of these classes (by
+            class name): torchvision's ``features.i.j`` layout is shared by several families.
+        no_prefix: regex of blocks whose tokens carry no class/register token even though the
+            model has some (XCiT's ``blocks.i`` run before the class token is appended).
     """
 
     marker: str
     blocks: str
     description: str
+    types: frozenset[str] | None = None
+    no_prefix: str | None = None
 
 
 #: The family table, most specific first: :func:`detect_family` returns the first family whose
 #: marker matches (a ViT's ``blocks.i`` pattern would also match EfficientNet's stages).
 BLOCK_FAMILIES: dict[str, BlockFamily] = {
+    "torchvision_vit": BlockFamily(
+        marker=r"encoder\.layers\.encoder_layer_\d+",
+        blocks=r"encoder\.layers\.encoder_layer_\d+",
+        description="torchvision VisionTransformer: encoder.layers.encoder_layer_i",
+    ),
+    "torchvision_convnext": BlockFamily(
+        marker=r"features\.\d+\.\d+",
+        blocks=r"features\.\d+\.\d+",
+        description="torchvision ConvNeXt: features.s.j (CNBlock)",
+        types=frozenset({"CNBlock"}),
+    ),
+    "torchvision_efficientnet": BlockFamily(
+        marker=r"features\.\d+(?:\.\d+)?",
+        blocks=r"features\.\d+(?:\.\d+)?",
+        description="torchvision EfficientNet / MobileNet: features.s.j or features.i (MBConv, "
+        "InvertedResidual)",
+        types=frozenset({"MBConv", "FusedMBConv", "InvertedResidual"}),
+    ),
+    "torchvision_swin": BlockFamily(
+        marker=r"features\.\d+\.\d+",
+        blocks=r"features\.\d+\.\d+",
+        description="torchvision Swin: features.s.j (SwinTransformerBlock)",
+        types=frozenset({"SwinTransformerBlock", "SwinTransformerBlockV2"}),
+    ),
+    "torchvision_vgg": BlockFamily(
+        marker=r"features\.\d+",
+        blocks=r"features\.\d+",
+        description="torchvision VGG / AlexNet: the max-pool outputs features.i",
+        types=frozenset({"MaxPool2d"}),
+    ),
+    "hf_vit": BlockFamily(
+        marker=r"(?:vision_model\.)?(?:encoder\.)?layers?\.\d+",
+        blocks=r"(?:vision_model\.)?(?:encoder\.)?layers?\.\d+",
+        description="Hugging Face ViT / DeiT / DINOv2 / BEiT / CLIP / SigLIP vision encoders: "
+        "layers.i, encoder.layer.i, encoder.layers.i",
+        types=frozenset(
+            {
+                "ViTLayer",
+                "ViTMAELayer",
+                "ViTMSNLayer",
+                "DeiTLayer",
+                "Dinov2Layer",
+                "Dinov2WithRegistersLayer",
+                "BeitLayer",
+                "Data2VecVisionLayer",
+                "CLIPEncoderLayer",
+                "SiglipEncoderLayer",
+                "Siglip2EncoderLayer",
+            }
+        ),
+    ),
+    "xcit": BlockFamily(
+        marker=r"cls_attn_blocks\.\d+",
+        blocks=r"blocks\.\d+|cls_attn_blocks\.\d+",
+        description="timm XCiT: blocks.i, then cls_attn_blocks.j",
+        no_prefix=r"blocks\.\d+",
+    ),
+    "swin": BlockFamily(
+        marker=r"layers\.\d+\.blocks\.\d+",
+        blocks=r"layers\.\d+\.blocks\.\d+",
+        description="timm Swin: layers.s.blocks.j",
+    ),
     "open_clip_vit": BlockFamily(
         marker=r"transformer\.resblocks\.\d+",
         blocks=r"transformer\.resblocks\.\d+",
@@ -129,6 +197,18 @@ def _module_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
+def _family_matches(model: nn.Module, entry: BlockFamily, regex: str) -> list[str]:
+    """Module names fully matching ``regex`` (after a tower prefix) and of ``entry.types``."""
+    pattern = re.compile(_TOWER_PREFIX + regex)
+    return [
+        name
+        for name, module in model.named_modules()
+        if name
+        and pattern.fullmatch(name)
+        and (entry.types is None or type(module).__name__ in entry.types)
+    ]
+
+
 def detect_family(model: nn.Module) -> str:
     """Return the :data:`BLOCK_FAMILIES` key of ``model``'s architecture.
 
@@ -137,8 +217,7 @@ def detect_family(model: nn.Module) -> str:
     """
     names = _module_names(model)
     for family, entry in BLOCK_FAMILIES.items():
-        marker = re.compile(_TOWER_PREFIX + entry.marker)
-        if any(marker.fullmatch(name) for name in names):
+        if _family_matches(model, entry, entry.marker):
             return family
     top = [name for name in names if "." not in name][:12]
     raise ConfigError(
@@ -182,8 +261,7 @@ def find_block_names(model: nn.Module, blocks: str | Sequence[str] | None = None
     names = _module_names(model)
     if blocks is None:
         entry = BLOCK_FAMILIES[detect_family(model)]
-        pattern = re.compile(_TOWER_PREFIX + entry.blocks)
-        return [name for name in names if pattern.fullmatch(name)]
+        return _family_matches(model, entry, entry.blocks)
     if isinstance(blocks, str):
         try:
             pattern = re.compile(blocks)
@@ -216,12 +294,14 @@ def find_block_names(model: nn.Module, blocks: str | Sequence[str] | None = None
 def n_prefix_tokens(model: nn.Module) -> int:
     """Return how many class/register tokens precede the patch tokens in ``model``'s blocks.
 
-    timm models say so in ``num_prefix_tokens``; an open_clip visual transformer prepends one
-    class token when it has a ``class_embedding``. The model itself, its ``visual`` tower and a
-    nested ``trunk`` are searched, in that order; anything else has none.
+    timm models say so in ``num_prefix_tokens``; an open_clip visual transformer (and Hugging
+    Face CLIP) prepends one class token when it has a ``class_embedding``; torchvision's ViT has
+    a ``class_token``, Hugging Face ViT-likes a ``cls_token`` (plus ``register_tokens`` when they
+    have them). The model itself and its ``visual`` / ``trunk`` / ``vision_model`` /
+    ``embeddings`` children are searched, in that order; anything else has none.
     """
     candidates = [model]
-    for attr in ("visual", "trunk"):
+    for attr in ("visual", "trunk", "vision_model", "embeddings"):
         for module in list(candidates):
             child = getattr(module, attr, None)
             if isinstance(child, nn.Module):
@@ -232,6 +312,11 @@ def n_prefix_tokens(model: nn.Module) -> int:
             return count
         if getattr(module, "class_embedding", None) is not None:
             return 1
+        for attr in ("class_token", "cls_token"):
+            if isinstance(getattr(module, attr, None), torch.Tensor):
+                registers = getattr(module, "register_tokens", None)
+                extra = int(registers.shape[1]) if isinstance(registers, torch.Tensor) else 0
+                return 1 + extra
     return 0
 
 
@@ -352,6 +437,7 @@ def describe_blocks(
             f"pass on input {tuple(input_size)}; choose modules the forward pass uses."
         )
     prefix = n_prefix_tokens(model)
+    no_prefix = _no_prefix_pattern(model)
     input_hw = (int(input_size[-2]), int(input_size[-1]))
     infos = []
     for name in call_order:
@@ -361,8 +447,18 @@ def describe_blocks(
                 f"{type(model).__name__}: block {name!r} returns no tensor; choose a module that "
                 "outputs a feature map or tokens."
             )
-        infos.append(_block_info(model, name, tensor, batch, input_hw, prefix))
+        block_prefix = 0 if no_prefix is not None and no_prefix.fullmatch(name) else prefix
+        infos.append(_block_info(model, name, tensor, batch, input_hw, block_prefix))
     return infos
+
+
+def _no_prefix_pattern(model: nn.Module) -> re.Pattern[str] | None:
+    """The family's ``no_prefix`` regex (tower prefix included), if it has one."""
+    try:
+        family = BLOCK_FAMILIES[detect_family(model)]
+    except ConfigError:
+        return None
+    return re.compile(_TOWER_PREFIX + family.no_prefix) if family.no_prefix else None
 
 
 def _block_info(

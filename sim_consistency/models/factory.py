@@ -9,7 +9,9 @@ JSON description, which feature-cache content keys hash.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,10 +31,59 @@ from sim_consistency.models.blocks import (
 )
 from sim_consistency.models.checkpoints import state_dict_sha256
 from sim_consistency.models.classifier import ImageClassifier
-from sim_consistency.models.sources import MODEL_SOURCES, inherited_option
+from sim_consistency.models.sources import MODEL_SOURCES, inherited_option, weightless_spec
 from sim_consistency.project import ProjectLocation
 
-__all__ = ["LoadedModel", "create_model", "default_pooling", "forward_logits", "init_seed"]
+__all__ = [
+    "REP2REP_BLOCK",
+    "LoadedModel",
+    "Rep2RepBlock",
+    "create_model",
+    "default_pooling",
+    "forward_logits",
+    "init_seed",
+]
+
+#: Name under which Rep2Rep's representation (``module_name``) is stored next to the blocks.
+REP2REP_BLOCK = "rep2rep"
+
+
+@dataclass(frozen=True)
+class Rep2RepBlock:
+    """Rep2Rep's one representation of a model: the output of ``module_name``, reduced.
+
+    Computed as thingsvision / Rep2Rep do (see
+    :func:`~sim_consistency.features.pooling.rep2rep_representation`): token extraction or
+    flattening, then L2-normalised rows, stored as float32 under :data:`REP2REP_BLOCK`.
+
+    Attributes:
+        module_name: the module whose output is the representation.
+        token_extraction: ``cls_token``, ``avg_pool``, ``cls_token+avg_pool`` or ``None``
+            (flatten).
+        dim: width of the representation.
+        output_shape: the module's raw output shape on the dummy batch of 2.
+    """
+
+    module_name: str
+    token_extraction: str | None
+    dim: int
+    output_shape: tuple[int, ...]
+
+    @property
+    def pooling(self) -> str:
+        """The block's pooling label (``token_extraction`` or ``flatten``)."""
+        return self.token_extraction or "flatten"
+
+    def attrs(self) -> dict[str, Any]:
+        """What the cache records about the representation (and hashes into its key)."""
+        return {
+            "module_name": self.module_name,
+            "token_extraction": self.pooling,
+            "normalization": "l2",
+            "storage_dtype": "float32",
+            "dim": self.dim,
+        }
+
 
 _TOKEN_POOLINGS = ("cls", "mean_patch", "mean_all")
 
@@ -63,6 +114,7 @@ class LoadedModel:
             tokens, ``none`` for vectors.
         device: where ``model`` lives.
         arch_id: the entry that defines the architecture (itself for timm / open_clip).
+        rep2rep: Rep2Rep's representation, for entries with ``module_name`` (else ``None``).
     """
 
     model_id: str
@@ -80,6 +132,7 @@ class LoadedModel:
     block_pooling: dict[str, str]
     device: torch.device
     arch_id: str
+    rep2rep: Rep2RepBlock | None = None
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -171,7 +224,10 @@ def create_model(
     Args:
         spec: the entry to build.
         specs: the whole models config (checkpoints and variants resolve references in it).
-        device: where the model runs (the dummy forward pass included).
+        device: where the model runs (the dummy forward pass included). ``"meta"`` builds the
+            architecture without weights and without allocating them (``--list_blocks``):
+            checkpoints and variants use their architecture entry's head, ``weights_sha256`` is
+            empty, and the model cannot compute features.
         location: the project root (a :class:`ProjectLocation`, or a path; ``None``: the
             ``SIMC_ROOT`` / ``./project_root`` default); variants are read from its ``models/``.
 
@@ -188,12 +244,19 @@ def create_model(
             f"models config entry '{spec.model_id}': unknown source {spec.source!r}. Valid: "
             f"{', '.join(sorted(MODEL_SOURCES))}."
         )
-    with torch.random.fork_rng(devices=[]):  # seeded init; the caller's RNG is untouched
-        torch.manual_seed(init_seed(spec.model_id))
-        built = MODEL_SOURCES[spec.source](spec, specs, models_dir=_models_dir(location))
-    model = built.model.eval()
-    weights_sha256 = state_dict_sha256(model.state_dict())
     device = torch.device(device)
+    is_meta = device.type == "meta"
+    build_spec = weightless_spec(spec, specs) if is_meta else spec
+    with (
+        torch.random.fork_rng(devices=[]),  # seeded init; the caller's RNG is untouched
+        torch.device("meta") if is_meta else contextlib.nullcontext(),
+    ):
+        torch.manual_seed(init_seed(spec.model_id))
+        built = MODEL_SOURCES[build_spec.source](
+            build_spec, specs, models_dir=_models_dir(location)
+        )
+    model = built.model.eval()
+    weights_sha256 = "" if is_meta else state_dict_sha256(model.state_dict())
     model = model.to(device)
 
     blocks_option = inherited_option(spec, specs, "blocks")
@@ -204,9 +267,26 @@ def create_model(
             raise
         family = None
     names = find_block_names(model, blocks_option)
-    infos = describe_blocks(model, names, built.preprocessing["input_size"], device)
+    module_name = inherited_option(spec, specs, "module_name")
+    _check_module(spec.model_id, model, module_name)
+    measured = names + ([module_name] if module_name and module_name not in names else [])
+    infos = describe_blocks(model, measured, built.preprocessing["input_size"], device)
+    rep2rep = None
+    if module_name is not None:
+        token = inherited_option(spec, specs, "token_extraction")
+        (info,) = [i for i in infos if i.name == module_name]
+        rep2rep = _rep2rep_block(spec.model_id, module_name, token, info.shape)
+        infos = [i for i in infos if i.name in names]
+    alignment = inherited_option(spec, specs, "alignment")
+    if alignment is not None and not is_meta:
+        raise ConfigError(
+            f"models config entry '{spec.model_id}': alignment {alignment!r} (Rep2Rep's gLocal "
+            "transform) is not supported: its features would be silently unaligned. Remove "
+            "'alignment' (or the entry), or extract the aligned features with Rep2Rep and "
+            "import them with python scripts/import_rep2rep.py."
+        )
     pooling = _resolve_pooling(spec.model_id, inherited_option(spec, specs, "pooling"), infos)
-    has_head, n_classes = _head(model)
+    has_head, n_classes = (True, built.n_classes) if built.n_classes else _head(model)
     return LoadedModel(
         model_id=spec.model_id,
         model=model,
@@ -223,7 +303,41 @@ def create_model(
         block_pooling=_block_pooling(infos, pooling),
         device=device,
         arch_id=built.arch_id,
+        rep2rep=rep2rep,
     )
+
+
+def _check_module(model_id: str, model: nn.Module, module_name: str | None) -> None:
+    if module_name is None:
+        return
+    names = [name for name, _ in model.named_modules() if name]
+    if module_name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(module_name, names, n=3)
+        raise ConfigError(
+            f"models config entry '{model_id}': module_name {module_name!r} is not a module of "
+            f"{type(model).__name__}"
+            + (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ".")
+            + " It must name the module whose output Rep2Rep used."
+        )
+
+
+def _rep2rep_block(
+    model_id: str, module_name: str, token: str | None, shape: tuple[int, ...]
+) -> Rep2RepBlock:
+    """The representation's width from the module's raw output shape (as thingsvision reduces)."""
+    if len(shape) > 2 and token is not None:
+        if len(shape) != 3:
+            raise ConfigError(
+                f"models config entry '{model_id}': token_extraction {token!r} takes tokens "
+                f"(batch, tokens, d), but {module_name!r} outputs shape {shape}. Remove "
+                "token_extraction (the output is then flattened) or choose a token module."
+            )
+        dim = 2 * shape[2] if token == "cls_token+avg_pool" else shape[2]
+    else:
+        dim = int(math.prod(shape[1:]))
+    return Rep2RepBlock(module_name, token, dim, shape)
 
 
 def forward_logits(loaded: LoadedModel, x: torch.Tensor) -> torch.Tensor:

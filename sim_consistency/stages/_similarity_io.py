@@ -67,9 +67,14 @@ def cache_attrs(
 
 
 def resolve_block(attrs: Mapping[str, Any], block: str | None, path: Path) -> str:
-    """Return ``block`` (default: the cache's last block), checked to exist in the cache."""
+    """Return ``block``, checked to exist in the cache.
+
+    The default is Rep2Rep's representation (block ``rep2rep``) when the model's entry gives
+    ``module_name``, else the cache's last block.
+    """
     names = list(attrs["block_names"])
-    chosen = names[-1] if block is None else block
+    default = "rep2rep" if "rep2rep" in names else names[-1]
+    chosen = default if block is None else block
     if chosen not in names:
         raise ConfigError(
             f"--block {chosen!r}: {path} has no such block. Its blocks: {', '.join(names)}."

@@ -244,6 +244,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="configs/similarity/<name>.json: the metrics whose matrices are compared",
     )
     parser.add_argument(
+        "--biased_cka",
+        action="store_true",
+        help="CKA entries without 'unbiased' use the biased estimator (default: unbiased, "
+        "as in Rep2Rep)",
+    )
+    parser.add_argument(
         "--set_a",
         nargs="+",
         default=None,
@@ -277,7 +283,7 @@ def settings_from_args(args: argparse.Namespace) -> ConsistencySettings:
         project_root=location.root,
         model_ids=tuple(model_ids),
         datasets=datasets,
-        metrics=tuple(load_similarity_config(args.similarity_config)),
+        metrics=tuple(load_similarity_config(args.similarity_config, biased_cka=args.biased_cka)),
         model_metadata={m: dict(specs[m].metadata) for m in model_ids},
         set_a=set_a,
         set_b=set_b,

@@ -235,9 +235,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="configs/similarity/<name>.json: the metrics to compute",
     )
+    parser.add_argument(
+        "--biased_cka",
+        action="store_true",
+        help="CKA entries without 'unbiased' use the biased estimator (default: unbiased, "
+        "as in Rep2Rep)",
+    )
     parser.add_argument("--split", default="test", help="dataset split of the caches")
     parser.add_argument(
-        "--block", default=None, help="block compared for every model (default: its last block)"
+        "--block",
+        default=None,
+        help="block compared for every model (default: rep2rep for entries with module_name, else its last block)",
     )
     parser.add_argument(
         "--normalize",
@@ -260,7 +268,7 @@ def settings_from_args(args: argparse.Namespace) -> MatrixSettings:
         project_root=location.root,
         model_ids=tuple(model_ids),
         datasets=tuple(read_dataset_list(args.datasets)),
-        metrics=tuple(load_similarity_config(args.similarity_config)),
+        metrics=tuple(load_similarity_config(args.similarity_config, biased_cka=args.biased_cka)),
         split=args.split,
         block=args.block,
         normalize=args.normalize,

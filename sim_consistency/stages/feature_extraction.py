@@ -44,7 +44,7 @@ from sim_consistency.data import (
     load_dataset,
     read_dataset_list,
 )
-from sim_consistency.errors import ConfigError
+from sim_consistency.errors import ConfigError, SimcError
 from sim_consistency.features.cache import FeatureCacheWriter, read_cache_attrs
 from sim_consistency.features.extract import BlockExtractor, BlockSpec, write_features
 from sim_consistency.features.keys import EXTRACTION_CODE_VERSION, content_key, keys_fingerprint
@@ -55,7 +55,7 @@ from sim_consistency.launch import (
     launch,
     launch_options_from_args,
 )
-from sim_consistency.models import LoadedModel, create_model
+from sim_consistency.models import REP2REP_BLOCK, LoadedModel, create_model
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import (
     parse_stage_args,
@@ -80,7 +80,16 @@ __all__ = [
 
 log = logging.getLogger("sim_consistency.feature_extraction")
 
-_LIBRARIES = ("torch", "timm", "open_clip_torch", "h5py", "numpy", "webdataset")
+_LIBRARIES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "open_clip_torch",
+    "transformers",
+    "h5py",
+    "numpy",
+    "webdataset",
+)
 
 
 @dataclass(frozen=True)
@@ -137,8 +146,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 def block_specs(loaded: LoadedModel) -> list[BlockSpec]:
-    """Return how each of the model's blocks is hooked and pooled, in forward order."""
-    return [
+    """Return how each of the model's blocks is hooked and pooled, in forward order.
+
+    Rep2Rep's representation (entries with ``module_name``) comes last, as block
+    :data:`~sim_consistency.models.REP2REP_BLOCK`.
+    """
+    specs = [
         BlockSpec(
             name=info.name,
             layout=info.layout,
@@ -147,6 +160,28 @@ def block_specs(loaded: LoadedModel) -> list[BlockSpec]:
         )
         for info in loaded.blocks
     ]
+    if loaded.rep2rep is not None:
+        specs.append(
+            BlockSpec(
+                name=REP2REP_BLOCK,
+                layout="rep2rep",
+                pooling=loaded.rep2rep.pooling,
+                module=loaded.rep2rep.module_name,
+            )
+        )
+    return specs
+
+
+def _stored_blocks(loaded: LoadedModel) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """Stored block names, their pooling and widths (Rep2Rep's representation included)."""
+    names = list(loaded.block_names)
+    pooling = dict(loaded.block_pooling)
+    dims = {info.name: info.dim for info in loaded.blocks}
+    if loaded.rep2rep is not None:
+        names.append(REP2REP_BLOCK)
+        pooling[REP2REP_BLOCK] = f"rep2rep:{loaded.rep2rep.pooling}+l2"
+        dims[REP2REP_BLOCK] = loaded.rep2rep.dim
+    return names, pooling, dims
 
 
 def _library_versions() -> dict[str, str]:
@@ -167,7 +202,7 @@ def plan_model(
     An output is skipped (and logged as such) when a complete file with the same content key
     exists; a file with another key is stale and rebuilt; ``--force`` rebuilds everything.
     """
-    pooling = dict(loaded.block_pooling)
+    block_names, pooling, _ = _stored_blocks(loaded)
     items: list[WorkItem] = []
     for dataset in settings.datasets:
         for split in settings.splits:
@@ -177,7 +212,7 @@ def plan_model(
                 recipe=spec.recipe(),
                 preprocessing=loaded.preprocessing,
                 pooling=pooling,
-                block_names=loaded.block_names,
+                block_names=block_names,
                 dataset=dataset,
                 split=split,
                 rows_fingerprint=keys_fingerprint(data.keys),
@@ -209,6 +244,7 @@ def plan_model(
                 "preprocessing": loaded.preprocessing,
                 "pooling": loaded.pooling,
                 "block_pooling": pooling,
+                "rep2rep": loaded.rep2rep.attrs() if loaded.rep2rep is not None else None,
                 "dataset": dataset,
                 "split": split,
                 "subset": {
@@ -291,7 +327,7 @@ def extract_to_cache(
         pin_memory=loaded.device.type == "cuda",
         persistent_workers=False,
     )
-    dims = {info.name: info.dim for info in loaded.blocks}
+    _, _, dims = _stored_blocks(loaded)
     start = time.perf_counter()
     with (
         atomic_output(item.output) as tmp,
@@ -303,6 +339,7 @@ def extract_to_cache(
             n_classes=loaded.n_classes if loaded.has_head else None,
             storage_dtype=settings.dtype,
             expected_rows=len(data),
+            float32_blocks=(REP2REP_BLOCK,),
         )
         try:
             bar = tqdm(
@@ -444,7 +481,15 @@ def _written_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
 
 
 def list_blocks(settings: ExtractionSettings) -> str:
-    """Return the dry-run report: blocks, pooled dims, bytes per image, projected cache size."""
+    """Return the dry-run report: blocks, pooled dims, bytes per image, projected cache size.
+
+    Models are built on the meta device: no weights are read, downloaded or allocated, so the
+    largest architectures list their blocks in seconds.
+
+    Raises:
+        ConfigError: some entries cannot be built; the message is the whole report with the
+            reason on each such entry's line.
+    """
     specs = load_models_config(settings.models_config, base_dir=settings.project_root)
     n_rows = {
         (d, s): len(_dataset(settings, d, s)) for d in settings.datasets for s in settings.splits
@@ -453,25 +498,45 @@ def list_blocks(settings: ExtractionSettings) -> str:
     itemsize = np.dtype(settings.dtype).itemsize
     lines: list[str] = []
     grand_total = 0
+    failures: list[str] = []
     for model_id in settings.model_ids:
-        loaded = create_model(specs[model_id], specs, device="cpu", location=settings.location)
+        try:  # the architecture only: no weights are read or allocated
+            loaded = create_model(specs[model_id], specs, device="meta", location=settings.location)
+        except SimcError as exc:
+            failures.append(str(exc))
+            lines.append(f"{model_id}: cannot be built: {exc}")
+            continue
         blocks = block_specs(loaded)
         per_image = sum(info.dim for info in loaded.blocks) * itemsize
+        if loaded.rep2rep is not None:
+            per_image += loaded.rep2rep.dim * 4  # float32, as Rep2Rep stores it
         if loaded.has_head and loaded.n_classes:
             per_image += loaded.n_classes * 4
         projected = per_image * total_rows
         grand_total += projected
         lines.append(
-            f"{model_id}: {loaded.family}, {len(blocks)} blocks, {per_image:,} bytes/image, "
+            f"{model_id}: {loaded.family}, {len(loaded.blocks)} blocks"
+            + (" + rep2rep" if loaded.rep2rep is not None else "")
+            + f", {per_image:,} bytes/image, "
             f"{total_rows:,} images -> {projected / 2**20:.1f} MB"
             + (f" (+ logits {loaded.n_classes})" if loaded.has_head else "")
         )
-        for info, block in zip(loaded.blocks, blocks, strict=True):
+        for info, block in zip(loaded.blocks, blocks[: len(loaded.blocks)], strict=True):
             lines.append(
                 f"  {info.name:<32} {info.kind:<9} d={info.dim:<6} pooling={block.pooling}"
             )
+        if loaded.rep2rep is not None:
+            r = loaded.rep2rep
+            lines.append(
+                f"  {REP2REP_BLOCK:<32} {'vector':<9} d={r.dim:<6} pooling={r.pooling}+l2 "
+                f"(module {r.module_name}, output {list(r.output_shape)}, float32)"
+            )
     lines.append("datasets: " + ", ".join(f"{d}:{s} ({n:,} rows)" for (d, s), n in n_rows.items()))
     lines.append(f"projected cache size: {grand_total / 2**20:.1f} MB")
+    if failures:
+        raise ConfigError(
+            "\n".join(lines) + f"\n{len(failures)} model(s) cannot be built (see above)."
+        )
     return "\n".join(lines)
 
 

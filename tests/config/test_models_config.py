@@ -186,3 +186,27 @@ def test_select_models():
     assert select_models(specs, ["cnx"]) == ["cnx"]
     with pytest.raises(ConfigError, match="unknown model id.*'vitt'; did you mean 'vit'"):
         select_models(specs, ["vitt"])
+
+
+@pytest.mark.parametrize(
+    "name", ["torchvision_example", "ssl_example", "custom_example", "hf_example", "python_example"]
+)
+def test_source_examples_load_and_list_blocks(name, monkeypatch, tmp_path):
+    """configs/models/<source>_example.json: loads (paths from the repository root) and every
+    entry that needs no Hugging Face config lists its blocks on the meta device, offline."""
+    from pathlib import Path
+
+    from sim_consistency.models import create_model
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    specs = load_models_config(repo / "configs" / "models" / f"{name}.json", base_dir=repo)
+    assert specs
+    for spec in specs.values():
+        if spec.source == "hf":
+            continue  # needs config.json from the Hugging Face cache
+        loaded = create_model(spec, specs, device="meta", location=tmp_path)
+        assert loaded.block_names
+        if spec.module_name is not None:
+            assert loaded.rep2rep is not None and loaded.rep2rep.dim > 0

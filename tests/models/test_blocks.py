@@ -267,3 +267,26 @@ def test_describe_blocks_leaves_weights_and_mode_untouched() -> None:
     describe_blocks(model, find_block_names(model), (3, 64, 64))
     assert model.training
     assert state_dict_sha256(model.state_dict()) == before  # batch-norm stats not updated
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "n_blocks"),
+    [("xcit_nano_12_p16_224", "xcit", 14), ("swin_tiny_patch4_window7_224", "swin", 12)],
+)
+def test_xcit_and_swin_families_run_with_random_weights(name, family, n_blocks) -> None:
+    """XCiT's blocks carry no class token until its class-attention blocks; Swin's are maps."""
+    import timm
+
+    from sim_consistency.models import describe_blocks, detect_family, find_block_names
+
+    model = timm.create_model(name, pretrained=False).eval()
+    assert detect_family(model) == family
+    names = find_block_names(model)
+    infos = describe_blocks(model, names, (3, 224, 224))
+    assert len(infos) == n_blocks
+    if family == "xcit":
+        assert {i.n_prefix_tokens for i in infos if i.name.startswith("blocks.")} == {0}
+        assert {i.n_prefix_tokens for i in infos if i.name.startswith("cls_attn")} == {1}
+        assert infos[0].n_tokens == 196 and infos[-1].n_tokens == 197
+    else:
+        assert {i.kind for i in infos} == {"conv_map"} and infos[0].layout == "nhwc"

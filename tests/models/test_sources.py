@@ -1,4 +1,4 @@
-"""Model sources (sim_consistency/models/sources.py): every source builds, weights load exactly,
+"""Model sources (sim_consistency/models/sources/): every source builds, weights load exactly,
 missing weights fail fast with a note that says what to do."""
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def _save_safetensors(state_dict: dict[str, torch.Tensor], path: Path) -> Path:
 
 def test_registry_covers_every_source() -> None:
     sources = typing.get_args(typing.get_type_hints(ModelSpec)["source"])
-    assert set(MODEL_SOURCES) == set(sources) == {"timm", "open_clip", "checkpoint", "variant"}
+    assert set(MODEL_SOURCES) == set(sources)
+    assert {"timm", "open_clip", "checkpoint", "variant", "torchvision", "python"} <= set(sources)
 
 
 # -- every source builds and runs -----------------------------------------------------------
@@ -47,6 +48,11 @@ def every_source_config(tmp_path: Path, tiny_open_clip) -> tuple[dict, ProjectLo
     location = ProjectLocation(tmp_path / "root").create()
     resnet = timm.create_model("test_resnet", pretrained=False, num_classes=5)
     torch.save({"state_dict": resnet.state_dict()}, tmp_path / "run_1.pt")
+    clip = open_clip.create_model("simc-tiny-vit", pretrained=None, pretrained_text=False)
+    torch.save(clip.state_dict(), tmp_path / "clip.pt")
+    hf_config = {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 2}
+    hf_config.update(num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    (tmp_path / "hf_config.json").write_text(json.dumps(hf_config))
     _save_safetensors(resnet.state_dict(), location.model_weights_file("soup"))
     raw = {
         **{
@@ -57,6 +63,27 @@ def every_source_config(tmp_path: Path, tiny_open_clip) -> tuple[dict, ProjectLo
         "clip_rn": {"source": "open_clip", "model_name": "simc-tiny-rn"},
         "run_1": {"source": "checkpoint", "arch": "test_resnet", "path": "run_1.pt"},
         "soup": {"variant": {"method": "uniform", "ingredients": ["run_1", "test_resnet"]}},
+        "tv": {"source": "torchvision", "model_name": "mobilenet_v3_small"},
+        "ssl": {"source": "ssl", "model_name": "dino-vit-small-p16", "pretrained": False},
+        "hf": {
+            "source": "hf",
+            "config": "hf_config.json",
+            "transform": {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+        },
+        "custom": {
+            "source": "custom",
+            "model_name": "OpenCLIP",
+            "model_parameters": {"variant": "simc-tiny-vit"},
+            "weights": "clip.pt",
+            "module_name": "visual",
+        },
+        "cifar": {
+            "source": "python",
+            "factory": "cifar_zoo.resnet:create_cifar10_resnet18",
+            "kwargs": {"width": 4},
+            "python_path": str(Path(__file__).parent / "user_models"),
+            "transform": {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        },
     }
     return raw, location
 
@@ -72,6 +99,8 @@ def test_every_source_builds_and_runs_forward(every_source_config, make_specs) -
         x = torch.zeros(2, *loaded.input_size)
         with torch.inference_mode():
             out = loaded.model(x)
+        if not isinstance(out, torch.Tensor):  # transformers' ModelOutput
+            out = out[0]
         assert out.shape[0] == 2, model_id
         assert not loaded.model.training
         assert loaded.block_names and loaded.blocks
@@ -444,7 +473,7 @@ def test_checkpoint_at_another_resolution_goes_through_timm_filter(
 def test_url_hosted_weights_cached_or_fail_fast(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sim_consistency.models.sources import _url_file
+    from sim_consistency.models.sources._hub import url_file as _url_file
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     (tmp_path / "w.pth").write_bytes(b"cached")

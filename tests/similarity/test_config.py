@@ -48,7 +48,7 @@ def test_every_problem_reported_naming_file_and_entry(tmp_path):
     msg = str(err.value)
     assert f"{path}: entry 0: the rbf kernel needs exactly one of 'sigma'" in msg
     assert "entry 1: corr_method 'kendal' is not valid" in msg
-    assert "entry 2: key 'sigma' does not apply to sim_method 'mknn'" in msg
+    assert "sigma" not in msg.split("entry 2")[1].split("entry 3")[0]  # ignored, not an error
     assert "entry 3: sim_method 'cca' is not valid" in msg
     assert "entry 4: unknown key 'unbaised'; did you mean 'unbiased'?" in msg
 
@@ -68,3 +68,54 @@ def test_slugs():
     assert metric_slug(MetricSpec("rsa", rsa_method="cosine", corr_method="pearson")) == (
         "rsa_method_cosine_corr_method_pearson"
     )
+
+
+REP2REP_FIXTURES = REPO / "tests" / "fixtures" / "rep2rep"
+
+
+@pytest.mark.parametrize(
+    "name", ["similarity_metric_config_all.json", "similarity_metric_config_local_global.json"]
+)
+def test_rep2rep_similarity_configs_load_unchanged(name):
+    path = REP2REP_FIXTURES / name
+    with pytest.warns(UserWarning, match="ignored keys that do not apply") as notes:
+        specs = load_similarity_config(path)
+    assert "entry 0: corr_method, rsa_method, sigma" in str(notes[0].message)
+    raw = json.loads(path.read_text())
+    assert len(specs) == len(raw)
+    for entry, spec in zip(raw, specs, strict=True):
+        if entry["sim_method"] == "cka":
+            assert spec.unbiased is True  # Rep2Rep's default without --biased_cka
+            assert spec.sigma == (entry["sigma"] if entry["sim_kernel"] == "rbf" else None)
+    slugs = [metric_slug(s) for s in specs]
+    assert slugs[0] == "cka_kernel_linear_unbiased"  # Rep2Rep's method key
+    assert all(s in REP2REP_METHOD_KEYS for s in slugs)
+
+
+REP2REP_METHOD_KEYS = {
+    "cka_kernel_linear_unbiased",
+    "cka_kernel_linear_biased",
+    "cka_kernel_rbf_unbiased_sigma_0.2",
+    "cka_kernel_rbf_unbiased_sigma_0.4",
+    "cka_kernel_rbf_unbiased_sigma_0.6",
+    "cka_kernel_rbf_unbiased_sigma_0.8",
+    "rsa_method_correlation_corr_method_pearson",
+    "rsa_method_correlation_corr_method_spearman",
+}
+
+
+def test_biased_cka_flag_applies_to_entries_without_unbiased(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"sim_method": "cka", "sim_kernel": "linear"},
+                {"sim_method": "cka", "sim_kernel": "rbf", "sigma": 0.4, "unbiased": True},
+            ]
+        )
+    )
+    default = load_similarity_config(path)
+    biased = load_similarity_config(path, biased_cka=True)
+    assert [s.unbiased for s in default] == [True, True]
+    assert [s.unbiased for s in biased] == [False, True]  # explicit values win
+    assert metric_slug(biased[0]) == "cka_kernel_linear_biased"

@@ -1,0 +1,116 @@
+"""The base of per-source spec classes: the validated, source-specific part of an entry.
+
+Each source that owns a spec class (``torchvision``, ``ssl``, ``custom``, ``hf``, ``python``)
+declares the top-level keys it reads (:attr:`SourceSpec.KEYS`, :attr:`SourceSpec.REQUIRED`) and
+parses them, with the source's ``model_parameters``, in :meth:`SourceSpec.parse`, reporting every
+problem into the config loader's list. The loader (``sim_consistency.config.models``) stores the
+result on ``ModelSpec.options``; builders read nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+__all__ = ["SourceSpec", "check_choice", "parse_weights_file", "resolve_file"]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Validated options of one source; subclasses add their fields.
+
+    Attributes:
+        KEYS: top-level keys the source reads (besides ``source`` and the common keys).
+        REQUIRED: keys among ``KEYS`` that must be present.
+    """
+
+    KEYS: ClassVar[frozenset[str]] = frozenset()
+    REQUIRED: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def parse(
+        cls,
+        entry: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        *,
+        where: str,
+        base_dir: Path,
+        problems: list[str],
+    ) -> SourceSpec | None:
+        """Return the spec of ``entry``, or ``None`` after appending to ``problems``.
+
+        Args:
+            entry: the raw models-config entry (unknown top-level keys already reported).
+            parameters: ``model_parameters`` minus the representation keys.
+            where: the entry, for messages (``'model_id'``).
+            base_dir: folder that relative paths are resolved against.
+            problems: where every problem is appended, one line each.
+        """
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        """A short human name of the architecture (``ModelSpec.model_name``)."""
+        raise NotImplementedError
+
+    def without_weights(self) -> SourceSpec:
+        """The same architecture and preprocessing, built without loading any weights."""
+        raise NotImplementedError
+
+    def recipe(self) -> dict[str, Any]:
+        """Return the spec as plain JSON (hashed into content keys)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            out[f.name] = _plain(value)
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "recipe"):
+        return value.recipe()
+    return value
+
+
+def resolve_file(value: Any, base_dir: Path) -> Path:
+    """``value`` as an absolute path (``~`` expanded, relative to ``base_dir``)."""
+    p = Path(os.path.expanduser(str(value)))
+    return p if p.is_absolute() else (base_dir / p).resolve()
+
+
+def check_choice(
+    where: str, key: str, value: Any, choices: list[str] | tuple[str, ...], problems: list[str]
+) -> bool:
+    """Append a problem naming the close matches when ``value`` is not one of ``choices``."""
+    import difflib
+
+    if value in choices:
+        return True
+    close = difflib.get_close_matches(str(value), list(choices), n=3)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
+    shown = ", ".join(list(choices)[:30]) + (", …" if len(choices) > 30 else "")
+    problems.append(f"{where}: unknown {key} {value!r}{hint} Valid: {shown}.")
+    return False
+
+
+def parse_weights_file(
+    entry: Mapping[str, Any], base_dir: Path, where: str, problems: list[str]
+) -> Path | None:
+    """The entry's ``weights`` file, resolved; a problem is appended when it does not exist."""
+    if entry.get("weights") is None:
+        return None
+    weights = resolve_file(entry["weights"], base_dir)
+    if not weights.is_file():
+        problems.append(f"{where}: weights file {weights} does not exist.")
+    return weights
