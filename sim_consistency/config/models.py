@@ -305,8 +305,30 @@ def load_models_config(
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc}).") from exc
     return parse_models_config(
-        raw, source_name=str(path), base_dir=Path(base_dir) if base_dir else path.parent
+        _code_paths_from(raw, path.parent),
+        source_name=str(path),
+        base_dir=Path(base_dir) if base_dir else path.parent,
     )
+
+
+def _code_paths_from(raw: Any, config_dir: Path) -> Any:
+    """Resolve relative ``python_path`` folders against the config's folder.
+
+    A user's code lives beside the config that names it, wherever the project root is; weights
+    and checkpoints stay relative to ``base_dir`` (the project root in the stages).
+    """
+    if not isinstance(raw, dict):
+        return raw
+    resolved = {}
+    for model_id, entry in raw.items():
+        if isinstance(entry, dict) and "python_path" in entry:
+            paths = entry["python_path"]
+            if isinstance(paths, str):
+                paths = [paths]
+            if isinstance(paths, list) and all(isinstance(p, str) for p in paths):
+                entry = {**entry, "python_path": [str(config_dir / p) for p in paths]}
+        resolved[model_id] = entry
+    return resolved
 
 
 def parse_models_config(

@@ -192,8 +192,8 @@ def test_select_models():
     "name", ["torchvision_example", "ssl_example", "custom_example", "hf_example", "python_example"]
 )
 def test_source_examples_load_and_list_blocks(name, monkeypatch, tmp_path):
-    """configs/models/<source>_example.json: loads (paths from the repository root) and every
-    entry that needs no Hugging Face config lists its blocks on the meta device, offline."""
+    """configs/models/<source>_example.json: loads as shipped (paths relative to the config) and
+    every entry that needs no Hugging Face config lists its blocks on the meta device, offline."""
     from pathlib import Path
 
     from sim_consistency.models import create_model
@@ -201,7 +201,7 @@ def test_source_examples_load_and_list_blocks(name, monkeypatch, tmp_path):
     repo = Path(__file__).resolve().parents[2]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    specs = load_models_config(repo / "configs" / "models" / f"{name}.json", base_dir=repo)
+    specs = load_models_config(repo / "configs" / "models" / f"{name}.json")
     assert specs
     for spec in specs.values():
         if spec.source == "hf":

@@ -81,7 +81,7 @@ def every_source_config(tmp_path: Path, tiny_open_clip) -> tuple[dict, ProjectLo
             "source": "python",
             "factory": "cifar_zoo.resnet:create_cifar10_resnet18",
             "kwargs": {"width": 4},
-            "python_path": str(Path(__file__).parent / "user_models"),
+            "python_path": str(Path(__file__).parents[2] / "configs" / "models" / "user_models"),
             "transform": {"input_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
         },
     }

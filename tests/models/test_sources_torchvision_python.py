@@ -15,7 +15,7 @@ from sim_consistency.errors import ConfigError, WeightsNotFoundError
 from sim_consistency.models import create_model, state_dict_sha256
 from sim_consistency.project import ProjectLocation
 
-USER_MODELS = Path(__file__).parent / "user_models"
+USER_MODELS = Path(__file__).parents[2] / "configs" / "models" / "user_models"
 
 CIFAR = {
     "source": "python",

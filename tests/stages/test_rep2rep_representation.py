@@ -16,7 +16,7 @@ from sim_consistency.features import open_cache
 from sim_consistency.models import create_model
 from sim_consistency.stages import feature_extraction
 
-USER_MODELS = Path(__file__).parents[1] / "models" / "user_models"
+USER_MODELS = Path(__file__).parents[2] / "configs" / "models" / "user_models"
 ENTRIES = {
     # Rep2Rep's ViT entries: the class token of `norm`
     "vit_cls": {
