@@ -199,15 +199,11 @@ def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+def _save(fig, stem: Path) -> Path:
+    """Write ``<stem>.png`` (the figure naming rule of :mod:`sim_consistency.figures`)."""
+    from sim_consistency.figures import save_figure
 
-    from sim_consistency.io import atomic_output
-
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, stem, formats=("png",), dpi=120)[0]
 
 
 def plot_similarity_heatmaps(similarities: pd.DataFrame, plots: Path) -> list[Path]:
@@ -229,7 +225,7 @@ def plot_similarity_heatmaps(similarities: pd.DataFrame, plots: Path) -> list[Pa
         ax.set_yticks(range(len(ids)), ids, fontsize=6)
         ax.set_title(f"{dataset}\n{metric}", fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.046)
-        paths.append(_save(fig, plots / f"similarity_{dataset}_{metric}.png"))
+        paths.append(_save(fig, plots / f"similarity_{dataset}_{metric}"))
     return paths
 
 
@@ -252,7 +248,7 @@ def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
         slug = dataset.replace("/", "_")
-        paths.append(_save(fig, plots / f"probe_accuracy_vs_depth_{slug}.png"))
+        paths.append(_save(fig, plots / f"probe_accuracy_vs_depth_{slug}"))
     return paths
 
 
@@ -275,7 +271,7 @@ def plot_soup_improvement(table: pd.DataFrame, plots: Path) -> Path:
     ax.set_ylabel("improvement (pp)")
     ax.set_title("Soup improvement over its ingredients")
     ax.legend()
-    return _save(fig, plots / "soup_improvement.png")
+    return _save(fig, plots / "soup_improvement")
 
 
 def plot_consistency(consistency: pd.DataFrame, plots: Path) -> Path:
@@ -296,7 +292,7 @@ def plot_consistency(consistency: pd.DataFrame, plots: Path) -> Path:
     ax.set_ylim(-1, 1)
     ax.axhline(0, color="black", linewidth=1)
     ax.set_title("Rep2Rep consistency")
-    return _save(fig, plots / "consistency.png")
+    return _save(fig, plots / "consistency")
 
 
 def write_aggregates(location: ProjectLocation) -> list[Path]:

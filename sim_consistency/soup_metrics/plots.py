@@ -1,6 +1,7 @@
 """Figures of the soup-metrics stage (matplotlib, Agg; each function returns a Figure).
 
-The stage saves every figure as PNG and PDF through :func:`save_figure`. Figures follow the
+The stage saves every figure as PNG and PDF through :func:`save_figure` (re-exported from
+:mod:`sim_consistency.figures`, whose naming rule keeps every character of a model id). Figures follow the
 papers they reproduce: the model-soups ID-vs-OOD scatter, the three branching-study figures, the
 barrier curves, the MonoSoup per-depth statistics and the purity retention sweep.
 """
@@ -8,7 +9,6 @@ barrier curves, the MonoSoup per-depth statistics and the purity retention sweep
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from sim_consistency.io import atomic_output  # noqa: E402
+from sim_consistency.figures import save_figure  # noqa: E402
 
 __all__ = [
     "plot_barrier_curves",
@@ -28,18 +28,6 @@ __all__ = [
     "plot_retention_sweep",
     "save_figure",
 ]
-
-
-def save_figure(fig: Figure, path_stem: Path) -> list[Path]:
-    """Write ``fig`` to ``<stem>.png`` (150 dpi) and ``<stem>.pdf`` atomically; close it."""
-    paths = []
-    for suffix in (".png", ".pdf"):
-        path = path_stem.with_suffix(suffix)
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=150, bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
-    return paths
 
 
 def plot_id_vs_ood(averages: pd.DataFrame, soups: Sequence[str]) -> Figure:

@@ -16,7 +16,8 @@ import pandas as pd
 
 from sim_consistency.errors import ConfigError, MissingInputError
 from sim_consistency.features import read_cache_attrs
-from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.figures import save_figure
+from sim_consistency.io import atomic_write_text
 from sim_consistency.launch import LaunchReport
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import launch_planned, parse_stage_args, run_main
@@ -166,7 +167,7 @@ def save_heatmap(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     fig.tight_layout()
-    return _save_figure(fig, path_stem)
+    return save_figure(fig, path_stem)
 
 
 def save_profile_plot(
@@ -197,21 +198,7 @@ def save_profile_plot(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save_figure(fig, path_stem)
-
-
-def _save_figure(fig: Any, path_stem: Path) -> list[Path]:
-    """Write ``fig`` as PNG and PDF next to each other, atomically, and close it."""
-    import matplotlib.pyplot as plt
-
-    written = []
-    for suffix in (".png", ".pdf"):
-        target = path_stem.with_suffix(suffix)
-        with atomic_output(target) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=150)
-        written.append(target)
-    plt.close(fig)
-    return written
+    return save_figure(fig, path_stem)
 
 
 def plan_reason(folder: Path, key: str, outputs: Sequence[str], force: bool) -> str | None:

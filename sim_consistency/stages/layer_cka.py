@@ -110,6 +110,10 @@ class WorkItem:
     reason: str  # "missing" | "stale" | "forced"
 
 
+#: Bump when the figures change (names, axes): the folder's outputs are rebuilt, not reused.
+FIGURES_VERSION = "2"  # 2: file names keep every character of the ids; profile axis scaled
+
+
 def model_pairs(
     model_ids: Sequence[str], reference: str, mode: Literal["reference", "all"]
 ) -> list[tuple[str, str]]:
@@ -142,6 +146,7 @@ def plan(settings: LayerCkaSettings) -> list[WorkItem]:
                 "normalize": settings.normalize,
                 "split": settings.split,
                 "code_version": SIMILARITY_CODE_VERSION,
+                "figures_version": FIGURES_VERSION,
             }
         )
         reason = plan_reason(folder, key, OUTPUT_FILES, settings.force)

@@ -105,8 +105,9 @@ PARTS: tuple[str, ...] = (
 )
 _BRANCH_KEYS = ("branch_epoch", "analysis_epoch")
 #: Bumped when the stage's outputs change for the same inputs (part of the inputs key).
-# 2: the fast probe's new solver; 3: its class-major layout; 4: its centred basis.
-PARTS_CODE_VERSION = "4"
+# 2: the fast probe's new solver; 3: its class-major layout; 4: its centred basis;
+# 5: figure names keep every character of the ids, barrier columns named after their papers.
+PARTS_CODE_VERSION = "5"
 
 
 @dataclass(frozen=True)
