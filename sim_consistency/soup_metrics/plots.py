@@ -20,6 +20,9 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from sim_consistency.figures import save_figure  # noqa: E402
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+_LINESTYLES = ("-", "--", ":", "-.")
+
 __all__ = [
     "plot_barrier_curves",
     "plot_branching",
@@ -134,17 +137,35 @@ def plot_branching(tables: Mapping[str, pd.DataFrame]) -> dict[str, Figure]:
     return figures
 
 
+_VALUE_LABELS = {"error": "test error (1 − top-1)", "loss": "test loss (mean cross-entropy)"}
+
+
 def plot_barrier_curves(curves: pd.DataFrame, value: str = "error") -> Figure:
-    """Interpolation curves ``value`` vs α, one line per (model_a, model_b) pair."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for (a, b), part in curves.groupby(["model_a", "model_b"], sort=True):
-        part = part.sort_values("alpha")
-        ax.plot(part["alpha"], part[value], marker="o", label=f"{a} → {b}")
-    ax.set_xlabel("α  (θ = (1−α)·θ_A + α·θ_B)")
-    ax.set_ylabel(value)
-    ax.set_title(f"Linear interpolation: {value}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    """Interpolation curves ``value`` vs α: one panel per dataset, one line per model pair.
+
+    Each line joins the α grid of one (dataset, model_a, model_b) curve in α order, so curves of
+    different datasets are never joined into one line.
+    """
+    datasets = list(dict.fromkeys(curves["dataset"])) if "dataset" in curves else [None]
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(5.5 * len(datasets), 4.3), squeeze=False, sharey=False
+    )
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        part = curves if dataset is None else curves[curves["dataset"] == dataset]
+        for i, ((a, b), pair) in enumerate(part.groupby(["model_a", "model_b"], sort=True)):
+            pair = pair.sort_values("alpha")
+            ax.plot(
+                pair["alpha"],
+                pair[value],
+                marker=_MARKERS[i % len(_MARKERS)],
+                linestyle=_LINESTYLES[(i // 10) % len(_LINESTYLES)],
+                label=f"A = {a}\nB = {b}",
+            )
+        ax.set_xlabel("α  (θ = (1−α)·θ_A + α·θ_B)")
+        ax.set_ylabel(_VALUE_LABELS.get(value, value))
+        ax.set_title(f"{value} along the linear path — {dataset}" if dataset else value, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
     return fig
 
 
