@@ -33,10 +33,10 @@ def test_one_line_per_dataset_and_pair_in_alpha_order():
     fig = plot_barrier_curves(curves, "error")
     axes = fig.axes
     assert [ax.get_title().split("— ")[-1] for ax in axes] == ["wds/digits", "wds/digits_noisy"]
-    for ax, (dataset, offset) in zip(axes, (("wds/digits", 0.0), ("wds/digits_noisy", 0.5))):
+    for ax, offset in zip(axes, (0.0, 0.5), strict=True):
         lines = ax.get_lines()
         assert len(lines) == 2
-        for line, scale in zip(lines, (0.1, 0.2)):
+        for line, scale in zip(lines, (0.1, 0.2), strict=True):
             x, y = line.get_xdata(), line.get_ydata()
             assert np.all(np.diff(x) > 0)  # α increases along the line: no zig-zag
             np.testing.assert_allclose(y, offset + scale * x * (1 - x))
