@@ -60,6 +60,7 @@ from sim_consistency.project import ProjectLocation, dataset_slug, resolve_proje
 from sim_consistency.similarity import cka
 from sim_consistency.soup_metrics import (
     abs_cosine_stats,
+    BARRIER_DEFINITIONS,
     barrier,
     barrier_matrix,
     basin_summary,
@@ -812,10 +813,13 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
             "float64, features as cached (no normalisation)",
             "weights": "L2 distance / cosine over floating-point tensors, BatchNorm running "
             "statistics excluded; task vectors relative to the base",
-            "barriers": "max_α E(α) − ½(E(0)+E(1)) and max_α [E(α) − linear interpolation of the "
-            f"endpoints], α grid of {settings.n_alphas} points, E = error (1 − top-1) and mean "
-            f"cross-entropy of the logits on {settings.split}; BN policy "
-            f"{settings.bn_policy or 'the method default'}",
+            "barriers": {
+                **BARRIER_DEFINITIONS,
+                "curve": f"α grid of {settings.n_alphas} points, E = error (1 − top-1) and mean "
+                f"cross-entropy of the logits on {settings.split}; BN policy "
+                f"{settings.bn_policy or 'the method default'}",
+                "matrix": "barrier_matrix_<kind>_<dataset>.csv holds the headline barrier",
+            },
             "purity": "silhouette (cosine distance) of test features; mean/max/median/std |cos| "
             "between feature dimensions (train) and neuron weight rows; retention keeps the k "
             "dimensions with the lowest (high purity) or highest (low purity) mean |cos|",
