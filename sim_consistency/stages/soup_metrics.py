@@ -59,8 +59,8 @@ from sim_consistency.probe import head_accuracy, linear_probe
 from sim_consistency.project import ProjectLocation, dataset_slug, resolve_project_root
 from sim_consistency.similarity import cka
 from sim_consistency.soup_metrics import (
-    abs_cosine_stats,
     BARRIER_DEFINITIONS,
+    abs_cosine_stats,
     barrier,
     barrier_matrix,
     basin_summary,
