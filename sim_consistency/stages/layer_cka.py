@@ -51,6 +51,7 @@ from sim_consistency.stages._similarity_io import (
     stage_main,
     write_json,
 )
+from sim_consistency.threads import threads_metadata
 
 __all__ = [
     "LayerCkaSettings",
@@ -321,6 +322,7 @@ def run_item(item: WorkItem) -> Path:
             "n_samples": n,
             "code_version": SIMILARITY_CODE_VERSION,
             "seconds": round(seconds, 3),
+            **threads_metadata(),
         },
     )
     log.info("%s: %d grid(s), n=%d, %.2f s (%s)", item.folder, len(grids), n, seconds, item.reason)

@@ -84,6 +84,7 @@ from sim_consistency.soup_metrics.plots import (
 )
 from sim_consistency.stages.cli import parse_stage_args, run_main
 from sim_consistency.stages.feature_extraction import ExtractionSettings, run_model
+from sim_consistency.threads import threads_metadata
 from sim_consistency.tracking import start_tracking
 
 __all__ = ["PARTS", "SOUP_METHODS", "SoupMetricsSettings", "add_arguments", "main", "run"]
@@ -827,6 +828,7 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
         "settings": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()
         },
+        **threads_metadata(),
     }
     atomic_write_text(settings.out_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
