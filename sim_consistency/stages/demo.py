@@ -22,7 +22,7 @@ from pathlib import Path
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import configure_logging, run_main
 
-__all__ = ["DEFAULT_MODELS_CONFIG", "DEMO_DATASETS", "demo_steps", "main"]
+__all__ = ["DEFAULT_MODELS_CONFIG", "DEMO_DATASETS", "DEMO_PROBE_SEEDS", "demo_steps", "main"]
 
 _CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_MODELS_CONFIG = _CONFIGS / "models" / "demo.json"
@@ -32,6 +32,9 @@ DEMO_DATASETS: tuple[str, ...] = ("wds/digits", "wds/digits_noisy")
 #: The demo's reference model: W0 of the ResNet group (BatchNorm, so every BN policy matters).
 DEMO_REFERENCE = "rn_w0"
 _PROFILE_METHODS = ("monosoup", "highonly", "lowonly", "uniform")
+#: The probe seeds the README recommends (``--seeds 0 1 2``): each probe's validation split and
+#: initialisation is drawn three times, so the report can show a spread over seeds.
+DEMO_PROBE_SEEDS: tuple[int, ...] = (0, 1, 2)
 
 
 def demo_models(models_config: Path) -> dict[str, list[str]]:
@@ -83,7 +86,7 @@ def demo_steps(
     models = [*root, "--models_config", str(models_config)]
     datasets = ["--datasets", *DEMO_DATASETS]
     similarity = ["--similarity_config", str(DEFAULT_SIMILARITY_CONFIG)]
-    seeds = ["--seeds", "0"]
+    seeds = ["--seeds", *map(str, DEMO_PROBE_SEEDS)]
     picked = demo_models(models_config)
     return [
         (

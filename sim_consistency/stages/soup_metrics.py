@@ -223,18 +223,20 @@ def model_accuracy(
     """Return one model's accuracy on a dataset split: own head from logits, else a probe.
 
     The probe (protocol ``fast``) is trained on the ``train`` split's last-block features and
-    scored on ``split``.
+    scored on ``split``. ``n_samples`` is the number of images scored (one image is
+    ``1 / n_samples`` of accuracy: the smallest difference the table can show).
     """
     with _cache(location, dataset, split, model_id) as cache:
+        n_samples = len(cache.labels)
         if cache.has_logits:
             metrics = head_accuracy(cache.logits, cache.labels)
-            return {"source": "head", **_scalar_metrics(metrics)}
+            return {"source": "head", "n_samples": n_samples, **_scalar_metrics(metrics)}
         block = cache.block_names[-1]
         X_test, y_test = cache.block(block), cache.labels
     with _cache(location, dataset, "train", model_id) as train:
         X_train, y_train = train.block(block), train.labels
     metrics = linear_probe(X_train, y_train, X_test, y_test, protocol="fast", seed=seed)
-    return {"source": f"probe:{block}", **_scalar_metrics(metrics)}
+    return {"source": f"probe:{block}", "n_samples": n_samples, **_scalar_metrics(metrics)}
 
 
 def _scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -613,7 +615,8 @@ def _branching_part(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec
         for name, table in tables.items():
             collected.setdefault(name, []).append(table.assign(run_group=group))
         if tables["soup_results"]["branch_epoch"].nunique() >= 2:
-            summaries[group] = basin_summary(tables["soup_results"])
+            n_test = int(acc[group_runs["model_id"].iloc[0]]["n_samples"])
+            summaries[group] = basin_summary(tables["soup_results"], n_test=n_test)
             log.info("branching (%s): %s", group, summaries[group]["statement"])
         suffix = "" if len(groups) == 1 else f"_{group}"
         for stem, fig in plot_branching(tables).items():
