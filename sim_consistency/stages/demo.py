@@ -32,8 +32,8 @@ DEMO_DATASETS: tuple[str, ...] = ("wds/digits", "wds/digits_noisy")
 #: The demo's reference model: W0 of the ResNet group (BatchNorm, so every BN policy matters).
 DEMO_REFERENCE = "rn_w0"
 _PROFILE_METHODS = ("monosoup", "highonly", "lowonly", "uniform")
-#: The probe seeds the README recommends (``--seeds 0 1 2``): each probe's validation split and
-#: initialisation is drawn three times, so the report can show a spread over seeds.
+#: The probe seeds the README recommends (``--seeds 0 1 2``): each seed draws its own validation
+#: split (and, for the rep2rep protocol, initialisation), so the report shows a spread over seeds.
 DEMO_PROBE_SEEDS: tuple[int, ...] = (0, 1, 2)
 
 
