@@ -19,7 +19,7 @@ import pytest
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages import demo, train_demo_models
 
-nbclient = pytest.importorskip("nbclient", reason="nbclient (dev dependency) not installed")
+pytest.importorskip("nbconvert", reason="nbconvert (dev dependency) not installed")
 nbformat = pytest.importorskip("nbformat", reason="nbformat (dev dependency) not installed")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -106,32 +106,74 @@ def test_rerun_reuses_everything(demo_root):
     assert {p: p.stat().st_mtime_ns for p in watched} == before
 
 
-@pytest.mark.parametrize(
-    "name, outputs",
-    [
-        ("aggregate_similarities", ["similarities.csv"]),
-        ("aggregate_probes", ["probes.csv", "probe_summary.csv"]),
-        ("aggregate_soups", ["soups_soup_vs_ingredients.csv"]),
-        ("aggregate_consistency", ["consistency.csv", "similarity_vs_performance.csv"]),
-    ],
-)
-def test_notebook_runs_headless(demo_root, name, outputs, monkeypatch):
+NOTEBOOK_OUTPUTS = [
+    ("aggregate_similarities", ["similarities.csv"]),
+    ("aggregate_probes", ["probes.csv", "probe_summary.csv"]),
+    ("aggregate_soups", ["soups_soup_vs_ingredients.csv"]),
+    ("aggregate_consistency", ["consistency.csv", "similarity_vs_performance.csv"]),
+]
+
+
+def _html_tables(notebook) -> list[str]:
+    return [
+        out["data"]["text/html"]
+        for cell in notebook.cells
+        for out in cell.get("outputs", [])
+        if "text/html" in out.get("data", {}) and "<table" in out["data"]["text/html"]
+    ]
+
+
+@pytest.mark.parametrize("name, outputs", NOTEBOOK_OUTPUTS)
+def test_notebook_runs_headless_with_figures_and_tables(demo_root, name, outputs, tmp_path):
+    """Executed as a user would (jupyter nbconvert, started in notebooks/), outputs checked."""
+    import subprocess
+    import sys
+
     location, _ = demo_root
     for out in outputs:
         (location.aggregated / out).unlink(missing_ok=True)
     start = time.time()
-    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    monkeypatch.setenv("SIMC_ROOT", str(location.root))
-    nbclient.NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOKS)}},
-    ).execute()
+    executed = tmp_path / f"{name}.ipynb"
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+         "--ExecutePreprocessor.timeout=300", "--output", str(executed),
+         str(NOTEBOOKS / f"{name}.ipynb")],
+        cwd=NOTEBOOKS,
+        env={**os.environ, "SIMC_ROOT": str(location.root)},
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    notebook = nbformat.read(executed, as_version=4)
+    outputs_of = [o for c in notebook.cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs_of if o.get("output_type") == "error"]
+    assert any(f"project root: {location.root}" in o.get("text", "") for o in outputs_of)
+    images = [o for o in outputs_of if "image/png" in o.get("data", {})]
+    assert images, f"{name}: no inline figure"
+    tables = _html_tables(notebook)
+    assert tables and all("<tbody>\n    <tr>" in t for t in tables), f"{name}: empty table"
     for out in outputs:
         table = pd.read_csv(location.aggregated / out)
         assert len(table) > 0 and (location.aggregated / out).stat().st_mtime >= start
     assert any(p.stat().st_mtime >= start for p in location.plots.glob("*.png"))
+
+
+@pytest.mark.parametrize("name", [n for n, _ in NOTEBOOK_OUTPUTS])
+def test_paired_script_prints_its_tables_and_figures(demo_root, name):
+    import subprocess
+    import sys
+
+    location, _ = demo_root
+    out = subprocess.run(
+        [sys.executable, str(NOTEBOOKS / f"{name}.py")],
+        cwd=NOTEBOOKS,
+        env={**os.environ, "SIMC_ROOT": str(location.root)},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert f"project root: {location.root}" in out
+    assert "\n== " in out  # a titled table
+    assert "figure: " in out and ".png" in out
 
 
 @pytest.mark.parametrize(

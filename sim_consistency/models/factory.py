@@ -171,7 +171,7 @@ def create_model(
         specs: the whole models config (checkpoints and variants resolve references in it).
         device: where the model runs (the dummy forward pass included).
         location: the project root (a :class:`ProjectLocation`, or a path; ``None``: the
-            ``SIMC_ROOT`` / ``./project_root`` default); variants are read from its ``models/``.
+            ``SIMC_ROOT`` / checkout ``project_root`` default); variants are read from its ``models/``.
 
     Returns:
         The :class:`LoadedModel`.

@@ -32,7 +32,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, needs_models: bool 
     parser.add_argument(
         "--project_root",
         default=None,
-        help="project root (default: $SIMC_ROOT, else ./project_root)",
+        help="project root (default: $SIMC_ROOT, else project_root in the checkout)",
     )
     if needs_models:
         parser.add_argument(

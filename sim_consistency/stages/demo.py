@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--project_root",
         default=None,
-        help="project root (default: $SIMC_ROOT, else ./project_root)",
+        help="project root (default: $SIMC_ROOT, else project_root in the checkout)",
     )
     parser.add_argument("--models_config", default=str(DEFAULT_MODELS_CONFIG))
     parser.add_argument(
