@@ -19,7 +19,12 @@
 # (`SIMC_ROOT`, else `project_root` in this checkout).
 
 # %%
-from sim_consistency.aggregate import collect_soup_metrics, plot_soup_improvement, write_table
+from sim_consistency.aggregate import (
+    collect_soup_metrics,
+    n_test_images,
+    plot_soup_improvement,
+    write_table,
+)
 from sim_consistency.display import show
 from sim_consistency.project import ProjectLocation
 from sim_consistency.soup_metrics import BARRIER_DEFINITIONS
@@ -39,7 +44,8 @@ show(tables["soup_vs_ingredients"], "soups vs their ingredients")
 # mark ± one test image, the smallest difference the test set can show.
 
 # %%
-show(plot_soup_improvement(tables["soup_vs_ingredients"], location.plots))
+n_test = n_test_images(location)
+show(plot_soup_improvement(tables["soup_vs_ingredients"], location.plots, n_test=n_test))
 
 # %% [markdown]
 # ## Barriers

@@ -1,4 +1,4 @@
-"""Figure files: one naming rule and one atomic writer for every figure the package saves.
+"""Figure files and styles: one naming rule, one atomic writer, distinguishable series.
 
 A figure's file name is its *stem* with the format appended (``<stem>.png``), never substituted:
 stems are built from model ids, metric slugs and α values that may contain dots
@@ -14,9 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sim_consistency.io import atomic_output
 
-__all__ = ["FIGURE_FORMATS", "figure_path", "save_figure"]
+__all__ = [
+    "FIGURE_FORMATS",
+    "data_limits",
+    "figure_path",
+    "save_figure",
+    "series_style",
+]
 
 #: The formats every saved figure is written in (PNG for the report, PDF for papers).
 FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf")
@@ -55,3 +63,31 @@ def save_figure(
     finally:
         plt.close(fig)
     return written
+
+
+#: Line styles × markers cycled with the colours so that every series of a figure differs.
+LINE_STYLES: tuple[str, ...] = ("-", "--", "-.", ":")
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def series_style(i: int) -> dict[str, Any]:
+    """Return ``color``/``linestyle``/``marker`` of series ``i``: distinct for the first 40
+    (10 colours × 4 line styles, markers cycling independently)."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab10"].colors  # type: ignore[attr-defined]
+    return {
+        "color": colors[i % 10],
+        "linestyle": LINE_STYLES[(i // 10) % len(LINE_STYLES)],
+        "marker": MARKERS[i % len(MARKERS)],
+    }
+
+
+def data_limits(values: Sequence[float], *, pad: float = 0.08) -> tuple[float, float]:
+    """Return y limits spanning the finite ``values`` with ``pad`` of their range on each side."""
+    finite = [float(v) for v in values if np.isfinite(v)]
+    if not finite:
+        return 0.0, 1.0
+    lo, hi = min(finite), max(finite)
+    span = hi - lo if hi > lo else max(abs(hi), 1e-3) * 0.05
+    return lo - pad * span, hi + pad * span

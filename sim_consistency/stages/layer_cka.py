@@ -299,7 +299,8 @@ def run_item(item: WorkItem) -> Path:
     save_profile_plot(
         profiles,
         item.folder / PROFILE_STEM,
-        title=f"same block vs {item.reference}, {item.dataset}",
+        title=f"Linear CKA between each block of {item.reference} and the same block of "
+        f"each model — {item.dataset} ({item.split})",
         xlabel="block",
         ylabel="linear CKA",
         xticklabels=ref_names,

@@ -243,8 +243,32 @@ def _scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(metrics[k]) for k in ("top1", "top5", "balanced_acc") if k in metrics}
 
 
+def _accuracy_models(
+    specs: Mapping[str, ModelSpec], soups: Mapping[str, list[str]], base: str | None
+) -> list[str]:
+    """Return the models of the accuracy table: soups, their ingredients, the base, and every
+    other variant of the config (MonoSoup and its ablations, WiSE-FT, TIES, …) with the models
+    it is built from."""
+    others = [m for m, s in specs.items() if s.is_variant and m not in soups]
+    inputs = [r for m in others for r in specs[m].variant.references()]
+    return list(
+        dict.fromkeys(
+            [
+                *soups,
+                *(i for ing in soups.values() for i in ing),
+                *([base] if base else []),
+                *others,
+                *inputs,
+            ]
+        )
+    )
+
+
 def _accuracy_part(
-    settings: SoupMetricsSettings, soups: Mapping[str, list[str]], models: Sequence[str]
+    settings: SoupMetricsSettings,
+    specs: Mapping[str, ModelSpec],
+    soups: Mapping[str, list[str]],
+    models: Sequence[str],
 ) -> pd.DataFrame:
     rows = [
         {
@@ -253,6 +277,7 @@ def _accuracy_part(
             "split": settings.split,
             "is_ood": d in settings.ood_datasets,
             "is_soup": m in soups,
+            "method": specs[m].variant.method if specs[m].is_variant else specs[m].source,
             **model_accuracy(settings.location, m, d, settings.split, seed=settings.probe_seed),
         }
         for m in models
@@ -270,7 +295,11 @@ def _accuracy_part(
     averages = id_ood_averages(accuracy, ood_datasets=settings.ood_datasets)
     _write_csv(averages, out / "id_ood.csv")
     if settings.ood_datasets and averages["ood_avg"].notna().any():
-        save_figure(plot_id_vs_ood(averages, list(soups)), out / "id_vs_ood")
+        id_sets = [d for d in settings.datasets if d not in settings.ood_datasets]
+        figure = plot_id_vs_ood(
+            averages, list(soups), id_datasets=id_sets, ood_datasets=settings.ood_datasets
+        )
+        save_figure(figure, out / "id_vs_ood")
     return accuracy
 
 
@@ -393,7 +422,12 @@ def _monosoup_part(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec]
         layers.insert(0, "model_id", model_id)
         layers.insert(1, "method", spec.variant.method)
         frames.append(layers)
-        save_figure(plot_monosoup_layers(layers), settings.out_dir / f"monosoup_layers_{model_id}")
+        options = spec.variant.options
+        title = f"{model_id} ({spec.variant.method}, {options['base']} → {options['finetuned']})"
+        save_figure(
+            plot_monosoup_layers(layers, title=title),
+            settings.out_dir / f"monosoup_layers_{model_id}",
+        )
     if frames:
         _write_csv(pd.concat(frames, ignore_index=True), settings.out_dir / "monosoup_layers.csv")
 
@@ -619,7 +653,7 @@ def _branching_part(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec
             summaries[group] = basin_summary(tables["soup_results"], n_test=n_test)
             log.info("branching (%s): %s", group, summaries[group]["statement"])
         suffix = "" if len(groups) == 1 else f"_{group}"
-        for stem, fig in plot_branching(tables).items():
+        for stem, fig in plot_branching(tables, group=group, dataset=dataset).items():
             save_figure(fig, out / f"{stem}{suffix}")
     for name, frames in collected.items():
         _write_csv(pd.concat(frames, ignore_index=True), out / f"branching_{name}.csv")
@@ -668,7 +702,10 @@ def _purity_part(
             model_id=model_id, dataset=dataset, block=block
         )
         sweeps.append(sweep)
-        save_figure(plot_retention_sweep(sweep), settings.out_dir / f"retention_sweep_{model_id}")
+        save_figure(
+            plot_retention_sweep(sweep, title=f"{model_id}, block {block}, {dataset}"),
+            settings.out_dir / f"retention_sweep_{model_id}",
+        )
     _write_csv(pd.DataFrame(rows), settings.out_dir / "purity.csv")
     _write_csv(pd.concat(sweeps, ignore_index=True), settings.out_dir / "retention_sweep.csv")
 
@@ -755,11 +792,7 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
     base = settings.base or _default_base(specs)
     if base is not None and base not in specs:
         raise ConfigError(f"--base: unknown model id {base!r}. Known: {', '.join(specs)}.")
-    models = list(
-        dict.fromkeys(
-            [*soups, *(i for ing in soups.values() for i in ing), *([base] if base else [])]
-        )
-    )
+    models = _accuracy_models(specs, soups, base)
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     inputs_key = _inputs_key(settings, specs)
     previous = _previous_summary(settings.out_dir / "summary.json")
@@ -772,7 +805,7 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
 
     done: list[str] = []
     if "accuracy" in settings.parts and models:
-        _accuracy_part(settings, soups, models)
+        _accuracy_part(settings, specs, soups, models)
         done.append("accuracy")
     if "cka" in settings.parts and soups:
         _cka_part(settings, soups, base)
