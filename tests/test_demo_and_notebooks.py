@@ -1,7 +1,7 @@
 """The demo pipeline end to end on a small study, its report, and every aggregation notebook.
 
-One module-scoped run of ``scripts/demo.py``'s stage with a reduced training study (one ResNet
-group, 2+1 epochs) and a handful of variants, so the whole chain — training, variants,
+One session-scoped run of ``scripts/demo.py``'s stage on the quick study of
+``tests/demo_study.py`` (fixture ``demo_root``), so the whole chain — training, variants,
 extraction on two datasets, similarity, layer CKA, probes, soup metrics, consistency,
 aggregation, report — runs in CI; then each notebook is executed headless against its results.
 """
@@ -16,57 +16,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim_consistency.project import ProjectLocation
-from sim_consistency.stages import demo, train_demo_models
+from sim_consistency.stages import demo
+from sim_consistency.stages.layer_cka import pair_name
 
 pytest.importorskip("nbconvert", reason="nbconvert (dev dependency) not installed")
 nbformat = pytest.importorskip("nbformat", reason="nbformat (dev dependency) not installed")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-QUICK_STUDY = {
-    "groups": {"rn": {"model_name": "test_resnet", "img_size": 16}},
-    "pretrain_epochs": 2,
-    "pretrain_fraction": 0.3,
-    "branch_epochs": [1],
-    "finetune_epochs": 1,
-    "finetune_fraction": 0.3,
-    "finetune_lrs": [0.001],
-    "seeds": [0, 1],
-}
-
-
-def _variants() -> dict:
-    ft = ["rn_ft_lr0.001_s0", "rn_ft_lr0.001_s1"]
-    entries = {
-        "rn_soup_uniform": {"variant": {"method": "uniform", "ingredients": ft}},
-        "rn_ties": {"variant": {"method": "ties", "base": "rn_w0", "finetuned": ft}},
-    }
-    for method in ("monosoup", "highonly", "lowonly"):
-        entries[f"rn_{method}_vetterli"] = {
-            "variant": {"method": method, "base": "rn_w0", "finetuned": ft[0]}
-        }
-    return entries
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory, digits_root):
-    tmp = tmp_path_factory.mktemp("demo")
-    location = ProjectLocation.resolve(tmp / "root").create()
-    os.symlink(digits_root.wds_dataset_dir("digits"), location.wds_dataset_dir("digits"))
-    study = tmp / "study.json"
-    study.write_text(json.dumps(QUICK_STUDY))
-    config = tmp / "models.json"
-    root = ["--project_root", str(location.root)]
-    assert (
-        train_demo_models.main(
-            [*root, "--study", str(study), "--write_models_config", str(config), "--no-progress"]
-        )
-        == 0
-    )
-    config.write_text(json.dumps({**json.loads(config.read_text()), **_variants()}))
-    argv = [*root, "--models_config", str(config), "--study", str(study), "--quick"]
-    assert demo.main(argv) == 0
-    return location, argv
 
 
 def test_demo_writes_every_stage_and_the_report(demo_root):
@@ -79,7 +35,9 @@ def test_demo_writes_every_stage_and_the_report(demo_root):
     assert any(location.consistency.glob("*/*/consistency_pearson.csv"))
     report = (location.results / "report.md").read_text()
     for title in (
+        "Summary",
         "Models and soups: accuracy",
+        "MonoSoup and its ablations",
         "Block-wise CKA",
         "Representational similarity and Rep2Rep consistency",
         "Linear probes",
@@ -89,8 +47,38 @@ def test_demo_writes_every_stage_and_the_report(demo_root):
     ):
         assert f"## {title}" in report, title
     assert "Not run yet" not in report
+    assert report.index("## Summary") < report.index("## Models and soups: accuracy")
     html = (location.results / "report.html").read_text()
     assert html.count("<img") >= 5 and "data:image/png;base64," in html
+    # the accuracy table holds every variant method, MonoSoup's section its ablations
+    accuracy = pd.read_csv(location.soup_metrics / "accuracy.csv")
+    assert {"monosoup", "highonly", "lowonly", "ties", "uniform"} <= set(accuracy["method"])
+    mono = pd.read_csv(location.aggregated / "report" / "MonoSoup_and_its_ablations.csv")
+    assert mono["role"].tolist() == ["base (W0)", "fine-tuned", "monosoup", "highonly", "lowonly"]
+    # probes ran with the README's seeds, so every summary row has a spread
+    summary = pd.read_csv(location.aggregated / "probe_summary.csv")
+    assert (summary["n_seeds"] == len(demo.DEMO_PROBE_SEEDS)).all()
+    assert summary["top1_std"].notna().all()
+    # both barrier definitions, named
+    barriers = pd.read_csv(location.soup_metrics / "barriers.csv")
+    assert {"barrier", "barrier_midpoint"} <= set(barriers.columns)
+    assert "Entezari et al. 2022" in report and "Frankle et al. 2020" in report
+
+
+def test_figures_keep_every_id_and_outputs_record_threads(demo_root):
+    location, _ = demo_root
+    folder = location.layer_cka / "wds_digits"
+    meta = json.loads((folder / "metadata.json").read_text())
+    for a, b in meta["pairs"]:
+        assert (folder / "heatmaps" / f"{pair_name(a, b)}.png").is_file(), (a, b)
+    assert len(list((folder / "heatmaps").glob("*.png"))) == len(meta["pairs"])
+    assert meta["torch_num_threads"] >= 1 and meta["num_threads_source"] in {
+        "--num_threads",
+        "SLURM_CPUS_PER_TASK",
+        "cpu_affinity",
+    }
+    summary = json.loads((location.soup_metrics / "summary.json").read_text())
+    assert summary["torch_num_threads"] >= 1
 
 
 def test_rerun_reuses_everything(demo_root):
