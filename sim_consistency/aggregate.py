@@ -288,7 +288,11 @@ def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=5.5, ncol=2, loc="best")
         axes[0][0].set_ylabel("probe test top-1 (%), mean over seeds")
-        n_seeds = int(part.groupby(["model_id", "depth_fraction"])["seed"].nunique().max())
+        n_seeds = (
+            int(part.groupby(["model_id", "depth_fraction"])["seed"].nunique().max())
+            if "seed" in part
+            else 1
+        )
         fig.suptitle(
             f"Linear-probe accuracy vs depth — {dataset} ({n_seeds} seed(s); bars: min–max)",
             fontsize=10,
