@@ -71,15 +71,18 @@ MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 
 def series_style(i: int) -> dict[str, Any]:
-    """Return ``color``/``linestyle``/``marker`` of series ``i``: distinct for the first 40
-    (10 colours × 4 line styles, markers cycling independently)."""
+    """Return ``color``/``linestyle``/``marker`` of series ``i``.
+
+    10 colours × 4 line styles, with the marker shifted every 10 series: the first 200 series
+    all differ (the first 40 already by colour and line style alone).
+    """
     import matplotlib
 
     colors = matplotlib.colormaps["tab10"].colors  # type: ignore[attr-defined]
     return {
         "color": colors[i % 10],
         "linestyle": LINE_STYLES[(i // 10) % len(LINE_STYLES)],
-        "marker": MARKERS[i % len(MARKERS)],
+        "marker": MARKERS[(i + i // 10) % len(MARKERS)],
     }
 
 

@@ -63,3 +63,56 @@ def test_aggregate_figures_keep_dataset_names(tmp_path):
         "probe_accuracy_vs_depth_wds_set_v1.1.png",
     ]
     assert all(p.is_file() for p in paths)
+
+
+def test_series_styles_differ_for_every_model_of_the_demo():
+    from sim_consistency.figures import series_style
+
+    styles = [tuple(sorted((k, str(v)) for k, v in series_style(i).items())) for i in range(200)]
+    assert len(set(styles)) == 200  # the demo has 46 models; 10 colours alone repeated
+
+
+def test_profile_axis_is_scaled_to_the_data(tmp_path):
+    import matplotlib.image
+
+    from sim_consistency.stages._similarity_io import save_profile_plot
+
+    captured = {}
+    original = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        captured["ylim"] = fig.axes[0].get_ylim()
+        captured["ylabel"] = fig.axes[0].get_ylabel()
+        return original(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        paths = save_profile_plot(
+            {"ft": [0.955, 0.97, 0.99], "high": [0.96, 0.975, 0.985]},
+            tmp_path / "diagonal_profile",
+            title="t",
+            xlabel="block",
+            ylabel="linear CKA",
+        )
+    finally:
+        plt.Figure.savefig = original
+    lo, hi = captured["ylim"]
+    assert 0.94 < lo < 0.955 and 0.99 < hi < 1.0  # not 0–1: the lines would be flat
+    assert "zoomed" in captured["ylabel"]
+    assert matplotlib.image.imread(paths[0]).shape[0] > 100
+
+
+def test_scatter_labels_never_overlap():
+    from sim_consistency.soup_metrics.plots import label_points_in_a_column
+
+    fig, ax = plt.subplots()
+    xs, ys = [90.0, 90.01, 90.02, 90.03], [80.0, 80.0, 80.01, 79.99]  # nearly on top of each other
+    ax.scatter(xs, ys)
+    label_points_in_a_column(ax, xs, ys, ["a", "b", "c", "d"])
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert len(boxes) == 4
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not boxes[i].overlaps(boxes[j])
+    plt.close(fig)
