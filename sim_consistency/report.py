@@ -91,6 +91,15 @@ def _variants(location: ProjectLocation, model_ids: Sequence[str]) -> dict[str, 
     return out
 
 
+def _heatmaps(location: ProjectLocation) -> list[Path]:
+    """Return the layer-CKA heatmaps of the pairs each dataset's metadata lists, in order."""
+    out = []
+    for meta in sorted(location.layer_cka.glob("*/metadata.json")):
+        pairs = json.loads(meta.read_text()).get("pairs", [])
+        out += _existing([meta.parent / "heatmaps" / f"{a}__vs__{b}.png" for a, b in pairs])
+    return out
+
+
 def _n_per_dataset(accuracy: pd.DataFrame | None) -> dict[str, int]:
     if accuracy is None or "n_samples" not in accuracy:
         return {}
@@ -176,8 +185,8 @@ def build_sections(location: ProjectLocation) -> tuple[list[Section], list[str],
 
     diagonal = sorted(location.layer_cka.glob("*/diagonal_profile.png"))
     if diagonal and profile is not None:
-        heatmaps = sorted(location.layer_cka.glob("*/heatmaps/*.png"))
-        wanted = [h for h in heatmaps if any(f"__vs__{m}." in h.name for m in mono_ids)]
+        heatmaps = _heatmaps(location)
+        wanted = [h for h in heatmaps if any(h.name.endswith(f"__vs__{m}.png") for m in mono_ids)]
         methods = {m: v["method"] for m, v in variants.items()}
         cka_findings = []
         for dataset, part in profile.groupby("dataset", sort=False):

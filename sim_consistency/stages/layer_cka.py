@@ -286,6 +286,11 @@ def run_item(item: WorkItem) -> Path:
         columns=["dataset", "split", "reference", "model_id", "block", "block_index", "cka"],
     )
     atomic_write_text(item.folder / PROFILE_CSV, profile_frame.to_csv(index=False))
+    # The folder belongs to this item: figures of pairs from an earlier run must not linger
+    # next to the new ones (a reader globbing heatmaps/ would mix runs).
+    for stale in (item.folder / HEATMAPS).glob("*"):
+        if stale.is_file() and stale.suffix in (".png", ".pdf"):
+            stale.unlink()
     for (a, b), grid in grids.items():
         save_heatmap(
             grid,
