@@ -122,7 +122,7 @@ def monosoup_table(
     rows = []
     families: dict[tuple[str, str, str], dict[str, str]] = {}
     for model_id, v in variants.items():
-        key = (v["base"], v["finetuned"], v.get("rank_rule") or "-")
+        key = (v["base"], v["finetuned"], v.get("rank_rule") or "default rank rule")
         families.setdefault(key, {})[v["method"]] = model_id
     order = ("monosoup", "highonly", "lowonly")
     for (base, finetuned, rule), members in sorted(families.items()):
