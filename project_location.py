@@ -1,7 +1,9 @@
 """Where the project root and its sub-folders are; creates them.
 
 Root = ``--project_root`` flag, else the ``SIMC_ROOT`` environment variable, else
-``./project_root``. Notebooks do ``from project_location import project_location`` (or use
+``project_root`` in this checkout (the current directory when the package is installed without
+one), wherever the process starts — so notebooks started in ``notebooks/`` find the stages'
+study. Notebooks do ``from project_location import project_location`` (or use
 :class:`sim_consistency.project.ProjectLocation` directly)::
 
     python project_location.py [--project_root DIR]    # creates and prints the folders
@@ -26,7 +28,7 @@ def project_location(project_root: str | os.PathLike | None = None) -> ProjectLo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=f"Create and print the project folders (root: --project_root > ${ENV_VAR} "
-        f"> ./{DEFAULT_ROOT})."
+        f"> {DEFAULT_ROOT} in the checkout)."
     )
     parser.add_argument("--project_root", default=None, help="project root folder")
     args = parser.parse_args(argv)

@@ -15,7 +15,8 @@
 # # Rep2Rep consistency, and similarity vs performance
 #
 # Reads the consistency tables of `results/consistency/` (do similarity rankings of models hold
-# from one dataset to another?) into `results/aggregated/consistency.csv`.
+# from one dataset to another?) into `results/aggregated/consistency.csv`. The root is found as
+# by every stage (`SIMC_ROOT`, else `project_root` in this checkout).
 
 # %%
 from sim_consistency.aggregate import (
@@ -26,12 +27,14 @@ from sim_consistency.aggregate import (
     similarity_vs_performance,
     write_table,
 )
+from sim_consistency.display import show
 from sim_consistency.project import ProjectLocation
 
 location = ProjectLocation.resolve()
+print(f"project root: {location.root}")
 consistency = collect_consistency(location)
 write_table(consistency, location, "consistency")
-consistency
+show(consistency, "consistency across datasets")
 
 # %% [markdown]
 # ## Consistency per metric
@@ -40,7 +43,7 @@ consistency
 # the metric ranks model pairs the same way on both datasets.
 
 # %%
-plot_consistency(consistency, location.plots).name
+show(plot_consistency(consistency, location.plots))
 
 # %% [markdown]
 # ## Similarity vs performance
@@ -51,4 +54,4 @@ plot_consistency(consistency, location.plots).name
 # %%
 relation = similarity_vs_performance(collect_similarities(location), collect_probes(location))
 write_table(relation, location, "similarity_vs_performance")
-relation
+show(relation, "similarity vs probe-accuracy gap")

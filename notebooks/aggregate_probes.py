@@ -17,7 +17,8 @@
 # Reads every `results/linear_probe/single_model/…/results.csv` (one per model × dataset ×
 # hyper-parameter setting) and writes the tidy union to `results/aggregated/probes.csv` and a
 # model × dataset summary (mean ± std over seeds of the last block's top-1) to
-# `results/aggregated/probe_summary.csv`.
+# `results/aggregated/probe_summary.csv`. The root is found as by every stage (`SIMC_ROOT`, else
+# `project_root` in this checkout).
 
 # %%
 from sim_consistency.aggregate import (
@@ -26,21 +27,22 @@ from sim_consistency.aggregate import (
     probe_summary,
     write_table,
 )
+from sim_consistency.display import show
 from sim_consistency.project import ProjectLocation
 
 location = ProjectLocation.resolve()
+print(f"project root: {location.root}")
 probes = collect_probes(location)
 write_table(probes, location, "probes")
 summary = probe_summary(probes)
 write_table(summary, location, "probe_summary")
-summary
+show(summary, "last-block probe top-1, mean ± std over seeds")
 
 # %% [markdown]
 # ## Accuracy vs depth
 # `results/plots/probe_accuracy_vs_depth_<dataset>.png`: test top-1 of a linear probe on each
-# block's features against the block's relative depth (1 = last block). Curves that rise late
-# mean class information forms late in the network; a soup that tracks its ingredients' curve
-# keeps their features.
+# block's features against the block's relative depth (1 = last block), one panel per model
+# group. With probes of the last block only, each model is one point at depth 1.
 
 # %%
-[p.name for p in plot_accuracy_vs_depth(probes, location.plots)]
+show(plot_accuracy_vs_depth(probes, location.plots))

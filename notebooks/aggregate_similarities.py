@@ -14,25 +14,30 @@
 # %% [markdown]
 # # Model×model similarities
 #
-# Reads every `model_similarities/<dataset>/<metric>/` matrix of the project root (the root
-# comes from `SIMC_ROOT`, else `./project_root`, as for every stage) and writes one tidy table to
-# `results/aggregated/similarities.csv` (one row per model pair, dataset and metric).
+# Reads every `model_similarities/<dataset>/<metric>/` matrix of the project root and writes one
+# tidy table to `results/aggregated/similarities.csv` (one row per model pair, dataset and
+# metric). The root is found as by every stage: `SIMC_ROOT`, else `project_root` in this
+# checkout — never relative to the folder Jupyter starts the notebook in.
 
 # %%
 from sim_consistency.aggregate import collect_similarities, plot_similarity_heatmaps, write_table
+from sim_consistency.display import show
 from sim_consistency.project import ProjectLocation
 
 location = ProjectLocation.resolve()
+print(f"project root: {location.root}")
 similarities = collect_similarities(location)
 write_table(similarities, location, "similarities")
-similarities.groupby(["dataset", "metric"])["similarity"].describe()
+show(
+    similarities.groupby(["dataset", "metric"])["similarity"].describe().reset_index(),
+    "similarity per dataset and metric (over model pairs)",
+)
 
 # %% [markdown]
 # ## Heatmaps
 # One figure per dataset × metric in `results/plots/similarity_*.png`: rows and columns are
-# models, colour is the similarity (CKA, RSA or mutual k-NN, as the metric slug says) on a fixed
-# 0–1 scale so figures compare. A bright block is a family of models that represent the data
-# alike — e.g. the fine-tuned runs and their soups around W0.
+# models, colour is the similarity (CKA, RSA or mutual k-NN, as the metric slug says). The colour
+# scale spans the values of each figure (printed on its colour bar), so small differences show.
 
 # %%
-[p.name for p in plot_similarity_heatmaps(similarities, location.plots)]
+show(plot_similarity_heatmaps(similarities, location.plots))

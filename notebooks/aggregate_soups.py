@@ -15,33 +15,45 @@
 # # Soups vs ingredients
 #
 # Reads the tables of `results/soup_metrics/` (written by `scripts/soup_metrics.py`) and copies
-# the key ones to `results/aggregated/soups_*.csv`.
+# the key ones to `results/aggregated/soups_*.csv`. The root is found as by every stage
+# (`SIMC_ROOT`, else `project_root` in this checkout).
 
 # %%
-from sim_consistency.aggregate import collect_soup_metrics, plot_soup_improvement, write_table
+from sim_consistency.aggregate import (
+    collect_soup_metrics,
+    n_test_images,
+    plot_soup_improvement,
+    write_table,
+)
+from sim_consistency.display import show
 from sim_consistency.project import ProjectLocation
+from sim_consistency.soup_metrics import BARRIER_DEFINITIONS
 
 location = ProjectLocation.resolve()
+print(f"project root: {location.root}")
 tables = collect_soup_metrics(location)
 for name in ("soup_vs_ingredients", "weight_pairs", "barriers", "branching_soup_results", "purity"):
     if name in tables:
         write_table(tables[name], location, f"soups_{name}")
-sorted(tables)
+show(tables["soup_vs_ingredients"], "soups vs their ingredients")
 
 # %% [markdown]
 # ## Soup improvement
 # `results/plots/soup_improvement.png`: per soup and dataset, the soup's accuracy minus the mean
-# (left bar) and the best (right bar) of its ingredients, in percentage points. Above zero the
-# soup beats its ingredients — the model-soups paper's headline; below zero, averaging left the
-# shared basin.
+# (left bar) and the best (right bar) of its ingredients, in percentage points; the dotted lines
+# mark ± one test image, the smallest difference the test set can show.
 
 # %%
-plot_soup_improvement(tables["soup_vs_ingredients"], location.plots).name
+n_test = n_test_images(location)
+show(plot_soup_improvement(tables["soup_vs_ingredients"], location.plots, n_test=n_test))
 
 # %% [markdown]
-# ## Barriers and basins
-# Error/loss barriers of the linear paths between models: near zero means the endpoints sit in
-# one linearly connected basin, where averaging weights is safe.
+# ## Barriers
+# Error/loss barriers of the linear paths between models (two definitions, below); a barrier
+# near 0 means the endpoints sit in one linearly connected basin.
 
 # %%
-tables.get("barriers")
+for column, definition in BARRIER_DEFINITIONS.items():
+    print(f"{column}: {definition}")
+if "barriers" in tables:
+    show(tables["barriers"], "interpolation barriers")

@@ -41,7 +41,9 @@ __all__ = [
     "collect_probes",
     "collect_similarities",
     "collect_soup_metrics",
+    "model_group",
     "similarity_vs_performance",
+    "n_test_images",
     "write_table",
 ]
 
@@ -199,19 +201,19 @@ def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+def _save(fig, stem: Path) -> Path:
+    """Write ``<stem>.png`` (the figure naming rule of :mod:`sim_consistency.figures`)."""
+    from sim_consistency.figures import save_figure
 
-    from sim_consistency.io import atomic_output
-
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, stem, formats=("png",), dpi=120)[0]
 
 
 def plot_similarity_heatmaps(similarities: pd.DataFrame, plots: Path) -> list[Path]:
-    """One heatmap per dataset × metric (fixed 0–1 viridis scale) → ``similarity_*.png``."""
+    """One heatmap per dataset × metric → ``similarity_<dataset>_<metric>.png``.
+
+    The colour scale spans the off-diagonal values of each figure (stated on the colour bar):
+    similarities of related models cluster near 1, where a fixed 0–1 scale shows one colour.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,44 +222,92 @@ def plot_similarity_heatmaps(similarities: pd.DataFrame, plots: Path) -> list[Pa
     paths = []
     for (dataset, metric), part in similarities.groupby(["dataset_slug", "metric"]):
         ids = list(dict.fromkeys([*part["model_a"], *part["model_b"]]))
-        matrix = pd.DataFrame(1.0, index=ids, columns=ids)
+        matrix = pd.DataFrame(np.nan, index=ids, columns=ids)
         for r in part.itertuples(index=False):
             matrix.loc[r.model_a, r.model_b] = matrix.loc[r.model_b, r.model_a] = r.similarity
-        fig, ax = plt.subplots(figsize=(1 + 0.45 * len(ids), 0.8 + 0.45 * len(ids)))
-        image = ax.imshow(matrix.to_numpy(), cmap="viridis", vmin=0, vmax=1)
+        values = part["similarity"].to_numpy(dtype=float)
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        hi = hi if hi > lo else lo + 1e-6
+        size = 1 + 0.3 * len(ids)
+        fig, ax = plt.subplots(figsize=(size + 1.5, size))
+        image = ax.imshow(matrix.to_numpy(), cmap="viridis", vmin=lo, vmax=hi)
         ax.set_xticks(range(len(ids)), ids, rotation=90, fontsize=6)
         ax.set_yticks(range(len(ids)), ids, fontsize=6)
-        ax.set_title(f"{dataset}\n{metric}", fontsize=9)
+        name = str(part["dataset"].iloc[0]) if "dataset" in part else dataset
+        ax.set_title(
+            f"{metric} between every pair of models — {name}\n"
+            f"colour scale {lo:.3f}–{hi:.3f} (the off-diagonal range; diagonal left blank)",
+            fontsize=8,
+        )
         fig.colorbar(image, ax=ax, fraction=0.046)
-        paths.append(_save(fig, plots / f"similarity_{dataset}_{metric}.png"))
+        paths.append(_save(fig, plots / f"similarity_{dataset}_{metric}"))
     return paths
 
 
+def model_group(model_id: str) -> str:
+    """Return a model's group for faceting: the id's prefix before the first ``_``."""
+    return model_id.split("_", 1)[0]
+
+
 def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
-    """Probe top-1 vs relative block depth, one figure per dataset → ``probe_accuracy_vs_depth_*``."""
+    """Probe top-1 vs relative block depth → ``probe_accuracy_vs_depth_<dataset>.png``.
+
+    One figure per dataset, one panel per model group (:func:`model_group`), each model a line
+    with its own colour/line style/marker, mean over seeds; error bars span min–max over seeds.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sim_consistency.figures import series_style
+
     paths = []
     for dataset, part in probes[probes["kind"] == "probe"].groupby("dataset"):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for model_id, curve in part.groupby("model_id"):
-            curve = curve.groupby("depth_fraction")["top1"].mean()
-            ax.plot(curve.index, 100 * curve.values, marker="o", label=model_id)
-        ax.set_xlabel("relative depth of the block")
-        ax.set_ylabel("probe top-1 (%)")
-        ax.set_title(f"Accuracy vs depth — {dataset}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
+        groups = sorted({model_group(m) for m in part["model_id"]})
+        fig, axes = plt.subplots(
+            1, len(groups), figsize=(6.5 * len(groups), 5), squeeze=False, sharey=True
+        )
+        for ax, group in zip(axes[0], groups, strict=True):
+            members = sorted(m for m in part["model_id"].unique() if model_group(m) == group)
+            for i, model_id in enumerate(members):
+                curve = part[part["model_id"] == model_id].groupby("depth_fraction")["top1"]
+                mean, low, high = curve.mean(), curve.min(), curve.max()
+                ax.errorbar(
+                    mean.index,
+                    100 * mean.values,
+                    yerr=[100 * (mean - low).values, 100 * (high - mean).values],
+                    label=model_id,
+                    capsize=2,
+                    markersize=4,
+                    **series_style(i),
+                )
+            ax.set_xlabel("relative depth of the block (1 = last)")
+            ax.set_title(f"group {group} ({len(members)} models)", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=5.5, ncol=2, loc="best")
+        axes[0][0].set_ylabel("probe test top-1 (%), mean over seeds")
+        n_seeds = (
+            int(part.groupby(["model_id", "depth_fraction"])["seed"].nunique().max())
+            if "seed" in part
+            else 1
+        )
+        fig.suptitle(
+            f"Linear-probe accuracy vs depth — {dataset} ({n_seeds} seed(s); bars: min–max)",
+            fontsize=10,
+        )
         slug = dataset.replace("/", "_")
-        paths.append(_save(fig, plots / f"probe_accuracy_vs_depth_{slug}.png"))
+        paths.append(_save(fig, plots / f"probe_accuracy_vs_depth_{slug}"))
     return paths
 
 
-def plot_soup_improvement(table: pd.DataFrame, plots: Path) -> Path:
-    """Bars of each soup's improvement over the mean and the best ingredient, per dataset."""
+def plot_soup_improvement(table: pd.DataFrame, plots: Path, *, n_test: int | None = None) -> Path:
+    """Bars of each soup's improvement over the mean and the best ingredient, per dataset.
+
+    With ``n_test`` (test images), dotted lines mark ± one image, the smallest accuracy
+    difference the test set can show.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,14 +318,27 @@ def plot_soup_improvement(table: pd.DataFrame, plots: Path) -> Path:
     ]
     x = np.arange(len(table))
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(table)), 4))
-    ax.bar(x - 0.2, 100 * table["improvement_over_mean"], width=0.4, label="vs mean")
-    ax.bar(x + 0.2, 100 * table["improvement_over_best"], width=0.4, label="vs best")
+    ax.bar(x - 0.2, 100 * table["improvement_over_mean"], width=0.4, label="vs mean ingredient")
+    ax.bar(x + 0.2, 100 * table["improvement_over_best"], width=0.4, label="vs best ingredient")
     ax.axhline(0, color="black", linewidth=1)
+    if n_test:
+        for sign in (1, -1):
+            ax.axhline(
+                sign * 100 / n_test,
+                color="0.4",
+                linestyle=":",
+                linewidth=1,
+                label=f"± one test image ({100 / n_test:.2f} pp, n = {n_test})"
+                if sign > 0
+                else None,
+            )
     ax.set_xticks(x, labels, fontsize=6, rotation=90)
-    ax.set_ylabel("improvement (pp)")
-    ax.set_title("Soup improvement over its ingredients")
-    ax.legend()
-    return _save(fig, plots / "soup_improvement.png")
+    ax.set_ylabel("soup − ingredient test top-1 (pp)")
+    ax.set_title(
+        "Each soup's test top-1 minus its ingredients' mean and best, per dataset", fontsize=9
+    )
+    ax.legend(fontsize=7)
+    return _save(fig, plots / "soup_improvement")
 
 
 def plot_consistency(consistency: pd.DataFrame, plots: Path) -> Path:
@@ -292,11 +355,25 @@ def plot_consistency(consistency: pd.DataFrame, plots: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(consistency)), 4.5))
     ax.bar(range(len(consistency)), consistency["consistency"])
     ax.set_xticks(range(len(consistency)), labels, rotation=90, fontsize=6)
-    ax.set_ylabel("correlation across datasets")
+    ax.set_ylabel("correlation of the two datasets' model×model matrices")
     ax.set_ylim(-1, 1)
     ax.axhline(0, color="black", linewidth=1)
-    ax.set_title("Rep2Rep consistency")
-    return _save(fig, plots / "consistency.png")
+    ax.set_title(
+        "Rep2Rep consistency: per metric, how alike two datasets rank the model pairs", fontsize=9
+    )
+    return _save(fig, plots / "consistency")
+
+
+def n_test_images(location: ProjectLocation) -> int | None:
+    """Return the number of test images behind ``soup_metrics/accuracy.csv`` (None if unknown)."""
+    path = location.soup_metrics / "accuracy.csv"
+    if not path.is_file():
+        return None
+    accuracy = pd.read_csv(path)
+    if "n_samples" not in accuracy or accuracy.empty:
+        return None
+    id_rows = accuracy[~accuracy["is_ood"]] if "is_ood" in accuracy else accuracy
+    return int((id_rows if len(id_rows) else accuracy)["n_samples"].min())
 
 
 def write_aggregates(location: ProjectLocation) -> list[Path]:
@@ -332,7 +409,11 @@ def write_aggregates(location: ProjectLocation) -> list[Path]:
             if name in tables:
                 written.append(write_table(tables[name], location, f"soups_{name}"))
         if "soup_vs_ingredients" in tables:
-            written.append(plot_soup_improvement(tables["soup_vs_ingredients"], location.plots))
+            written.append(
+                plot_soup_improvement(
+                    tables["soup_vs_ingredients"], location.plots, n_test=n_test_images(location)
+                )
+            )
     except MissingInputError:
         pass
     try:

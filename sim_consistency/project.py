@@ -1,9 +1,12 @@
 """Where a project's data, caches and results live on disk.
 
 The root is chosen as ``--project_root`` flag > ``SIMC_ROOT`` environment variable >
-``./project_root`` (relative to the current directory). Every stage, notebook and test gets its
-paths from :class:`ProjectLocation`, never from string literals, so moving a study is a matter of
-pointing ``SIMC_ROOT`` elsewhere.
+``project_root`` in the default folder: the repository checkout the package runs from (the
+folder holding ``project_location.py``), or the current directory when the package is installed
+without a checkout (e.g. the container image). Every stage, notebook and test gets its paths from
+:class:`ProjectLocation`, never from string literals, so a notebook that Jupyter starts in
+``notebooks/`` finds the same study as ``make demo`` and the stages run from the checkout, and
+moving a study is a matter of pointing ``SIMC_ROOT`` elsewhere.
 """
 
 from __future__ import annotations
@@ -12,24 +15,48 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ProjectLocation", "resolve_project_root", "dataset_slug", "ENV_VAR", "DEFAULT_ROOT"]
+__all__ = [
+    "ProjectLocation",
+    "resolve_project_root",
+    "default_root_parent",
+    "dataset_slug",
+    "ENV_VAR",
+    "DEFAULT_ROOT",
+]
 
 ENV_VAR = "SIMC_ROOT"
 DEFAULT_ROOT = "project_root"
+#: The checkout this package runs from, when it runs from one (an editable install).
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def default_root_parent() -> Path:
+    """Return the folder the default ``project_root`` lives in.
+
+    The repository checkout when the package runs from one (identified by its
+    ``project_location.py``), else the current directory. The checkout does not depend on where
+    a process starts, so stages, notebooks (started by Jupyter in ``notebooks/``) and tests all
+    find the same root.
+    """
+    if (_CHECKOUT / "project_location.py").is_file() and (_CHECKOUT / "pyproject.toml").is_file():
+        return _CHECKOUT
+    return Path.cwd()
 
 
 def resolve_project_root(project_root: str | os.PathLike | None = None) -> Path:
-    """Return the project root: the argument if given, else ``$SIMC_ROOT``, else ./project_root.
+    """Return the project root: the argument if given, else ``$SIMC_ROOT``, else the default.
 
-    The result is absolute (resolved against the current directory) so it can be shipped to
-    SLURM jobs that start elsewhere.
+    The default is ``project_root`` in :func:`default_root_parent` (the checkout, else the
+    current directory). A relative argument or ``$SIMC_ROOT`` is taken relative to the current
+    directory, as a shell user expects. The result is absolute so it can be shipped to SLURM
+    jobs that start elsewhere.
     """
     if project_root is not None and str(project_root) != "":
         chosen = Path(project_root)
     elif os.environ.get(ENV_VAR):
         chosen = Path(os.environ[ENV_VAR])
     else:
-        chosen = Path(DEFAULT_ROOT)
+        chosen = default_root_parent() / DEFAULT_ROOT
     return chosen.expanduser().resolve()
 
 

@@ -10,6 +10,9 @@ import pytest
 from sim_consistency.data import build_digits
 from sim_consistency.project import ProjectLocation
 
+#: The quick demo study (session fixture ``demo_root``), shared by the demo/notebook/README tests.
+pytest_plugins = ["tests.demo_study"]
+
 
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory: pytest.TempPathFactory) -> ProjectLocation:

@@ -1,7 +1,7 @@
 """The demo pipeline end to end on a small study, its report, and every aggregation notebook.
 
-One module-scoped run of ``scripts/demo.py``'s stage with a reduced training study (one ResNet
-group, 2+1 epochs) and a handful of variants, so the whole chain — training, variants,
+One session-scoped run of ``scripts/demo.py``'s stage on the quick study of
+``tests/demo_study.py`` (fixture ``demo_root``), so the whole chain — training, variants,
 extraction on two datasets, similarity, layer CKA, probes, soup metrics, consistency,
 aggregation, report — runs in CI; then each notebook is executed headless against its results.
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim_consistency.project import ProjectLocation
-from sim_consistency.stages import demo, train_demo_models
+from sim_consistency.stages import demo
+from sim_consistency.stages.layer_cka import pair_name
 
-nbclient = pytest.importorskip("nbclient", reason="nbclient (dev dependency) not installed")
+pytest.importorskip("nbconvert", reason="nbconvert (dev dependency) not installed")
 nbformat = pytest.importorskip("nbformat", reason="nbformat (dev dependency) not installed")
 
 # The demo fixture runs the whole pipeline (~2 min idle; past 10 min on a loaded 2-core machine):
@@ -27,50 +27,6 @@ nbformat = pytest.importorskip("nbformat", reason="nbformat (dev dependency) not
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-QUICK_STUDY = {
-    "groups": {"rn": {"model_name": "test_resnet", "img_size": 16}},
-    "pretrain_epochs": 2,
-    "pretrain_fraction": 0.3,
-    "branch_epochs": [1],
-    "finetune_epochs": 1,
-    "finetune_fraction": 0.3,
-    "finetune_lrs": [0.001],
-    "seeds": [0, 1],
-}
-
-
-def _variants() -> dict:
-    ft = ["rn_ft_lr0.001_s0", "rn_ft_lr0.001_s1"]
-    entries = {
-        "rn_soup_uniform": {"variant": {"method": "uniform", "ingredients": ft}},
-        "rn_ties": {"variant": {"method": "ties", "base": "rn_w0", "finetuned": ft}},
-    }
-    for method in ("monosoup", "highonly", "lowonly"):
-        entries[f"rn_{method}_vetterli"] = {
-            "variant": {"method": method, "base": "rn_w0", "finetuned": ft[0]}
-        }
-    return entries
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory, digits_root):
-    tmp = tmp_path_factory.mktemp("demo")
-    location = ProjectLocation.resolve(tmp / "root").create()
-    os.symlink(digits_root.wds_dataset_dir("digits"), location.wds_dataset_dir("digits"))
-    study = tmp / "study.json"
-    study.write_text(json.dumps(QUICK_STUDY))
-    config = tmp / "models.json"
-    root = ["--project_root", str(location.root)]
-    assert (
-        train_demo_models.main(
-            [*root, "--study", str(study), "--write_models_config", str(config), "--no-progress"]
-        )
-        == 0
-    )
-    config.write_text(json.dumps({**json.loads(config.read_text()), **_variants()}))
-    argv = [*root, "--models_config", str(config), "--study", str(study), "--quick"]
-    assert demo.main(argv) == 0
-    return location, argv
 
 
 def test_demo_writes_every_stage_and_the_report(demo_root):
@@ -83,7 +39,9 @@ def test_demo_writes_every_stage_and_the_report(demo_root):
     assert any(location.consistency.glob("*/*/consistency_pearson.csv"))
     report = (location.results / "report.md").read_text()
     for title in (
+        "Summary",
         "Models and soups: accuracy",
+        "MonoSoup and its ablations",
         "Block-wise CKA",
         "Representational similarity and Rep2Rep consistency",
         "Linear probes",
@@ -93,8 +51,38 @@ def test_demo_writes_every_stage_and_the_report(demo_root):
     ):
         assert f"## {title}" in report, title
     assert "Not run yet" not in report
+    assert report.index("## Summary") < report.index("## Models and soups: accuracy")
     html = (location.results / "report.html").read_text()
     assert html.count("<img") >= 5 and "data:image/png;base64," in html
+    # the accuracy table holds every variant method, MonoSoup's section its ablations
+    accuracy = pd.read_csv(location.soup_metrics / "accuracy.csv")
+    assert {"monosoup", "highonly", "lowonly", "ties", "uniform"} <= set(accuracy["method"])
+    mono = pd.read_csv(location.aggregated / "report" / "MonoSoup_and_its_ablations.csv")
+    assert mono["role"].tolist() == ["base (W0)", "fine-tuned", "monosoup", "highonly", "lowonly"]
+    # probes ran with the README's seeds, so every summary row has a spread
+    summary = pd.read_csv(location.aggregated / "probe_summary.csv")
+    assert (summary["n_seeds"] == len(demo.DEMO_PROBE_SEEDS)).all()
+    assert summary["top1_std"].notna().all()
+    # both barrier definitions, named
+    barriers = pd.read_csv(location.soup_metrics / "barriers.csv")
+    assert {"barrier", "barrier_midpoint"} <= set(barriers.columns)
+    assert "Entezari et al. 2022" in report and "Frankle et al. 2020" in report
+
+
+def test_figures_keep_every_id_and_outputs_record_threads(demo_root):
+    location, _ = demo_root
+    folder = location.layer_cka / "wds_digits"
+    meta = json.loads((folder / "metadata.json").read_text())
+    for a, b in meta["pairs"]:
+        assert (folder / "heatmaps" / f"{pair_name(a, b)}.png").is_file(), (a, b)
+    assert len(list((folder / "heatmaps").glob("*.png"))) == len(meta["pairs"])
+    assert meta["torch_num_threads"] >= 1 and meta["num_threads_source"] in {
+        "--num_threads",
+        "SLURM_CPUS_PER_TASK",
+        "cpu_affinity",
+    }
+    summary = json.loads((location.soup_metrics / "summary.json").read_text())
+    assert summary["torch_num_threads"] >= 1
 
 
 def test_rerun_reuses_everything(demo_root):
@@ -110,32 +98,74 @@ def test_rerun_reuses_everything(demo_root):
     assert {p: p.stat().st_mtime_ns for p in watched} == before
 
 
-@pytest.mark.parametrize(
-    "name, outputs",
-    [
-        ("aggregate_similarities", ["similarities.csv"]),
-        ("aggregate_probes", ["probes.csv", "probe_summary.csv"]),
-        ("aggregate_soups", ["soups_soup_vs_ingredients.csv"]),
-        ("aggregate_consistency", ["consistency.csv", "similarity_vs_performance.csv"]),
-    ],
-)
-def test_notebook_runs_headless(demo_root, name, outputs, monkeypatch):
+NOTEBOOK_OUTPUTS = [
+    ("aggregate_similarities", ["similarities.csv"]),
+    ("aggregate_probes", ["probes.csv", "probe_summary.csv"]),
+    ("aggregate_soups", ["soups_soup_vs_ingredients.csv"]),
+    ("aggregate_consistency", ["consistency.csv", "similarity_vs_performance.csv"]),
+]
+
+
+def _html_tables(notebook) -> list[str]:
+    return [
+        out["data"]["text/html"]
+        for cell in notebook.cells
+        for out in cell.get("outputs", [])
+        if "text/html" in out.get("data", {}) and "<table" in out["data"]["text/html"]
+    ]
+
+
+@pytest.mark.parametrize("name, outputs", NOTEBOOK_OUTPUTS)
+def test_notebook_runs_headless_with_figures_and_tables(demo_root, name, outputs, tmp_path):
+    """Executed as a user would (jupyter nbconvert, started in notebooks/), outputs checked."""
+    import subprocess
+    import sys
+
     location, _ = demo_root
     for out in outputs:
         (location.aggregated / out).unlink(missing_ok=True)
     start = time.time()
-    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    monkeypatch.setenv("SIMC_ROOT", str(location.root))
-    nbclient.NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOKS)}},
-    ).execute()
+    executed = tmp_path / f"{name}.ipynb"
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+         "--ExecutePreprocessor.timeout=300", "--output", str(executed),
+         str(NOTEBOOKS / f"{name}.ipynb")],
+        cwd=NOTEBOOKS,
+        env={**os.environ, "SIMC_ROOT": str(location.root)},
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    notebook = nbformat.read(executed, as_version=4)
+    outputs_of = [o for c in notebook.cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs_of if o.get("output_type") == "error"]
+    assert any(f"project root: {location.root}" in o.get("text", "") for o in outputs_of)
+    images = [o for o in outputs_of if "image/png" in o.get("data", {})]
+    assert images, f"{name}: no inline figure"
+    tables = _html_tables(notebook)
+    assert tables and all("<tbody>\n    <tr>" in t for t in tables), f"{name}: empty table"
     for out in outputs:
         table = pd.read_csv(location.aggregated / out)
         assert len(table) > 0 and (location.aggregated / out).stat().st_mtime >= start
     assert any(p.stat().st_mtime >= start for p in location.plots.glob("*.png"))
+
+
+@pytest.mark.parametrize("name", [n for n, _ in NOTEBOOK_OUTPUTS])
+def test_paired_script_prints_its_tables_and_figures(demo_root, name):
+    import subprocess
+    import sys
+
+    location, _ = demo_root
+    out = subprocess.run(
+        [sys.executable, str(NOTEBOOKS / f"{name}.py")],
+        cwd=NOTEBOOKS,
+        env={**os.environ, "SIMC_ROOT": str(location.root)},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert f"project root: {location.root}" in out
+    assert "\n== " in out  # a titled table
+    assert "figure: " in out and ".png" in out
 
 
 @pytest.mark.parametrize(

@@ -17,11 +17,29 @@ REPO = Path(__file__).resolve().parents[1]
 def test_flag_beats_env_beats_default(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SIMC_ROOT", raising=False)
-    assert resolve_project_root() == tmp_path / "project_root"
+    assert resolve_project_root() == REPO / "project_root"  # the checkout's, wherever we start
     monkeypatch.setenv("SIMC_ROOT", str(tmp_path / "from_env"))
     assert resolve_project_root() == tmp_path / "from_env"
     assert resolve_project_root(tmp_path / "from_flag") == tmp_path / "from_flag"
     assert resolve_project_root("relative") == tmp_path / "relative"
+
+
+@pytest.mark.parametrize("start", ["notebooks", "scripts", "."])
+def test_default_root_does_not_depend_on_the_start_folder(start, monkeypatch):
+    """Jupyter starts a notebook in notebooks/: it must find the stages' root, not its own."""
+    monkeypatch.chdir(REPO / start)
+    monkeypatch.delenv("SIMC_ROOT", raising=False)
+    assert resolve_project_root() == REPO / "project_root"
+    assert project_location.ProjectLocation.resolve().root == REPO / "project_root"
+
+
+def test_without_a_checkout_the_default_is_the_current_folder(tmp_path, monkeypatch):
+    import sim_consistency.project as project
+
+    monkeypatch.setattr(project, "_CHECKOUT", tmp_path / "site-packages")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SIMC_ROOT", raising=False)
+    assert resolve_project_root() == tmp_path / "project_root"
 
 
 def test_layout_matches_design(tmp_path):

@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--project_root",
         default=None,
-        help="project root (default: $SIMC_ROOT, else ./project_root)",
+        help="project root (default: $SIMC_ROOT, else project_root in the checkout)",
     )
     parser.add_argument(
         "--timeout_s", type=float, default=DEFAULT_TIMEOUT_S, help="hub reachability timeout"

@@ -39,6 +39,7 @@ class LaunchOptions:
     wait: bool = True
     progress: bool = True
     poll_s: float = 2.0
+    num_threads: int | None = None  # --num_threads, re-applied inside each SLURM job
 
     def __post_init__(self) -> None:
         if self.launcher not in ("local", "slurm"):
@@ -61,7 +62,10 @@ def launch_options_from_args(args: argparse.Namespace) -> LaunchOptions:
         slurm = load_slurm_config(args.slurm_config)
         require_sbatch()  # fail before any planning work, not at submission
     return LaunchOptions(
-        launcher=args.launcher, slurm=slurm, wait=not getattr(args, "no_wait", False)
+        launcher=args.launcher,
+        slurm=slurm,
+        wait=not getattr(args, "no_wait", False),
+        num_threads=getattr(args, "num_threads", None),
     )
 
 
@@ -141,6 +145,7 @@ def launch(
         wait=options.wait,
         progress=options.progress,
         poll_s=options.poll_s,
+        num_threads=options.num_threads,
     )
     report.failed_jobs_file = failed_jobs_path(location)
     update_failed_jobs(report.failed_jobs_file, stage, report.outcomes)

@@ -46,13 +46,18 @@ _RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT"}
 
 
 class JobCall:
-    """The picklable callable a job runs: set the job environment, then ``fn(item)``."""
+    """The picklable callable a job runs: set the job environment and torch's threads, then
+    ``fn(item)`` (threads: ``num_threads`` if given, else the job's ``SLURM_CPUS_PER_TASK``)."""
 
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
+    def __init__(self, fn: Callable[[Any], Any], num_threads: int | None = None) -> None:
         self.fn = fn
+        self.num_threads = num_threads
 
     def __call__(self, item: Any) -> Any:
+        from sim_consistency.threads import set_torch_threads
+
         os.environ.update(JOB_ENVIRONMENT)
+        set_torch_threads(getattr(self, "num_threads", None))
         return self.fn(item)
 
 
@@ -182,6 +187,7 @@ def run_slurm(
     wait: bool = True,
     progress: bool = True,
     poll_s: float = 2.0,
+    num_threads: int | None = None,
 ) -> list[JobOutcome]:
     """Submit one array task per item (skipping items whose earlier job still runs).
 
@@ -205,7 +211,7 @@ def run_slurm(
         else:
             outcomes.append(None)
             to_submit.append(index)
-    jobs = _submit(executor, JobCall(fn), [items[i] for i in to_submit], config)
+    jobs = _submit(executor, JobCall(fn, num_threads), [items[i] for i in to_submit], config)
     _write_submitted(
         registry,
         [{"job_id": j, "work_item": w} for w, j in in_flight.items()]

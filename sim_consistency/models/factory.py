@@ -229,7 +229,7 @@ def create_model(
             checkpoints and variants use their architecture entry's head, ``weights_sha256`` is
             empty, and the model cannot compute features.
         location: the project root (a :class:`ProjectLocation`, or a path; ``None``: the
-            ``SIMC_ROOT`` / ``./project_root`` default); variants are read from its ``models/``.
+            ``SIMC_ROOT`` / checkout ``project_root`` default); variants are read from its ``models/``.
 
     Returns:
         The :class:`LoadedModel`.

@@ -5,6 +5,7 @@ these functions.
 """
 
 from sim_consistency.soup_metrics.barriers import (
+    BARRIER_DEFINITIONS,
     DEFAULT_ALPHAS,
     barrier,
     barrier_matrix,
@@ -22,6 +23,7 @@ from sim_consistency.soup_metrics.purity import (
 from sim_consistency.soup_metrics.weights import WeightGeometry, weight_geometry
 
 __all__ = [
+    "BARRIER_DEFINITIONS",
     "DEFAULT_ALPHAS",
     "WeightGeometry",
     "abs_cosine_stats",

@@ -1,18 +1,22 @@
 """Barriers along linear interpolation paths between two models.
 
 On the path θ(α) = (1−α)·θ_A + α·θ_B, evaluated on a grid of α that includes both endpoints,
-with a curve ``E(α)`` (test error or loss):
+with a curve ``E(α)`` (test error or loss), two definitions are computed and both reported:
 
-* **midpoint barrier** (Frankle et al. 2020, "linear mode connectivity"):
-  ``max_α E(α) − ½(E(0) + E(1))``;
-* **linear-reference barrier** (Entezari et al. 2022):
-  ``max_α [E(α) − ((1−α)E(0) + αE(1))]``, the largest excess over the straight line between the
-  endpoint values.
+* ``barrier`` — the **headline**, the linear-reference barrier of Entezari et al. 2022 ("The
+  Role of Permutation Invariance in Linear Mode Connectivity of Neural Networks", ICLR, Def. 1):
+  ``max_α [E(α) − ((1−α)E(0) + αE(1))]``, the largest excess of the path over the straight line
+  between its endpoint values. It is 0 for a path with no bump — straight, sagging (convex), or
+  monotone without rising above that line — even when the endpoints differ (W0 → a better
+  fine-tuned model), and positive exactly when the path rises above the line.
+* ``barrier_midpoint`` — the error-barrier height of Frankle et al. 2020 ("Linear Mode
+  Connectivity and the Lottery Ticket Hypothesis", ICML): ``max_α E(α) − ½(E(0) + E(1))``, the
+  rise above the endpoints' mean. It is at least ``|E(1) − E(0)| / 2`` whenever the endpoints
+  differ, so it is positive for a monotone path with no bump; it is the natural measure only
+  between endpoints of equal quality (the paper compares two runs of one network).
 
-Both maxima run over the whole grid, endpoints included, so both are ≥ 0: the linear-reference
-barrier is exactly 0 for a convex curve (a straight or sagging path), while the midpoint barrier is
-at least ``|E(1) − E(0)| / 2`` when the endpoints differ — which is why both are reported. A
-barrier near 0 means A and B sit in one linearly connected basin.
+Both maxima run over the whole grid, endpoints included, so both are ≥ 0. A barrier near 0
+means A and B sit in one linearly connected basin.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import pandas as pd
 from sim_consistency.errors import ConfigError
 
 __all__ = [
+    "BARRIER_DEFINITIONS",
     "DEFAULT_ALPHAS",
     "barrier",
     "barrier_matrix",
@@ -47,16 +52,28 @@ def interpolation_alphas(n_points: int = 11) -> npt.NDArray[np.float64]:
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in interpolation_alphas(11))
 
 
+#: What each barrier column of :func:`barrier` (and ``barriers.csv``) measures, with its paper.
+BARRIER_DEFINITIONS: dict[str, str] = {
+    "barrier": "linear-reference barrier (Entezari et al. 2022): max over α of "
+    "E(α) − ((1−α)·E(0) + α·E(1)); 0 for a path with no bump above the straight line between "
+    "its endpoints (the headline)",
+    "barrier_midpoint": "midpoint barrier (Frankle et al. 2020): max over α of "
+    "E(α) − ½(E(0) + E(1)); at least |E(1) − E(0)|/2 when the endpoints differ",
+}
+
+
 def barrier(alphas: npt.ArrayLike, values: npt.ArrayLike) -> dict[str, float]:
-    """Return the midpoint and linear-reference barriers of one interpolation curve.
+    """Return the linear-reference (headline) and midpoint barriers of one interpolation curve.
 
     Args:
         alphas: the α grid, strictly increasing, starting at 0 and ending at 1.
         values: ``E(α)`` at each α (error or loss: higher is worse).
 
     Returns:
-        ``{"barrier", "barrier_alpha", "linear_barrier", "linear_barrier_alpha",
-        "value_start", "value_end", "value_max"}``.
+        ``{"barrier", "barrier_alpha", "barrier_midpoint", "barrier_midpoint_alpha",
+        "value_start", "value_end", "value_max"}``: ``barrier`` is the linear-reference
+        barrier (Entezari et al. 2022), ``barrier_midpoint`` Frankle et al.'s 2020 one (see
+        :data:`BARRIER_DEFINITIONS`); each ``*_alpha`` is where the maximum is reached.
 
     Raises:
         ConfigError: lengths differ, α is not an increasing grid from 0 to 1, or a value is
@@ -77,12 +94,12 @@ def barrier(alphas: npt.ArrayLike, values: npt.ArrayLike) -> dict[str, float]:
         raise ConfigError(f"barrier: the curve has non-finite values (got {v.tolist()}).")
     midpoint_excess = v - 0.5 * (v[0] + v[-1])
     linear_excess = v - ((1.0 - a) * v[0] + a * v[-1])
-    i, j = int(np.argmax(midpoint_excess)), int(np.argmax(linear_excess))
+    i, j = int(np.argmax(linear_excess)), int(np.argmax(midpoint_excess))
     return {
-        "barrier": float(midpoint_excess[i]),
+        "barrier": float(linear_excess[i]),
         "barrier_alpha": float(a[i]),
-        "linear_barrier": float(linear_excess[j]),
-        "linear_barrier_alpha": float(a[j]),
+        "barrier_midpoint": float(midpoint_excess[j]),
+        "barrier_midpoint_alpha": float(a[j]),
         "value_start": float(v[0]),
         "value_end": float(v[-1]),
         "value_max": float(v.max()),

@@ -15,9 +15,10 @@ probes and distances from :func:`~sim_consistency.soup_metrics.weights.weight_ge
 
 :func:`branching_tables` returns the three tables of the study (individual models, pairwise
 distances within each group, soup results with improvement over the mean/best and the average
-distance) and :func:`basin_summary` the verdict: the mean soup improvement over the mean ingredient
-for early (branch epochs below the median) vs late (at or above it) branching, their difference,
-and the Spearman correlation of improvement with branching epoch.
+distance) and :func:`basin_summary` the observation: the mean soup improvement over the mean
+ingredient for early (branch epochs below the median) vs late (at or above it) branching, their
+difference in percentage points and in test images, and the Spearman correlation of improvement
+with branching epoch. A difference smaller than one test image is reported as not resolved.
 """
 
 from __future__ import annotations
@@ -121,16 +122,24 @@ def branching_tables(
     }
 
 
-def basin_summary(soup_results: pd.DataFrame) -> dict[str, object]:
-    """Return whether late branching gives better soups than early branching, with the numbers.
+def basin_summary(soup_results: pd.DataFrame, *, n_test: int | None = None) -> dict[str, object]:
+    """Return how late- and early-branching soups compare, with the numbers and their resolution.
 
     Early = branch epochs below the median of the distinct branch epochs; late = the rest.
     Improvement = soup accuracy − mean ingredient accuracy, averaged over analysis epochs.
+    The statement is an observation, not a test: with ``n_test`` test images the smallest
+    accuracy difference one soup can show is one image, ``1 / n_test``; a difference below
+    that is reported as not resolved (``late_branching_better`` is then ``None``).
+
+    Args:
+        soup_results: the ``soup_results`` table of :func:`branching_tables`.
+        n_test: number of test images the accuracies were measured on (None: unknown).
 
     Returns:
         ``early_epochs, late_epochs, early_improvement, late_improvement, difference,
-        spearman_improvement_vs_branch_epoch, spearman_distance_vs_branch_epoch,
-        late_branching_better, statement``.
+        n_test, resolution, difference_in_images, n_soups_early, n_soups_late,
+        runs_per_soup, spearman_improvement_vs_branch_epoch,
+        spearman_distance_vs_branch_epoch, late_branching_better, statement``.
     """
     from scipy.stats import spearmanr
 
@@ -140,33 +149,64 @@ def basin_summary(soup_results: pd.DataFrame) -> dict[str, object]:
         raise ConfigError(
             f"basin_summary: needs at least two branching epochs (got {epochs.tolist()})."
         )
+    if n_test is not None and n_test < 1:
+        raise ConfigError(f"basin_summary: n_test must be a positive count (got {n_test}).")
     median = float(np.median(epochs))
     early = [int(e) for e in epochs if e < median] or [int(epochs[0])]
     late = [int(e) for e in epochs if e not in early]
     improvement = soup_results["improvement_over_mean"]
-    early_value = float(improvement[soup_results["branch_epoch"].isin(early)].mean())
-    late_value = float(improvement[soup_results["branch_epoch"].isin(late)].mean())
+    is_early = soup_results["branch_epoch"].isin(early)
+    is_late = soup_results["branch_epoch"].isin(late)
+    early_value = float(improvement[is_early].mean())
+    late_value = float(improvement[is_late].mean())
+    difference = late_value - early_value
+    runs_per_soup = (
+        sorted({int(n) for n in soup_results["n_models"]}) if "n_models" in soup_results else []
+    )
 
     def _spearman(column: str) -> float:
         if column not in soup_results or soup_results[column].nunique() < 2:
             return float("nan")
         return float(spearmanr(soup_results["branch_epoch"], soup_results[column]).statistic)
 
-    better = late_value > early_value
-    statement = (
-        f"Late branching (epochs {late}) gives "
-        f"{'better' if better else 'no better'} soups than early branching (epochs {early}): "
-        f"mean improvement over the mean ingredient {100 * late_value:+.2f} pp vs "
-        f"{100 * early_value:+.2f} pp (difference {100 * (late_value - early_value):+.2f} pp)."
+    resolution = 1.0 / n_test if n_test else None
+    in_images = difference * n_test if n_test else None
+    resolved = resolution is not None and abs(difference) >= resolution * (1 - 1e-9)
+    better = bool(difference > 0) if resolved else None
+    observed = (
+        f"Observed: soups of runs forked late (epochs {late}, {int(is_late.sum())} soup(s)) "
+        f"improved on their mean ingredient by {100 * late_value:+.2f} pp on average, soups of "
+        f"runs forked early (epochs {early}, {int(is_early.sum())} soup(s)) by "
+        f"{100 * early_value:+.2f} pp: a difference of {100 * difference:+.2f} pp"
     )
+    runs = f"{'/'.join(map(str, runs_per_soup))} run(s) per soup" if runs_per_soup else ""
+    if n_test:
+        observed += (
+            f" = {in_images:+.1f} test image(s) (n = {n_test} test images, so one image is "
+            f"{100 / n_test:.2f} pp; {runs}, one training seed per run, no repeats). "
+        )
+        observed += (
+            f"Late branching souped {'better' if better else 'worse'} here by more than one "
+            "test image."
+            if resolved
+            else "That is less than one test image: not resolved."
+        )
+    else:
+        observed += f" ({runs}; test-set size unknown, so its resolution is not stated)."
     return {
         "early_epochs": early,
         "late_epochs": late,
         "early_improvement": early_value,
         "late_improvement": late_value,
-        "difference": late_value - early_value,
+        "difference": difference,
+        "n_test": n_test,
+        "resolution": resolution,
+        "difference_in_images": in_images,
+        "n_soups_early": int(is_early.sum()),
+        "n_soups_late": int(is_late.sum()),
+        "runs_per_soup": runs_per_soup,
         "spearman_improvement_vs_branch_epoch": _spearman("improvement_over_mean"),
         "spearman_distance_vs_branch_epoch": _spearman("mean_l2_distance"),
-        "late_branching_better": bool(better),
-        "statement": statement,
+        "late_branching_better": better,
+        "statement": observed,
     }

@@ -16,7 +16,8 @@ import pandas as pd
 
 from sim_consistency.errors import ConfigError, MissingInputError
 from sim_consistency.features import read_cache_attrs
-from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.figures import data_limits, save_figure, series_style
+from sim_consistency.io import atomic_write_text
 from sim_consistency.launch import LaunchReport
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import launch_planned, parse_stage_args, run_main
@@ -171,7 +172,7 @@ def save_heatmap(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     fig.tight_layout()
-    return _save_figure(fig, path_stem)
+    return save_figure(fig, path_stem)
 
 
 def save_profile_plot(
@@ -183,40 +184,32 @@ def save_profile_plot(
     ylabel: str,
     xticklabels: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Save one line per series (y in [0, 1]) as ``<stem>.png`` and ``<stem>.pdf``."""
+    """Save one line per series as ``<stem>.png`` and ``<stem>.pdf``.
+
+    The y axis spans the data (not a fixed 0–1: CKA profiles of related models all lie near 1,
+    where a 0–1 axis would show nothing); the ylabel says so. Each series has its own colour,
+    line style and marker.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     length = max((len(v) for v in profiles.values()), default=1)
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.45 * length + 2.5), 3.5))
-    for label, values in profiles.items():
-        ax.plot(range(len(values)), values, marker="o", label=label)
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.45 * length + 3.5), 4.0))
+    for i, (label, values) in enumerate(profiles.items()):
+        ax.plot(range(len(values)), values, label=label, **series_style(i))
     if xticklabels is not None:
         ax.set_xticks(range(len(xticklabels)), labels=list(xticklabels), rotation=90, fontsize=7)
-    ax.set_ylim(0.0, 1.05)
+    lo, hi = data_limits([v for values in profiles.values() for v in values])
+    ax.set_ylim(lo, hi)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(f"{ylabel} (axis zoomed to the data)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    return _save_figure(fig, path_stem)
-
-
-def _save_figure(fig: Any, path_stem: Path) -> list[Path]:
-    """Write ``fig`` as PNG and PDF next to each other, atomically, and close it."""
-    import matplotlib.pyplot as plt
-
-    written = []
-    for suffix in (".png", ".pdf"):
-        target = path_stem.with_suffix(suffix)
-        with atomic_output(target) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=150)
-        written.append(target)
-    plt.close(fig)
-    return written
+    return save_figure(fig, path_stem)
 
 
 def plan_reason(folder: Path, key: str, outputs: Sequence[str], force: bool) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sim_consistency.errors import SimcError
 from sim_consistency.launch import LaunchReport, launch, launch_options_from_args
+from sim_consistency.threads import set_torch_threads
 from sim_consistency.tracking import Tracker, start_tracking
 
 __all__ = [
@@ -31,7 +32,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, needs_models: bool 
     parser.add_argument(
         "--project_root",
         default=None,
-        help="project root (default: $SIMC_ROOT, else ./project_root)",
+        help="project root (default: $SIMC_ROOT, else project_root in the checkout)",
     )
     if needs_models:
         parser.add_argument(
@@ -62,6 +63,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, needs_models: bool 
     parser.add_argument("--force", action="store_true", help="recompute even up-to-date outputs")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument(
+        "--num_threads",
+        type=int,
+        default=None,
+        help="torch intra-op CPU threads (default: $SLURM_CPUS_PER_TASK, else the CPUs this "
+        "process may use)",
+    )
+    parser.add_argument(
         "--wandb",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -77,7 +85,10 @@ def parse_stage_args(
     *,
     needs_models: bool = True,
 ) -> argparse.Namespace:
-    """Parse a stage's flags (the shared ones + ``add_arguments``'s) and set up logging.
+    """Parse a stage's flags (the shared ones + ``add_arguments``'s), set up logging and threads.
+
+    torch's intra-op thread count is set here for every stage (:mod:`sim_consistency.threads`:
+    ``--num_threads``, else ``$SLURM_CPUS_PER_TASK``, else the process's CPU affinity).
 
     ``doc`` is the stage module's docstring: its first paragraph is the ``--help`` description.
     """
@@ -88,6 +99,10 @@ def parse_stage_args(
     add_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
+    try:
+        set_torch_threads(args.num_threads)
+    except SimcError as exc:
+        parser.error(str(exc))
     return args
 
 

@@ -52,6 +52,7 @@ from sim_consistency.stages._similarity_io import (
     stored_key,
     write_json,
 )
+from sim_consistency.threads import threads_metadata
 
 __all__ = [
     "ConsistencySettings",
@@ -230,6 +231,7 @@ def run_item(item: WorkItem) -> Path:
             "intersected by id; NaN pairs left out (Ciernik et al. 2025)",
             "summary": summary_rows,
             "code_version": SIMILARITY_CODE_VERSION,
+            **threads_metadata(),
         },
     )
     log.info("%s: %d datasets (%s)", item.folder, len(item.datasets), item.reason)

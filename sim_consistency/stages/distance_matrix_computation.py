@@ -52,6 +52,7 @@ from sim_consistency.stages._similarity_io import (
     stage_main,
     write_json,
 )
+from sim_consistency.threads import threads_metadata
 
 __all__ = [
     "MatrixSettings",
@@ -214,6 +215,7 @@ def run_item(item: WorkItem) -> list[Path]:
             "n_nan_entries": int(np.isnan(matrix).sum()),
             "code_version": SIMILARITY_CODE_VERSION,
             "seconds": round(seconds, 3),
+            **threads_metadata(),
         }
         write_similarity_matrix(out.folder, matrix, item.model_ids, metadata)
         log.info(

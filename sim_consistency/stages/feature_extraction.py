@@ -61,6 +61,7 @@ from sim_consistency.stages.cli import (
     parse_stage_args,
     run_main,
 )
+from sim_consistency.threads import threads_metadata
 from sim_consistency.tracking import start_tracking
 
 __all__ = [
@@ -366,6 +367,7 @@ def extract_to_cache(
                     # Not in the content key: devices agree to float rounding, not bitwise.
                     "device": str(loaded.device),
                     "batch_size": settings.batch_size,
+                    **threads_metadata(),
                 }
             )
         finally:

@@ -51,6 +51,7 @@ from sim_consistency.stages._similarity_io import (
     stage_main,
     write_json,
 )
+from sim_consistency.threads import threads_metadata
 
 __all__ = [
     "LayerCkaSettings",
@@ -110,6 +111,10 @@ class WorkItem:
     reason: str  # "missing" | "stale" | "forced"
 
 
+#: Bump when the figures change (names, axes): the folder's outputs are rebuilt, not reused.
+FIGURES_VERSION = "2"  # 2: file names keep every character of the ids; profile axis scaled
+
+
 def model_pairs(
     model_ids: Sequence[str], reference: str, mode: Literal["reference", "all"]
 ) -> list[tuple[str, str]]:
@@ -142,6 +147,7 @@ def plan(settings: LayerCkaSettings) -> list[WorkItem]:
                 "normalize": settings.normalize,
                 "split": settings.split,
                 "code_version": SIMILARITY_CODE_VERSION,
+                "figures_version": FIGURES_VERSION,
             }
         )
         reason = plan_reason(folder, key, OUTPUT_FILES, settings.force)
@@ -280,6 +286,11 @@ def run_item(item: WorkItem) -> Path:
         columns=["dataset", "split", "reference", "model_id", "block", "block_index", "cka"],
     )
     atomic_write_text(item.folder / PROFILE_CSV, profile_frame.to_csv(index=False))
+    # The folder belongs to this item: figures of pairs from an earlier run must not linger
+    # next to the new ones (a reader globbing heatmaps/ would mix runs).
+    for stale in (item.folder / HEATMAPS).glob("*"):
+        if stale.is_file() and stale.suffix in (".png", ".pdf"):
+            stale.unlink()
     for (a, b), grid in grids.items():
         save_heatmap(
             grid,
@@ -293,7 +304,8 @@ def run_item(item: WorkItem) -> Path:
     save_profile_plot(
         profiles,
         item.folder / PROFILE_STEM,
-        title=f"same block vs {item.reference}, {item.dataset}",
+        title=f"Linear CKA between each block of {item.reference} and the same block of "
+        f"each model — {item.dataset} ({item.split})",
         xlabel="block",
         ylabel="linear CKA",
         xticklabels=ref_names,
@@ -316,6 +328,7 @@ def run_item(item: WorkItem) -> Path:
             "n_samples": n,
             "code_version": SIMILARITY_CODE_VERSION,
             "seconds": round(seconds, 3),
+            **threads_metadata(),
         },
     )
     log.info("%s: %d grid(s), n=%d, %.2f s (%s)", item.folder, len(grids), n, seconds, item.reason)

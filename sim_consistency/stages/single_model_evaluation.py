@@ -57,6 +57,7 @@ from sim_consistency.probe import (
 )
 from sim_consistency.project import ProjectLocation, dataset_slug
 from sim_consistency.stages.cli import launch_planned, parse_stage_args, run_main
+from sim_consistency.threads import threads_metadata
 from sim_consistency.tracking import Tracker
 
 __all__ = [
@@ -381,6 +382,7 @@ def run_item(settings: EvaluationSettings, item: WorkItem) -> Path:
         "validation_keys": val_keys,
         "code_version": PROBE_CODE_VERSION,
         "device": settings.device,
+        **threads_metadata(),
     }
     rows = _tidy_rows(item, settings, record, all_blocks)
     out = item.output_dir

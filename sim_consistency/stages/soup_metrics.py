@@ -59,6 +59,7 @@ from sim_consistency.probe import head_accuracy, linear_probe
 from sim_consistency.project import ProjectLocation, dataset_slug, resolve_project_root
 from sim_consistency.similarity import cka
 from sim_consistency.soup_metrics import (
+    BARRIER_DEFINITIONS,
     abs_cosine_stats,
     barrier,
     barrier_matrix,
@@ -83,6 +84,7 @@ from sim_consistency.soup_metrics.plots import (
 )
 from sim_consistency.stages.cli import parse_stage_args, run_main
 from sim_consistency.stages.feature_extraction import ExtractionSettings, run_model
+from sim_consistency.threads import threads_metadata
 from sim_consistency.tracking import start_tracking
 
 __all__ = ["PARTS", "SOUP_METHODS", "SoupMetricsSettings", "add_arguments", "main", "run"]
@@ -106,8 +108,9 @@ PARTS: tuple[str, ...] = (
 _BRANCH_KEYS = ("branch_epoch", "analysis_epoch")
 #: Bumped when the stage's outputs change for the same inputs (part of the inputs key).
 # 2: the fast probe's new solver; 3: its class-major layout; 4: its centred basis;
-# 5: block CKA's Gram-space U-statistics accumulated without the diagonal (rounding level).
-PARTS_CODE_VERSION = "5"
+# 5: block CKA's Gram-space U-statistics accumulated without the diagonal (rounding level);
+# 6: figure names keep every character of the ids, barrier columns named after their papers.
+PARTS_CODE_VERSION = "6"
 
 
 @dataclass(frozen=True)
@@ -221,26 +224,53 @@ def model_accuracy(
     """Return one model's accuracy on a dataset split: own head from logits, else a probe.
 
     The probe (protocol ``fast``) is trained on the ``train`` split's last-block features and
-    scored on ``split``.
+    scored on ``split``. ``n_samples`` is the number of images scored (one image is
+    ``1 / n_samples`` of accuracy: the smallest difference the table can show).
     """
     with _cache(location, dataset, split, model_id) as cache:
+        n_samples = len(cache.labels)
         if cache.has_logits:
             metrics = head_accuracy(cache.logits, cache.labels)
-            return {"source": "head", **_scalar_metrics(metrics)}
+            return {"source": "head", "n_samples": n_samples, **_scalar_metrics(metrics)}
         block = cache.block_names[-1]
         X_test, y_test = cache.block(block), cache.labels
     with _cache(location, dataset, "train", model_id) as train:
         X_train, y_train = train.block(block), train.labels
     metrics = linear_probe(X_train, y_train, X_test, y_test, protocol="fast", seed=seed)
-    return {"source": f"probe:{block}", **_scalar_metrics(metrics)}
+    return {"source": f"probe:{block}", "n_samples": n_samples, **_scalar_metrics(metrics)}
 
 
 def _scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(metrics[k]) for k in ("top1", "top5", "balanced_acc") if k in metrics}
 
 
+def _accuracy_models(
+    specs: Mapping[str, ModelSpec], soups: Mapping[str, list[str]], base: str | None
+) -> list[str]:
+    """Return the models of the accuracy table: soups, their ingredients, the base, and every
+    other variant of the config (MonoSoup and its ablations, WiSE-FT, TIES, …) with the models
+    it is built from."""
+    variants = {m: s.variant for m, s in specs.items() if s.variant is not None}
+    others = [m for m in variants if m not in soups]
+    inputs = [r for m in others for r in variants[m].references()]
+    return list(
+        dict.fromkeys(
+            [
+                *soups,
+                *(i for ing in soups.values() for i in ing),
+                *([base] if base else []),
+                *others,
+                *inputs,
+            ]
+        )
+    )
+
+
 def _accuracy_part(
-    settings: SoupMetricsSettings, soups: Mapping[str, list[str]], models: Sequence[str]
+    settings: SoupMetricsSettings,
+    specs: Mapping[str, ModelSpec],
+    soups: Mapping[str, list[str]],
+    models: Sequence[str],
 ) -> pd.DataFrame:
     rows = [
         {
@@ -249,6 +279,7 @@ def _accuracy_part(
             "split": settings.split,
             "is_ood": d in settings.ood_datasets,
             "is_soup": m in soups,
+            "method": variant.method if (variant := specs[m].variant) else specs[m].source,
             **model_accuracy(settings.location, m, d, settings.split, seed=settings.probe_seed),
         }
         for m in models
@@ -266,7 +297,11 @@ def _accuracy_part(
     averages = id_ood_averages(accuracy, ood_datasets=settings.ood_datasets)
     _write_csv(averages, out / "id_ood.csv")
     if settings.ood_datasets and averages["ood_avg"].notna().any():
-        save_figure(plot_id_vs_ood(averages, list(soups)), out / "id_vs_ood")
+        id_sets = [d for d in settings.datasets if d not in settings.ood_datasets]
+        figure = plot_id_vs_ood(
+            averages, list(soups), id_datasets=id_sets, ood_datasets=settings.ood_datasets
+        )
+        save_figure(figure, out / "id_vs_ood")
     return accuracy
 
 
@@ -389,7 +424,12 @@ def _monosoup_part(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec]
         layers.insert(0, "model_id", model_id)
         layers.insert(1, "method", spec.variant.method)
         frames.append(layers)
-        save_figure(plot_monosoup_layers(layers), settings.out_dir / f"monosoup_layers_{model_id}")
+        options = spec.variant.options
+        title = f"{model_id} ({spec.variant.method}, {options['base']} → {options['finetuned']})"
+        save_figure(
+            plot_monosoup_layers(layers, title=title),
+            settings.out_dir / f"monosoup_layers_{model_id}",
+        )
     if frames:
         _write_csv(pd.concat(frames, ignore_index=True), settings.out_dir / "monosoup_layers.csv")
 
@@ -611,10 +651,11 @@ def _branching_part(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec
         for name, table in tables.items():
             collected.setdefault(name, []).append(table.assign(run_group=group))
         if tables["soup_results"]["branch_epoch"].nunique() >= 2:
-            summaries[group] = basin_summary(tables["soup_results"])
+            n_test = int(acc[group_runs["model_id"].iloc[0]]["n_samples"])
+            summaries[group] = basin_summary(tables["soup_results"], n_test=n_test)
             log.info("branching (%s): %s", group, summaries[group]["statement"])
         suffix = "" if len(groups) == 1 else f"_{group}"
-        for stem, fig in plot_branching(tables).items():
+        for stem, fig in plot_branching(tables, group=group, dataset=dataset).items():
             save_figure(fig, out / f"{stem}{suffix}")
     for name, frames in collected.items():
         _write_csv(pd.concat(frames, ignore_index=True), out / f"branching_{name}.csv")
@@ -663,7 +704,10 @@ def _purity_part(
             model_id=model_id, dataset=dataset, block=block
         )
         sweeps.append(sweep)
-        save_figure(plot_retention_sweep(sweep), settings.out_dir / f"retention_sweep_{model_id}")
+        save_figure(
+            plot_retention_sweep(sweep, title=f"{model_id}, block {block}, {dataset}"),
+            settings.out_dir / f"retention_sweep_{model_id}",
+        )
     _write_csv(pd.DataFrame(rows), settings.out_dir / "purity.csv")
     _write_csv(pd.concat(sweeps, ignore_index=True), settings.out_dir / "retention_sweep.csv")
 
@@ -750,11 +794,7 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
     base = settings.base or _default_base(specs)
     if base is not None and base not in specs:
         raise ConfigError(f"--base: unknown model id {base!r}. Known: {', '.join(specs)}.")
-    models = list(
-        dict.fromkeys(
-            [*soups, *(i for ing in soups.values() for i in ing), *([base] if base else [])]
-        )
-    )
+    models = _accuracy_models(specs, soups, base)
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     inputs_key = _inputs_key(settings, specs)
     previous = _previous_summary(settings.out_dir / "summary.json")
@@ -767,7 +807,7 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
 
     done: list[str] = []
     if "accuracy" in settings.parts and models:
-        _accuracy_part(settings, soups, models)
+        _accuracy_part(settings, specs, soups, models)
         done.append("accuracy")
     if "cka" in settings.parts and soups:
         _cka_part(settings, soups, base)
@@ -812,10 +852,13 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
             "float64, features as cached (no normalisation)",
             "weights": "L2 distance / cosine over floating-point tensors, BatchNorm running "
             "statistics excluded; task vectors relative to the base",
-            "barriers": "max_α E(α) − ½(E(0)+E(1)) and max_α [E(α) − linear interpolation of the "
-            f"endpoints], α grid of {settings.n_alphas} points, E = error (1 − top-1) and mean "
-            f"cross-entropy of the logits on {settings.split}; BN policy "
-            f"{settings.bn_policy or 'the method default'}",
+            "barriers": {
+                **BARRIER_DEFINITIONS,
+                "curve": f"α grid of {settings.n_alphas} points, E = error (1 − top-1) and mean "
+                f"cross-entropy of the logits on {settings.split}; BN policy "
+                f"{settings.bn_policy or 'the method default'}",
+                "matrix": "barrier_matrix_<kind>_<dataset>.csv holds the headline barrier",
+            },
             "purity": "silhouette (cosine distance) of test features; mean/max/median/std |cos| "
             "between feature dimensions (train) and neuron weight rows; retention keeps the k "
             "dimensions with the lowest (high purity) or highest (low purity) mean |cos|",
@@ -823,6 +866,7 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
         "settings": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()
         },
+        **threads_metadata(),
     }
     atomic_write_text(settings.out_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary

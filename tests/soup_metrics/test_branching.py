@@ -64,10 +64,27 @@ def test_basin_summary_by_hand(study):
     assert summary["early_epochs"] == [0] and summary["late_epochs"] == [2, 4]
     assert summary["early_improvement"] == pytest.approx(-0.35)
     assert summary["late_improvement"] == pytest.approx((0.0 + 0.03) / 2)
-    assert summary["late_branching_better"] is True
+    assert summary["late_branching_better"] is None  # no test-set size: no verdict
     assert summary["spearman_improvement_vs_branch_epoch"] == pytest.approx(1.0)
     assert summary["spearman_distance_vs_branch_epoch"] == pytest.approx(-1.0)
-    assert "Late branching (epochs [2, 4]) gives better" in summary["statement"]
+    assert summary["statement"].startswith("Observed: soups of runs forked late (epochs [2, 4]")
+    assert "resolution is not stated" in summary["statement"]
+    resolved = basin_summary(branching_tables(*study)["soup_results"], n_test=100)
+    assert resolved["late_branching_better"] is True
+    assert resolved["difference_in_images"] == pytest.approx(100 * (0.015 + 0.35))
+    assert "n = 100 test images" in resolved["statement"] and "1.00 pp" in resolved["statement"]
+    assert "2 run(s) per soup" in resolved["statement"]
+
+
+def test_difference_below_one_test_image_is_not_resolved(study):
+    soups = branching_tables(*study)["soup_results"].copy()
+    # late soups 0.15 pp better than early ones; one image of 360 is 0.28 pp
+    soups["improvement_over_mean"] = [0.0010, 0.0025, 0.0025]
+    summary = basin_summary(soups, n_test=360)
+    assert summary["late_branching_better"] is None
+    assert summary["difference_in_images"] == pytest.approx(0.0015 * 360)
+    assert "less than one test image: not resolved" in summary["statement"]
+    assert "better" not in summary["statement"].split("pp:")[-1]
 
 
 def test_missing_pair_distance_is_named(study):

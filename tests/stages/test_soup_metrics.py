@@ -143,7 +143,7 @@ def test_identical_endpoints_have_zero_barrier(study):
     barriers = _csv(location, "barriers.csv")
     same = barriers[(barriers["model_a"] == "ft1") & (barriers["model_b"] == "ft1_copy")]
     assert len(same) == 2  # error and loss
-    assert same["barrier"].abs().max() <= 1e-6 and same["linear_barrier"].abs().max() <= 1e-6
+    assert same["barrier"].abs().max() <= 1e-6 and same["barrier_midpoint"].abs().max() <= 1e-6
     curves = _csv(location, "interpolation_curves.csv")
     assert sorted(curves["alpha"].unique()) == [0.0, 0.5, 1.0]
     matrix = pd.read_csv(location.soup_metrics / "barrier_matrix_error_wds_digits.csv", index_col=0)

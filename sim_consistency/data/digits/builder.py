@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--project_root",
         default=None,
-        help="project root (default: $SIMC_ROOT, else ./project_root)",
+        help="project root (default: $SIMC_ROOT, else project_root in the checkout)",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even a complete build")
     args = parser.parse_args(argv)
