@@ -1,9 +1,11 @@
 """The feature cache: block-wise extraction to HDF5 and its lazy reader."""
 
 from sim_consistency.features.cache import (
+    CacheStatus,
     FeatureCache,
     FeatureCacheWriter,
     check_same_keys,
+    inspect_cache,
     load_aligned_blocks,
     open_cache,
     read_cache_attrs,
@@ -15,11 +17,13 @@ from sim_consistency.features.pooling import pool_block_output
 __all__ = [
     "BlockExtractor",
     "BlockSpec",
+    "CacheStatus",
     "FeatureCache",
     "FeatureCacheWriter",
     "PendingBatch",
     "check_same_keys",
     "content_key",
+    "inspect_cache",
     "keys_fingerprint",
     "load_aligned_blocks",
     "open_cache",

@@ -4,20 +4,26 @@ run, and the error boundary of ``main``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sim_consistency.errors import SimcError
+from sim_consistency.errors import SimcError, StageTerminated
+from sim_consistency.io import write_errno, write_error
 from sim_consistency.launch import LaunchReport, launch, launch_options_from_args
 from sim_consistency.tracking import Tracker, start_tracking
 
 __all__ = [
     "add_common_arguments",
     "configure_logging",
+    "error_message",
     "launch_planned",
     "parse_stage_args",
     "run_main",
@@ -135,13 +141,71 @@ def configure_logging(verbose: bool = False) -> None:
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def run_main(body: Callable[[], int]) -> int:
-    """Run a stage body; print a :class:`SimcError` without a traceback and return 2."""
+#: Exit code of a stage ended by SIGTERM (128 + 15, what shells and SLURM report).
+EXIT_TERMINATED = 143
+
+_WORKER_WRAPPED = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
+
+
+def error_message(exc: BaseException) -> str:
+    """Return the one-line message of a user-facing error, as in-process code raised it.
+
+    A DataLoader worker's exception reaches the main process re-raised with the worker's
+    traceback in its text (``Caught DataError in DataLoader worker process 0. Original
+    Traceback …``); the last line of that traceback is the original message, which is what the
+    user gets, the same as with ``--num_workers 0``.
+    """
+    text = str(exc)
+    if _WORKER_WRAPPED.match(text):
+        name = type(exc).__name__
+        for line in reversed(text.strip().splitlines()):
+            head, sep, rest = line.partition(": ")
+            if sep and head.rsplit(".", 1)[-1] == name:
+                return rest
+    return text
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise StageTerminated(f"received signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into :class:`StageTerminated` (a KeyboardInterrupt) while a stage runs, so
+    every ``atomic_output`` removes its ``.partial`` as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return body()
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_main(body: Callable[[], int]) -> int:
+    """Run a stage body; turn the ways it can end into one line on stderr and an exit code.
+
+    A :class:`SimcError` (worker-side ones included) prints its message without a traceback
+    and returns 2; so does a write the file system refused (full disk, read-only, permission),
+    named with the path and the free space. SIGTERM is handled like Ctrl-C — partial outputs
+    removed — and returns 143 (Ctrl-C: 130).
+    """
+    try:
+        with _sigterm_as_interrupt():
+            return body()
     except SimcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_message(exc)}", file=sys.stderr)
         return 2
+    except StageTerminated:
+        print("terminated (SIGTERM): partial outputs removed; rerun to resume", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if write_errno(exc) is None:
+            raise
+        where = exc.filename or "(unknown path)"
+        print(f"error: {write_error(where, exc)}", file=sys.stderr)
+        return 2
