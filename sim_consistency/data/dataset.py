@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import hashlib
 import io
 import operator
 from collections.abc import Callable, Sequence
@@ -171,6 +172,10 @@ class ImageDataset(abc.ABC):
         """Return the RGB image of full-index row ``row``."""
 
     @abc.abstractmethod
+    def _read_bytes(self, row: int) -> bytes:
+        """Return the encoded image bytes of full-index row ``row``, as stored."""
+
+    @abc.abstractmethod
     def _location(self) -> str:
         """Return where the data lives, for :meth:`describe`."""
 
@@ -226,6 +231,24 @@ class ImageDataset(abc.ABC):
         return Sample(
             index=i, key=self._all_keys[row], image=image, label=int(self._all_labels[row])
         )
+
+    def content_digest(self) -> str:
+        """Return the sha256 hex digest of this view's rows: each key, label and image bytes.
+
+        What a feature cache's content key takes from the data, so that re-built shards with
+        the same keys but other pixels or labels make every downstream output stale. The
+        encoded bytes are hashed as stored (no decoding): one sequential read of the selected
+        rows.
+        """
+        digest = hashlib.sha256()
+        for row in self._rows:
+            data = self._read_bytes(int(row))
+            key = self._all_keys[row].encode("utf-8")
+            label = int(self._all_labels[row])
+            digest.update(b"%d %d %d\n" % (len(key), label, len(data)))
+            digest.update(key)
+            digest.update(data)
+        return digest.hexdigest()
 
     def subset(self: DatasetT, indices: npt.ArrayLike) -> DatasetT:
         """Return a view with the rows at positions ``indices`` (order preserved).

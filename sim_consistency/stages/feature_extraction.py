@@ -39,10 +39,10 @@ import sim_consistency
 from sim_consistency.config import ModelSpec, load_models_config, select_models
 from sim_consistency.data import ImageDataset, collate_samples, load_dataset, read_dataset_list
 from sim_consistency.errors import ConfigError
-from sim_consistency.features.cache import FeatureCacheWriter, read_cache_attrs
+from sim_consistency.features.cache import FeatureCacheWriter, inspect_cache, read_cache_attrs
 from sim_consistency.features.extract import BlockExtractor, BlockSpec, write_features
 from sim_consistency.features.keys import EXTRACTION_CODE_VERSION, content_key, keys_fingerprint
-from sim_consistency.io import atomic_output
+from sim_consistency.io import atomic_output, clean_stale_partial
 from sim_consistency.launch import (
     LaunchOptions,
     LaunchReport,
@@ -109,7 +109,7 @@ class WorkItem:
     split: str
     output: Path
     content_key: str
-    reason: str  # "missing" | "stale" | "forced"
+    reason: str  # "missing" | "stale" | "invalid" | "forced"
     attrs: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -159,13 +159,17 @@ def plan_model(
     """Return the outputs of one model that must be (re)built, with their content keys.
 
     An output is skipped (and logged as such) when a complete file with the same content key
-    exists; a file with another key is stale and rebuilt; ``--force`` rebuilds everything.
+    exists and passes verification (schema, row counts, every checksum); a file with another
+    key is stale, one that fails verification or is not a cache of ours is invalid, and both
+    are rebuilt; ``--force`` rebuilds everything. A ``.partial`` left by a killed run is removed
+    here (unless a live writer holds it), even when the output itself is up to date.
     """
     pooling = dict(loaded.block_pooling)
     items: list[WorkItem] = []
     for dataset in settings.datasets:
         for split in settings.splits:
             data = _dataset(settings, dataset, split)
+            data_digest = data.content_digest()
             key = content_key(
                 weights_sha256=loaded.weights_sha256,
                 recipe=spec.recipe(),
@@ -175,16 +179,22 @@ def plan_model(
                 dataset=dataset,
                 split=split,
                 rows_fingerprint=keys_fingerprint(data.keys),
+                data_digest=data_digest,
                 storage_dtype=settings.dtype,
                 has_logits=loaded.has_head,
             )
             output = settings.location.feature_file(dataset, split, spec.model_id)
-            existing = read_cache_attrs(output)
-            if settings.force:
+            clean_stale_partial(output)
+            status = None if settings.force else inspect_cache(output, verify=True)
+            existing = status.attrs if status is not None else None
+            if status is None:
                 reason = "forced"
-            elif existing is None:
+            elif existing is None and status.problem == "no such file":
                 reason = "missing"
-            elif existing.get("content_key") != key:
+            elif status.problem is not None:
+                reason = "invalid"
+                log.warning("%s: %s; rebuilding", output, status.problem)
+            elif existing is not None and existing.get("content_key") != key:
                 reason = "stale"
                 log.info(
                     "%s: content key changed (%s… -> %s…); rebuilding",
@@ -211,6 +221,7 @@ def plan_model(
                     "seed": settings.subset_seed,
                     "n_source_rows": data.n_source_rows,
                     "rows_fingerprint": keys_fingerprint(data.keys),
+                    "data_digest": data_digest,
                 },
                 "code_version": EXTRACTION_CODE_VERSION,
                 "library_versions": _library_versions(),
