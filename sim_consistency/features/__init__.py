@@ -9,6 +9,7 @@ from sim_consistency.features.cache import (
     load_aligned_blocks,
     open_cache,
     read_cache_attrs,
+    require_cache_attrs,
 )
 from sim_consistency.features.extract import BlockExtractor, BlockSpec, PendingBatch, write_features
 from sim_consistency.features.keys import content_key, keys_fingerprint
@@ -29,5 +30,6 @@ __all__ = [
     "open_cache",
     "pool_block_output",
     "read_cache_attrs",
+    "require_cache_attrs",
     "write_features",
 ]

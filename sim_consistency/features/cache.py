@@ -57,6 +57,7 @@ __all__ = [
     "inspect_cache",
     "open_cache",
     "read_cache_attrs",
+    "require_cache_attrs",
     "load_aligned_blocks",
     "check_same_keys",
 ]
@@ -441,6 +442,28 @@ def inspect_cache(
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return CacheStatus(None, f"not a readable HDF5 file ({first})")
     return CacheStatus(attrs, problem)
+
+
+def require_cache_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """Return the attributes of a valid, complete cache; raise naming what is wrong otherwise.
+
+    The analysis stages' planners' door (attributes only, no features read).
+
+    Raises:
+        MissingInputError: no such file.
+        CacheIntegrityError: partial, incomplete, unreadable or not a cache of this schema.
+    """
+    status = inspect_cache(path)
+    if status.problem == "no such file":
+        raise MissingInputError(
+            f"{path}: feature cache not found; run scripts/feature_extraction.py first."
+        )
+    if status.problem is not None or status.attrs is None:
+        raise CacheIntegrityError(
+            f"{path}: {status.problem}; rerun scripts/feature_extraction.py (it rebuilds such "
+            "files)."
+        )
+    return status.attrs
 
 
 def read_cache_attrs(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -14,8 +14,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from sim_consistency.errors import ConfigError, MissingInputError
-from sim_consistency.features import read_cache_attrs
+from sim_consistency.errors import CacheIntegrityError, ConfigError, MissingInputError
+from sim_consistency.features import inspect_cache
 from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.launch import LaunchReport
 from sim_consistency.project import ProjectLocation
@@ -46,23 +46,29 @@ def cache_attrs(
     Only attributes are read (content key, block names); the features are read later, once.
 
     Raises:
-        MissingInputError: naming every missing or incomplete cache file.
+        MissingInputError: naming every missing cache file.
+        CacheIntegrityError: naming every file that is incomplete or not a cache of ours (and
+            why); extraction rebuilds those.
     """
     found: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
+    invalid: list[str] = []
     for model_id in model_ids:
         path = location.feature_file(dataset, split, model_id)
-        attrs = read_cache_attrs(path)
-        if attrs is None:
+        status = inspect_cache(path)
+        if status.problem == "no such file":
             missing.append(str(path))
+        elif status.problem is not None or status.attrs is None:
+            invalid.append(f"{path} ({status.problem})")
         else:
-            found[model_id] = attrs
-    if missing:
-        raise MissingInputError(
-            "feature cache(s) missing or incomplete: "
-            + ", ".join(missing)
-            + f". Run scripts/feature_extraction.py --datasets {dataset} --splits {split} first."
+            found[model_id] = status.attrs
+    hint = f"Run scripts/feature_extraction.py --datasets {dataset} --splits {split} first"
+    if invalid:
+        raise CacheIntegrityError(
+            "feature cache(s) not usable: " + ", ".join(invalid) + f". {hint} (it rebuilds them)."
         )
+    if missing:
+        raise MissingInputError("feature cache(s) missing: " + ", ".join(missing) + f". {hint}.")
     return found
 
 

@@ -42,7 +42,7 @@ import torch
 from sim_consistency.config import load_models_config, select_models
 from sim_consistency.data import dataset_dir, read_dataset_list
 from sim_consistency.errors import CacheError, ConfigError, DataError
-from sim_consistency.features import open_cache, read_cache_attrs
+from sim_consistency.features import open_cache, require_cache_attrs
 from sim_consistency.features.cache import FeatureCache
 from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.launch import LaunchReport
@@ -195,10 +195,7 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
             test_file = loc.feature_file(dataset, settings.test_split, model_id)
             keys = []
             for path in (train_file, test_file):
-                attrs = read_cache_attrs(path)
-                if attrs is None:
-                    open_cache(path).close()  # raises the precise error (missing / incomplete)
-                    raise CacheError(f"{path}: unreadable feature cache; rerun feature_extraction.")
+                attrs = require_cache_attrs(path)
                 keys.append(str(attrs.get("content_key", "")))
             for seed in settings.seeds:
                 out = _output_dir(settings, dataset, model_id, seed)
