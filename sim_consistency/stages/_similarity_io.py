@@ -25,7 +25,7 @@ from sim_consistency.tracking import Tracker
 log = logging.getLogger("sim_consistency.similarity_stages")
 
 #: Bump when a change to the similarity code changes the numbers it writes.
-SIMILARITY_CODE_VERSION = "2"  # 2: sigma_median by slab selection
+SIMILARITY_CODE_VERSION = "3"  # 2: sigma_median by slab selection; 3: mknn NaN if constant
 METADATA_FILE = "metadata.json"
 MATRIX_H5 = "similarity_matrix.h5"
 MATRIX_CSV = "similarity_matrix.csv"
