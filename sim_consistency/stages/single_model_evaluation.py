@@ -29,8 +29,8 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -103,10 +103,19 @@ class EvaluationSettings:
     force: bool = False
     epochs: int = 20
     batch_size: int = 1024
+    #: Each model's free-form config metadata (role, run_group, …): it labels result rows and
+    #: never changes a number, so an edit refreshes the tables without recomputing.
+    model_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def location(self) -> ProjectLocation:
         return ProjectLocation(self.project_root)
+
+    def metadata_of(self, model_id: str) -> dict[str, Any] | None:
+        """Return ``model_id``'s current config metadata (``None``: unknown, use the cache's)."""
+        if model_id not in self.model_metadata:
+            return None
+        return json.loads(json.dumps(dict(self.model_metadata[model_id]), default=str))
 
     def hyper_parameters(self, seed: int) -> dict[str, Any]:
         """Return the protocol settings that determine one seed's numbers (for the key)."""
@@ -137,7 +146,7 @@ class WorkItem:
     test_file: Path
     output_dir: Path
     content_key: str
-    reason: str  # "missing" | "stale" | "forced"
+    reason: str  # "missing" | "stale" | "forced" | "metadata" (relabel, no recompute)
 
 
 def hp_slug(
@@ -171,14 +180,20 @@ def _content_key(train_key: str, test_key: str, hp: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _stored_key(output_dir: Path) -> str | None:
+def _stored_record(output_dir: Path) -> dict[str, Any] | None:
     path = output_dir / "results.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text()).get("content_key")
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+def _stored_key(output_dir: Path) -> str | None:
+    record = _stored_record(output_dir)
+    return None if record is None else record.get("content_key")
 
 
 def plan(settings: EvaluationSettings) -> list[WorkItem]:
@@ -207,6 +222,9 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
                     reason = "missing"
                 elif stored != key:
                     reason = "stale"
+                elif _metadata_changed(settings, model_id, out):
+                    reason = "metadata"
+                    log.info("%s: model metadata changed; relabelling (no recompute)", out)
                 else:
                     log.info("%s: up to date (content key %s…), skipped", out, key[:10])
                     continue
@@ -214,6 +232,21 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
                     WorkItem(model_id, dataset, seed, train_file, test_file, out, key, reason)
                 )
     return items
+
+
+def _metadata_changed(settings: EvaluationSettings, model_id: str, out: Path) -> bool:
+    current = settings.metadata_of(model_id)
+    record = _stored_record(out)
+    return current is not None and record is not None and record.get("metadata") != current
+
+
+def _relabel(settings: EvaluationSettings, item: WorkItem) -> Path:
+    """Rewrite a current result's tables with the model's new metadata (numbers unchanged)."""
+    record = _stored_record(item.output_dir)
+    assert record is not None
+    record["metadata"] = settings.metadata_of(item.model_id)
+    all_blocks = list(require_cache_attrs(item.train_file)["block_names"])
+    return _write_results(item, settings, record, all_blocks)
 
 
 def _check_pair(train: FeatureCache, test: FeatureCache) -> None:
@@ -319,6 +352,8 @@ def _json_safe(value: Any) -> Any:
 
 def run_item(settings: EvaluationSettings, item: WorkItem) -> Path:
     """Probe one model on one dataset with one seed; return the ``results.json`` path."""
+    if item.reason == "metadata":
+        return _relabel(settings, item)
     with open_cache(item.train_file) as train, open_cache(item.test_file) as test:
         _check_pair(train, test)
         blocks = _select_blocks(train, settings.blocks)
@@ -344,7 +379,9 @@ def run_item(settings: EvaluationSettings, item: WorkItem) -> Path:
             raise DataError(f"{train.path} / {test.path}: {exc}") from None
         first = probes[blocks[0]]
         head, head_skipped = _head_metrics(settings, item.dataset, test, first["n_classes"])
-        metadata = json.loads(train.attrs.get("metadata") or "{}")
+        metadata = settings.metadata_of(item.model_id)
+        if metadata is None:
+            metadata = json.loads(train.attrs.get("metadata") or "{}")
         fewshot_keys = val_keys = None
         if settings.fewshot_k is not None:  # saved so that the absence of leakage is checkable
             fewshot_keys = train.keys[first["train_indices"]].tolist()
@@ -379,6 +416,24 @@ def run_item(settings: EvaluationSettings, item: WorkItem) -> Path:
         "code_version": PROBE_CODE_VERSION,
         "device": settings.device,
     }
+    path = _write_results(item, settings, record, all_blocks)
+    best = max(block_results.values(), key=lambda r: r["top1"])
+    log.info(
+        "%s: %d block(s), best top-1 %.4f (%s), %s",
+        path,
+        len(blocks),
+        best["top1"],
+        settings.protocol,
+        f"head top-1 {head['top1']:.4f}" if head else "no head",
+    )
+    return path
+
+
+def _write_results(
+    item: WorkItem, settings: EvaluationSettings, record: dict[str, Any], all_blocks: list[str]
+) -> Path:
+    """Write results.csv (+ accuracy_vs_depth.csv), then results.json last (it marks done)."""
+    blocks = list(record["block_names"])
     rows = _tidy_rows(item, settings, record, all_blocks)
     out = item.output_dir
     frame = pd.DataFrame(rows)
@@ -392,19 +447,9 @@ def run_item(settings: EvaluationSettings, item: WorkItem) -> Path:
         ]
         with atomic_output(out / "accuracy_vs_depth.csv") as tmp:
             depth.to_csv(tmp, index=False)
-    path = atomic_write_text(
+    return atomic_write_text(
         out / "results.json", json.dumps(_json_safe(record), indent=1, allow_nan=False)
     )
-    best = max(block_results.values(), key=lambda r: r["top1"])
-    log.info(
-        "%s: %d block(s), best top-1 %.4f (%s), %s",
-        path,
-        len(blocks),
-        best["top1"],
-        settings.protocol,
-        f"head top-1 {head['top1']:.4f}" if head else "no head",
-    )
-    return path
 
 
 def _tidy_rows(
@@ -520,6 +565,7 @@ def settings_from_args(args: argparse.Namespace) -> EvaluationSettings:
         test_split=args.test_split,
         device=args.device,
         force=args.force,
+        model_metadata={m: dict(specs[m].metadata) for m in model_ids},
     )
 
 
