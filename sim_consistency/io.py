@@ -123,9 +123,12 @@ def write_error(
     if str(path).endswith(PARTIAL_SUFFIX):  # name the output, not its temporary file
         path = str(path)[: -len(PARTIAL_SUFFIX)]
     needs = f"{what} needs {_size(needed)}" if needed is not None else f"{what} could not finish"
-    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        kind = "no space left on device" if code != errno.EDQUOT else "disk quota exceeded"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        kind = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
         hint = "Free space there or point --project_root at a larger file system, then rerun."
+    elif code == errno.EFBIG:
+        kind = "file too large (over this process's file-size limit, see `ulimit -f`)"
+        hint = "Raise the limit or split the work, then rerun."
     elif code == errno.EROFS:
         kind = "read-only file system"
         hint = "Point --project_root at a writable location (or remount it read-write)."

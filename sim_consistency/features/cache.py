@@ -34,6 +34,8 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -87,6 +89,27 @@ def estimated_cache_bytes(
     width = sum(block_dims.values()) * np.dtype(storage_dtype).itemsize
     width += (n_classes or 0) * 4 + 8 + _KEY_BYTES
     return n_rows * width
+
+
+@contextlib.contextmanager
+def _quiet_h5py_destructors() -> Iterator[None]:
+    """Drop the "Exception ignored in h5py ObjectID.__dealloc__" reports of a failed write.
+
+    When HDF5 cannot write (full disk), h5py reports it again from every object destructor
+    that flushes, as tracebacks on stderr; the write itself raises, and that error is the one
+    the user gets. Other unraisable exceptions go to the previous hook.
+    """
+    previous = sys.unraisablehook
+
+    def hook(report: Any) -> None:
+        if "h5py" not in repr(report.object) and "ObjectID" not in repr(report.object):
+            previous(report)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _digest_keys(digest: Any, keys: Sequence[str]) -> None:
@@ -178,11 +201,13 @@ class FeatureCacheWriter:
         :class:`OutputWriteError` for a file-system refusal, else a :class:`CacheError`.
         """
         try:
-            yield
+            with _quiet_h5py_destructors():
+                yield
         except (OSError, RuntimeError) as exc:
             if isinstance(exc, CacheError):
                 raise
-            self._abort()
+            with _quiet_h5py_destructors():
+                self._abort()
             if write_errno(exc) is not None:
                 raise write_error(
                     self.path, exc, needed=self._needed, what="the feature cache"
@@ -193,13 +218,28 @@ class FeatureCacheWriter:
             ) from exc
 
     def _abort(self) -> None:
-        """Give up on the file after a failed write: free its space, then close it."""
-        with contextlib.suppress(OSError):
-            os.truncate(self.path, 0)
-        self._ds.clear()
+        """Give up on the file after a failed write without letting HDF5 crash the process.
+
+        HDF5 still holds dirty metadata it could not write; if its close fails too, the library
+        is left with a half-open file and h5py segfaults when the objects are released (or at
+        exit). So HDF5's descriptor is pointed at a scratch file in the temporary folder first
+        (its last writes land there), the cache file is truncated (freeing its space), and only
+        then is the file closed.
+        """
         if self._file is not None:
-            with contextlib.suppress(Exception):
-                self._file.close()
+            with contextlib.ExitStack() as stack:
+                try:
+                    handle = int(self._file.id.get_vfd_handle())
+                    scratch = stack.enter_context(tempfile.TemporaryFile())
+                    os.dup2(scratch.fileno(), handle)
+                except (OSError, RuntimeError, ValueError, TypeError):
+                    pass  # no sec2 descriptor: fall back to truncating the file in place
+                with contextlib.suppress(OSError):
+                    os.truncate(self.path, 0)
+                self._ds.clear()  # releasing a dataset flushes it: only now, into the scratch
+                with contextlib.suppress(Exception):
+                    self._file.close()
+        self._ds.clear()
         self._file = None
 
     def append(
