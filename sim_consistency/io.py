@@ -51,9 +51,9 @@ WRITE_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 )
 
-#: Headroom added to a known size before a write: file-format overhead and rounding.
+#: Headroom added to a known size before a write: file-format overhead and block rounding.
 _MARGIN_FRACTION = 0.05
-_MARGIN_BYTES = 1 << 20
+_MARGIN_BYTES = 64 << 10
 
 _ERRNO_IN_TEXT = re.compile(r"errno = (\d+)")
 
@@ -151,7 +151,7 @@ def _first_line(exc: BaseException) -> str:
 def check_free_space(path: str | os.PathLike, needed: int, *, what: str = "this step") -> None:
     """Raise :class:`OutputWriteError` before a write of ``needed`` bytes that cannot fit.
 
-    ``needed`` is grown by 5 % + 1 MiB of headroom (file-format overhead).
+    ``needed`` is grown by 5 % + 64 KiB of headroom (file-format overhead).
     """
     free = free_bytes(path)
     want = int(needed * (1 + _MARGIN_FRACTION)) + _MARGIN_BYTES
@@ -249,7 +249,7 @@ def atomic_output(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if needed is not None:
-            check_free_space(path.parent, needed, what=what)
+            check_free_space(path, needed, what=what)
         fd = _lock_partial(tmp, blocking=True)
     except OSError as exc:
         if isinstance(exc, OutputWriteError) or write_errno(exc) is None:

@@ -146,6 +146,8 @@ class FeatureCacheWriter:
         if storage_dtype not in ("float16", "float32"):
             raise ValueError(f"storage_dtype must be float16 or float32 (got {storage_dtype!r})")
         self.path = Path(path)
+        #: The output named in messages: the final file, not its ``.partial``.
+        self._output = Path(str(self.path).removesuffix(PARTIAL_SUFFIX))
         self.storage_dtype = storage_dtype
         self.block_names = list(block_dims)
         self._needed = None
@@ -264,13 +266,13 @@ class FeatureCacheWriter:
             values[name] = np.asarray(blocks[name], dtype=np.float32)
             if values[name].shape[0] != b:
                 raise ValueError(f"block {name}: {values[name].shape[0]} rows for {b} keys")
-            _check_finite(values[name], f"{self.path}: block '{name}'", start, stop)
+            _check_finite(values[name], f"{self._output}: block '{name}'", start, stop)
         if "logits" in self._ds:
             if logits is None:
                 raise ValueError("this cache stores logits, but the batch has none")
             logit_values = np.asarray(logits, dtype=np.float32)
             _check_finite(
-                logit_values, f"{self.path}: the classification head's logits", start, stop
+                logit_values, f"{self._output}: the classification head's logits", start, stop
             )
         with self._guard():
             for name in ("keys", "labels"):

@@ -309,21 +309,20 @@ def extract_to_cache(
             expected_rows=len(data),
         )
         try:
-            bar = tqdm(
+            with tqdm(
                 total=len(data),
                 desc=f"{item.model_id} {item.dataset}:{item.split}",
                 unit="img",
                 disable=not progress,
                 leave=False,
-            )
-            write_features(
-                extractor,
-                _ordered_batches(loader),
-                writer,
-                device=loaded.device,
-                on_rows=bar.update,
-            )
-            bar.close()
+            ) as bar:  # closed (and cleared) on errors too: the message starts its own line
+                write_features(
+                    extractor,
+                    _ordered_batches(loader),
+                    writer,
+                    device=loaded.device,
+                    on_rows=bar.update,
+                )
             if writer.n_rows != len(data):
                 raise RuntimeError(f"wrote {writer.n_rows} rows for {len(data)} samples")
             writer.finalize(
