@@ -33,6 +33,7 @@ from sim_consistency.features import inspect_cache, open_cache
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages import distance_matrix_computation, feature_extraction
 from sim_consistency.stages import single_model_evaluation as probe_stage
+from sim_consistency.stages.cli import parse_stage_args
 
 REPO = Path(__file__).resolve().parents[1]
 VIT = {"source": "timm", "model_name": "test_vit", "num_classes": 10}
@@ -405,20 +406,20 @@ def test_changed_pixels_or_labels_under_the_same_keys_recompute_everything(
         _rebuild_shards(target / split, change)
 
     settings = feature_extraction.settings_from_args(
-        feature_extraction.parse_stage_args(
-            feature_extraction.__doc__, feature_extraction.add_arguments, extract
-        )
+        parse_stage_args(feature_extraction.__doc__, feature_extraction.add_arguments, extract)
     )
     assert {item.reason for item in feature_extraction.plan(settings)} == {"stale"}
     assert feature_extraction.main(extract) == 0
     new = _cache_digest(location.feature_file("wds/copy", "test", "vit"))
-    assert new["content_key"] != old["content_key"] and new["keys"] == old["keys"]
-    if change == "labels":
+    assert new["content_key"] != old["content_key"]
+    if change == "pixels":  # same rows, other features
+        assert new["keys"] == old["keys"] and new["labels"] == old["labels"]
+        features = [k for k in old if k not in ("keys", "labels", "content_key")]
+        assert all(new[k] != old[k] for k in features)
+    else:  # the stratified subset follows the labels; the labels are the new ones
         assert new["labels"] != old["labels"]
-    else:
-        assert new != old
     matrix_settings = distance_matrix_computation.settings_from_args(
-        distance_matrix_computation.parse_stage_args(
+        parse_stage_args(
             distance_matrix_computation.__doc__, distance_matrix_computation.add_arguments,
             matrix_args,
         )
@@ -426,7 +427,7 @@ def test_changed_pixels_or_labels_under_the_same_keys_recompute_everything(
     plans = distance_matrix_computation.plan(matrix_settings)
     assert [o.reason for item in plans for o in item.outputs] == ["stale"]
     probe_settings = probe_stage.settings_from_args(
-        probe_stage.parse_stage_args(probe_stage.__doc__, probe_stage.add_arguments, probe_args)
+        parse_stage_args(probe_stage.__doc__, probe_stage.add_arguments, probe_args)
     )
     assert {item.reason for item in probe_stage.plan(probe_settings)} == {"stale"}
 
