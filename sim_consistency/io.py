@@ -25,10 +25,12 @@ import logging
 import os
 import re
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from sim_consistency.errors import OutputWriteError
+from sim_consistency.errors import OutputWriteError, StageTerminated
 
 __all__ = [
     "WRITE_ERRNOS",
@@ -38,6 +40,7 @@ __all__ = [
     "clean_stale_partial",
     "free_bytes",
     "partial_path",
+    "sigterm_as_interrupt",
     "write_error",
     "write_errno",
 ]
@@ -55,7 +58,9 @@ WRITE_ERRNOS = frozenset(
 _MARGIN_FRACTION = 0.05
 _MARGIN_BYTES = 64 << 10
 
-_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)")
+#: How libraries that do not raise OSError spell the errno: HDF5 ("errno = 28"), Rust's std
+#: ("os error 28", safetensors) and Python's own text ("[Errno 28]", torch.save).
+_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)|os error (\d+)|\[Errno (\d+)\]")
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -97,7 +102,7 @@ def write_errno(exc: BaseException) -> int | None:
     code = getattr(exc, "errno", None)
     if code is None:
         match = _ERRNO_IN_TEXT.search(str(exc))
-        code = int(match.group(1)) if match else None
+        code = int(next(g for g in match.groups() if g)) if match else None
     return code if code in WRITE_ERRNOS else None
 
 
@@ -266,7 +271,7 @@ def atomic_output(
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
             if (
-                isinstance(exc, OSError)
+                isinstance(exc, Exception)
                 and not isinstance(exc, OutputWriteError)
                 and write_errno(exc) is not None
             ):
@@ -282,3 +287,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_output(path, needed=len(data), what=f"{Path(path).name}") as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise StageTerminated(f"received signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`~sim_consistency.errors.StageTerminated` (a
+    ``KeyboardInterrupt``) while the block runs, so every :func:`atomic_output` removes its
+    ``.partial`` as on Ctrl-C. A no-op outside the main thread (signals go to the main thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

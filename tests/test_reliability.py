@@ -119,6 +119,16 @@ def test_full_disk_is_refused_with_path_free_space_and_need(tmpfs_factory, digit
     assert _partials(root) == [] and not list(location.features.rglob("*.h5"))
 
 
+def test_full_disk_while_building_a_dataset_is_a_named_error(tmpfs_factory, tmp_path):
+    root = tmpfs_factory("128k")  # wds/digits is built on first use: ~4 MB of shards
+    config = _config(tmp_path, {"vit": VIT})
+    location = ProjectLocation.resolve(root)
+    result = _run_script("feature_extraction", _extract_args(location, config))
+    assert result.returncode == 2, result.stderr[-3000:]
+    _assert_one_named_error(result.stderr, str(root), "no space left on device")
+    assert not [p for p in root.rglob("*") if p.is_file()]  # the half-built dataset is gone
+
+
 def test_read_only_project_root_is_a_named_error(tmpfs_factory, digits_root):
     root = tmpfs_factory("8m")
     location = _project(root, digits_root)

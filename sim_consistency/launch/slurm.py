@@ -26,7 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from sim_consistency.errors import ConfigError
-from sim_consistency.io import atomic_write_text
+from sim_consistency.io import atomic_write_text, sigterm_as_interrupt
 from sim_consistency.launch.report import JobOutcome, error_tail
 from sim_consistency.launch.slurm_config import SlurmConfig
 
@@ -46,14 +46,16 @@ _RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT"}
 
 
 class JobCall:
-    """The picklable callable a job runs: set the job environment, then ``fn(item)``."""
+    """The picklable callable a job runs: set the job environment, then ``fn(item)`` with
+    SIGTERM handled like Ctrl-C (partial outputs removed)."""
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         self.fn = fn
 
     def __call__(self, item: Any) -> Any:
         os.environ.update(JOB_ENVIRONMENT)
-        return self.fn(item)
+        with sigterm_as_interrupt():  # scancel / time limit: partial outputs removed
+            return self.fn(item)
 
 
 def require_sbatch() -> None:

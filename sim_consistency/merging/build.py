@@ -580,7 +580,8 @@ def materialise_variant(
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in built.state_dict.items()}
     digest = state_dict_sha256(tensors)
     recipe_file.unlink(missing_ok=True)
-    with atomic_output(weights) as tmp:
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    with atomic_output(weights, needed=size, what="the variant's weights") as tmp:
         save_file(tensors, str(tmp), metadata={"model_id": spec.model_id, "variant_key": key})
     report = {
         "model_id": spec.model_id,

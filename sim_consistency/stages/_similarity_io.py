@@ -16,7 +16,7 @@ import pandas as pd
 
 from sim_consistency.errors import CacheIntegrityError, ConfigError, MissingInputError
 from sim_consistency.features import inspect_cache
-from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.io import atomic_output, atomic_write_text, clean_stale_partial
 from sim_consistency.launch import LaunchReport
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import launch_planned, parse_stage_args, run_main
@@ -224,8 +224,11 @@ def plan_reason(folder: Path, key: str, outputs: Sequence[str], force: bool) -> 
     """Return why ``folder`` must be (re)built — forced, missing or stale — or None if current.
 
     Current means: every file of ``outputs`` exists and ``metadata.json`` (written last)
-    records ``key``. Anything else is rebuilt, never reused.
+    records ``key``. Anything else is rebuilt, never reused. A ``.partial`` of these files left
+    by a killed run is removed here, whatever the verdict.
     """
+    for name in (*outputs, METADATA_FILE):
+        clean_stale_partial(folder / name)
     if force:
         return "forced"
     previous = stored_key(folder)

@@ -4,19 +4,16 @@ run, and the error boundary of ``main``."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import re
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from sim_consistency.errors import SimcError, StageTerminated
-from sim_consistency.io import write_errno, write_error
+from sim_consistency.io import sigterm_as_interrupt, write_errno, write_error
 from sim_consistency.launch import LaunchReport, launch, launch_options_from_args
 from sim_consistency.tracking import Tracker, start_tracking
 
@@ -165,24 +162,6 @@ def error_message(exc: BaseException) -> str:
     return text
 
 
-def _raise_terminated(signum: int, _frame: object) -> None:
-    raise StageTerminated(f"received signal {signal.Signals(signum).name}")
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into :class:`StageTerminated` (a KeyboardInterrupt) while a stage runs, so
-    every ``atomic_output`` removes its ``.partial`` as on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_main(body: Callable[[], int]) -> int:
     """Run a stage body; turn the ways it can end into one line on stderr and an exit code.
 
@@ -192,7 +171,7 @@ def run_main(body: Callable[[], int]) -> int:
     removed — and returns 143 (Ctrl-C: 130).
     """
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             return body()
     except SimcError as exc:
         print(f"error: {error_message(exc)}", file=sys.stderr)

@@ -44,7 +44,7 @@ from sim_consistency.data import dataset_dir, read_dataset_list
 from sim_consistency.errors import CacheError, ConfigError, DataError
 from sim_consistency.features import open_cache, require_cache_attrs
 from sim_consistency.features.cache import FeatureCache
-from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.io import atomic_output, atomic_write_text, clean_stale_partial
 from sim_consistency.launch import LaunchReport
 from sim_consistency.probe import (
     CLASS_MASK_FILE,
@@ -82,6 +82,7 @@ PROBE_CODE_VERSION = "5"
 DEFAULT_SEEDS: dict[str, tuple[int, ...]] = {"rep2rep": (0, 1, 2), "fast": (0,)}
 
 _SCHEMA_VERSION = 1
+_OUTPUT_FILES = ("results.csv", "accuracy_vs_depth.csv", "results.json")
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,8 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
                 keys.append(str(attrs.get("content_key", "")))
             for seed in settings.seeds:
                 out = _output_dir(settings, dataset, model_id, seed)
+                for name in _OUTPUT_FILES:  # a killed run's leftovers, whatever the verdict
+                    clean_stale_partial(out / name)
                 key = _content_key(keys[0], keys[1], settings.hyper_parameters(seed))
                 stored = _stored_key(out)
                 if settings.force:

@@ -214,3 +214,16 @@ def test_wandb_writes_an_offline_run(similarity_project, metrics_config, tmp_pat
     assert len(runs) == 1, runs
     text = str(read_wandb_records(runs[0]))
     assert "distance_matrix_computation" in text and "n_items" in text and "outputs" in text
+
+
+def test_planner_removes_a_killed_runs_partial_files(tmp_path):
+    from sim_consistency.io import atomic_output, partial_path
+    from sim_consistency.stages._similarity_io import plan_reason
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    leftover = partial_path(folder / "similarity_matrix.h5")
+    leftover.write_bytes(b"half")
+    with atomic_output(folder / "model_ids.txt") as live:  # a concurrent writer's: kept
+        assert plan_reason(folder, "k", ("similarity_matrix.h5", "model_ids.txt"), False)
+        assert not leftover.exists() and live.exists()
