@@ -169,7 +169,9 @@ def test_foreign_cache_files_are_refused_by_analysis_and_rebuilt_by_extraction(
     assert feature_extraction.main(_extract_args(location, config)) == 0
     assert "not a feature cache of ours" in capsys.readouterr().err  # named, then rebuilt
     for model_id in ("vit", "rn"):
-        assert inspect_cache(location.feature_file("wds/digits", "test", model_id), verify=True)
+        assert inspect_cache(
+            location.feature_file("wds/digits", "test", model_id), verify=True
+        ).is_valid
     assert _partials(location.root) == []
 
 
