@@ -372,7 +372,7 @@ def _two_identical_runs(tmp_path: Path, digits_root: ProjectLocation) -> None:
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
-    results = [(proc.wait(timeout=300), proc.stderr.read()) for proc in procs]
+    results = [(proc.wait(timeout=900), proc.stderr.read()) for proc in procs]
     for code, stderr in results:
         assert code == 0, stderr[-3000:]
         assert "error" not in stderr.lower() and "Traceback" not in stderr

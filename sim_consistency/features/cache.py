@@ -36,6 +36,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -78,6 +79,9 @@ _JSON_ATTRS = (
 )
 _CHUNK_ROWS = 256
 _LIBVER = ("v110", "v110")
+#: Flush at most this often while appending (a full disk is then reported within seconds;
+#: finalize flushes and verifies everything anyway).
+_FLUSH_EVERY_S = 2.0
 _REQUIRED_ATTRS = ("schema_version", "model_id", "content_key", "block_names", "n_rows")
 _KEY_BYTES = 32  # per-row allowance for a key in the size estimate
 
@@ -157,6 +161,7 @@ class FeatureCacheWriter:
             )
             check_free_space(self.path, self._needed, what="the feature cache")
         self._keys_digest = hashlib.sha256()
+        self._last_flush = time.monotonic()
         self.n_rows = 0
         self._block_dtype: dict[str, str] = {}
         self._ds: dict[str, h5py.Dataset] = {}
@@ -293,7 +298,9 @@ class FeatureCacheWriter:
                 ds = self._ds["logits"]
                 ds.resize((stop, ds.shape[1]))
                 ds[start:stop] = logit_values
-            self._file.flush()  # surfaces a failed write here, not in a destructor
+            if time.monotonic() - self._last_flush >= _FLUSH_EVERY_S:
+                self._file.flush()  # a failed write surfaces here, not in a destructor
+                self._last_flush = time.monotonic()
         _digest_keys(self._keys_digest, keys)
         self.n_rows = stop
 
