@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -289,21 +290,36 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def _raise_terminated(signum: int, _frame: object) -> None:
-    raise StageTerminated(f"received signal {signal.Signals(signum).name}")
+class SigtermState:
+    """Whether SIGTERM arrived while :func:`sigterm_as_interrupt` was active."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.received = True
+        # What dies with us (DataLoader workers, their iterators' destructors) is a
+        # consequence, not news: keep stderr to the one-line termination message.
+        sys.unraisablehook = lambda _report: None
+        raise StageTerminated(f"received signal {signal.Signals(signum).name}")
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[SigtermState]:
     """Turn SIGTERM into :class:`~sim_consistency.errors.StageTerminated` (a
     ``KeyboardInterrupt``) while the block runs, so every :func:`atomic_output` removes its
-    ``.partial`` as on Ctrl-C. A no-op outside the main thread (signals go to the main thread).
+    ``.partial`` as on Ctrl-C. Yields a :class:`SigtermState`: when SLURM signals the whole
+    job, a DataLoader worker may die first and surface as another error, which the caller can
+    then still report as a termination. A no-op outside the main thread.
     """
+    state = SigtermState()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    hook = sys.unraisablehook
+    previous = signal.signal(signal.SIGTERM, state._handle)
     try:
-        yield
+        yield state
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = hook

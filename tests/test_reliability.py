@@ -244,19 +244,23 @@ def test_killed_force_run_leaves_a_partial_that_the_next_run_removes(tmp_path, d
     assert not partial.exists() and _cache_digest(path) == before
 
 
-def test_sigterm_mid_extraction_removes_partials_and_exits_143(tmp_path, digits_root):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_mid_extraction_removes_partials_and_exits_143(tmp_path, digits_root, workers):
+    """SIGTERM as SLURM sends it: to the whole process group (DataLoader workers included)."""
     location = _project(tmp_path / "root", digits_root)
     config = _config(tmp_path, {"vit": VIT})
     path = location.feature_file("wds/digits", "test", "vit")
+    args = _extract_args(location, config, "--max_samples", "400", "--num_workers", str(workers))
     proc = subprocess.Popen(
-        _script("feature_extraction", _extract_args(location, config, "--max_samples", "400")),
+        _script("feature_extraction", args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     _wait_for(Path(f"{path}.partial"), proc)
-    time.sleep(0.5)  # batches are being written
-    proc.send_signal(signal.SIGTERM)
+    time.sleep(2.0)  # batches are being written
+    os.killpg(proc.pid, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-3000:]
     assert "terminated (SIGTERM)" in stderr and "Traceback" not in stderr

@@ -171,8 +171,13 @@ def run_main(body: Callable[[], int]) -> int:
     removed — and returns 143 (Ctrl-C: 130).
     """
     try:
-        with sigterm_as_interrupt():
-            return body()
+        with sigterm_as_interrupt() as sigterm:
+            try:
+                return body()
+            except Exception as exc:
+                if sigterm.received:  # e.g. a DataLoader worker killed by the same SIGTERM
+                    raise StageTerminated(str(exc)) from exc
+                raise
     except SimcError as exc:
         print(f"error: {error_message(exc)}", file=sys.stderr)
         return 2
