@@ -60,7 +60,7 @@ _MARGIN_FRACTION = 0.05
 _MARGIN_BYTES = 64 << 10
 
 #: How libraries that do not raise OSError spell the errno: HDF5 ("errno = 28"), Rust's std
-#: ("os error 28", safetensors) and Python's own text ("[Errno 28]", torch.save).
+#: ("os error 28", safetensors) and Python's own text re-wrapped by a library ("[Errno 28]").
 _ERRNO_IN_TEXT = re.compile(r"errno = (\d+)|os error (\d+)|\[Errno (\d+)\]")
 
 
