@@ -41,6 +41,7 @@ __all__ = [
     "clean_stale_partial",
     "free_bytes",
     "partial_path",
+    "raise_if_terminated",
     "sigterm_as_interrupt",
     "write_error",
     "write_errno",
@@ -266,6 +267,7 @@ def atomic_output(
         try:
             os.ftruncate(fd, 0)  # a stale partial from a crashed run
             yield tmp
+            raise_if_terminated()
             if not tmp.exists():
                 raise FileNotFoundError(f"{tmp}: the writer finished without creating its output")
             os.replace(tmp, path)
@@ -318,8 +320,22 @@ def sigterm_as_interrupt() -> Iterator[SigtermState]:
         return
     hook = sys.unraisablehook
     previous = signal.signal(signal.SIGTERM, state._handle)
+    _ACTIVE.append(state)
     try:
         yield state
     finally:
+        _ACTIVE.remove(state)
         signal.signal(signal.SIGTERM, previous)
         sys.unraisablehook = hook
+
+
+#: The active SIGTERM states (innermost last); read by :func:`raise_if_terminated`.
+_ACTIVE: list[SigtermState] = []
+
+
+def raise_if_terminated() -> None:
+    """Raise :class:`StageTerminated` if SIGTERM arrived, even if the handler's exception was
+    swallowed (a signal handled inside a destructor is "unraisable"): called before an output
+    is renamed into place and between batches, so a terminated run never completes one."""
+    if any(state.received for state in _ACTIVE):
+        raise StageTerminated("received signal SIGTERM")

@@ -144,7 +144,7 @@ def test_read_only_project_root_is_a_named_error(tmpfs_factory, digits_root):
 
 
 def test_foreign_cache_files_are_refused_by_analysis_and_rebuilt_by_extraction(
-    tmp_path, digits_root, capsys
+    tmp_path, digits_root, capsys, caplog
 ):
     location = _project(tmp_path / "root", digits_root)
     config = _config(tmp_path, {"vit": VIT, "rn": RESNET})
@@ -167,7 +167,7 @@ def test_foreign_cache_files_are_refused_by_analysis_and_rebuilt_by_extraction(
     assert not list(location.root.rglob("results.json"))
 
     assert feature_extraction.main(_extract_args(location, config)) == 0
-    assert "not a feature cache of ours" in capsys.readouterr().err  # named, then rebuilt
+    assert "not a feature cache of ours" in caplog.text  # named, then rebuilt
     for model_id in ("vit", "rn"):
         assert inspect_cache(
             location.feature_file("wds/digits", "test", model_id), verify=True

@@ -48,7 +48,13 @@ import numpy as np
 import numpy.typing as npt
 
 from sim_consistency.errors import CacheError, CacheIntegrityError, MissingInputError
-from sim_consistency.io import PARTIAL_SUFFIX, check_free_space, write_errno, write_error
+from sim_consistency.io import (
+    PARTIAL_SUFFIX,
+    check_free_space,
+    raise_if_terminated,
+    write_errno,
+    write_error,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -265,6 +271,7 @@ class FeatureCacheWriter:
             raise ValueError(f"batch blocks {sorted(blocks)} != cache blocks {self.block_names}")
         if self._file is None:
             raise CacheError(f"{self.path}: the writer is closed (an earlier write failed).")
+        raise_if_terminated()
         start, stop = self.n_rows, self.n_rows + b
         values = {}
         for name in self.block_names:
