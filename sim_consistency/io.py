@@ -326,7 +326,8 @@ def sigterm_as_interrupt() -> Iterator[SigtermState]:
     finally:
         _ACTIVE.remove(state)
         signal.signal(signal.SIGTERM, previous)
-        sys.unraisablehook = hook
+        if not state.received:  # after SIGTERM the process is ending: stay quiet until exit
+            sys.unraisablehook = hook
 
 
 #: The active SIGTERM states (innermost last); read by :func:`raise_if_terminated`.

@@ -250,7 +250,10 @@ def test_sigterm_mid_extraction_removes_partials_and_exits_143(tmp_path, digits_
     location = _project(tmp_path / "root", digits_root)
     config = _config(tmp_path, {"vit": VIT})
     path = location.feature_file("wds/digits", "test", "vit")
-    args = _extract_args(location, config, "--max_samples", "400", "--num_workers", str(workers))
+    args = _extract_args(  # ~1,400 rows one by one: still running when the signal comes
+        location, config, "--max_samples", "100000", "--splits", "test", "train",
+        "--batch_size", "1", "--num_workers", str(workers),
+    )  # fmt: skip
     proc = subprocess.Popen(
         _script("feature_extraction", args),
         stdout=subprocess.PIPE,
@@ -259,7 +262,8 @@ def test_sigterm_mid_extraction_removes_partials_and_exits_143(tmp_path, digits_
         start_new_session=True,
     )
     _wait_for(Path(f"{path}.partial"), proc)
-    time.sleep(2.0)  # batches are being written
+    time.sleep(1.0)  # batches are being written
+    assert proc.poll() is None, "the run ended before the signal; make it longer"
     os.killpg(proc.pid, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-3000:]
