@@ -11,6 +11,12 @@ and prints (b)/(a) and (b)/(c). Then end-to-end images/s from the digits webdata
 (decode + transform included) vs loader-only and model-only rates (which one bounds the run),
 and peak RSS of whole extraction runs on 1x and 8x the images (subprocesses).
 
+Integrity costs (issue: a cache is complete only if verified; its key covers the data), as a
+share of an end-to-end extraction of a JPEG webdataset of realistic size: the content digest
+of every row's key, label and image bytes (:meth:`ImageDataset.content_digest`, run by the
+planner), and the checksummed writer (fletcher32, flush per batch, read-back verification
+before ``complete=True``) vs plain HDF5 writes of the same arrays.
+
     uv run python benchmarks/extraction.py                     # CPU, default models
     uv run python benchmarks/extraction.py --device cuda --batch_size 128
 """
@@ -246,6 +252,156 @@ def bench_peak_rss(model_name: str, *, root: Path, n_small: int) -> dict:
     return out
 
 
+def _jpeg_dataset(root: Path, name: str, n_images: int, size: int) -> str:
+    """Write ``wds/<name>`` (train split, one shard) of ``n_images`` random JPEGs; return it.
+
+    Smoothed noise at quality 95: larger files than natural photos of the same size, so the
+    digest's share is an upper bound.
+    """
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    folder = root / "datasets" / "wds" / f"wds_{name}"
+    (folder / "train").mkdir(parents=True, exist_ok=True)
+    (folder / "classnames.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n")
+    (folder / "train" / "nshards.txt").write_text("1\n")
+    rng = np.random.default_rng(0)
+    with tarfile.open(folder / "train" / "0.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i in range(n_images):
+            coarse = rng.integers(0, 256, (size // 4, size // 4, 3), dtype=np.uint8)
+            image = Image.fromarray(coarse).resize((size, size), Image.BILINEAR)
+            noisy = np.asarray(image, np.int16) + rng.integers(-12, 13, (size, size, 3))
+            out = io.BytesIO()
+            Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(out, "JPEG", quality=95)
+            for ext, payload in (("jpg", out.getvalue()), ("cls", str(i % 10).encode())):
+                info = tarfile.TarInfo(f"s{i:07d}.{ext}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    return f"wds/{name}"
+
+
+def bench_integrity(
+    model_name: str,
+    *,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    root: Path,
+    n_images: int,
+    image_size: int,
+) -> dict:
+    """Share of an end-to-end extraction spent on the content digest and on checksummed writes."""
+    import h5py
+
+    from sim_consistency.data import load_dataset
+    from sim_consistency.features import open_cache
+    from sim_consistency.project import ProjectLocation
+    from sim_consistency.stages.feature_extraction import ExtractionSettings, run_model
+
+    location = ProjectLocation.resolve(root).create()
+    dataset = _jpeg_dataset(location.root, "jpeg_bench", n_images, image_size)
+    data = load_dataset(dataset, "train", location=location)
+    n_bytes = sum(len(data.read_image_bytes(i)) for i in range(len(data)))
+    t_digest = min(_timed(data.content_digest) for _ in range(3))
+
+    config = root / "integrity_models.json"
+    config.write_text(json.dumps({"m": {"source": "timm", "model_name": model_name}}))
+    settings = ExtractionSettings(
+        project_root=location.root,
+        models_config=config,
+        model_ids=("m",),
+        datasets=(dataset,),
+        splits=("train",),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=str(device),
+        force=True,
+    )
+    t_extract = _timed(lambda: run_model(settings, "m", progress=False))
+
+    with open_cache(location.feature_file(dataset, "train", "m")) as cache:
+        keys = list(cache.keys)
+        labels = cache.labels
+        blocks = {name: cache.block(name) for name in cache.block_names}
+        logits = cache.logits if cache.has_logits else None
+    dims = {name: block.shape[1] for name, block in blocks.items()}
+    starts = range(0, len(keys), batch_size)
+
+    def checked() -> None:
+        with tempfile.TemporaryDirectory() as tmp, atomic_output(Path(tmp) / "c.h5") as path:
+            writer = FeatureCacheWriter(
+                path, block_dims=dims, n_classes=None if logits is None else logits.shape[1]
+            )
+            for i in starts:
+                sl = slice(i, i + batch_size)
+                writer.append(
+                    keys[sl],
+                    labels[sl],
+                    {n: b[sl] for n, b in blocks.items()},
+                    None if logits is None else logits[sl],
+                )
+            writer.finalize({"model_id": "m", "content_key": "k"})
+
+    def plain() -> None:  # same layout and chunks: no checksum filter, no flushes, no read-back
+        with tempfile.TemporaryDirectory() as tmp, h5py.File(Path(tmp) / "p.h5", "w") as f:
+            chunk = min(256, len(keys))
+            out = {
+                "keys": f.create_dataset(
+                    "keys", (0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(chunk,)
+                ),
+                "labels": f.create_dataset(
+                    "labels", (0,), maxshape=(None,), dtype=np.int64, chunks=(chunk,)
+                ),
+            }
+            for n, d in dims.items():
+                out[n] = f.create_dataset(
+                    f"blocks/{n}", (0, d), maxshape=(None, d), dtype="float16", chunks=(chunk, d)
+                )
+            if logits is not None:
+                out["logits"] = f.create_dataset(
+                    "logits",
+                    (0, logits.shape[1]),
+                    maxshape=(None, logits.shape[1]),
+                    dtype=np.float32,
+                    chunks=(chunk, logits.shape[1]),
+                )
+            for i in starts:
+                sl = slice(i, i + batch_size)
+                stop = min(i + batch_size, len(keys))
+                for name, values in (
+                    ("keys", keys[sl]),
+                    ("labels", labels[sl]),
+                    *((n, b[sl].astype(np.float16)) for n, b in blocks.items()),
+                    *((("logits", logits[sl]),) if logits is not None else ()),
+                ):
+                    ds = out[name]
+                    ds.resize((stop, *ds.shape[1:]))
+                    ds[i:stop] = values
+            f.attrs["complete"] = True
+
+    times = _best_times({"checked": checked, "plain": plain}, device, 3)
+    return {
+        "model": model_name,
+        "images": len(data),
+        "mean_jpeg_kb": n_bytes / len(data) / 1024,
+        "extract_s": t_extract,
+        "digest_s": t_digest,
+        "digest_mb_s": n_bytes / 2**20 / t_digest,
+        "digest_share": t_digest / t_extract,
+        "write_checked_s": times["checked"],
+        "write_plain_s": times["plain"],
+        "checksum_share": max(0.0, times["checked"] - times["plain"]) / t_extract,
+    }
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["convnext_atto", "vit_tiny_patch16_224"])
@@ -255,12 +411,22 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--skip_rss", action="store_true")
+    parser.add_argument(
+        "--integrity_images", type=int, default=1000, help="JPEGs in the integrity benchmark"
+    )
+    parser.add_argument("--integrity_size", type=int, default=256, help="their side in pixels")
+    parser.add_argument(
+        "--only_integrity", action="store_true", help="run only the integrity benchmark"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     print(
         f"# device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
         f"batch={args.batch_size} batches={args.n_batches}"
     )
+    if args.only_integrity:
+        _print_integrity(args, device)
+        return 0
     print("model                      bare img/s  ours img/s  naive img/s  ours/bare  ours/naive")
     for name in args.models:
         r = bench_model(
@@ -304,8 +470,37 @@ def main() -> int:
                 f"{r['images_8x']} images -> {r['peak_rss_mb_8x']:.0f} MB "
                 f"(ratio {r['rss_ratio_8x_over_1x']:.3f})"
             )
+    _print_integrity(args, device)
     _ = resource  # RSS read in the child processes
     return 0
+
+
+def _print_integrity(args: argparse.Namespace, device: torch.device) -> None:
+    print(
+        f"\n# integrity costs: {args.integrity_images} JPEGs of {args.integrity_size}px, share "
+        "of an end-to-end extraction (content digest by the planner; checksummed vs plain HDF5)"
+    )
+    print(
+        "model                      KiB/img  extract s  digest s  digest MB/s  digest %  "
+        "checked s  plain s  checksum %"
+    )
+    for name in args.models:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = bench_integrity(
+                name,
+                device=device,
+                batch_size=args.batch_size,
+                num_workers=args.num_workers,
+                root=Path(tmp),
+                n_images=args.integrity_images,
+                image_size=args.integrity_size,
+            )
+        print(
+            f"{r['model']:<26} {r['mean_jpeg_kb']:>7.1f} {r['extract_s']:>10.2f} "
+            f"{r['digest_s']:>9.3f} {r['digest_mb_s']:>12.0f} {100 * r['digest_share']:>9.2f} "
+            f"{r['write_checked_s']:>10.3f} {r['write_plain_s']:>8.3f} "
+            f"{100 * r['checksum_share']:>11.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ __all__ = [
     "CacheError",
     "OfflineError",
     "MergeError",
+    "OutputWriteError",
+    "CacheIntegrityError",
+    "StageTerminated",
 ]
 
 
@@ -50,3 +53,22 @@ class OfflineError(SimcError, ConnectionError):
 
 class MergeError(SimcError, ValueError):
     """A merge cannot be computed: incompatible ingredients, empty list, NaN/inf in a result."""
+
+
+class OutputWriteError(SimcError, OSError):
+    """The file system refused a write: full disk, quota, read-only mount or permission.
+
+    The message names the path, the free space and what the step needed; ``errno`` is set.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+class CacheIntegrityError(CacheError):
+    """A feature cache is not one of ours, or its stored bytes fail their checksums."""
+
+
+class StageTerminated(KeyboardInterrupt):
+    """The process received SIGTERM (SLURM time limit, ``scancel``): handled like Ctrl-C."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,3 +61,57 @@ def tiny_open_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[s
         (folder / f"{name}.json").write_text(json.dumps(config))
     open_clip.add_model_config(folder)
     return TINY_OPEN_CLIP_CONFIGS
+
+
+def _mount_tmpfs(folder: Path, size: str) -> str | None:
+    """Mount a tmpfs of ``size`` on ``folder``; return why not when this machine forbids it."""
+    import shutil
+    import subprocess
+
+    if sys.platform != "linux" or shutil.which("mount") is None:
+        return "mounting a tmpfs needs Linux and mount(8)"
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        return f"cannot mount a tmpfs here ({result.stderr.strip() or 'not permitted'})"
+    return None
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):
+    """A 400 KiB tmpfs (a disk that fills up); skipped with the reason where mounting fails."""
+    import subprocess
+
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    reason = _mount_tmpfs(folder, "400k")
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def tmpfs_factory(tmp_path: Path):
+    """``make(size) -> folder``: tmpfs mounts of a chosen size, unmounted afterwards."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def make(size: str, name: str = "tmpfs") -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        reason = _mount_tmpfs(folder, size)
+        if reason is not None:
+            pytest.skip(reason)
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import abc
 import copy
+import hashlib
 import io
 import operator
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -171,6 +174,10 @@ class ImageDataset(abc.ABC):
         """Return the RGB image of full-index row ``row``."""
 
     @abc.abstractmethod
+    def _read_bytes(self, row: int) -> bytes:
+        """Return the encoded image bytes of full-index row ``row``, as stored."""
+
+    @abc.abstractmethod
     def _location(self) -> str:
         """Return where the data lives, for :meth:`describe`."""
 
@@ -226,6 +233,27 @@ class ImageDataset(abc.ABC):
         return Sample(
             index=i, key=self._all_keys[row], image=image, label=int(self._all_labels[row])
         )
+
+    def content_digest(self, *, threads: int | None = None) -> str:
+        """Return the sha256 hex digest of this view's rows: each key, label and image bytes.
+
+        What a feature cache's content key takes from the data, so that re-built shards with
+        the same keys but other pixels or labels make every downstream output stale. The
+        encoded bytes are hashed as stored (no decoding); rows are read and hashed on
+        ``threads`` threads (default: up to 8; hashlib releases the GIL), then combined in row
+        order.
+        """
+        rows = [int(row) for row in self._rows]
+        workers = threads or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            digests = pool.map(lambda row: hashlib.sha256(self._read_bytes(row)).digest(), rows)
+            combined = hashlib.sha256()
+            for row, image_digest in zip(rows, digests, strict=True):
+                key = self._all_keys[row].encode("utf-8")
+                combined.update(b"%d %d\n" % (len(key), int(self._all_labels[row])))
+                combined.update(key)
+                combined.update(image_digest)
+        return combined.hexdigest()
 
     def subset(self: DatasetT, indices: npt.ArrayLike) -> DatasetT:
         """Return a view with the rows at positions ``indices`` (order preserved).

@@ -116,17 +116,20 @@ class ImageFolderDataset(ImageDataset):
         """Return the image file of row ``index``."""
         return self.split_dir / self.keys[index]
 
-    def _load_image(self, row: int) -> Image.Image:
+    def _read_bytes(self, row: int) -> bytes:
         key = self._all_keys[row]
         path = self.split_dir / key
         try:
-            data = path.read_bytes()
+            return path.read_bytes()
         except OSError as exc:
             raise MissingInputError(
                 f"{path}: cannot read image of sample '{key}' ({exc.strerror}). The folder "
                 "changed after the dataset was indexed; rebuild the dataset object."
             ) from exc
-        return decode_image(data, key=key, where=path)
+
+    def _load_image(self, row: int) -> Image.Image:
+        key = self._all_keys[row]
+        return decode_image(self._read_bytes(row), key=key, where=self.split_dir / key)
 
     def _location(self) -> str:
         return f"image folder {self.split_dir}"

@@ -383,6 +383,9 @@ class WdsDataset(ImageDataset):
         """Return the encoded image bytes of row ``index`` exactly as stored in the shard."""
         return self._read_row_bytes(int(self._rows[index]))
 
+    def _read_bytes(self, row: int) -> bytes:
+        return self._read_row_bytes(row)
+
     def _read_row_bytes(self, row: int) -> bytes:
         shard_id = int(self._shard_ids[row])
         size = int(self._sizes[row])

@@ -7,19 +7,38 @@ Layout (DESIGN.md, "Feature cache")::
     /blocks/<name>   (n, d) float16 | float32   pooled block output, blocks in forward order
     /logits          (n, C) float32  when the model has a classification head
     attrs: schema_version, model_id, content_key, recipe, weights_sha256, preprocessing,
-           pooling, block_names, dtype, code_version, library_versions, n_rows, complete
+           pooling, block_names, dtype, code_version, library_versions, n_rows, keys_sha256,
+           complete
+
+Integrity: every dataset is chunked with HDF5's ``fletcher32`` checksum filter, and the file is
+written with the v1.10 format, whose object headers (attributes included) carry checksums too;
+the variable-length keys, which sit outside the chunks, are covered by ``keys_sha256``. A
+flipped byte therefore fails the read with :class:`~sim_consistency.errors.CacheIntegrityError`.
 
 :class:`FeatureCacheWriter` appends batches to resizable datasets (memory does not grow with
 the number of images) and is always used on a ``.partial`` file that the caller renames when
-complete (see :func:`sim_consistency.io.atomic_output`). :func:`open_cache` is the lazy reader;
-it refuses partial or incomplete files.
+complete (see :func:`sim_consistency.io.atomic_output`). Every write is flushed and checked: a
+failed HDF5 write raises (full disk: :class:`~sim_consistency.errors.OutputWriteError`), and
+:meth:`FeatureCacheWriter.finalize` re-reads the whole file (shapes, row counts, checksums)
+before it sets ``complete=True``. On a failed write the file is truncated before HDF5 closes it,
+so the library can flush its metadata into the freed space instead of crashing at exit.
+
+:func:`open_cache` is the lazy reader and :func:`inspect_cache` the planners' check; both
+validate the file against the schema (version, attributes, datasets, row counts) and refuse
+partial, incomplete or foreign files by name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
-from collections.abc import Collection, Mapping, Sequence
+import sys
+import tempfile
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,21 +47,32 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from sim_consistency.errors import CacheError, MissingInputError
-from sim_consistency.io import PARTIAL_SUFFIX
+from sim_consistency.errors import CacheError, CacheIntegrityError, MissingInputError
+from sim_consistency.io import (
+    PARTIAL_SUFFIX,
+    check_free_space,
+    raise_if_terminated,
+    write_errno,
+    write_error,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
     "FLOAT16_MAX",
     "FeatureCacheWriter",
     "FeatureCache",
+    "CacheStatus",
+    "estimated_cache_bytes",
+    "inspect_cache",
     "open_cache",
     "read_cache_attrs",
+    "require_cache_attrs",
     "load_aligned_blocks",
     "check_same_keys",
 ]
 
-SCHEMA_VERSION = 1
+#: 2: fletcher32 on every dataset, v1.10 format (checksummed headers), keys_sha256.
+SCHEMA_VERSION = 2
 FLOAT16_MAX = 65504.0
 _JSON_ATTRS = (
     "recipe",
@@ -55,6 +85,48 @@ _JSON_ATTRS = (
     "rep2rep",
 )
 _CHUNK_ROWS = 256
+_LIBVER = ("v110", "v110")
+#: Flush at most this often while appending (a full disk is then reported within seconds;
+#: finalize flushes and verifies everything anyway).
+_FLUSH_EVERY_S = 2.0
+_REQUIRED_ATTRS = ("schema_version", "model_id", "content_key", "block_names", "n_rows")
+_KEY_BYTES = 32  # per-row allowance for a key in the size estimate
+
+
+def estimated_cache_bytes(
+    n_rows: int, block_dims: Mapping[str, int], n_classes: int | None, storage_dtype: str
+) -> int:
+    """Return the bytes a cache of ``n_rows`` rows takes (blocks + logits + labels + keys)."""
+    width = sum(block_dims.values()) * np.dtype(storage_dtype).itemsize
+    width += (n_classes or 0) * 4 + 8 + _KEY_BYTES
+    return n_rows * width
+
+
+@contextlib.contextmanager
+def _quiet_h5py_destructors() -> Iterator[None]:
+    """Drop the "Exception ignored in h5py ObjectID.__dealloc__" reports of a failed write.
+
+    When HDF5 cannot write (full disk), h5py reports it again from every object destructor
+    that flushes, as tracebacks on stderr; the write itself raises, and that error is the one
+    the user gets. Other unraisable exceptions go to the previous hook.
+    """
+    previous = sys.unraisablehook
+
+    def hook(report: Any) -> None:
+        if "h5py" not in repr(report.object) and "ObjectID" not in repr(report.object):
+            previous(report)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+def _digest_keys(digest: Any, keys: Sequence[str]) -> None:
+    for key in keys:
+        digest.update(key.encode("utf-8"))
+        digest.update(b"\n")
 
 
 class FeatureCacheWriter:
@@ -88,38 +160,105 @@ class FeatureCacheWriter:
         if storage_dtype not in ("float16", "float32"):
             raise ValueError(f"storage_dtype must be float16 or float32 (got {storage_dtype!r})")
         self.path = Path(path)
+        #: The output named in messages: the final file, not its ``.partial``.
+        self._output = Path(str(self.path).removesuffix(PARTIAL_SUFFIX))
         self.storage_dtype = storage_dtype
         self.block_names = list(block_dims)
-        self._file = h5py.File(self.path, "w", locking=False)
-        chunk = max(1, min(_CHUNK_ROWS, expected_rows or _CHUNK_ROWS))
-        self._file.create_dataset(
-            "keys", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(chunk,)
-        )
-        self._file.create_dataset(
-            "labels", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(chunk,)
-        )
-        group = self._file.create_group("blocks")
-        self._block_dtype: dict[str, str] = {}
-        for name, dim in block_dims.items():
-            dtype = "float32" if name in float32_blocks else storage_dtype
-            group.create_dataset(
-                name,
-                shape=(0, dim),
-                maxshape=(None, dim),
-                dtype=dtype,
-                chunks=(chunk, dim),
+        self._needed = None
+        if expected_rows:
+            self._needed = estimated_cache_bytes(
+                expected_rows, block_dims, n_classes, storage_dtype
             )
-            group[name].attrs["overflow_fallback"] = False
-            self._block_dtype[name] = dtype
-        if n_classes is not None:
-            self._file.create_dataset(
-                "logits",
-                shape=(0, n_classes),
-                maxshape=(None, n_classes),
-                dtype=np.float32,
-                chunks=(chunk, n_classes),
-            )
+            check_free_space(self.path, self._needed, what="the feature cache")
+        self._keys_digest = hashlib.sha256()
+        self._last_flush = time.monotonic()
         self.n_rows = 0
+        self._block_dtype: dict[str, str] = {}
+        self._ds: dict[str, h5py.Dataset] = {}
+        self._file: h5py.File | None = None
+        with self._guard():
+            self._file = h5py.File(self.path, "w", locking=False, libver=_LIBVER)
+            chunk = max(1, min(_CHUNK_ROWS, expected_rows or _CHUNK_ROWS))
+            self._ds["keys"] = self._create("keys", (0,), h5py.string_dtype(), (chunk,))
+            self._ds["labels"] = self._create("labels", (0,), np.int64, (chunk,))
+            self._file.create_group("blocks")
+            for name, dim in block_dims.items():
+                dtype = "float32" if name in float32_blocks else storage_dtype
+                ds = self._create(f"blocks/{name}", (0, dim), dtype, (chunk, dim))
+                ds.attrs["overflow_fallback"] = False
+                self._ds[f"blocks/{name}"] = ds
+                self._block_dtype[name] = dtype
+            if n_classes is not None:
+                self._ds["logits"] = self._create(
+                    "logits", (0, n_classes), np.float32, (chunk, n_classes)
+                )
+            self._file.flush()
+
+    def _create(
+        self, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]
+    ) -> h5py.Dataset:
+        assert self._file is not None
+        return self._file.create_dataset(
+            name,
+            shape=shape,
+            maxshape=(None, *shape[1:]),
+            dtype=dtype,
+            chunks=chunks,
+            # HDF5 filters cannot apply to variable-length strings: keys_sha256 covers /keys.
+            fletcher32=h5py.check_string_dtype(np.dtype(dtype)) is None,
+        )
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn any failed HDF5 call into an error that ends the write cleanly.
+
+        h5py reports some failed writes (a full disk while the chunk cache is flushed) only as
+        ignored warnings or as ``RuntimeError``; after one the library's state is broken and
+        closing the file normally can crash the interpreter. So the file is truncated first
+        (freeing its space), then closed, and the error raised: a named
+        :class:`OutputWriteError` for a file-system refusal, else a :class:`CacheError`.
+        """
+        try:
+            with _quiet_h5py_destructors():
+                yield
+        except (OSError, RuntimeError) as exc:
+            if isinstance(exc, CacheError):
+                raise
+            with _quiet_h5py_destructors():
+                self._abort()
+            if write_errno(exc) is not None:
+                raise write_error(
+                    self.path, exc, needed=self._needed, what="the feature cache"
+                ) from exc
+            raise CacheError(
+                f"{self.path}: HDF5 write failed ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else exc!r}); nothing was kept."
+            ) from exc
+
+    def _abort(self) -> None:
+        """Give up on the file after a failed write without letting HDF5 crash the process.
+
+        HDF5 still holds dirty metadata it could not write; if its close fails too, the library
+        is left with a half-open file and h5py segfaults when the objects are released (or at
+        exit). So HDF5's descriptor is pointed at a scratch file in the temporary folder first
+        (its last writes land there), the cache file is truncated (freeing its space), and only
+        then is the file closed.
+        """
+        if self._file is not None:
+            with contextlib.ExitStack() as stack:
+                try:
+                    handle = int(self._file.id.get_vfd_handle())
+                    scratch = stack.enter_context(tempfile.TemporaryFile())
+                    os.dup2(scratch.fileno(), handle)
+                except (OSError, RuntimeError, ValueError, TypeError):
+                    pass  # no sec2 descriptor: fall back to truncating the file in place
+                with contextlib.suppress(OSError):
+                    os.truncate(self.path, 0)
+                self._ds.clear()  # releasing a dataset flushes it: only now, into the scratch
+                with contextlib.suppress(Exception):
+                    self._file.close()
+        self._ds.clear()
+        self._file = None
 
     def append(
         self,
@@ -135,75 +274,132 @@ class FeatureCacheWriter:
             raise ValueError(f"labels shape {labels.shape} does not match {b} keys")
         if set(blocks) != set(self.block_names):
             raise ValueError(f"batch blocks {sorted(blocks)} != cache blocks {self.block_names}")
+        if self._file is None:
+            raise CacheError(f"{self.path}: the writer is closed (an earlier write failed).")
+        raise_if_terminated()
         start, stop = self.n_rows, self.n_rows + b
-        for name in ("keys", "labels"):
-            self._file[name].resize((stop,))
-        self._file["keys"][start:stop] = list(keys)
-        self._file["labels"][start:stop] = labels
+        values = {}
         for name in self.block_names:
-            values = np.asarray(blocks[name], dtype=np.float32)
-            if values.shape[0] != b:
-                raise ValueError(f"block {name}: {values.shape[0]} rows for {b} keys")
-            if not np.isfinite(values).all():
-                raise CacheError(
-                    f"{self.path}: block '{name}' has NaN/inf values in rows {start}..{stop - 1}; "
-                    "the model's outputs are not finite (check its weights and inputs)."
-                )
-            if (
-                self._block_dtype[name] == "float16"
-                and values.size
-                and (float(np.abs(values).max()) >= FLOAT16_MAX)
-            ):
-                self._widen_to_float32(name)
-            ds = self._file["blocks"][name]
-            ds.resize((stop, ds.shape[1]))
-            ds[start:stop] = values.astype(self._block_dtype[name], copy=False)
-        if "logits" in self._file:
+            values[name] = np.asarray(blocks[name], dtype=np.float32)
+            if values[name].shape[0] != b:
+                raise ValueError(f"block {name}: {values[name].shape[0]} rows for {b} keys")
+            _check_finite(values[name], f"{self._output}: block '{name}'", start, stop)
+        if "logits" in self._ds:
             if logits is None:
                 raise ValueError("this cache stores logits, but the batch has none")
-            ds = self._file["logits"]
-            ds.resize((stop, ds.shape[1]))
-            ds[start:stop] = np.asarray(logits, dtype=np.float32)
+            logit_values = np.asarray(logits, dtype=np.float32)
+            _check_finite(
+                logit_values, f"{self._output}: the classification head's logits", start, stop
+            )
+        with self._guard():
+            for name in ("keys", "labels"):
+                self._ds[name].resize((stop,))
+            self._ds["keys"][start:stop] = list(keys)
+            self._ds["labels"][start:stop] = labels
+            for name in self.block_names:
+                if (
+                    self._block_dtype[name] == "float16"
+                    and values[name].size
+                    and (float(np.abs(values[name]).max()) >= FLOAT16_MAX)
+                ):
+                    self._widen_to_float32(name)
+                ds = self._ds[f"blocks/{name}"]
+                ds.resize((stop, ds.shape[1]))
+                ds[start:stop] = values[name].astype(self._block_dtype[name], copy=False)
+            if "logits" in self._ds:
+                ds = self._ds["logits"]
+                ds.resize((stop, ds.shape[1]))
+                ds[start:stop] = logit_values
+            if time.monotonic() - self._last_flush >= _FLUSH_EVERY_S:
+                self._file.flush()  # a failed write surfaces here, not in a destructor
+                self._last_flush = time.monotonic()
+        _digest_keys(self._keys_digest, keys)
         self.n_rows = stop
 
     def _widen_to_float32(self, name: str) -> None:
         """Re-create block ``name`` as float32, keeping the rows written so far."""
+        assert self._file is not None
         group = self._file["blocks"]
-        old = group[name]
+        old = self._ds.pop(f"blocks/{name}")
         rows = old[()].astype(np.float32)
         dim = old.shape[1]
         chunks = old.chunks
+        del old
         del group[name]
         ds = group.create_dataset(
-            name, data=rows, maxshape=(None, dim), dtype=np.float32, chunks=chunks
+            name,
+            data=rows,
+            maxshape=(None, dim),
+            dtype=np.float32,
+            chunks=chunks,
+            fletcher32=True,
         )
         ds.attrs["overflow_fallback"] = True
+        self._ds[f"blocks/{name}"] = ds
         self._block_dtype[name] = "float32"
 
     def finalize(self, attrs: Mapping[str, Any]) -> None:
-        """Write the file attributes (JSON-encoding structured ones), mark complete, close."""
-        file_attrs = self._file.attrs
-        for key, value in attrs.items():
-            file_attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
-        file_attrs["schema_version"] = SCHEMA_VERSION
-        file_attrs["block_names"] = json.dumps(self.block_names)
-        file_attrs["block_dtypes"] = json.dumps(self._block_dtype)
-        file_attrs["dtype"] = self.storage_dtype
-        file_attrs["n_rows"] = self.n_rows
-        for name, dtype in self._block_dtype.items():
-            self._file["blocks"][name].attrs["dtype"] = dtype
-        file_attrs["complete"] = True
-        self.close()
+        """Write the attributes, flush, verify the whole file, then mark it complete and close.
+
+        Verification re-opens the file and reads every dataset back (fletcher32 checks each
+        chunk), checking shapes, row counts and the keys digest; only then is ``complete=True``
+        written. Any failure raises and leaves the file incomplete.
+        """
+        if self._file is None:
+            raise CacheError(f"{self.path}: the writer is closed (an earlier write failed).")
+        keys_sha256 = self._keys_digest.hexdigest()
+        with self._guard():
+            file_attrs = self._file.attrs
+            for key, value in attrs.items():
+                file_attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
+            file_attrs["schema_version"] = SCHEMA_VERSION
+            file_attrs["block_names"] = json.dumps(self.block_names)
+            file_attrs["block_dtypes"] = json.dumps(self._block_dtype)
+            file_attrs["dtype"] = self.storage_dtype
+            file_attrs["n_rows"] = self.n_rows
+            file_attrs["keys_sha256"] = keys_sha256
+            file_attrs["complete"] = False
+            for name, dtype in self._block_dtype.items():
+                self._ds[f"blocks/{name}"].attrs["dtype"] = dtype
+            self._file.flush()
+            self._ds.clear()
+            self._file.close()
+        self._file = None
+        status = inspect_cache(self.path, verify=True, require_complete=False)
+        if status.problem is not None:
+            raise CacheIntegrityError(
+                f"{self.path}: verification after writing failed: {status.problem}"
+            )
+        with self._guard():
+            self._file = h5py.File(self.path, "r+", locking=False)
+            self._file.attrs["complete"] = True
+            self._file.flush()
+            self._file.close()
+        self._file = None
 
     def close(self) -> None:
-        if self._file.id.valid:
-            self._file.close()
+        """Close the file (an unfinished file stays incomplete; use on error paths)."""
+        self._ds.clear()
+        if self._file is not None and self._file.id.valid:
+            try:
+                self._file.close()
+            except (OSError, RuntimeError):
+                self._abort()
+        self._file = None
 
     def __enter__(self) -> FeatureCacheWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_finite(values: np.ndarray, what: str, start: int, stop: int) -> None:
+    if not np.isfinite(values).all():
+        raise CacheError(
+            f"{what} has NaN/inf values in rows {start}..{stop - 1}; the model's outputs are "
+            "not finite (check its weights and inputs)."
+        )
 
 
 def _decode_attrs(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -219,21 +415,123 @@ def _decode_attrs(raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_cache_attrs(path: str | os.PathLike) -> dict[str, Any] | None:
-    """Return a complete cache's attributes, or ``None`` if the file is absent or unreadable.
+@dataclass(frozen=True)
+class CacheStatus:
+    """What :func:`inspect_cache` found: the attributes of a valid cache, or why it is not one.
 
-    Used by planners to decide whether a file is up to date; a truncated or half-written file
-    reads as ``None`` (it is rebuilt, never reused).
+    Attributes:
+        attrs: the decoded attributes (``None`` when the file is absent or not readable).
+        problem: ``None`` for a valid, complete cache; else one sentence saying what is wrong.
+    """
+
+    attrs: dict[str, Any] | None
+    problem: str | None
+
+    @property
+    def is_valid(self) -> bool:
+        return self.problem is None
+
+
+def _schema_problem(f: h5py.File, attrs: Mapping[str, Any]) -> str | None:
+    """Return why an open HDF5 file is not a cache of this schema, or ``None``."""
+    missing = [name for name in _REQUIRED_ATTRS if name not in attrs]
+    if missing:
+        return f"not a feature cache of ours (no {', '.join(repr(m) for m in missing)} attribute)"
+    if attrs["schema_version"] != SCHEMA_VERSION:
+        return (
+            f"cache schema version {attrs['schema_version']!r}, this code reads version "
+            f"{SCHEMA_VERSION}"
+        )
+    names = attrs["block_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return f"not a feature cache of ours (block_names is {names!r})"
+    n_rows = attrs["n_rows"]
+    expected = ["keys", "labels", *(f"blocks/{n}" for n in names)]
+    for name in expected:
+        if name not in f or not isinstance(f[name], h5py.Dataset):
+            return f"not a feature cache of ours (no /{name} dataset)"
+    for name in [*expected, *(["logits"] if "logits" in f else [])]:
+        ds = f[name]
+        if ds.shape[0] != n_rows:
+            return f"/{name} has {ds.shape[0]} rows but n_rows is {n_rows}"
+        if name != "keys" and ds.ndim != (1 if name == "labels" else 2):
+            return (
+                f"/{name} has shape {ds.shape}, expected {'(n,)' if name == 'labels' else '(n, d)'}"
+            )
+    return None
+
+
+def _verify_problem(f: h5py.File, attrs: Mapping[str, Any]) -> str | None:
+    """Read every dataset back (fletcher32 checks each chunk) and compare the keys digest."""
+    names = ["keys", "labels", *(f"blocks/{n}" for n in attrs["block_names"])]
+    names += ["logits"] if "logits" in f else []
+    for name in names:
+        try:
+            data = f[name].asstr()[()] if name == "keys" else f[name][()]
+        except (OSError, RuntimeError, ValueError) as exc:
+            return f"/{name} fails its checksum or cannot be read ({str(exc).splitlines()[0]})"
+        if name == "keys":
+            digest = hashlib.sha256()
+            _digest_keys(digest, list(data))
+            if attrs.get("keys_sha256") != digest.hexdigest():
+                return "/keys do not match their stored digest (keys_sha256)"
+    return None
+
+
+def inspect_cache(
+    path: str | os.PathLike, *, verify: bool = False, require_complete: bool = True
+) -> CacheStatus:
+    """Check ``path`` against the cache schema; with ``verify``, also read every byte back.
+
+    The planners' door: a missing, truncated, partial, foreign (another program's HDF5 file,
+    another schema version) or — with ``verify`` — corrupt file comes back with a ``problem``,
+    so it is rebuilt (extraction) or refused by name (analysis stages); it never reaches code
+    that would index its attributes.
     """
     path = Path(path)
     if not path.is_file():
-        return None
+        return CacheStatus(None, "no such file")
     try:
         with h5py.File(path, "r", locking=False) as f:
             attrs = _decode_attrs(f.attrs)
-    except (OSError, ValueError):
-        return None
-    return attrs if attrs.get("complete") is True else None
+            problem = _schema_problem(f, attrs)
+            if problem is None and require_complete and attrs.get("complete") is not True:
+                problem = "incomplete feature cache (no complete=True attribute)"
+            if problem is None and verify:
+                problem = _verify_problem(f, attrs)
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return CacheStatus(None, f"not a readable HDF5 file ({first})")
+    return CacheStatus(attrs, problem)
+
+
+def require_cache_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """Return the attributes of a valid, complete cache; raise naming what is wrong otherwise.
+
+    The analysis stages' planners' door (attributes only, no features read).
+
+    Raises:
+        MissingInputError: no such file.
+        CacheIntegrityError: partial, incomplete, unreadable or not a cache of this schema.
+    """
+    status = inspect_cache(path)
+    if status.problem == "no such file":
+        raise MissingInputError(
+            f"{path}: feature cache not found; run scripts/feature_extraction.py first."
+        )
+    if status.problem is not None or status.attrs is None:
+        raise CacheIntegrityError(
+            f"{path}: {status.problem}; rerun scripts/feature_extraction.py (it rebuilds such "
+            "files)."
+        )
+    return status.attrs
+
+
+def read_cache_attrs(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Return a complete, valid cache's attributes, or ``None`` if the file is absent, unreadable,
+    incomplete or not a cache of this schema (see :func:`inspect_cache` for the reason)."""
+    status = inspect_cache(path)
+    return status.attrs if status.is_valid else None
 
 
 class FeatureCache:
@@ -264,20 +562,45 @@ class FeatureCache:
                 f"{self.path}: incomplete feature cache (no complete=True attribute); delete it "
                 "and rerun feature_extraction."
             )
+        problem = _schema_problem(self._file, self.attrs)
+        if problem is not None:
+            self._file.close()
+            raise CacheIntegrityError(
+                f"{self.path}: {problem}; rerun feature_extraction (it rebuilds such files)."
+            )
         self.block_names: list[str] = list(self.attrs["block_names"])
         self.content_key: str = self.attrs.get("content_key", "")
         self.model_id: str = self.attrs.get("model_id", "")
         self.n_rows: int = int(self.attrs["n_rows"])
 
+    def _read(self, name: str) -> np.ndarray:
+        """Read dataset ``name`` whole; a checksum failure is a named CacheIntegrityError."""
+        try:
+            return self._file[name].asstr()[()] if name == "keys" else self._file[name][()]
+        except (OSError, RuntimeError) as exc:
+            raise CacheIntegrityError(
+                f"{self.path}: /{name} fails its checksum or cannot be read "
+                f"({str(exc).splitlines()[0]}); the file is corrupt: rerun feature_extraction "
+                "(it rebuilds corrupt files)."
+            ) from exc
+
     @cached_property
     def keys(self) -> np.ndarray:
-        """Row keys, (n,) array of str."""
-        return self._file["keys"].asstr()[()]
+        """Row keys, (n,) array of str (checked against the stored ``keys_sha256``)."""
+        keys = self._read("keys")
+        digest = hashlib.sha256()
+        _digest_keys(digest, list(keys))
+        if digest.hexdigest() != self.attrs.get("keys_sha256"):
+            raise CacheIntegrityError(
+                f"{self.path}: /keys do not match their stored digest (keys_sha256); the file is "
+                "corrupt: rerun feature_extraction (it rebuilds corrupt files)."
+            )
+        return keys
 
     @cached_property
     def labels(self) -> npt.NDArray[np.int64]:
         """Row labels, (n,) int64."""
-        return self._file["labels"][()]
+        return self._read("labels")
 
     @property
     def has_logits(self) -> bool:
@@ -291,7 +614,7 @@ class FeatureCache:
                 f"{self.path}: model '{self.model_id}' has no classification head "
                 "(no /logits in the cache)."
             )
-        return self._file["logits"][()]
+        return self._read("logits")
 
     def block(self, name: str, dtype: npt.DTypeLike | None = np.float32) -> np.ndarray:
         """Return block ``name`` as an (n, d) array, read in one contiguous call.
@@ -304,7 +627,7 @@ class FeatureCache:
             raise CacheError(
                 f"{self.path}: no block {name!r}. Blocks: {', '.join(self.block_names)}."
             )
-        data = self._file["blocks"][name][()]
+        data = self._read(f"blocks/{name}")
         return data if dtype is None else data.astype(dtype, copy=False)
 
     def block_attrs(self, name: str) -> dict[str, Any]:

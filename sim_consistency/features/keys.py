@@ -3,7 +3,13 @@
 Two caches with the same key hold the same numbers; a cache whose key differs from the current
 recipe's is stale and is rebuilt, never reused. The key covers the weights (by content digest,
 not file name), the model recipe, the preprocessing, the pooling and block set, the dataset rows
-(keys of the selected subset) and the version of the extraction code.
+— every selected row's key, label *and encoded image bytes*
+(:meth:`~sim_consistency.data.ImageDataset.content_digest`), so shards rebuilt under the same
+keys with other pixels or labels are new data — and the version of the extraction code. No
+absolute path enters a key: moving the project root changes nothing.
+
+Downstream outputs (similarity matrices, CKA grids, probes, soup metrics, consistency) hash the
+content keys of the caches they read into their own keys, so a changed cache reaches them all.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from sim_consistency.data.subsets import keys_fingerprint
 __all__ = ["EXTRACTION_CODE_VERSION", "content_key", "keys_fingerprint"]
 
 #: Bump when a change to the extraction code changes the numbers it writes.
-EXTRACTION_CODE_VERSION = "1"
+EXTRACTION_CODE_VERSION = "2"  # 2: the key covers image bytes and labels; cache schema 2
 
 #: Recipe fields that do not change the numbers: names, grouping metadata and file locations
 #: (the weights themselves are covered by their content digest).
@@ -35,6 +41,7 @@ def content_key(
     dataset: str,
     split: str,
     rows_fingerprint: str,
+    data_digest: str,
     storage_dtype: str,
     has_logits: bool,
     code_version: str = EXTRACTION_CODE_VERSION,
@@ -43,6 +50,8 @@ def content_key(
 
     ``recipe`` is the model entry as JSON; fields that do not change the numbers (the id,
     free-form ``metadata``, file paths whose content ``weights_sha256`` covers) are left out.
+    ``rows_fingerprint`` digests the selected keys in order, ``data_digest`` their labels and
+    image bytes (:meth:`~sim_consistency.data.ImageDataset.content_digest`).
     """
     payload = {
         "weights_sha256": weights_sha256,
@@ -53,6 +62,7 @@ def content_key(
         "dataset": dataset,
         "split": split,
         "rows": rows_fingerprint,
+        "data": data_digest,
         "dtype": storage_dtype,
         "has_logits": has_logits,
         "code_version": code_version,

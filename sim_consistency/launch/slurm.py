@@ -26,7 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from sim_consistency.errors import ConfigError
-from sim_consistency.io import atomic_write_text
+from sim_consistency.io import atomic_write_text, sigterm_as_interrupt
 from sim_consistency.launch.report import JobOutcome, error_tail
 from sim_consistency.launch.slurm_config import SlurmConfig
 
@@ -47,7 +47,8 @@ _RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT"}
 
 class JobCall:
     """The picklable callable a job runs: set the job environment and torch's threads, then
-    ``fn(item)`` (threads: ``num_threads`` if given, else the job's ``SLURM_CPUS_PER_TASK``)."""
+    ``fn(item)`` with SIGTERM handled like Ctrl-C (partial outputs removed); threads:
+    ``num_threads`` if given, else the job's ``SLURM_CPUS_PER_TASK``."""
 
     def __init__(self, fn: Callable[[Any], Any], num_threads: int | None = None) -> None:
         self.fn = fn
@@ -58,7 +59,8 @@ class JobCall:
 
         os.environ.update(JOB_ENVIRONMENT)
         set_torch_threads(getattr(self, "num_threads", None))
-        return self.fn(item)
+        with sigterm_as_interrupt():  # scancel / time limit: partial outputs removed
+            return self.fn(item)
 
 
 def require_sbatch() -> None:

@@ -533,11 +533,27 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _portable_recipe(spec: ModelSpec, location: ProjectLocation) -> dict[str, Any]:
+    """Return ``spec.recipe()`` without absolute paths: a file that exists is identified by its
+    digest alone (added by :func:`_identity`), another path relative to the project root."""
+    recipe = spec.recipe()
+    for name in ("weights", "path"):
+        value = recipe.get(name)
+        if value is None:
+            continue
+        path = Path(value)
+        if path.is_file():
+            del recipe[name]
+        elif path.is_absolute() and path.is_relative_to(location.root):
+            recipe[name] = path.relative_to(location.root).as_posix()
+    return recipe
+
+
 def _identity(model_id: str, specs: Mapping[str, ModelSpec], location: ProjectLocation) -> Any:
     spec = specs[model_id]
     if spec.is_variant:
         return {"variant_key": variant_key(spec, specs, location=location)}
-    out: dict[str, Any] = {"recipe": spec.recipe()}
+    out: dict[str, Any] = {"recipe": _portable_recipe(spec, location)}
     for name in ("weights", "path"):
         path = getattr(spec, name)
         if path is not None and Path(path).is_file():
@@ -554,11 +570,13 @@ def variant_key(
 
     Hashes the code version, the variant's recipe and, for every referenced entry, its recipe
     and the SHA-256 of its weights/checkpoint file (or, for a referenced variant, its own key).
-    Pretrained hub weights are identified by their name and tag.
+    Pretrained hub weights are identified by their name and tag. No absolute path enters the
+    key (files by digest, other paths relative to the project root), so moving the project root
+    re-merges nothing.
     """
     payload: dict[str, Any] = {
         "code_version": MERGING_CODE_VERSION,
-        "recipe": spec.recipe(),
+        "recipe": _portable_recipe(spec, location),
         "references": {ref: _identity(ref, specs, location) for ref in spec.references()},
     }
     revision = METHOD_REVISIONS.get(spec.variant.method) if spec.variant is not None else None
@@ -618,7 +636,8 @@ def materialise_variant(
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in built.state_dict.items()}
     digest = state_dict_sha256(tensors)
     recipe_file.unlink(missing_ok=True)
-    with atomic_output(weights) as tmp:
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    with atomic_output(weights, needed=size, what="the variant's weights") as tmp:
         save_file(tensors, str(tmp), metadata={"model_id": spec.model_id, "variant_key": key})
     report = {
         "model_id": spec.model_id,

@@ -14,10 +14,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from sim_consistency.errors import ConfigError, MissingInputError
-from sim_consistency.features import read_cache_attrs
+from sim_consistency.errors import CacheIntegrityError, ConfigError, MissingInputError
+from sim_consistency.features import inspect_cache
 from sim_consistency.figures import data_limits, save_figure, series_style
-from sim_consistency.io import atomic_write_text
+from sim_consistency.io import atomic_write_text, clean_stale_partial
 from sim_consistency.launch import LaunchReport
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import launch_planned, parse_stage_args, run_main
@@ -26,7 +26,9 @@ from sim_consistency.tracking import Tracker
 log = logging.getLogger("sim_consistency.similarity_stages")
 
 #: Bump when a change to the similarity code changes the numbers it writes.
-SIMILARITY_CODE_VERSION = "3"  # 3: U-statistics without the diagonal (exact RBF at small σ)
+# 2: sigma_median by slab selection; 3: U-statistics without the diagonal (exact RBF at small σ);
+# 4: mutual k-NN of a constant representation is NaN.
+SIMILARITY_CODE_VERSION = "4"
 METADATA_FILE = "metadata.json"
 MATRIX_H5 = "similarity_matrix.h5"
 MATRIX_CSV = "similarity_matrix.csv"
@@ -47,23 +49,29 @@ def cache_attrs(
     Only attributes are read (content key, block names); the features are read later, once.
 
     Raises:
-        MissingInputError: naming every missing or incomplete cache file.
+        MissingInputError: naming every missing cache file.
+        CacheIntegrityError: naming every file that is incomplete or not a cache of ours (and
+            why); extraction rebuilds those.
     """
     found: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
+    invalid: list[str] = []
     for model_id in model_ids:
         path = location.feature_file(dataset, split, model_id)
-        attrs = read_cache_attrs(path)
-        if attrs is None:
+        status = inspect_cache(path)
+        if status.problem == "no such file":
             missing.append(str(path))
+        elif status.problem is not None or status.attrs is None:
+            invalid.append(f"{path} ({status.problem})")
         else:
-            found[model_id] = attrs
-    if missing:
-        raise MissingInputError(
-            "feature cache(s) missing or incomplete: "
-            + ", ".join(missing)
-            + f". Run scripts/feature_extraction.py --datasets {dataset} --splits {split} first."
+            found[model_id] = status.attrs
+    hint = f"Run scripts/feature_extraction.py --datasets {dataset} --splits {split} first"
+    if invalid:
+        raise CacheIntegrityError(
+            "feature cache(s) not usable: " + ", ".join(invalid) + f". {hint} (it rebuilds them)."
         )
+    if missing:
+        raise MissingInputError("feature cache(s) missing: " + ", ".join(missing) + f". {hint}.")
     return found
 
 
@@ -216,8 +224,11 @@ def plan_reason(folder: Path, key: str, outputs: Sequence[str], force: bool) -> 
     """Return why ``folder`` must be (re)built — forced, missing or stale — or None if current.
 
     Current means: every file of ``outputs`` exists and ``metadata.json`` (written last)
-    records ``key``. Anything else is rebuilt, never reused.
+    records ``key``. Anything else is rebuilt, never reused. A ``.partial`` of these files left
+    by a killed run is removed here, whatever the verdict.
     """
+    for name in (*outputs, METADATA_FILE):
+        clean_stale_partial(folder / name)
     if force:
         return "forced"
     previous = stored_key(folder)

@@ -170,7 +170,10 @@ def write_similarity_matrix(
     """
     (folder / METADATA_FILE).unlink(missing_ok=True)
     atomic_write_text(folder / MODEL_IDS, "\n".join(model_ids) + "\n")
-    with atomic_output(folder / MATRIX_H5) as tmp, h5py.File(tmp, "w") as f:
+    with (
+        atomic_output(folder / MATRIX_H5, needed=matrix.nbytes, what="the matrix") as tmp,
+        h5py.File(tmp, "w", locking=False) as f,
+    ):
         f.create_dataset("similarity_matrix", data=matrix)
         f.create_dataset("model_ids", data=list(model_ids), dtype=h5py.string_dtype())
         f.attrs["metric_slug"] = metadata["metric_slug"]

@@ -45,10 +45,10 @@ from sim_consistency.data import (
     read_dataset_list,
 )
 from sim_consistency.errors import ConfigError, SimcError
-from sim_consistency.features.cache import FeatureCacheWriter, read_cache_attrs
+from sim_consistency.features.cache import FeatureCacheWriter, inspect_cache, read_cache_attrs
 from sim_consistency.features.extract import BlockExtractor, BlockSpec, write_features
 from sim_consistency.features.keys import EXTRACTION_CODE_VERSION, content_key, keys_fingerprint
-from sim_consistency.io import atomic_output
+from sim_consistency.io import atomic_output, clean_stale_partial
 from sim_consistency.launch import (
     LaunchOptions,
     LaunchReport,
@@ -125,7 +125,7 @@ class WorkItem:
     split: str
     output: Path
     content_key: str
-    reason: str  # "missing" | "stale" | "forced"
+    reason: str  # "missing" | "stale" | "invalid" | "forced"
     attrs: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -201,13 +201,17 @@ def plan_model(
     """Return the outputs of one model that must be (re)built, with their content keys.
 
     An output is skipped (and logged as such) when a complete file with the same content key
-    exists; a file with another key is stale and rebuilt; ``--force`` rebuilds everything.
+    exists and passes verification (schema, row counts, every checksum); a file with another
+    key is stale, one that fails verification or is not a cache of ours is invalid, and both
+    are rebuilt; ``--force`` rebuilds everything. A ``.partial`` left by a killed run is removed
+    here (unless a live writer holds it), even when the output itself is up to date.
     """
     block_names, pooling, _ = _stored_blocks(loaded)
     items: list[WorkItem] = []
     for dataset in settings.datasets:
         for split in settings.splits:
             data = _dataset(settings, dataset, split)
+            data_digest = data.content_digest()
             key = content_key(
                 weights_sha256=loaded.weights_sha256,
                 recipe=spec.recipe(),
@@ -217,16 +221,22 @@ def plan_model(
                 dataset=dataset,
                 split=split,
                 rows_fingerprint=keys_fingerprint(data.keys),
+                data_digest=data_digest,
                 storage_dtype=settings.dtype,
                 has_logits=loaded.has_head,
             )
             output = settings.location.feature_file(dataset, split, spec.model_id)
-            existing = read_cache_attrs(output)
-            if settings.force:
+            clean_stale_partial(output)
+            status = None if settings.force else inspect_cache(output, verify=True)
+            existing = status.attrs if status is not None else None
+            if status is None:
                 reason = "forced"
-            elif existing is None:
+            elif existing is None and status.problem == "no such file":
                 reason = "missing"
-            elif existing.get("content_key") != key:
+            elif status.problem is not None:
+                reason = "invalid"
+                log.warning("%s: %s; rebuilding", output, status.problem)
+            elif existing is not None and existing.get("content_key") != key:
                 reason = "stale"
                 log.info(
                     "%s: content key changed (%s… -> %s…); rebuilding",
@@ -254,6 +264,7 @@ def plan_model(
                     "seed": settings.subset_seed,
                     "n_source_rows": data.n_source_rows,
                     "rows_fingerprint": keys_fingerprint(data.keys),
+                    "data_digest": data_digest,
                 },
                 "code_version": EXTRACTION_CODE_VERSION,
                 "library_versions": _library_versions(),
@@ -343,21 +354,20 @@ def extract_to_cache(
             float32_blocks=(REP2REP_BLOCK,),
         )
         try:
-            bar = tqdm(
+            with tqdm(
                 total=len(data),
                 desc=f"{item.model_id} {item.dataset}:{item.split}",
                 unit="img",
                 disable=not progress,
                 leave=False,
-            )
-            write_features(
-                extractor,
-                _ordered_batches(loader),
-                writer,
-                device=loaded.device,
-                on_rows=bar.update,
-            )
-            bar.close()
+            ) as bar:  # closed (and cleared) on errors too: the message starts its own line
+                write_features(
+                    extractor,
+                    _ordered_batches(loader),
+                    writer,
+                    device=loaded.device,
+                    on_rows=bar.update,
+                )
             if writer.n_rows != len(data):
                 raise RuntimeError(f"wrote {writer.n_rows} rows for {len(data)} samples")
             writer.finalize(

@@ -271,7 +271,11 @@ def run_item(item: WorkItem) -> Path:
         + ("unbiased HSIC (Song et al. 2012)" if item.unbiased else "biased HSIC (Kornblith 2019)")
         + f", float64 accumulation, {space} space"
     )
-    with atomic_output(item.folder / GRIDS_H5) as tmp, h5py.File(tmp, "w") as f:
+    size = sum(grid.nbytes for grid in grids.values())  # refused up front if it cannot fit
+    with (
+        atomic_output(item.folder / GRIDS_H5, needed=size, what="the CKA grids") as tmp,
+        h5py.File(tmp, "w", locking=False) as f,
+    ):
         group = f.create_group("grids")
         for (a, b), grid in grids.items():
             ds = group.create_dataset(pair_name(a, b), data=grid)

@@ -29,8 +29,8 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,9 @@ import torch
 from sim_consistency.config import load_models_config, select_models
 from sim_consistency.data import dataset_dir, read_dataset_list
 from sim_consistency.errors import CacheError, ConfigError, DataError
-from sim_consistency.features import open_cache, read_cache_attrs
+from sim_consistency.features import open_cache, require_cache_attrs
 from sim_consistency.features.cache import FeatureCache
-from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.io import atomic_output, atomic_write_text, clean_stale_partial
 from sim_consistency.launch import LaunchReport
 from sim_consistency.probe import (
     CLASS_MASK_FILE,
@@ -83,6 +83,7 @@ PROBE_CODE_VERSION = "5"
 DEFAULT_SEEDS: dict[str, tuple[int, ...]] = {"rep2rep": (0, 1, 2), "fast": (0,)}
 
 _SCHEMA_VERSION = 1
+_OUTPUT_FILES = ("results.csv", "accuracy_vs_depth.csv", "results.json")
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,19 @@ class EvaluationSettings:
     force: bool = False
     epochs: int = 20
     batch_size: int = 1024
+    #: Each model's free-form config metadata (role, run_group, …): it labels result rows and
+    #: never changes a number, so an edit refreshes the tables without recomputing.
+    model_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def location(self) -> ProjectLocation:
         return ProjectLocation(self.project_root)
+
+    def metadata_of(self, model_id: str) -> dict[str, Any] | None:
+        """Return ``model_id``'s current config metadata (``None``: unknown, use the cache's)."""
+        if model_id not in self.model_metadata:
+            return None
+        return json.loads(json.dumps(dict(self.model_metadata[model_id]), default=str))
 
     def hyper_parameters(self, seed: int) -> dict[str, Any]:
         """Return the protocol settings that determine one seed's numbers (for the key)."""
@@ -138,7 +148,7 @@ class WorkItem:
     test_file: Path
     output_dir: Path
     content_key: str
-    reason: str  # "missing" | "stale" | "forced"
+    reason: str  # "missing" | "stale" | "forced" | "metadata" (relabel, no recompute)
 
 
 def hp_slug(
@@ -172,14 +182,20 @@ def _content_key(train_key: str, test_key: str, hp: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _stored_key(output_dir: Path) -> str | None:
+def _stored_record(output_dir: Path) -> dict[str, Any] | None:
     path = output_dir / "results.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text()).get("content_key")
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+def _stored_key(output_dir: Path) -> str | None:
+    record = _stored_record(output_dir)
+    return None if record is None else record.get("content_key")
 
 
 def plan(settings: EvaluationSettings) -> list[WorkItem]:
@@ -196,13 +212,12 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
             test_file = loc.feature_file(dataset, settings.test_split, model_id)
             keys = []
             for path in (train_file, test_file):
-                attrs = read_cache_attrs(path)
-                if attrs is None:
-                    open_cache(path).close()  # raises the precise error (missing / incomplete)
-                    raise CacheError(f"{path}: unreadable feature cache; rerun feature_extraction.")
+                attrs = require_cache_attrs(path)
                 keys.append(str(attrs.get("content_key", "")))
             for seed in settings.seeds:
                 out = _output_dir(settings, dataset, model_id, seed)
+                for name in _OUTPUT_FILES:  # a killed run's leftovers, whatever the verdict
+                    clean_stale_partial(out / name)
                 key = _content_key(keys[0], keys[1], settings.hyper_parameters(seed))
                 stored = _stored_key(out)
                 if settings.force:
@@ -211,6 +226,9 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
                     reason = "missing"
                 elif stored != key:
                     reason = "stale"
+                elif _metadata_changed(settings, model_id, out):
+                    reason = "metadata"
+                    log.info("%s: model metadata changed; relabelling (no recompute)", out)
                 else:
                     log.info("%s: up to date (content key %s…), skipped", out, key[:10])
                     continue
@@ -218,6 +236,21 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
                     WorkItem(model_id, dataset, seed, train_file, test_file, out, key, reason)
                 )
     return items
+
+
+def _metadata_changed(settings: EvaluationSettings, model_id: str, out: Path) -> bool:
+    current = settings.metadata_of(model_id)
+    record = _stored_record(out)
+    return current is not None and record is not None and record.get("metadata") != current
+
+
+def _relabel(settings: EvaluationSettings, item: WorkItem) -> Path:
+    """Rewrite a current result's tables with the model's new metadata (numbers unchanged)."""
+    record = _stored_record(item.output_dir)
+    assert record is not None
+    record["metadata"] = settings.metadata_of(item.model_id)
+    all_blocks = list(require_cache_attrs(item.train_file)["block_names"])
+    return _write_results(item, settings, record, all_blocks)
 
 
 def _check_pair(train: FeatureCache, test: FeatureCache) -> None:
@@ -323,6 +356,8 @@ def _json_safe(value: Any) -> Any:
 
 def run_item(settings: EvaluationSettings, item: WorkItem) -> Path:
     """Probe one model on one dataset with one seed; return the ``results.json`` path."""
+    if item.reason == "metadata":
+        return _relabel(settings, item)
     with open_cache(item.train_file) as train, open_cache(item.test_file) as test:
         _check_pair(train, test)
         blocks = _select_blocks(train, settings.blocks)
@@ -348,7 +383,9 @@ def run_item(settings: EvaluationSettings, item: WorkItem) -> Path:
             raise DataError(f"{train.path} / {test.path}: {exc}") from None
         first = probes[blocks[0]]
         head, head_skipped = _head_metrics(settings, item.dataset, test, first["n_classes"])
-        metadata = json.loads(train.attrs.get("metadata") or "{}")
+        metadata = settings.metadata_of(item.model_id)
+        if metadata is None:
+            metadata = json.loads(train.attrs.get("metadata") or "{}")
         fewshot_keys = val_keys = None
         if settings.fewshot_k is not None:  # saved so that the absence of leakage is checkable
             fewshot_keys = train.keys[first["train_indices"]].tolist()
@@ -384,6 +421,24 @@ def run_item(settings: EvaluationSettings, item: WorkItem) -> Path:
         "device": settings.device,
         **threads_metadata(),
     }
+    path = _write_results(item, settings, record, all_blocks)
+    best = max(block_results.values(), key=lambda r: r["top1"])
+    log.info(
+        "%s: %d block(s), best top-1 %.4f (%s), %s",
+        path,
+        len(blocks),
+        best["top1"],
+        settings.protocol,
+        f"head top-1 {head['top1']:.4f}" if head else "no head",
+    )
+    return path
+
+
+def _write_results(
+    item: WorkItem, settings: EvaluationSettings, record: dict[str, Any], all_blocks: list[str]
+) -> Path:
+    """Write results.csv (+ accuracy_vs_depth.csv), then results.json last (it marks done)."""
+    blocks = list(record["block_names"])
     rows = _tidy_rows(item, settings, record, all_blocks)
     out = item.output_dir
     frame = pd.DataFrame(rows)
@@ -397,19 +452,9 @@ def run_item(settings: EvaluationSettings, item: WorkItem) -> Path:
         ]
         with atomic_output(out / "accuracy_vs_depth.csv") as tmp:
             depth.to_csv(tmp, index=False)
-    path = atomic_write_text(
+    return atomic_write_text(
         out / "results.json", json.dumps(_json_safe(record), indent=1, allow_nan=False)
     )
-    best = max(block_results.values(), key=lambda r: r["top1"])
-    log.info(
-        "%s: %d block(s), best top-1 %.4f (%s), %s",
-        path,
-        len(blocks),
-        best["top1"],
-        settings.protocol,
-        f"head top-1 {head['top1']:.4f}" if head else "no head",
-    )
-    return path
 
 
 def _tidy_rows(
@@ -525,6 +570,7 @@ def settings_from_args(args: argparse.Namespace) -> EvaluationSettings:
         test_split=args.test_split,
         device=args.device,
         force=args.force,
+        model_metadata={m: dict(specs[m].metadata) for m in model_ids},
     )
 
 

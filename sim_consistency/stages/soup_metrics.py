@@ -768,7 +768,12 @@ def _inputs_key(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec]) -
     requested datasets (the stage's own generated models included).
     """
     parts: list[Any] = [
-        {k: str(v) for k, v in asdict(settings).items() if k != "force"},
+        # No absolute paths: the config's text stands for its file, the root is where we are.
+        {
+            k: str(v)
+            for k, v in asdict(settings).items()
+            if k not in ("force", "project_root", "models_config")
+        },
         settings.models_config.read_text(),
         PARTS_CODE_VERSION,
     ]

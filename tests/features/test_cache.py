@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -116,3 +119,132 @@ def test_load_aligned_blocks_checks_keys(tmp_path):
         CacheError, match=r"a\.h5 and .*c\.h5: /keys differ \(row 2: 'k2' vs 'kX'\)"
     ):
         load_aligned_blocks([a, c])
+
+
+# -- integrity: checksums, schema, failed writes ----------------------------------------------
+
+
+def _chunk_offset(path, dataset: str) -> int:
+    with h5py.File(path, "r") as f:
+        return f[dataset].id.get_chunk_info(0).byte_offset
+
+
+def test_a_flipped_byte_in_stored_features_is_detected_on_read(tmp_path):
+    from sim_consistency.errors import CacheIntegrityError
+    from sim_consistency.features import inspect_cache
+
+    rng = np.random.default_rng(0)
+    keys = [f"s{i}" for i in range(8)]
+    path = _write(tmp_path / "m.h5", keys, {"x": rng.normal(size=(8, 4)).astype(np.float32)})
+    assert inspect_cache(path, verify=True).is_valid
+    offset = _chunk_offset(path, "blocks/x") + 5
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with open_cache(path) as cache, pytest.raises(CacheIntegrityError, match="/blocks/x fails"):
+        cache.block("x")
+    status = inspect_cache(path, verify=True)
+    assert not status.is_valid and "/blocks/x fails its checksum" in status.problem
+    assert inspect_cache(
+        path
+    ).is_valid  # the cheap check (planners of analysis stages) reads no data
+
+
+def test_edited_keys_fail_their_digest(tmp_path):
+    from sim_consistency.errors import CacheIntegrityError
+
+    path = _write(tmp_path / "m.h5", ["a", "b", "c"], {"x": np.zeros((3, 2), np.float32)})
+    with h5py.File(path, "r+") as f:
+        f["keys"][1] = "z"
+    with open_cache(path) as cache, pytest.raises(CacheIntegrityError, match="keys_sha256"):
+        _ = cache.keys
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda f: f.attrs.update({"complete": True}),  # the issue's case: nothing but complete
+        lambda f: f.attrs.update({"complete": True, "schema_version": 1, "model_id": "m",
+                                  "content_key": "k", "block_names": '["x"]', "n_rows": 2}),
+        lambda f: f.attrs.update({"complete": True, "schema_version": 2, "model_id": "m",
+                                  "content_key": "k", "block_names": '["x"]', "n_rows": 2}),
+    ],
+    ids=["no_attrs", "old_schema", "no_datasets"],
+)  # fmt: skip
+def test_foreign_files_are_named_never_a_key_error(tmp_path, make):
+    from sim_consistency.errors import CacheIntegrityError
+    from sim_consistency.features import inspect_cache, require_cache_attrs
+
+    path = tmp_path / "foreign.h5"
+    with h5py.File(path, "w") as f:
+        make(f)
+    status = inspect_cache(path)
+    assert not status.is_valid and status.problem
+    assert read_cache_attrs(path) is None
+    with pytest.raises(CacheIntegrityError, match="foreign.h5"):
+        open_cache(path)
+    with pytest.raises(CacheIntegrityError, match="rerun scripts/feature_extraction.py"):
+        require_cache_attrs(path)
+
+
+def test_nonfinite_logits_are_refused(tmp_path):
+    logits = np.zeros((3, 2), np.float32)
+    logits[2, 1] = np.inf
+    with pytest.raises(CacheError, match="logits has NaN/inf values in rows 0..2"):
+        _write(tmp_path / "n.h5", ["a", "b", "c"], {"x": np.ones((3, 2), np.float32)}, logits)
+    assert list(tmp_path.iterdir()) == []
+
+
+_FAILING_WRITER = """
+import sys
+import numpy as np
+from sim_consistency.features import FeatureCacheWriter
+from sim_consistency.io import atomic_output
+rows = np.ones((32, 64), np.float32)
+try:
+    with atomic_output(sys.argv[1]) as tmp:
+        writer = FeatureCacheWriter(tmp, block_dims={"a": 64, "b": 64}, n_classes=10)
+        for i in range(60):
+            writer.append([f"k{i}_{j}" for j in range(32)], np.zeros(32), {"a": rows, "b": rows},
+                          np.ones((32, 10), np.float32))
+        writer.finalize({"model_id": "m", "content_key": "k"})
+except Exception as exc:
+    print(type(exc).__name__, str(exc))
+"""
+
+
+def test_an_injected_write_failure_raises_and_never_leaves_a_complete_file(tmp_path, monkeypatch):
+    """HDF5 reporting a failed write (errno 28) when the data is flushed: nothing is kept."""
+    from sim_consistency.errors import OutputWriteError
+
+    calls = {"n": 0}
+    flush = h5py.File.flush
+
+    def failing_flush(self):
+        calls["n"] += 1
+        if calls["n"] >= 2:  # the first flush is at creation
+            raise RuntimeError("Unable to synchronously flush file (file write failed: errno = 28)")
+        flush(self)
+
+    monkeypatch.setattr(h5py.File, "flush", failing_flush)
+    keys = [f"k{i}" for i in range(9)]
+    with pytest.raises(OutputWriteError, match="m.h5: cannot write: no space left on device"):
+        _write(tmp_path / "m.h5", keys, {"x": np.ones((9, 2), np.float32)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_mid_write_raises_cleanly_and_never_leaves_a_complete_file(small_tmpfs):
+    """A real full disk (400 KiB tmpfs, no size hint so the early check cannot refuse): HDF5
+    fails inside its chunk-cache flush; the process must end through the error, not SIGSEGV."""
+    target = small_tmpfs / "m.h5"
+    result = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", _FAILING_WRITER, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]  # was -11 (SIGSEGV)
+    assert result.stdout.startswith("OutputWriteError"), result.stdout + result.stderr[-2000:]
+    assert f"{target}: cannot write: no space left on device" in result.stdout
+    assert result.stderr == ""  # no h5py destructor tracebacks either
+    assert list(small_tmpfs.iterdir()) == []

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim_consistency.features import open_cache
+from sim_consistency.features import keys_fingerprint, open_cache
 from sim_consistency.probe import CLASS_MASK_FILE
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages import single_model_evaluation as stage
@@ -153,10 +153,13 @@ def test_head_uses_class_index_mask_of_the_dataset(probe_project, tmp_path):
 
 
 def _corrupt(path: Path, dataset: str, edit) -> None:
+    """Edit a dataset as a writer would have written it (checksums and keys digest updated)."""
     with h5py.File(path, "r+") as f:
         data = f[dataset][()]
         edit(data)
         f[dataset][...] = data
+        if dataset == "keys":
+            f.attrs["keys_sha256"] = keys_fingerprint([k.decode() for k in data])
 
 
 @pytest.mark.parametrize(
@@ -208,3 +211,28 @@ def test_script_runs_as_subprocess(probe_project, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (_result_dir(new, "rn", hp_slug("fast", 0)) / "results.json").is_file()
+
+
+def test_metadata_edit_relabels_tables_without_recomputing(probe_project, tmp_path):
+    location, config = _copy_project(probe_project[0], tmp_path / "meta")
+    assert _main(location, config, "--seeds", "0") == 0
+    out = _result_dir(location, "vit", hp_slug("fast", 0))
+    before = json.loads((out / "results.json").read_text())
+    entries = json.loads(Path(config).read_text())
+    entries["vit"]["metadata"] = {"role": "finetuned", "run_group": "g1"}
+    Path(config).write_text(json.dumps(entries))
+    specs_settings = stage.settings_from_args(
+        stage.parse_stage_args(
+            stage.__doc__, stage.add_arguments,
+            ["--project_root", str(location.root), "--models_config", config,
+             "--datasets", DATASET, "--seeds", "0"],
+        )
+    )  # fmt: skip
+    assert [(i.model_id, i.reason) for i in plan(specs_settings)] == [("vit", "metadata")]
+    assert _main(location, config, "--seeds", "0") == 0
+    after = json.loads((out / "results.json").read_text())
+    assert after["metadata"] == {"role": "finetuned", "run_group": "g1"}
+    assert after["blocks"] == before["blocks"] and after["content_key"] == before["content_key"]
+    frame = pd.read_csv(out / "results.csv")
+    assert set(frame["meta_role"]) == {"finetuned"} and set(frame["meta_run_group"]) == {"g1"}
+    assert plan(specs_settings) == []  # refreshed: nothing left to do

@@ -50,3 +50,15 @@ def test_errors(pair):
         mutual_knn(X, Y, k=0)
     with pytest.raises(ConfigError, match="80 rows but Y has 5"):
         mutual_knn(X, Y[:5])
+
+
+def test_constant_representation_gives_nan_with_the_same_warning_as_other_metrics():
+    from sim_consistency.similarity import DegenerateRepresentationWarning, cka
+
+    X = np.random.default_rng(0).normal(size=(40, 5))
+    C = np.full((40, 5), 0.3)
+    for a, b in ((X, C), (C, X), (C, C)):
+        with pytest.warns(DegenerateRepresentationWarning, match="mutual_knn"):
+            assert np.isnan(mutual_knn(a, b, k=5))
+    with pytest.warns(DegenerateRepresentationWarning):
+        assert np.isnan(cka(X, C))

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from sim_consistency.config.similarity import load_similarity_config
-from sim_consistency.features import FeatureCache, open_cache
+from sim_consistency.features import FeatureCache, keys_fingerprint, open_cache
 from sim_consistency.similarity import cka, l2_normalize, metric_slug, mutual_knn, rsa
 from sim_consistency.stages import distance_matrix_computation as stage
 
@@ -165,6 +165,7 @@ def test_mismatched_keys_name_both_files_and_write_nothing(
         keys[3] = "not-a-digit"
         del f["keys"]
         f.create_dataset("keys", data=list(keys), dtype=h5py.string_dtype())
+        f.attrs["keys_sha256"] = keys_fingerprint(list(keys))  # a cache built on other rows
     assert stage.main(_args(proj, metrics_config)) == 2
     err = capsys.readouterr().err
     assert "vit_a.h5" in err and "cnx.h5" in err and "not-a-digit" in err
@@ -215,3 +216,16 @@ def test_wandb_writes_an_offline_run(similarity_project, metrics_config, tmp_pat
     assert len(runs) == 1, runs
     text = str(read_wandb_records(runs[0]))
     assert "distance_matrix_computation" in text and "n_items" in text and "outputs" in text
+
+
+def test_planner_removes_a_killed_runs_partial_files(tmp_path):
+    from sim_consistency.io import atomic_output, partial_path
+    from sim_consistency.stages._similarity_io import plan_reason
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    leftover = partial_path(folder / "similarity_matrix.h5")
+    leftover.write_bytes(b"half")
+    with atomic_output(folder / "model_ids.txt") as live:  # a concurrent writer's: kept
+        assert plan_reason(folder, "k", ("similarity_matrix.h5", "model_ids.txt"), False)
+        assert not leftover.exists() and live.exists()

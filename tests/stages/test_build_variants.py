@@ -452,3 +452,25 @@ def test_script_smoke(project, models_config):
     a, b = _state_dict(project, config, "a"), _state_dict(project, config, "b")
     neg = load_state_dict_file(project.model_weights_file("neg"))
     torch.testing.assert_close(neg["head.weight"], 2 * a["head.weight"] - b["head.weight"])
+
+
+def test_moving_the_project_root_re_merges_nothing(project, tmp_path, models_config, capsys):
+    base_config = models_config({"a": VIT}, name="base.json")
+    _checkpoint(project, "ft", _state_dict(project, base_config, "a"), 0.05, 0)
+    entries = {
+        "a": VIT,
+        "ft": {"source": "checkpoint", "arch": "a", "path": "checkpoints/ft.safetensors"},
+        "soup": {"variant": {"method": "uniform", "ingredients": ["a", "ft"]}},
+    }
+    config = models_config(entries)
+    assert _build(project, config) == 0
+    assert "1 variant(s) built" in capsys.readouterr().out
+    key = _recipe(project, "soup")["variant_key"]
+    moved = tmp_path / "moved_root"
+    project.root.rename(moved)
+    from sim_consistency.project import ProjectLocation
+
+    new = ProjectLocation.resolve(moved)
+    assert build_variants.main(["--project_root", str(moved), "--models_config", str(config)]) == 0
+    assert "0 variant(s) built" in capsys.readouterr().out
+    assert _recipe(new, "soup")["variant_key"] == key

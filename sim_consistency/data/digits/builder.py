@@ -38,6 +38,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from sim_consistency.errors import SimcError
+from sim_consistency.io import write_errno, write_error
 from sim_consistency.project import ProjectLocation
 
 if TYPE_CHECKING:
@@ -251,7 +252,12 @@ def build_digits(
     target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     try:
-        _build_into(building, variant)
+        try:
+            _build_into(building, variant)
+        except OSError as exc:
+            if write_errno(exc) is None:
+                raise
+            raise write_error(target, exc, what=f"building {dataset}") from exc
         if not force and _read_build_info(target, variant) is not None:
             log.debug("%s: a concurrent build finished first; keeping it", target)
             return target
