@@ -9,9 +9,9 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -29,8 +29,16 @@ from sim_consistency.models.sources._base import (
     entry_where as _where,
 )
 from sim_consistency.models.sources._hub import resolve_hub_file, safe_alternatives, url_file
+from sim_consistency.models.sources._spec import NamedModelSpec
 
-__all__ = ["build_open_clip", "open_clip_onto", "open_clip_transform"]
+__all__ = ["OpenClipSpec", "build_open_clip", "open_clip_onto", "open_clip_transform"]
+
+
+@dataclass(frozen=True)
+class OpenClipSpec(NamedModelSpec):
+    """A ``source: "open_clip"`` entry: ``model_name``, ``pretrained`` tag, ``weights``."""
+
+    SOURCE: ClassVar[str] = "open_clip"
 
 
 def _visual_tower(clip_model: nn.Module) -> nn.Module:
