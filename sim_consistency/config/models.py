@@ -5,6 +5,10 @@ program. It rejects unknown keys and sources, resolves ``arch`` / ``base`` / ``i
 references, detects reference cycles and checks that local files exist — all before any model is
 built — and reports every problem of the file at once, each line naming its entry.
 
+This module parses only what every entry shares (common keys, metadata, Rep2Rep's
+representation keys) and variants; each base source's own keys are validated by its spec class,
+next to its builder (``SOURCE_SPECS`` in :mod:`sim_consistency.models.sources.specs`).
+
 Format (a superset of Rep2Rep's ``models_config``)::
 
     {"vit": {"source": "timm", "model_name": "vit_tiny_patch16_224", "pretrained": true},
@@ -32,7 +36,6 @@ __all__ = [
     "load_models_config",
     "parse_models_config",
     "select_models",
-    "MODEL_SOURCE_KEYS",
     "VARIANT_METHOD_KEYS",
     "MONOSOUP_PRESETS",
     "POOLINGS",
@@ -77,15 +80,6 @@ _METADATA_KEYS = {
     "training_data",
     "description",
 } | set(REP2REP_METADATA_KEYS)
-
-#: Allowed keys of the sources parsed here (besides the common ones): (required, optional). The
-#: other base sources validate themselves: their spec classes live next to their builders in
-#: ``sim_consistency.models.sources`` (``SOURCE_SPECS``).
-MODEL_SOURCE_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "timm": (frozenset({"model_name"}), frozenset({"pretrained", "weights"})),
-    "open_clip": (frozenset({"model_name"}), frozenset({"pretrained", "weights"})),
-    "checkpoint": (frozenset({"arch", "path"}), frozenset()),
-}
 
 #: Keys of every averaging method: the BatchNorm policy (sim_consistency.merging.batchnorm).
 _BN_KEYS = frozenset({"bn_policy", "bn_split", "anchor", "bn_max_samples"})
@@ -210,8 +204,9 @@ class ModelSpec:
             ``mean_all``; ``gap`` for conv maps).
         img_size: input resolution override.
         metadata: free-form grouping fields carried into results.
-        options: the validated source-specific spec of the sources that own one
-            (``sim_consistency.models.sources.SOURCE_SPECS``), else ``None``.
+        options: the validated source-specific spec (``SOURCE_SPECS``) of torchvision, ssl,
+            custom, hf and python entries; ``None`` for timm, open_clip and checkpoint, whose
+            specs fill the fields above.
         module_name: Rep2Rep's representation module (its output is the ``rep2rep`` block).
         token_extraction: how that output is reduced when it has > 2 axes
             (:data:`TOKEN_EXTRACTIONS`); ``None`` flattens it, as thingsvision does.
@@ -381,11 +376,6 @@ def _unknown_keys(where: str, keys: set[str], allowed: set[str], problems: list[
         )
 
 
-def _resolve_file(value: Any, base_dir: Path) -> Path:
-    p = Path(os.path.expanduser(str(value)))
-    return p if p.is_absolute() else (base_dir / p).resolve()
-
-
 def _parse_entry(
     model_id: str, entry: Any, base_dir: Path, problems: list[str]
 ) -> ModelSpec | None:
@@ -458,7 +448,7 @@ def _parse_entry(
     # -- base entries ---------------------------------------------------------------------
     from sim_consistency.models.sources.specs import SOURCE_SPECS  # specs live by their builders
 
-    all_sources = [*MODEL_SOURCE_KEYS, *SOURCE_SPECS]
+    all_sources = list(SOURCE_SPECS)
     source = entry.get("source")
     if source is None:
         problems.append(
@@ -472,62 +462,18 @@ def _parse_entry(
         )
         return None
     parameters = _parse_representation(where, entry, common, problems)
-    if source in SOURCE_SPECS:
-        spec_class = SOURCE_SPECS[source]
-        allowed = set(spec_class.KEYS | _COMMON_KEYS | _REPRESENTATION_KEYS | {"source"})
-        _unknown_keys(where, keys, allowed, problems)
-        for key in sorted(spec_class.REQUIRED - keys):
-            problems.append(f"{where}: source '{source}' needs key '{key}'.")
-        if len(problems) > n_before:
-            return None
-        options = spec_class.parse(
-            entry, parameters, where=where, base_dir=base_dir, problems=problems
-        )
-        if len(problems) > n_before or options is None:
-            return None
-        return ModelSpec(
-            model_id=model_id, source=source, model_name=options.label, options=options, **common
-        )
-    required, optional = MODEL_SOURCE_KEYS[source]
-    allowed = set(required | optional | _COMMON_KEYS | _REPRESENTATION_KEYS | {"source"})
+    spec_class = SOURCE_SPECS[source]
+    allowed = set(spec_class.KEYS | _COMMON_KEYS | _REPRESENTATION_KEYS | {"source"})
     _unknown_keys(where, keys, allowed, problems)
-    _unknown_keys(f"{where} model_parameters", set(parameters), set(), problems)
-    for key in sorted(required - keys):
+    missing = sorted(spec_class.REQUIRED - keys)
+    for key in missing:
         problems.append(f"{where}: source '{source}' needs key '{key}'.")
-    model_name = entry.get("model_name")
-    if model_name is not None and not isinstance(model_name, str):
-        problems.append(f"{where}: model_name must be a string (got {model_name!r}).")
-    # Rep2Rep's dialect (an entry with model_parameters) always means the pretrained model.
-    pretrained = entry.get("pretrained", "model_parameters" in entry)
-    if not isinstance(pretrained, bool | str):
-        problems.append(
-            f"{where}: pretrained must be true/false or a tag string (got {pretrained!r})."
-        )
-    weights = entry.get("weights")
-    if weights is not None:
-        weights = _resolve_file(weights, base_dir)
-        if not weights.is_file():
-            problems.append(f"{where}: weights file {weights} does not exist.")
-    ckpt_path = entry.get("path")
-    if ckpt_path is not None:
-        ckpt_path = _resolve_file(ckpt_path, base_dir)
-        if not ckpt_path.is_file():
-            problems.append(f"{where}: checkpoint file {ckpt_path} does not exist.")
-    arch = entry.get("arch")
-    if arch is not None and not isinstance(arch, str):
-        problems.append(f"{where}: arch must be the id of another entry (got {arch!r}).")
-    if len(problems) > n_before:
+    if missing:
         return None
-    return ModelSpec(
-        model_id=model_id,
-        source=source,
-        model_name=model_name,
-        pretrained=pretrained,
-        weights=weights,
-        arch=arch,
-        path=ckpt_path,
-        **common,
-    )
+    options = spec_class.parse(entry, parameters, where=where, base_dir=base_dir, problems=problems)
+    if len(problems) > n_before or options is None:
+        return None
+    return ModelSpec(model_id=model_id, source=source, **options.model_fields(), **common)
 
 
 def _parse_representation(

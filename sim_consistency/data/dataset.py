@@ -271,6 +271,41 @@ class ImageDataset(abc.ABC):
         view._rows = self._rows[rows]
         return view
 
+    def relabel(
+        self: DatasetT, label_map: npt.ArrayLike, classnames: Sequence[str], *, name: str
+    ) -> DatasetT:
+        """Return a view of the same rows under new labels and a new name.
+
+        Args:
+            label_map: ``label_map[old_label]`` is the new label; every row of the view must map
+                into ``range(len(classnames))`` (select rows with :meth:`subset` first).
+            classnames: the new classes.
+            name: the view's dataset name (e.g. Rep2Rep's ``cifar100-coarse``).
+
+        Raises:
+            DataError: a row's label has no new label.
+        """
+        table = np.asarray(label_map, dtype=np.int64)
+        old = self.labels
+        new = np.full(old.shape, -1, dtype=np.int64)
+        known = old < table.size
+        new[known] = table[old[known]]
+        bad = (new < 0) | (new >= len(classnames))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{name} [{self.split}]: row '{self.keys[row]}' has label {int(old[row])} of "
+                f"{self.name}, which maps to no class of {name} ({len(classnames)} classes)."
+            )
+        full = np.full(len(self._all_labels), -1, dtype=np.int64)
+        full[self._rows] = new
+        view = self._fresh_copy()
+        view._all_labels = full
+        view._all_labels.setflags(write=False)
+        view.classnames = list(classnames)
+        view.name = name
+        return view
+
     def with_transform(self: DatasetT, transform: Transform | None) -> DatasetT:
         """Return a view of the same rows whose samples go through ``transform``."""
         view = self._fresh_copy()

@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from sim_consistency.data.rep2rep_datasets import base_webdataset, is_rep2rep_dataset
 from sim_consistency.data.resolve import parse_dataset_name, read_dataset_entries
 from sim_consistency.errors import ConfigError, MissingInputError, OfflineError, SimcError
 from sim_consistency.project import ProjectLocation
@@ -78,7 +79,10 @@ def read_webdataset_names(values: Sequence[str]) -> list[str]:
     """Return ``wds/<name>`` dataset names from names and ``.txt`` list files (Rep2Rep style).
 
     Entries may omit the ``wds/`` prefix; ``#`` starts a comment in a list file; repeats are
-    dropped, first-seen order kept.
+    dropped, first-seen order kept. Rep2Rep's derived names stand for the webdataset they are
+    read from (``cifar100-coarse`` -> ``wds/vtab/cifar100``, the BREEDS tasks ->
+    ``wds/imagenet1k``); ``imagenet-subset-<N>k`` (torchvision's ImageNet, not a webdataset) is
+    skipped.
 
     Raises:
         MissingInputError: a list file does not exist.
@@ -86,6 +90,11 @@ def read_webdataset_names(values: Sequence[str]) -> list[str]:
     """
     names = []
     for entry, origin in read_dataset_entries(values):
+        if is_rep2rep_dataset(entry):
+            base = base_webdataset(entry)
+            if base is not None:
+                names.append(base)
+            continue
         try:
             names.append(f"wds/{wds_name(entry)}")
         except ConfigError as exc:

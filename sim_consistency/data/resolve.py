@@ -20,6 +20,7 @@ from sim_consistency.data.dataset import ImageDataset, Transform
 from sim_consistency.data.digits import build_digits
 from sim_consistency.data.digits.derived import build_digits_noisy, build_digits_rotated
 from sim_consistency.data.imagefolder import ImageFolderDataset
+from sim_consistency.data.rep2rep_datasets import is_rep2rep_dataset, load_rep2rep_dataset
 from sim_consistency.data.subsets import load_or_create_subset
 from sim_consistency.data.wds import WdsDataset
 from sim_consistency.errors import ConfigError, MissingInputError
@@ -49,7 +50,9 @@ DERIVED_DATASET_BUILDERS: dict[str, Callable[..., Path]] = {
 
 VALID_DATASET_FORMS = (
     "'wds/<name>' (CLIP_benchmark webdataset, e.g. 'wds/vtab/cifar10', 'wds/digits') or "
-    "'imagefolder:<path>' (torchvision ImageFolder tree <path>/<split>/<class>/<image>)"
+    "'imagefolder:<path>' (torchvision ImageFolder tree <path>/<split>/<class>/<image>), or "
+    "one of Rep2Rep's derived names (cifar100-coarse, entity13, entity30, living17, "
+    "nonliving26, imagenet-subset-<N>k)"
 )
 
 _WDS_NAME = re.compile(r"^[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$")
@@ -61,13 +64,14 @@ class DatasetName:
 
     Attributes:
         dataset: the name as given (``wds/vtab/cifar10``, ``imagefolder:/data/pets``).
-        kind: ``"wds"`` or ``"imagefolder"``.
+        kind: ``"wds"``, ``"imagefolder"`` or ``"rep2rep"`` (Rep2Rep's derived datasets, see
+            :mod:`sim_consistency.data.rep2rep_datasets`).
         name: for ``wds``, the name without the prefix (``vtab/cifar10``); for ``imagefolder``,
-            the path as given.
+            the path as given; for ``rep2rep``, the name.
     """
 
     dataset: str
-    kind: Literal["wds", "imagefolder"]
+    kind: Literal["wds", "imagefolder", "rep2rep"]
     name: str
 
 
@@ -98,6 +102,8 @@ def parse_dataset_name(name: str) -> DatasetName:
                 "Write 'imagefolder:/data/my_images'."
             )
         return DatasetName(dataset=name, kind="imagefolder", name=path)
+    if is_rep2rep_dataset(name):
+        return DatasetName(dataset=name, kind="rep2rep", name=name)
     hint = ""
     if "/" not in name and ":" not in name:
         hint = f" Did you mean 'wds/{name}'?"
@@ -165,6 +171,11 @@ def dataset_dir(dataset: str, *, location: ProjectLocation) -> Path:
     parsed = parse_dataset_name(dataset)
     if parsed.kind == "wds":
         return location.wds_dataset_dir(parsed.name)
+    if parsed.kind == "rep2rep":
+        raise ConfigError(
+            f"dataset '{dataset}' has no folder of its own: Rep2Rep derives it from another "
+            "dataset (see sim_consistency.data.rep2rep_datasets)."
+        )
     return Path(os.path.abspath(Path(parsed.name).expanduser()))
 
 
@@ -200,15 +211,19 @@ def load_dataset(
         ConfigError: the name is invalid. MissingInputError / DataError: see the loaders.
     """
     parsed = parse_dataset_name(dataset)
-    folder = dataset_dir(dataset, location=location)
     full: ImageDataset
-    if parsed.kind == "wds":
+    if parsed.kind == "rep2rep":
+        full = load_rep2rep_dataset(dataset, split, location=location, transform=transform)
+    elif parsed.kind == "wds":
+        folder = dataset_dir(dataset, location=location)
         builder = DATASET_BUILDERS.get(parsed.name) or DERIVED_DATASET_BUILDERS.get(parsed.name)
         if builder is not None:
             folder = builder(location)
         full = WdsDataset(folder, split, name=dataset, transform=transform)
     else:
-        full = ImageFolderDataset(folder, split, name=dataset, transform=transform)
+        full = ImageFolderDataset(
+            dataset_dir(dataset, location=location), split, name=dataset, transform=transform
+        )
     if max_samples is None and per_class_cap is None:
         return full
     indices = load_or_create_subset(

@@ -62,7 +62,12 @@ def rep2rep_representation(output: torch.Tensor, *, token_extraction: str | None
     raw output, whatever its layout: with more than two axes, ``cls_token`` takes
     ``output[:, 0, :]``, ``avg_pool`` the mean of ``output[:, 1:, :]`` over tokens,
     ``cls_token+avg_pool`` both concatenated, and no token extraction flattens each sample.
-    Rows are then L2-normalised, as Rep2Rep stores its features (float32).
+    Rows are then L2-normalised (``x / max(||x||, 1e-12)``, zero rows stay zero) at extraction,
+    as Rep2Rep does: its ``clip_benchmark.models.featurizer.Featurizer.forward`` applies
+    ``F.normalize(dim=-1)`` (``normalize=True``, its default) to ``ThingsvisionModel.encode_image``
+    (``_extract_batch(..., flatten_acts=True)`` cast to float32) and stores those rows as
+    ``features_<split>.pt``; its similarity code (``tasks/model_similarity.py``: thingsvision's
+    ``get_cka(...).compare`` / ``compute_rdm``) reads them as stored and normalises nothing more.
 
     Args:
         output: the module's output (the first tensor of a tuple, as thingsvision keeps it).

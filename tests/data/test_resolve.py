@@ -108,27 +108,3 @@ def test_missing_wds_dataset_suggests_download(tmp_path):
     message = str(info.value)
     assert str(location.wds_dataset_dir("vtab/cifar10")) in message
     assert "download_webdatasets.py --datasets wds/vtab/cifar10" in message
-
-
-def test_rep2rep_dataset_lists_wds_names_load_and_bare_names_are_refused(tmp_path):
-    """Rep2Rep's lists: every wds/ name loads; its bare names (cifar100-coarse, the BREEDS sets,
-    imagenet-subset-10k: built by Rep2Rep's own code from torchvision/ImageNet) are refused
-    naming file and line."""
-    from pathlib import Path
-
-    import pytest
-
-    from sim_consistency.data.resolve import read_dataset_list
-    from sim_consistency.errors import ConfigError
-
-    path = Path(__file__).parents[1] / "fixtures" / "rep2rep" / "webdatasets_all.txt"
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    wds = [line for line in lines if line.startswith("wds/")]
-    assert len(wds) == 24
-    only_wds = tmp_path / "wds.txt"
-    only_wds.write_text("\n".join(wds))
-    assert read_dataset_list([str(only_wds)]) == wds
-    with pytest.raises(
-        ConfigError, match=rf"{path}, line 20: unknown dataset name 'cifar100-coarse'"
-    ):
-        read_dataset_list([str(path)])

@@ -13,8 +13,8 @@ architecture, how a state dict is loaded onto it):
   names, resolved through the tables of :mod:`.rep2rep`.
 * :mod:`.hf` — Hugging Face ``transformers`` vision models from the local HF cache.
 
-Sources with their own spec class (validated by the models-config loader) are listed in
-:data:`SOURCE_SPECS` (:mod:`.specs`).
+Every base source's spec class (its keys, validated when the models config is loaded) is listed
+in :data:`SOURCE_SPECS` (:mod:`.specs`).
 
 Shared pieces: :mod:`._hub` (offline-first weight lookup), :mod:`._base` (``BuiltModel``, the
 spec chain, strict loading). :data:`MODEL_SOURCES` maps every ``ModelSpec.source`` to its

@@ -1,21 +1,31 @@
 """The base of per-source spec classes: the validated, source-specific part of an entry.
 
-Each source that owns a spec class (``torchvision``, ``ssl``, ``custom``, ``hf``, ``python``)
-declares the top-level keys it reads (:attr:`SourceSpec.KEYS`, :attr:`SourceSpec.REQUIRED`) and
-parses them, with the source's ``model_parameters``, in :meth:`SourceSpec.parse`, reporting every
-problem into the config loader's list. The loader (``sim_consistency.config.models``) stores the
-result on ``ModelSpec.options``; builders read nothing else.
+Every base source has a spec class in its own module; it declares the top-level keys it reads
+(:attr:`SourceSpec.KEYS`, :attr:`SourceSpec.REQUIRED`) and parses them, with the source's
+``model_parameters``, in :meth:`SourceSpec.parse`, reporting every problem into the config
+loader's list. The loader (``sim_consistency.config.models``) puts
+:meth:`SourceSpec.model_fields` on the ``ModelSpec``: the spec itself as ``ModelSpec.options``
+(torchvision, ssl, custom, hf, python), or, for timm, open_clip and checkpoint, the
+``model_name`` / ``pretrained`` / ``weights`` / ``arch`` / ``path`` fields their builders (and
+content keys) have always read.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["SourceSpec", "check_choice", "parse_weights_file", "resolve_file"]
+__all__ = [
+    "NamedModelSpec",
+    "SourceSpec",
+    "check_choice",
+    "parse_weights_file",
+    "resolve_file",
+    "unknown_parameters",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,10 @@ class SourceSpec:
     def without_weights(self) -> SourceSpec:
         """The same architecture and preprocessing, built without loading any weights."""
         raise NotImplementedError
+
+    def model_fields(self) -> dict[str, Any]:
+        """The ``ModelSpec`` fields this spec fills (default: the label and the spec itself)."""
+        return {"model_name": self.label, "options": self}
 
     def recipe(self) -> dict[str, Any]:
         """Return the spec as plain JSON (hashed into content keys)."""
@@ -114,3 +128,78 @@ def parse_weights_file(
     if not weights.is_file():
         problems.append(f"{where}: weights file {weights} does not exist.")
     return weights
+
+
+def unknown_parameters(
+    where: str, source: str, parameters: Mapping[str, Any], problems: list[str]
+) -> None:
+    """Report every ``model_parameters`` key of a source that takes none."""
+    for key in sorted(parameters):
+        problems.append(
+            f"{where} model_parameters: unknown key {key!r} (source '{source}' takes no "
+            "model_parameters besides extract_cls_token / token_extraction)."
+        )
+
+
+@dataclass(frozen=True)
+class NamedModelSpec(SourceSpec):
+    """A model named in a library's registry (timm, open_clip): name, pretrained tag, weights.
+
+    Attributes:
+        model_name: the library's architecture name.
+        pretrained: ``True``/``False`` or a pretrained tag; Rep2Rep's dialect (an entry with
+            ``model_parameters``) means the pretrained model when ``pretrained`` is absent.
+        weights: local weights file used instead of any download (absolute).
+    """
+
+    KEYS: ClassVar[frozenset[str]] = frozenset({"model_name", "pretrained", "weights"})
+    REQUIRED: ClassVar[frozenset[str]] = frozenset({"model_name"})
+    SOURCE: ClassVar[str] = ""
+
+    model_name: str = ""
+    pretrained: bool | str = False
+    weights: Path | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        entry: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        *,
+        where: str,
+        base_dir: Path,
+        problems: list[str],
+    ) -> NamedModelSpec | None:
+        n_before = len(problems)
+        unknown_parameters(where, cls.SOURCE, parameters, problems)
+        model_name = entry["model_name"]
+        if not isinstance(model_name, str):
+            problems.append(f"{where}: model_name must be a string (got {model_name!r}).")
+        pretrained = entry.get("pretrained", "model_parameters" in entry)
+        if not isinstance(pretrained, bool | str):
+            problems.append(
+                f"{where}: pretrained must be true/false or a tag string (got {pretrained!r})."
+            )
+        weights = entry.get("weights")
+        if weights is not None:
+            weights = resolve_file(weights, base_dir)
+            if not weights.is_file():
+                problems.append(f"{where}: weights file {weights} does not exist.")
+        if len(problems) > n_before:
+            return None
+        return cls(model_name=model_name, pretrained=pretrained, weights=weights)
+
+    @property
+    def label(self) -> str:
+        return self.model_name
+
+    def without_weights(self) -> NamedModelSpec:
+        return replace(self, pretrained=False, weights=None)
+
+    def model_fields(self) -> dict[str, Any]:
+        """Name, tag and weights live on ``ModelSpec`` itself, where the builders read them."""
+        return {
+            "model_name": self.model_name,
+            "pretrained": self.pretrained,
+            "weights": self.weights,
+        }

@@ -8,7 +8,9 @@ file is loaded strictly onto it (:data:`ARCHITECTURE_LOADERS`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 from sim_consistency.config.models import ModelSpec
 from sim_consistency.errors import ConfigError, MissingInputError
@@ -21,8 +23,61 @@ from sim_consistency.models.sources._base import (
 from sim_consistency.models.sources._base import (
     entry_where as _where,
 )
+from sim_consistency.models.sources._spec import SourceSpec, resolve_file, unknown_parameters
 
-__all__ = ["build_checkpoint", "build_variant"]
+__all__ = ["CheckpointSpec", "build_checkpoint", "build_variant"]
+
+
+@dataclass(frozen=True)
+class CheckpointSpec(SourceSpec):
+    """A ``source: "checkpoint"`` entry: a state-dict ``path`` on the ``arch`` entry's network.
+
+    Attributes:
+        arch: id of the entry that defines the architecture (checked against the config later).
+        path: the state-dict file (absolute).
+        rep2rep_dialect: the entry has ``model_parameters`` (recorded as ``pretrained``, as
+            before the spec classes, so content keys are unchanged).
+    """
+
+    KEYS: ClassVar[frozenset[str]] = frozenset({"arch", "path"})
+    REQUIRED: ClassVar[frozenset[str]] = frozenset({"arch", "path"})
+
+    arch: str = ""
+    path: Path = Path()
+    rep2rep_dialect: bool = False
+
+    @classmethod
+    def parse(
+        cls,
+        entry: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        *,
+        where: str,
+        base_dir: Path,
+        problems: list[str],
+    ) -> CheckpointSpec | None:
+        n_before = len(problems)
+        unknown_parameters(where, "checkpoint", parameters, problems)
+        path = resolve_file(entry["path"], base_dir)
+        if not path.is_file():
+            problems.append(f"{where}: checkpoint file {path} does not exist.")
+        arch = entry["arch"]
+        if not isinstance(arch, str):
+            problems.append(f"{where}: arch must be the id of another entry (got {arch!r}).")
+        if len(problems) > n_before:
+            return None
+        return cls(arch=arch, path=path, rep2rep_dialect="model_parameters" in entry)
+
+    @property
+    def label(self) -> str:
+        return self.arch
+
+    def without_weights(self) -> CheckpointSpec:
+        return self
+
+    def model_fields(self) -> dict[str, Any]:
+        """``arch`` and ``path`` live on ``ModelSpec`` itself, where the builders read them."""
+        return {"arch": self.arch, "path": self.path, "pretrained": self.rep2rep_dialect}
 
 
 def _build_from_state_dict(

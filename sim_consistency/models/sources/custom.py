@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,7 +59,15 @@ class CustomSpec(SourceSpec):
         return "_".join(p for p in (self.model_name, self.variant, self.dataset) if p)
 
     @classmethod
-    def parse(cls, entry, parameters, *, where, base_dir, problems):
+    def parse(
+        cls,
+        entry: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        *,
+        where: str,
+        base_dir: Path,
+        problems: list[str],
+    ) -> CustomSpec | None:
         n_before = len(problems)
         name = entry["model_name"]
         if not check_choice(where, "custom model_name", name, list(CUSTOM_MODELS), problems):

@@ -66,7 +66,15 @@ class HfSpec(SourceSpec):
         return replace(self, pretrained=False)
 
     @classmethod
-    def parse(cls, entry, parameters, *, where, base_dir, problems):
+    def parse(
+        cls,
+        entry: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        *,
+        where: str,
+        base_dir: Path,
+        problems: list[str],
+    ) -> HfSpec | None:
         n_before = len(problems)
         name, config = entry.get("model_name"), entry.get("config")
         if (name is None) == (config is None):
@@ -156,12 +164,18 @@ def processor_transform(file: Path) -> TransformSpec:
     height = size.get("height") if isinstance(size, dict) else size
     do_crop = bool(raw.get("do_center_crop")) and crop is not None
     crop_h = (crop.get("height") if isinstance(crop, dict) else crop) if do_crop else None
-    input_size = int(crop_h or height or shortest)
+    side = crop_h or height or shortest
+    if side is None:
+        raise ConfigError(
+            f"{file}: the image processor config gives no input size ('size' needs "
+            "'height' or 'shortest_edge', or give 'crop_size')."
+        )
+    resize_side = shortest or height
     return TransformSpec(
-        input_size=input_size,
+        input_size=int(side),
         mean=tuple(float(x) for x in raw.get("image_mean", (0.5, 0.5, 0.5))),
         std=tuple(float(x) for x in raw.get("image_std", (0.5, 0.5, 0.5))),
-        resize=int(shortest or height) if do_crop or shortest else None,
+        resize=int(resize_side) if resize_side is not None and (do_crop or shortest) else None,
         interpolation=_RESAMPLE.get(int(raw.get("resample", 3)), "bicubic"),
         squash=shortest is None and not do_crop,
     )

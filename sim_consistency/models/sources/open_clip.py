@@ -9,9 +9,9 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -29,14 +29,33 @@ from sim_consistency.models.sources._base import (
     entry_where as _where,
 )
 from sim_consistency.models.sources._hub import resolve_hub_file, safe_alternatives, url_file
+from sim_consistency.models.sources._spec import NamedModelSpec
 
-__all__ = ["build_open_clip", "open_clip_onto", "open_clip_transform"]
+__all__ = ["OpenClipSpec", "build_open_clip", "open_clip_onto", "open_clip_transform"]
+
+
+@dataclass(frozen=True)
+class OpenClipSpec(NamedModelSpec):
+    """A ``source: "open_clip"`` entry: ``model_name``, ``pretrained`` tag, ``weights``."""
+
+    SOURCE: ClassVar[str] = "open_clip"
+
+
+def _visual_tower(clip_model: nn.Module) -> nn.Module:
+    """The vision tower (``.visual``) of an open_clip model."""
+    visual = clip_model.visual
+    if not isinstance(visual, nn.Module):
+        raise TypeError(f"open_clip model {type(clip_model).__name__} has no visual tower.")
+    return visual
 
 
 def open_clip_transform(visual: nn.Module) -> tuple[Callable, dict[str, Any]]:
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    cfg = dict(visual.preprocess_cfg)
+    raw_cfg = getattr(visual, "preprocess_cfg", None)
+    if not isinstance(raw_cfg, Mapping):
+        raise TypeError(f"open_clip tower {type(visual).__name__} has no preprocess_cfg.")
+    cfg = dict(raw_cfg)
     transform = image_transform_v2(PreprocessCfg(**cfg), is_train=False)
     size = cfg["size"]
     size = [size, size] if isinstance(size, int) else list(size)
@@ -178,9 +197,9 @@ def build_open_clip(
         pretrained = _open_clip_weights(spec, tag_cfg)
         if pretrained is None and isinstance(spec.pretrained, str):
             pretrained = spec.pretrained  # URL tag, host reachable: open_clip downloads it
-    clip_model = _open_clip_create(spec, tag_cfg, pretrained, spec.img_size)
-    model = ImageClassifier(clip_model.visual).eval()
-    transform, preprocessing = open_clip_transform(clip_model.visual)
+    visual = _visual_tower(_open_clip_create(spec, tag_cfg, pretrained, spec.img_size))
+    model = ImageClassifier(visual).eval()
+    transform, preprocessing = open_clip_transform(visual)
     return BuiltModel(model, transform, preprocessing, arch_id=spec.model_id)
 
 
@@ -234,7 +253,8 @@ def open_clip_onto(
                 f"shape {tuple(weight.shape)}). Check 'arch'."
             )
         head = nn.Linear(weight.shape[1], weight.shape[0], bias=f"{head_prefix}bias" in state_dict)
-    model = ImageClassifier(clip_model.visual, head, normalize=True)
+    visual = _visual_tower(clip_model)
+    model = ImageClassifier(visual, head, normalize=True)
 
     def resize_positions(sd: dict[str, torch.Tensor], m: nn.Module) -> dict[str, torch.Tensor]:
         resize_pos_embed(sd, m)
@@ -242,5 +262,5 @@ def open_clip_onto(
 
     load_strict(model, state_dict, file=file, where=where, arch=arch, filter_fn=resize_positions)
     model.eval()
-    transform, preprocessing = open_clip_transform(clip_model.visual)
+    transform, preprocessing = open_clip_transform(visual)
     return BuiltModel(model, transform, preprocessing, arch_id=arch.model_id)

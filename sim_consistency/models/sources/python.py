@@ -178,7 +178,15 @@ class PythonSpec(SourceSpec):
         return replace(self, weights=None)
 
     @classmethod
-    def parse(cls, entry, parameters, *, where, base_dir, problems):
+    def parse(
+        cls,
+        entry: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        *,
+        where: str,
+        base_dir: Path,
+        problems: list[str],
+    ) -> PythonSpec | None:
         n_before = len(problems)
         factory = entry["factory"]
         if not isinstance(factory, str) or not _FACTORY.fullmatch(factory):

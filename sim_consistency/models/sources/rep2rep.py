@@ -27,7 +27,7 @@ interpolates them at every forward pass; values differ slightly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 __all__ = ["CUSTOM_MODELS", "SSL_MODELS", "SslModel", "THINGSVISION_TRANSFORM"]
 
@@ -141,8 +141,19 @@ SSL_MODELS: dict[str, SslModel] = {
     ),
 }
 
+
+class ThingsvisionTransform(TypedDict):
+    """Settings of thingsvision's default eval transform (resize, centre-crop, normalise)."""
+
+    input_size: int
+    resize: int
+    mean: list[float]
+    std: list[float]
+    interpolation: str
+
+
 #: thingsvision's eval transform of ssl models (``get_default_transformation``).
-THINGSVISION_TRANSFORM = {
+THINGSVISION_TRANSFORM: ThingsvisionTransform = {
     "input_size": 224,
     "resize": 256,
     "mean": [0.485, 0.456, 0.406],

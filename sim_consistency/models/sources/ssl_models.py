@@ -59,7 +59,15 @@ class SslSpec(SourceSpec):
         return replace(self, pretrained=False, weights=None)
 
     @classmethod
-    def parse(cls, entry, parameters, *, where, base_dir, problems):
+    def parse(
+        cls,
+        entry: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        *,
+        where: str,
+        base_dir: Path,
+        problems: list[str],
+    ) -> SslSpec | None:
         n_before = len(problems)
         name = entry["model_name"]
         check_choice(where, "ssl model_name", name, sorted(SSL_MODELS), problems)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -28,8 +29,17 @@ from sim_consistency.models.sources._base import (
     entry_where as _where,
 )
 from sim_consistency.models.sources._hub import resolve_hub_file, safe_alternatives, url_file
+from sim_consistency.models.sources._spec import NamedModelSpec
 
-__all__ = ["build_timm", "timm_filter_fn", "timm_onto", "timm_transform"]
+__all__ = ["TimmSpec", "build_timm", "timm_filter_fn", "timm_onto", "timm_transform"]
+
+
+@dataclass(frozen=True)
+class TimmSpec(NamedModelSpec):
+    """A ``source: "timm"`` entry: ``model_name`` (``arch.tag`` allowed), ``pretrained``,
+    ``weights``."""
+
+    SOURCE: ClassVar[str] = "timm"
 
 
 def timm_transform(model: nn.Module, img_size: int | None) -> tuple[Callable, dict[str, Any]]:

@@ -64,7 +64,15 @@ class TorchvisionSpec(SourceSpec):
         return replace(self, weights_name=None, weights_file=None)
 
     @classmethod
-    def parse(cls, entry, parameters, *, where, base_dir, problems):
+    def parse(
+        cls,
+        entry: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        *,
+        where: str,
+        base_dir: Path,
+        problems: list[str],
+    ) -> TorchvisionSpec | None:
         from torchvision.models import get_model_weights
 
         n_before = len(problems)
