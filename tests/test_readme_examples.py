@@ -118,6 +118,8 @@ def _run(command: str, root: Path, config: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_shell_examples_run_against_the_demo_root(example_root):
     root, config = example_root
     for command in filter(_is_stage, _shell_commands()):
@@ -125,6 +127,8 @@ def test_shell_examples_run_against_the_demo_root(example_root):
         assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_python_examples_run_against_the_demo_root(example_root, tmp_path):
     root, _ = example_root
     blocks = _blocks("python")
