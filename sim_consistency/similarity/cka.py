@@ -588,8 +588,13 @@ def rbf_stats(
     return stats
 
 
-def rbf_cka_from_stats(sx: RbfStats, sy: RbfStats, *, unbiased: bool = False) -> float:
+def rbf_cka_from_stats(
+    sx: RbfStats, sy: RbfStats, *, unbiased: bool = False, cross: float | None = None
+) -> float:
     """Return RBF CKA from two representations' :class:`RbfStats` (one slab pass over n×n).
+
+    ``cross`` is ``sum_ij A_ij B_ij`` when already known (a streamed model×model matrix,
+    :func:`~sim_consistency.similarity.streamed.rbf_cross_matrix`); else one slab pass forms it.
 
     The unbiased estimator is NaN with a :class:`BandwidthTooSmallWarning` when a kernel
     underflows (every off-diagonal entry 0 in float64); the biased one is then exactly what its
@@ -610,11 +615,15 @@ def rbf_cka_from_stats(sx: RbfStats, sy: RbfStats, *, unbiased: bool = False) ->
         denom = sx.self_unbiased * sy.self_unbiased
         if not denom > 0:
             return warn_degenerate("cka (unbiased self-HSIC <= 0)")
-        return _rbf_unbiased(_rbf_cross(sx, sy), sx, sy) / np.sqrt(denom)
+        return _rbf_unbiased(_cross_or(cross, sx, sy), sx, sy) / np.sqrt(denom)
     denom = sx.self_biased * sy.self_biased
     if not denom > 0:
         return warn_degenerate("cka")
-    return _rbf_biased(_rbf_cross(sx, sy), sx, sy) / np.sqrt(denom)
+    return _rbf_biased(_cross_or(cross, sx, sy), sx, sy) / np.sqrt(denom)
+
+
+def _cross_or(cross: float | None, sx: RbfStats, sy: RbfStats) -> float:
+    return _rbf_cross(sx, sy) if cross is None else float(cross)
 
 
 # --------------------------------------------------------------------------------------------
