@@ -80,6 +80,7 @@ __all__ = [
     "linear_cka_from_stats",
     "rbf_stats",
     "rbf_cka_from_stats",
+    "with_self_terms",
     "median_sq_distance",
     "choose_space",
 ]
@@ -481,20 +482,23 @@ class RbfStats:
         """Every off-diagonal kernel entry is 0 in float64 (``c`` underflows)."""
         return self.n >= 2 and float(np.exp(self.log_scale)) == 0.0
 
-    def kernel_rows(self, rows: slice) -> npt.NDArray[np.float64]:
-        """Return rows ``rows`` of the scaled off-diagonal kernel ``A``, (slab, n).
+    def kernel_rows(self, rows: slice, first_col: int = 0) -> npt.NDArray[np.float64]:
+        """Return rows ``rows`` of the scaled off-diagonal kernel ``A``, columns ``first_col:``.
 
         The exponent ``-(|x_i|^2 + |x_j|^2 - 2 x_i.x_j - m) / (2σ^2)`` is formed in place from
         the Gram slab (three elementwise passes, then ``exp``); rounding may leave entries of
-        duplicate or nearest rows a few ulps above 1, which is harmless.
+        duplicate or nearest rows a few ulps above 1, which is harmless. ``first_col <=
+        rows.start`` (the streamed matrix takes the upper block rows only).
         """
         inv = 0.5 / (self.sigma * self.sigma)
-        E = self.Xc[rows] @ self.Xc.T
+        cols = slice(first_col, self.n)
+        E = self.Xc[rows] @ self.Xc[cols].T
         E *= 2.0 * inv
         E -= (inv * (self.sq_norms[rows] - self.min_sq_distance))[:, None]
-        E -= (inv * self.sq_norms)[None, :]
+        E -= (inv * self.sq_norms[cols])[None, :]
         idx = np.arange(rows.stop - rows.start)
-        E[idx, idx + rows.start] = -np.inf  # the diagonal is not part of A (exp(+m/2σ²) overflows)
+        # the diagonal is not part of A (exp(+m/2σ²) would overflow)
+        E[idx, idx + rows.start - first_col] = -np.inf
         return np.exp(E, out=E)
 
 
@@ -536,6 +540,7 @@ def rbf_stats(
     sigma: float | None = None,
     sigma_median: float | None = None,
     slab_rows: int = DEFAULT_SLAB_ROWS,
+    self_terms: bool = True,
 ) -> RbfStats:
     """Return the per-representation statistics of RBF CKA for features ``X``.
 
@@ -545,6 +550,9 @@ def rbf_stats(
         sigma_median: relative bandwidth: ``σ^2 = sigma_median^2 · median(|x_i - x_j|^2)``.
             Exactly one of ``sigma`` and ``sigma_median`` is given.
         slab_rows: kernel rows per slab (memory O(slab_rows · n)).
+        self_terms: also form the kernel once for ``row_sums`` and the self-HSIC; ``False``
+            leaves them to :func:`with_self_terms` (the streamed matrix gets them from the same
+            pass as the cross terms).
     """
     if (sigma is None) == (sigma_median is None):
         raise ConfigError(
@@ -577,12 +585,21 @@ def rbf_stats(
         is_constant,
         slab_rows,
     )
+    if not self_terms:
+        return stats
     self_cross = 0.0
+    row_sums = np.empty(n)
     for rows in row_chunks(n, slab_rows):
         A = stats.kernel_rows(rows)
         self_cross += float(np.vdot(A, A))
-        stats.row_sums[rows] = A.sum(axis=1)
-    object.__setattr__(stats, "self_cross", self_cross)
+        row_sums[rows] = A.sum(axis=1)
+    return with_self_terms(stats, row_sums, self_cross)
+
+
+def with_self_terms(stats: RbfStats, row_sums: np.ndarray, self_cross: float) -> RbfStats:
+    """Return ``stats`` completed with ``A 1`` and ``sum_ij A_ij^2`` (and the self-HSICs)."""
+    stats.row_sums[:] = row_sums
+    object.__setattr__(stats, "self_cross", float(self_cross))
     object.__setattr__(stats, "self_biased", _rbf_biased(self_cross, stats, stats))
     object.__setattr__(stats, "self_unbiased", _rbf_unbiased(self_cross, stats, stats))
     return stats

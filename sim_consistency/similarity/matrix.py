@@ -52,6 +52,10 @@ def _prepare_cka(X: np.ndarray, spec: MetricSpec, space: Literal["feature", "gra
     return rbf_stats(X, sigma=spec.sigma, sigma_median=spec.sigma_median)
 
 
+def _prepare_rbf_partial(X: np.ndarray, spec: MetricSpec, space: str) -> Any:
+    return rbf_stats(X, sigma=spec.sigma, sigma_median=spec.sigma_median, self_terms=False)
+
+
 def _compare_cka(a: Any, b: Any, spec: MetricSpec) -> float:
     compare = linear_cka_from_stats if spec.sim_kernel == "linear" else rbf_cka_from_stats
     return compare(a, b, unbiased=bool(spec.unbiased))
@@ -139,6 +143,9 @@ def similarity_matrix(
         mats = [l2_normalize(X) for X in mats]
     if space == "auto":
         space = choose_space(mats[0].shape[0] if mats else 0, [X.shape[1] for X in mats])
+    rbf_streamed = streamed and spec.sim_method == "cka" and spec.sim_kernel == "rbf"
+    if rbf_streamed:  # the streamed pass also yields each kernel's row sums and self-HSIC
+        prepare = _prepare_rbf_partial
     stats = [prepare(X, spec, space) for X in tqdm(mats, desc="prepare", disable=not progress)]
     m = len(stats)
     cross = _cross_terms(stats, spec, memory_budget, device) if streamed else None
@@ -162,7 +169,7 @@ def _cross_terms(
     """Return the streamed M×M cross terms for RBF CKA / RSA, else ``None`` (per pair)."""
     device = resolve_device(device)
     if spec.sim_method == "cka" and spec.sim_kernel == "rbf" and stats:
-        return rbf_cross_matrix(stats, memory_budget=memory_budget, device=device)
+        return rbf_cross_matrix(stats, memory_budget=memory_budget, device=device, complete=True)
     if spec.sim_method == "rsa" and stats:
         ok = [i for i, s in enumerate(stats) if s.z is not None]
         cross = np.full((len(stats), len(stats)), np.nan)

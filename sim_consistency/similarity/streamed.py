@@ -80,7 +80,10 @@ def resolve_device(device: str) -> str:
 
 
 def _plan(m: int, n_cols: int, budget: int, slab_rows: int) -> tuple[int, int]:
-    """Return ``(models per tile, rows per slab)`` so that two tiles' slabs fit ``budget``."""
+    """Return ``(models per tile, rows per slab)`` so that two tiles' slabs fit ``budget``.
+
+    ``n_cols`` counts the float64 values held per row and model (copies included).
+    """
     per_row = 8 * n_cols
     rows = min(slab_rows, max(1, budget // (per_row * m)))
     if per_row * m * rows <= budget:
@@ -147,7 +150,9 @@ def _tile_product(
     return tacc.cpu().numpy()
 
 
-def _rbf_rows_torch(stats: Any, rows: slice, device: str, cache: dict[int, Any]) -> Any:
+def _rbf_rows_torch(
+    stats: Any, rows: slice, first_col: int, device: str, cache: dict[int, Any]
+) -> Any:
     """:meth:`RbfStats.kernel_rows` in torch float64 on ``device`` (same formula and order)."""
     import torch
 
@@ -159,12 +164,12 @@ def _rbf_rows_torch(stats: Any, rows: slice, device: str, cache: dict[int, Any])
         )
     Xc, sq = cache[key]
     inv = 0.5 / (stats.sigma * stats.sigma)
-    E = Xc[rows] @ Xc.T
+    E = Xc[rows] @ Xc[first_col:].T
     E *= 2.0 * inv
     E -= (inv * (sq[rows] - stats.min_sq_distance))[:, None]
-    E -= (inv * sq)[None, :]
+    E -= (inv * sq[first_col:])[None, :]
     idx = torch.arange(rows.stop - rows.start, device=device)
-    E[idx, idx + rows.start] = -torch.inf
+    E[idx, idx + rows.start - first_col] = -torch.inf
     return torch.exp_(E)
 
 
@@ -174,29 +179,84 @@ def rbf_cross_matrix(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     slab_rows: int = 1024,
     device: str = "numpy",
+    complete: bool = False,
 ) -> npt.NDArray[np.float64]:
     """Return ``C_ab = sum_ij A_ij B_ij`` for the scaled off-diagonal RBF kernels of M models.
 
-    ``stats`` are :class:`~sim_consistency.similarity.cka.RbfStats` of the same rows; each
-    model's kernel rows are formed once per slab (per tile pair when the budget forces tiling).
+    ``stats`` are :class:`~sim_consistency.similarity.cka.RbfStats` of the same rows. A is
+    symmetric, so only the block-upper part of each slab is formed (columns from the slab's
+    first row on): ``C += D D^T + 2 R R^T`` with ``D`` the slabs' square diagonal blocks and
+    ``R`` the blocks right of them — each model's kernel costs half a pass (per tile pair when
+    the budget forces tiling). With ``complete`` the stats' ``row_sums`` and self-HSICs (from
+    ``C_aa``) are filled in from the same pass (stats made with ``self_terms=False``).
     """
+    from sim_consistency.similarity.cka import with_self_terms
+
+    m = len(stats)
     n = stats[0].n if stats else 0
+    tile, rows_per = _plan(m, 3 * n, memory_budget, slab_rows)
+    tiles = [list(range(s, min(m, s + tile))) for s in range(0, m, tile)]
     cache: dict[int, Any] = {}
+    C = np.zeros((m, m), dtype=np.float64)
+    sums = np.zeros((m, n), dtype=np.float64)
+    for ti, ta in enumerate(tiles):
+        for tb in tiles[ti:]:
+            C[np.ix_(ta, tb)] = _rbf_tile(stats, ta, tb, rows_per, device, cache, sums)
+    iu = np.triu_indices(m, 1)
+    C[(iu[1], iu[0])] = C[iu]
+    if complete:
+        for a, s in enumerate(stats):
+            with_self_terms(s, sums[a], C[a, a])
+    return C
 
-    def slab(a: int, rows: slice, dev: str) -> Any:
-        if dev == "numpy":
-            return stats[a].kernel_rows(rows)
-        return _rbf_rows_torch(stats[a], rows, dev, cache)
 
-    return gram_of_slabs(
-        len(stats),
-        n,
-        n,
-        slab,
-        memory_budget=memory_budget,
-        slab_rows=slab_rows,
-        device=device,
-    )
+def _rbf_tile(
+    stats: Sequence[Any],
+    ta: list[int],
+    tb: list[int],
+    rows_per: int,
+    device: str,
+    cache: dict[int, Any],
+    sums: np.ndarray,
+) -> npt.NDArray[np.float64]:
+    """Accumulate one tile pair of :func:`rbf_cross_matrix` (row sums on diagonal tiles)."""
+    same = ta == tb
+    n = stats[ta[0]].n
+    if device == "numpy":
+
+        def rows_of(a: int, rows: slice) -> Any:
+            return stats[a].kernel_rows(rows, rows.start)
+
+        stack, acc = np.stack, np.zeros((len(ta), len(tb)))
+    else:
+        import torch
+
+        def rows_of(a: int, rows: slice) -> Any:
+            return _rbf_rows_torch(stats[a], rows, rows.start, device, cache)
+
+        stack = torch.stack
+        acc = torch.zeros((len(ta), len(tb)), dtype=torch.float64, device=device)
+    for rows in row_chunks(n, rows_per):
+        k = rows.stop - rows.start
+        SA = stack([rows_of(a, rows) for a in ta])
+        SB = SA if same else stack([rows_of(b, rows) for b in tb])
+        DA, RA = SA[:, :, :k].reshape(len(ta), -1), SA[:, :, k:].reshape(len(ta), -1)
+        DB, RB = (
+            (DA, RA)
+            if same
+            else (
+                SB[:, :, :k].reshape(len(tb), -1),
+                SB[:, :, k:].reshape(len(tb), -1),
+            )
+        )
+        acc += DA @ DB.T + 2.0 * (RA @ RB.T)
+        if same:
+            row_part, col_part = SA.sum(2), SA[:, :, k:].sum(1)
+            if device != "numpy":
+                row_part, col_part = row_part.cpu().numpy(), col_part.cpu().numpy()
+            sums[ta, rows] += row_part
+            sums[ta, rows.stop :] += col_part
+    return acc if device == "numpy" else acc.cpu().numpy()
 
 
 def rsa_cross_matrix(
