@@ -427,9 +427,12 @@ def _median_of_centred(Xc: np.ndarray, sq: np.ndarray, slab_rows: int, budget: i
 def _min_upper(Xc: np.ndarray, sq: np.ndarray, slab_rows: int) -> float:
     """Return the smallest squared distance between two different rows (0.0 when n < 2)."""
     m = np.inf
-    for values in _upper_values(Xc, sq, slab_rows):
-        if values.size:
-            m = min(m, float(values.min()))
+    for rows in row_chunks(Xc.shape[0], slab_rows):
+        D = _sq_distances(Xc, sq, rows, first_col=rows.start)
+        k = rows.stop - rows.start
+        D[:, :k][np.tril_indices(k)] = np.inf  # keep the strict upper triangle only
+        if D.size:
+            m = min(m, float(D.min()))
     return float(m) if np.isfinite(m) else 0.0
 
 
@@ -482,17 +485,20 @@ class RbfStats:
         """Every off-diagonal kernel entry is 0 in float64 (``c`` underflows)."""
         return self.n >= 2 and float(np.exp(self.log_scale)) == 0.0
 
-    def kernel_rows(self, rows: slice, first_col: int = 0) -> npt.NDArray[np.float64]:
+    def kernel_rows(
+        self, rows: slice, first_col: int = 0, out: np.ndarray | None = None
+    ) -> npt.NDArray[np.float64]:
         """Return rows ``rows`` of the scaled off-diagonal kernel ``A``, columns ``first_col:``.
 
         The exponent ``-(|x_i|^2 + |x_j|^2 - 2 x_i.x_j - m) / (2σ^2)`` is formed in place from
         the Gram slab (three elementwise passes, then ``exp``); rounding may leave entries of
         duplicate or nearest rows a few ulps above 1, which is harmless. ``first_col <=
-        rows.start`` (the streamed matrix takes the upper block rows only).
+        rows.start`` (the streamed matrix takes the upper block rows only); ``out``: a
+        C-contiguous (slab, n - first_col) float64 buffer to write into.
         """
         inv = 0.5 / (self.sigma * self.sigma)
         cols = slice(first_col, self.n)
-        E = self.Xc[rows] @ self.Xc[cols].T
+        E = np.matmul(self.Xc[rows], self.Xc[cols].T, out=out)
         E *= 2.0 * inv
         E -= (inv * (self.sq_norms[rows] - self.min_sq_distance))[:, None]
         E -= (inv * self.sq_norms[cols])[None, :]

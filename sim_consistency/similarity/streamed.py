@@ -185,8 +185,8 @@ def rbf_cross_matrix(
 
     ``stats`` are :class:`~sim_consistency.similarity.cka.RbfStats` of the same rows. A is
     symmetric, so only the block-upper part of each slab is formed (columns from the slab's
-    first row on): ``C += D D^T + 2 R R^T`` with ``D`` the slabs' square diagonal blocks and
-    ``R`` the blocks right of them — each model's kernel costs half a pass (per tile pair when
+    first row on): ``C += 2 S S^T - D D^T`` with ``S`` the slabs and ``D`` their square diagonal
+    blocks (counted once) — each model's kernel costs half a pass (per tile pair when
     the budget forces tiling). With ``complete`` the stats' ``row_sums`` and self-HSICs (from
     ``C_aa``) are filled in from the same pass (stats made with ``self_terms=False``).
     """
@@ -194,7 +194,7 @@ def rbf_cross_matrix(
 
     m = len(stats)
     n = stats[0].n if stats else 0
-    tile, rows_per = _plan(m, 3 * n, memory_budget, slab_rows)
+    tile, rows_per = _plan(m, n, memory_budget, slab_rows)
     tiles = [list(range(s, min(m, s + tile))) for s in range(0, m, tile)]
     cache: dict[int, Any] = {}
     C = np.zeros((m, m), dtype=np.float64)
@@ -223,33 +223,35 @@ def _rbf_tile(
     same = ta == tb
     n = stats[ta[0]].n
     if device == "numpy":
+        buf_a = np.empty(len(ta) * rows_per * n)
+        buf_b = buf_a if same else np.empty(len(tb) * rows_per * n)
 
-        def rows_of(a: int, rows: slice) -> Any:
-            return stats[a].kernel_rows(rows, rows.start)
+        def slabs(models: list[int], rows: slice, buf: np.ndarray) -> Any:
+            shape = (len(models), rows.stop - rows.start, n - rows.start)
+            S = buf[: int(np.prod(shape))].reshape(shape)
+            for i, a in enumerate(models):
+                stats[a].kernel_rows(rows, rows.start, out=S[i])
+            return S
 
-        stack, acc = np.stack, np.zeros((len(ta), len(tb)))
+        acc: Any = np.zeros((len(ta), len(tb)))
     else:
         import torch
 
-        def rows_of(a: int, rows: slice) -> Any:
-            return _rbf_rows_torch(stats[a], rows, rows.start, device, cache)
+        def slabs(models: list[int], rows: slice, buf: Any) -> Any:
+            return torch.stack(
+                [_rbf_rows_torch(stats[a], rows, rows.start, device, cache) for a in models]
+            )
 
-        stack = torch.stack
+        buf_a = buf_b = None
         acc = torch.zeros((len(ta), len(tb)), dtype=torch.float64, device=device)
     for rows in row_chunks(n, rows_per):
         k = rows.stop - rows.start
-        SA = stack([rows_of(a, rows) for a in ta])
-        SB = SA if same else stack([rows_of(b, rows) for b in tb])
-        DA, RA = SA[:, :, :k].reshape(len(ta), -1), SA[:, :, k:].reshape(len(ta), -1)
-        DB, RB = (
-            (DA, RA)
-            if same
-            else (
-                SB[:, :, :k].reshape(len(tb), -1),
-                SB[:, :, k:].reshape(len(tb), -1),
-            )
-        )
-        acc += DA @ DB.T + 2.0 * (RA @ RB.T)
+        SA = slabs(ta, rows, buf_a)
+        SB = SA if same else slabs(tb, rows, buf_b)
+        # upper block rows count twice (A symmetric) except their square diagonal block
+        DA = SA[:, :, :k].reshape(len(ta), -1)
+        DB = DA if same else SB[:, :, :k].reshape(len(tb), -1)
+        acc += 2.0 * (SA.reshape(len(ta), -1) @ SB.reshape(len(tb), -1).T) - DA @ DB.T
         if same:
             row_part, col_part = SA.sum(2), SA[:, :, k:].sum(1)
             if device != "numpy":
