@@ -33,6 +33,7 @@ from sim_consistency.similarity._arrays import row_chunks
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
+    "check_device",
     "resolve_device",
     "gram_of_slabs",
     "rbf_cross_matrix",
@@ -64,9 +65,16 @@ def parse_memory_budget(text: str | int) -> int:
     return int(value * _UNITS[unit])
 
 
+def check_device(device: str) -> str:
+    """Return ``device`` if it names cpu, auto, torch-cpu or cuda[:k] (no CUDA check here)."""
+    if device in ("cpu", "auto", "torch-cpu") or device == "cuda" or device.startswith("cuda:"):
+        return device
+    raise ConfigError(f"device: expected cpu, cuda[:k], auto or torch-cpu (got {device!r}).")
+
+
 def resolve_device(device: str) -> str:
     """Return ``"numpy"`` for ``"cpu"``, else a torch device name (``auto``: cuda if present)."""
-    if device == "cpu":
+    if check_device(device) == "cpu":
         return "numpy"
     import torch
 
@@ -74,8 +82,6 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "numpy"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device: {device!r} was asked for but torch sees no CUDA device.")
-    if not (device.startswith("cuda") or device == "torch-cpu"):
-        raise ConfigError(f"device: expected cpu, cuda[:k], auto or torch-cpu (got {device!r}).")
     return "cpu" if device == "torch-cpu" else device
 
 

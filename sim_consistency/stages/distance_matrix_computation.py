@@ -48,6 +48,7 @@ from sim_consistency.project import ProjectLocation
 from sim_consistency.similarity import describe_estimator, metric_slug, similarity_matrix
 from sim_consistency.similarity.streamed import (
     DEFAULT_MEMORY_BUDGET,
+    check_device,
     parse_memory_budget,
     resolve_device,
 )
@@ -300,7 +301,7 @@ def settings_from_args(args: argparse.Namespace) -> MatrixSettings:
         block=args.block,
         normalize=args.normalize,
         force=args.force,
-        device=args.device,
+        device=check_device(args.device),
         memory_budget=parse_memory_budget(args.memory_budget),
     )
 

@@ -238,3 +238,5 @@ def test_tiny_memory_budget_and_device_give_the_same_matrices(
 def test_bad_memory_budget_exits_2(similarity_project, metrics_config, capsys):
     assert stage.main(_args(similarity_project, metrics_config, "--memory_budget", "lots")) == 2
     assert "memory_budget" in capsys.readouterr().err
+    assert stage.main(_args(similarity_project, metrics_config, "--device", "tpu")) == 2
+    assert "device" in capsys.readouterr().err
