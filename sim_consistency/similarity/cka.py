@@ -424,6 +424,22 @@ def _median_of_centred(Xc: np.ndarray, sq: np.ndarray, slab_rows: int, budget: i
     return float(np.mean([0.0 if p < n else found[(p - n) // 2] for p in positions]))
 
 
+def _sampled_min(Xc: np.ndarray, n_sample: int = 100_000) -> float:
+    """Return the smallest squared distance of random pairs of different rows (≥ the true
+    minimum; fixed seed), 0.0 when n < 2."""
+    n = Xc.shape[0]
+    if n < 2:
+        return 0.0
+    rng = np.random.default_rng(0)
+    i = rng.integers(0, n, size=n_sample)
+    j = (i + rng.integers(1, n, size=n_sample)) % n  # never i
+    best = np.inf
+    for part in row_chunks(n_sample, 8192):
+        diff = Xc[i[part]] - Xc[j[part]]
+        best = min(best, float(np.einsum("ij,ij->i", diff, diff).min()))
+    return best
+
+
 def _min_upper(Xc: np.ndarray, sq: np.ndarray, slab_rows: int) -> float:
     """Return the smallest squared distance between two different rows (0.0 when n < 2)."""
     m = np.inf
@@ -458,6 +474,9 @@ class RbfStats:
             kernel ``A``; NaN when n < 4).
         is_constant: every row equals the first, or σ resolved to 0.
         slab_rows: kernel rows per slab.
+        min_is_bound: ``min_sq_distance`` is only an upper bound of ``m`` (sampled pairs), to
+            be made exact by the streamed matrix from the kernel it forms anyway
+            (:func:`~sim_consistency.similarity.streamed.rbf_cross_matrix`).
     """
 
     Xc: npt.NDArray[np.float64]
@@ -470,6 +489,7 @@ class RbfStats:
     self_unbiased: float
     is_constant: bool
     slab_rows: int
+    min_is_bound: bool = False
 
     @property
     def n(self) -> int:
@@ -556,9 +576,10 @@ def rbf_stats(
         sigma_median: relative bandwidth: ``σ^2 = sigma_median^2 · median(|x_i - x_j|^2)``.
             Exactly one of ``sigma`` and ``sigma_median`` is given.
         slab_rows: kernel rows per slab (memory O(slab_rows · n)).
-        self_terms: also form the kernel once for ``row_sums`` and the self-HSIC; ``False``
-            leaves them to :func:`with_self_terms` (the streamed matrix gets them from the same
-            pass as the cross terms).
+        self_terms: also find ``m`` exactly and form the kernel once for ``row_sums`` and the
+            self-HSIC; ``False`` takes ``m`` from sampled pairs (an upper bound, cheap) and
+            leaves all three to the streamed matrix, which gets them from the same pass as the
+            cross terms (:func:`with_self_terms`).
     """
     if (sigma is None) == (sigma_median is None):
         raise ConfigError(
@@ -577,7 +598,7 @@ def rbf_stats(
         median = _median_of_centred(Xc, sq, slab_rows, None)
         sigma = float(sigma_median * np.sqrt(median))
         is_constant = is_constant or median == 0.0
-    m = _min_upper(Xc, sq, slab_rows)
+    m = _min_upper(Xc, sq, slab_rows) if self_terms else _sampled_min(Xc)
     n = Xc.shape[0]
     stats = RbfStats(
         Xc,
@@ -590,6 +611,7 @@ def rbf_stats(
         0.0,
         is_constant,
         slab_rows,
+        not self_terms,
     )
     if not self_terms:
         return stats
@@ -602,8 +624,14 @@ def rbf_stats(
     return with_self_terms(stats, row_sums, self_cross)
 
 
-def with_self_terms(stats: RbfStats, row_sums: np.ndarray, self_cross: float) -> RbfStats:
-    """Return ``stats`` completed with ``A 1`` and ``sum_ij A_ij^2`` (and the self-HSICs)."""
+def with_self_terms(
+    stats: RbfStats, row_sums: np.ndarray, self_cross: float, min_sq_distance: float | None = None
+) -> RbfStats:
+    """Return ``stats`` completed with ``A 1`` and ``sum_ij A_ij^2`` (and the self-HSICs), and
+    with the exact ``m`` when given (``A`` scaled by it)."""
+    if min_sq_distance is not None:
+        object.__setattr__(stats, "min_sq_distance", float(min_sq_distance))
+        object.__setattr__(stats, "min_is_bound", False)
     stats.row_sums[:] = row_sums
     object.__setattr__(stats, "self_cross", float(self_cross))
     object.__setattr__(stats, "self_biased", _rbf_biased(self_cross, stats, stats))

@@ -205,14 +205,41 @@ def rbf_cross_matrix(
     cache: dict[int, Any] = {}
     C = np.zeros((m, m), dtype=np.float64)
     sums = np.zeros((m, n), dtype=np.float64)
-    for ti, ta in enumerate(tiles):
-        for tb in tiles[ti:]:
-            C[np.ix_(ta, tb)] = _rbf_tile(stats, ta, tb, rows_per, device, cache, sums)
+    peaks = np.zeros(m, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # a bound far from m: redone below
+        for ti, ta in enumerate(tiles):
+            for tb in tiles[ti:]:
+                C[np.ix_(ta, tb)] = _rbf_tile(stats, ta, tb, rows_per, device, cache, sums, peaks)
     iu = np.triu_indices(m, 1)
     C[(iu[1], iu[0])] = C[iu]
-    if complete:
-        for a, s in enumerate(stats):
-            with_self_terms(s, sums[a], C[a, a])
+    if not complete:
+        return C
+    # A was scaled by a sampled upper bound m0 of m: its largest entry is exp((m0 - m)/2σ²)
+    # >= 1; rescale exactly, or (entries that could overflow) stream again with the exact m.
+    shift = np.zeros(m)
+    for a, s in enumerate(stats):
+        if s.min_is_bound and n >= 2:
+            shift[a] = np.log(peaks[a]) if peaks[a] > 0 else 0.0
+    if not (np.isfinite(C).all() and np.isfinite(shift).all() and shift.max(initial=0) < 300):
+        from sim_consistency.similarity.cka import _min_upper
+
+        for s in stats:
+            if s.min_is_bound:
+                exact = _min_upper(s.Xc, s.sq_norms, s.slab_rows)
+                object.__setattr__(s, "min_sq_distance", exact)
+                object.__setattr__(s, "min_is_bound", False)
+        return rbf_cross_matrix(
+            stats,
+            memory_budget=memory_budget,
+            slab_rows=slab_rows,
+            device=device,
+            complete=True,
+        )
+    f = np.exp(-shift)
+    C *= np.outer(f, f)
+    for a, s in enumerate(stats):
+        m_exact = s.min_sq_distance - 2.0 * s.sigma * s.sigma * shift[a] if s.min_is_bound else None
+        with_self_terms(s, sums[a] * f[a], C[a, a], m_exact)
     return C
 
 
@@ -224,8 +251,10 @@ def _rbf_tile(
     device: str,
     cache: dict[int, Any],
     sums: np.ndarray,
+    peaks: np.ndarray,
 ) -> npt.NDArray[np.float64]:
-    """Accumulate one tile pair of :func:`rbf_cross_matrix` (row sums on diagonal tiles)."""
+    """Accumulate one tile pair of :func:`rbf_cross_matrix` (row sums and largest entries on
+    diagonal tiles)."""
     same = ta == tb
     n = stats[ta[0]].n
     if device == "numpy":
@@ -260,10 +289,13 @@ def _rbf_tile(
         acc += 2.0 * (SA.reshape(len(ta), -1) @ SB.reshape(len(tb), -1).T) - DA @ DB.T
         if same:
             row_part, col_part = SA.sum(2), SA[:, :, k:].sum(1)
+            top = SA.reshape(len(ta), -1).max(1)
             if device != "numpy":
                 row_part, col_part = row_part.cpu().numpy(), col_part.cpu().numpy()
+                top = top.values.cpu().numpy()
             sums[ta, rows] += row_part
             sums[ta, rows.stop :] += col_part
+            peaks[ta] = np.maximum(peaks[ta], top)
     return acc if device == "numpy" else acc.cpu().numpy()
 
 

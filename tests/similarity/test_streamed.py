@@ -21,6 +21,11 @@ SPECS = [
     MetricSpec("cka", sim_kernel="rbf", unbiased=False, sigma=0.4),
     MetricSpec("cka", sim_kernel="rbf", unbiased=True, sigma_median=0.5),
     MetricSpec("cka", sim_kernel="rbf", unbiased=False, sigma_median=1.0),
+    # small bandwidths: the sampled bound of the smallest distance is far from it (rescaled),
+    # or so far that the kernel could overflow (streamed again with the exact minimum)
+    MetricSpec("cka", sim_kernel="rbf", unbiased=True, sigma_median=0.1),
+    MetricSpec("cka", sim_kernel="rbf", unbiased=True, sigma=0.05),
+    MetricSpec("cka", sim_kernel="rbf", unbiased=False, sigma=0.05),
     MetricSpec("cka", sim_kernel="linear", unbiased=True),
     MetricSpec("cka", sim_kernel="linear", unbiased=False),
     MetricSpec("rsa", rsa_method="correlation", corr_method="spearman"),
@@ -50,7 +55,8 @@ def _digits_models(similarity_project) -> list[np.ndarray]:
 def _assert_same(new: np.ndarray, old: np.ndarray) -> None:
     assert new.shape == old.shape
     np.testing.assert_array_equal(np.isnan(new), np.isnan(old))
-    assert np.nanmax(np.abs(new - old)) <= 1e-9
+    both = ~np.isnan(old)
+    assert np.all(np.abs(new[both] - old[both]) <= 1e-9)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=str)
@@ -81,7 +87,7 @@ def test_cross_matrix_is_the_pairwise_inner_product():
             assert abs(C[i, j] - float(np.vdot(A, B))) <= 1e-12 * max(1.0, abs(C[i, j]))
 
 
-@pytest.mark.parametrize("spec", SPECS[:1] + SPECS[2:3] + SPECS[6:8], ids=str)
+@pytest.mark.parametrize("spec", SPECS[:1] + SPECS[2:3] + SPECS[5:7] + SPECS[9:11], ids=str)
 def test_torch_cpu_equals_numpy(spec):
     pytest.importorskip("torch")
     feats = _random_models()
@@ -95,7 +101,7 @@ def test_cuda_equals_numpy():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine: the cuda path is tested on torch-cpu")
     feats = _random_models()
-    for spec in SPECS[:1] + SPECS[6:7]:
+    for spec in SPECS[:1] + SPECS[9:10]:
         _assert_same(similarity_matrix(feats, spec, device="cuda"), similarity_matrix(feats, spec))
 
 
@@ -109,3 +115,26 @@ def test_memory_budget_and_device_errors():
     assert resolve_device("cpu") == "numpy"
     with pytest.raises(ConfigError, match="device"):
         resolve_device("tpu")
+
+
+@pytest.mark.parametrize("sigma", [0.4, 0.05, 0.005])
+def test_sampled_minimum_is_made_exact(sigma, recwarn):
+    """n = 700: the sampled pairs miss the closest one; the streamed pass rescales (σ = 0.4,
+    0.05) or, where the bound would overflow the kernel (σ = 0.005), streams again."""
+    rng = np.random.default_rng(1)
+    feats = [rng.normal(size=(700, 10)) for _ in range(3)]
+    spec = MetricSpec("cka", sim_kernel="rbf", unbiased=True, sigma=sigma)
+    _assert_same(similarity_matrix(feats, spec), similarity_matrix(feats, spec, streamed=False))
+    partial = [
+        rbf_stats(X / np.linalg.norm(X, axis=1, keepdims=True), sigma=sigma, self_terms=False)
+        for X in feats
+    ]
+    bounds = [s.min_sq_distance for s in partial]
+    rbf_cross_matrix(partial, complete=True)
+    exact = [rbf_stats(X / np.linalg.norm(X, axis=1, keepdims=True), sigma=sigma) for X in feats]
+    assert max(b - s.min_sq_distance for b, s in zip(bounds, partial, strict=True)) > 0
+    for s, e in zip(partial, exact, strict=True):
+        assert not s.min_is_bound and abs(s.min_sq_distance - e.min_sq_distance) <= 1e-12
+        assert abs(s.self_unbiased / e.self_unbiased - 1) <= 1e-9
+        np.testing.assert_allclose(s.row_sums, e.row_sums, rtol=1e-9, atol=0)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
