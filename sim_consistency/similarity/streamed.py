@@ -257,27 +257,31 @@ def _rbf_tile(
     diagonal tiles)."""
     same = ta == tb
     n = stats[ta[0]].n
+    slabs: Callable[[list[int], slice, Any], Any]
+    buf_a: Any = None
+    buf_b: Any = None
     if device == "numpy":
         buf_a = np.empty(len(ta) * rows_per * n)
         buf_b = buf_a if same else np.empty(len(tb) * rows_per * n)
 
-        def slabs(models: list[int], rows: slice, buf: np.ndarray) -> Any:
+        def numpy_slabs(models: list[int], rows: slice, buf: Any) -> Any:
             shape = (len(models), rows.stop - rows.start, n - rows.start)
             S = buf[: int(np.prod(shape))].reshape(shape)
             for i, a in enumerate(models):
                 stats[a].kernel_rows(rows, rows.start, out=S[i])
             return S
 
+        slabs = numpy_slabs
         acc: Any = np.zeros((len(ta), len(tb)))
     else:
         import torch
 
-        def slabs(models: list[int], rows: slice, buf: Any) -> Any:
+        def torch_slabs(models: list[int], rows: slice, buf: Any) -> Any:
             return torch.stack(
                 [_rbf_rows_torch(stats[a], rows, rows.start, device, cache) for a in models]
             )
 
-        buf_a = buf_b = None
+        slabs = torch_slabs
         acc = torch.zeros((len(ta), len(tb)), dtype=torch.float64, device=device)
     for rows in row_chunks(n, rows_per):
         k = rows.stop - rows.start
