@@ -80,6 +80,7 @@ __all__ = [
     "linear_cka_from_stats",
     "rbf_stats",
     "rbf_cka_from_stats",
+    "with_self_terms",
     "median_sq_distance",
     "choose_space",
 ]
@@ -423,12 +424,29 @@ def _median_of_centred(Xc: np.ndarray, sq: np.ndarray, slab_rows: int, budget: i
     return float(np.mean([0.0 if p < n else found[(p - n) // 2] for p in positions]))
 
 
+def _sampled_min(Xc: np.ndarray, sq: np.ndarray, n_rows: int = 256) -> float:
+    """Return the smallest squared distance from ``n_rows`` random rows (fixed seed) to every
+    other row: an upper bound of the true minimum for one GEMM of O(n_rows · n · d); 0.0 when
+    n < 2."""
+    n = Xc.shape[0]
+    if n < 2:
+        return 0.0
+    rows = np.sort(np.random.default_rng(0).permutation(n)[: min(n, n_rows)])
+    D = sq[rows, None] + sq[None, :] - 2.0 * (Xc[rows] @ Xc.T)
+    np.maximum(D, 0.0, out=D)
+    D[np.arange(rows.size), rows] = np.inf
+    return float(D.min())
+
+
 def _min_upper(Xc: np.ndarray, sq: np.ndarray, slab_rows: int) -> float:
     """Return the smallest squared distance between two different rows (0.0 when n < 2)."""
     m = np.inf
-    for values in _upper_values(Xc, sq, slab_rows):
-        if values.size:
-            m = min(m, float(values.min()))
+    for rows in row_chunks(Xc.shape[0], slab_rows):
+        D = _sq_distances(Xc, sq, rows, first_col=rows.start)
+        k = rows.stop - rows.start
+        D[:, :k][np.tril_indices(k)] = np.inf  # keep the strict upper triangle only
+        if D.size:
+            m = min(m, float(D.min()))
     return float(m) if np.isfinite(m) else 0.0
 
 
@@ -454,6 +472,9 @@ class RbfStats:
             kernel ``A``; NaN when n < 4).
         is_constant: every row equals the first, or σ resolved to 0.
         slab_rows: kernel rows per slab.
+        min_is_bound: ``min_sq_distance`` is only an upper bound of ``m`` (sampled pairs), to
+            be made exact by the streamed matrix from the kernel it forms anyway
+            (:func:`~sim_consistency.similarity.streamed.rbf_cross_matrix`).
     """
 
     Xc: npt.NDArray[np.float64]
@@ -466,6 +487,7 @@ class RbfStats:
     self_unbiased: float
     is_constant: bool
     slab_rows: int
+    min_is_bound: bool = False
 
     @property
     def n(self) -> int:
@@ -481,20 +503,26 @@ class RbfStats:
         """Every off-diagonal kernel entry is 0 in float64 (``c`` underflows)."""
         return self.n >= 2 and float(np.exp(self.log_scale)) == 0.0
 
-    def kernel_rows(self, rows: slice) -> npt.NDArray[np.float64]:
-        """Return rows ``rows`` of the scaled off-diagonal kernel ``A``, (slab, n).
+    def kernel_rows(
+        self, rows: slice, first_col: int = 0, out: np.ndarray | None = None
+    ) -> npt.NDArray[np.float64]:
+        """Return rows ``rows`` of the scaled off-diagonal kernel ``A``, columns ``first_col:``.
 
         The exponent ``-(|x_i|^2 + |x_j|^2 - 2 x_i.x_j - m) / (2σ^2)`` is formed in place from
         the Gram slab (three elementwise passes, then ``exp``); rounding may leave entries of
-        duplicate or nearest rows a few ulps above 1, which is harmless.
+        duplicate or nearest rows a few ulps above 1, which is harmless. ``first_col <=
+        rows.start`` (the streamed matrix takes the upper block rows only); ``out``: a
+        C-contiguous (slab, n - first_col) float64 buffer to write into.
         """
         inv = 0.5 / (self.sigma * self.sigma)
-        E = self.Xc[rows] @ self.Xc.T
+        cols = slice(first_col, self.n)
+        E = np.matmul(self.Xc[rows], self.Xc[cols].T, out=out)
         E *= 2.0 * inv
         E -= (inv * (self.sq_norms[rows] - self.min_sq_distance))[:, None]
-        E -= (inv * self.sq_norms)[None, :]
+        E -= (inv * self.sq_norms[cols])[None, :]
         idx = np.arange(rows.stop - rows.start)
-        E[idx, idx + rows.start] = -np.inf  # the diagonal is not part of A (exp(+m/2σ²) overflows)
+        # the diagonal is not part of A (exp(+m/2σ²) would overflow)
+        E[idx, idx + rows.start - first_col] = -np.inf
         return np.exp(E, out=E)
 
 
@@ -536,6 +564,7 @@ def rbf_stats(
     sigma: float | None = None,
     sigma_median: float | None = None,
     slab_rows: int = DEFAULT_SLAB_ROWS,
+    self_terms: bool = True,
 ) -> RbfStats:
     """Return the per-representation statistics of RBF CKA for features ``X``.
 
@@ -545,6 +574,10 @@ def rbf_stats(
         sigma_median: relative bandwidth: ``σ^2 = sigma_median^2 · median(|x_i - x_j|^2)``.
             Exactly one of ``sigma`` and ``sigma_median`` is given.
         slab_rows: kernel rows per slab (memory O(slab_rows · n)).
+        self_terms: also find ``m`` exactly and form the kernel once for ``row_sums`` and the
+            self-HSIC; ``False`` takes ``m`` from sampled rows (an upper bound, cheap) and
+            leaves all three to the streamed matrix, which gets them from the same pass as the
+            cross terms (:func:`with_self_terms`).
     """
     if (sigma is None) == (sigma_median is None):
         raise ConfigError(
@@ -563,7 +596,7 @@ def rbf_stats(
         median = _median_of_centred(Xc, sq, slab_rows, None)
         sigma = float(sigma_median * np.sqrt(median))
         is_constant = is_constant or median == 0.0
-    m = _min_upper(Xc, sq, slab_rows)
+    m = _min_upper(Xc, sq, slab_rows) if self_terms else _sampled_min(Xc, sq)
     n = Xc.shape[0]
     stats = RbfStats(
         Xc,
@@ -576,20 +609,41 @@ def rbf_stats(
         0.0,
         is_constant,
         slab_rows,
+        not self_terms,
     )
+    if not self_terms:
+        return stats
     self_cross = 0.0
+    row_sums = np.empty(n)
     for rows in row_chunks(n, slab_rows):
         A = stats.kernel_rows(rows)
         self_cross += float(np.vdot(A, A))
-        stats.row_sums[rows] = A.sum(axis=1)
-    object.__setattr__(stats, "self_cross", self_cross)
+        row_sums[rows] = A.sum(axis=1)
+    return with_self_terms(stats, row_sums, self_cross)
+
+
+def with_self_terms(
+    stats: RbfStats, row_sums: np.ndarray, self_cross: float, min_sq_distance: float | None = None
+) -> RbfStats:
+    """Return ``stats`` completed with ``A 1`` and ``sum_ij A_ij^2`` (and the self-HSICs), and
+    with the exact ``m`` when given (``A`` scaled by it)."""
+    if min_sq_distance is not None:
+        object.__setattr__(stats, "min_sq_distance", float(min_sq_distance))
+        object.__setattr__(stats, "min_is_bound", False)
+    stats.row_sums[:] = row_sums
+    object.__setattr__(stats, "self_cross", float(self_cross))
     object.__setattr__(stats, "self_biased", _rbf_biased(self_cross, stats, stats))
     object.__setattr__(stats, "self_unbiased", _rbf_unbiased(self_cross, stats, stats))
     return stats
 
 
-def rbf_cka_from_stats(sx: RbfStats, sy: RbfStats, *, unbiased: bool = False) -> float:
+def rbf_cka_from_stats(
+    sx: RbfStats, sy: RbfStats, *, unbiased: bool = False, cross: float | None = None
+) -> float:
     """Return RBF CKA from two representations' :class:`RbfStats` (one slab pass over n×n).
+
+    ``cross`` is ``sum_ij A_ij B_ij`` when already known (a streamed model×model matrix,
+    :func:`~sim_consistency.similarity.streamed.rbf_cross_matrix`); else one slab pass forms it.
 
     The unbiased estimator is NaN with a :class:`BandwidthTooSmallWarning` when a kernel
     underflows (every off-diagonal entry 0 in float64); the biased one is then exactly what its
@@ -610,11 +664,15 @@ def rbf_cka_from_stats(sx: RbfStats, sy: RbfStats, *, unbiased: bool = False) ->
         denom = sx.self_unbiased * sy.self_unbiased
         if not denom > 0:
             return warn_degenerate("cka (unbiased self-HSIC <= 0)")
-        return _rbf_unbiased(_rbf_cross(sx, sy), sx, sy) / np.sqrt(denom)
+        return _rbf_unbiased(_cross_or(cross, sx, sy), sx, sy) / np.sqrt(denom)
     denom = sx.self_biased * sy.self_biased
     if not denom > 0:
         return warn_degenerate("cka")
-    return _rbf_biased(_rbf_cross(sx, sy), sx, sy) / np.sqrt(denom)
+    return _rbf_biased(_cross_or(cross, sx, sy), sx, sy) / np.sqrt(denom)
+
+
+def _cross_or(cross: float | None, sx: RbfStats, sy: RbfStats) -> float:
+    return _rbf_cross(sx, sy) if cross is None else float(cross)
 
 
 # --------------------------------------------------------------------------------------------

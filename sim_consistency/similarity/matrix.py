@@ -5,6 +5,11 @@ functions: ``prepare(X, spec)`` builds the statistics of one representation (mea
 self-HSIC, Gram or kernel bandwidth, RDM ranks, k-NN table) and ``compare(a, b, spec)`` scores a
 pair from two of them. :func:`similarity_matrix` prepares each model once and compares the
 M(M-1)/2 pairs, so nothing per-model is recomputed per pair.
+
+For RBF CKA and RSA the pairs' cross terms are computed together as one streamed Gram matrix
+(:mod:`~sim_consistency.similarity.streamed`): each model's kernel rows are formed once per
+slab instead of once per pair, the M×M products are GEMMs, and the working memory stays within
+``memory_budget`` whatever M is (``streamed=False`` keeps the pair-by-pair path).
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ from sim_consistency.similarity.cka import (
 )
 from sim_consistency.similarity.knn import knn_table, mutual_knn_from_tables
 from sim_consistency.similarity.rsa import rsa_from_stats, rsa_stats
+from sim_consistency.similarity.streamed import (
+    DEFAULT_MEMORY_BUDGET,
+    rbf_cross_matrix,
+    resolve_device,
+    rsa_cross_matrix,
+)
 
 __all__ = ["SIMILARITY_METRICS", "similarity_matrix", "describe_estimator"]
 
@@ -39,6 +50,10 @@ def _prepare_cka(X: np.ndarray, spec: MetricSpec, space: Literal["feature", "gra
     if spec.sim_kernel == "linear":
         return linear_stats(X, space=space)
     return rbf_stats(X, sigma=spec.sigma, sigma_median=spec.sigma_median)
+
+
+def _prepare_rbf_partial(X: np.ndarray, spec: MetricSpec, space: str) -> Any:
+    return rbf_stats(X, sigma=spec.sigma, sigma_median=spec.sigma_median, self_terms=False)
 
 
 def _compare_cka(a: Any, b: Any, spec: MetricSpec) -> float:
@@ -95,6 +110,9 @@ def similarity_matrix(
     normalize: bool = True,
     space: str = "auto",
     progress: bool = False,
+    streamed: bool = True,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: str = "cpu",
 ) -> npt.NDArray[np.float64]:
     """Return the symmetric (M, M) similarity matrix of M representations of the same rows.
 
@@ -105,6 +123,10 @@ def similarity_matrix(
         space: linear CKA only: ``"feature"``, ``"gram"`` or ``"auto"`` (Gram space when n is
             below the median width d).
         progress: show tqdm bars over the representations and the pairs.
+        streamed: RBF CKA and RSA: compute all cross terms as one streamed Gram matrix.
+        memory_budget: bytes for the streamed slabs (tiles the models when needed).
+        device: ``"cpu"`` (numpy), ``"cuda"``, ``"auto"`` or ``"torch-cpu"`` (see
+            :func:`~sim_consistency.similarity.streamed.resolve_device`).
 
     Returns:
         Float64 matrix; the diagonal is the self-similarity (1, or NaN for a degenerate
@@ -121,10 +143,40 @@ def similarity_matrix(
         mats = [l2_normalize(X) for X in mats]
     if space == "auto":
         space = choose_space(mats[0].shape[0] if mats else 0, [X.shape[1] for X in mats])
+    rbf_streamed = streamed and spec.sim_method == "cka" and spec.sim_kernel == "rbf"
+    if rbf_streamed:  # the streamed pass also yields each kernel's row sums and self-HSIC
+        prepare = _prepare_rbf_partial
     stats = [prepare(X, spec, space) for X in tqdm(mats, desc="prepare", disable=not progress)]
     m = len(stats)
+    cross = _cross_terms(stats, spec, memory_budget, device) if streamed else None
     out = np.empty((m, m), dtype=np.float64)
     pairs = [(i, j) for i in range(m) for j in range(i, m)]
     for i, j in tqdm(pairs, desc="pairs", disable=not progress):
-        out[i, j] = out[j, i] = compare(stats[i], stats[j], spec)
+        if cross is None or i == j:
+            out[i, j] = out[j, i] = compare(stats[i], stats[j], spec)
+        elif spec.sim_method == "cka":
+            out[i, j] = out[j, i] = rbf_cka_from_stats(
+                stats[i], stats[j], unbiased=bool(spec.unbiased), cross=cross[i, j]
+            )
+        else:
+            out[i, j] = out[j, i] = rsa_from_stats(stats[i], stats[j], cross=cross[i, j])
     return out
+
+
+def _cross_terms(
+    stats: list[Any], spec: MetricSpec, memory_budget: int, device: str
+) -> npt.NDArray[np.float64] | None:
+    """Return the streamed M×M cross terms for RBF CKA / RSA, else ``None`` (per pair)."""
+    device = resolve_device(device)
+    if spec.sim_method == "cka" and spec.sim_kernel == "rbf" and stats:
+        return rbf_cross_matrix(stats, memory_budget=memory_budget, device=device, complete=True)
+    if spec.sim_method == "rsa" and stats:
+        ok = [i for i, s in enumerate(stats) if s.z is not None]
+        cross = np.full((len(stats), len(stats)), np.nan)
+        if ok:
+            sub = rsa_cross_matrix(
+                [stats[i].z for i in ok], memory_budget=memory_budget, device=device
+            )
+            cross[np.ix_(ok, ok)] = sub
+        return cross
+    return None

@@ -105,8 +105,11 @@ def rsa_stats(
     return RsaStats(v / norm if norm > 0 else None, X.shape[0], corr)
 
 
-def rsa_from_stats(sx: RsaStats, sy: RsaStats) -> float:
-    """Return the RSA score of two representations from their :class:`RsaStats`."""
+def rsa_from_stats(sx: RsaStats, sy: RsaStats, *, cross: float | None = None) -> float:
+    """Return the RSA score of two representations from their :class:`RsaStats`.
+
+    ``cross`` is ``z_x . z_y`` when already known (a streamed model×model matrix).
+    """
     if sx.n != sy.n:
         raise ConfigError(
             f"rsa: X has {sx.n} rows but Y has {sy.n}; features of different subsets cannot be "
@@ -116,7 +119,8 @@ def rsa_from_stats(sx: RsaStats, sy: RsaStats) -> float:
         raise ConfigError(f"rsa: statistics built for {sx.corr} and {sy.corr} cannot be mixed.")
     if sx.z is None or sy.z is None:
         return warn_degenerate("rsa (constant RDM or a row with zero variance)")
-    return float(np.clip(sx.z @ sy.z, -1.0, 1.0))
+    dot = float(sx.z @ sy.z) if cross is None else float(cross)
+    return float(np.clip(dot, -1.0, 1.0))
 
 
 def rsa(

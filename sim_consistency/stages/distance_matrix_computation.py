@@ -2,7 +2,8 @@
 
 ``python scripts/distance_matrix_computation.py --models_config … --datasets …
 --similarity_config configs/similarity/<name>.json [--block NAME] [--split test]
-[--normalize/--no-normalize] [--launcher local|slurm]`` writes, for every dataset and metric,
+[--normalize/--no-normalize] [--device auto|cpu|cuda] [--memory_budget 4G]
+[--launcher local|slurm]`` writes, for every dataset and metric,
 ``model_similarities/<dataset_slug>/<metric_slug>/`` with ``model_ids.txt`` (matrix order),
 ``similarity_matrix.h5`` and ``similarity_matrix.csv`` (the same matrix) and ``metadata.json``
 (estimator, blocks, normalisation, input content keys, NaN entries). ``metadata.json`` is
@@ -15,6 +16,13 @@ model's statistics (means, self-HSIC, row norms, Gram or RDM ranks, k-NN tables)
 once per metric and reused for every pair, and every metric's matrix is written from them.
 Undefined similarities (a constant representation) are written as NaN and listed in the
 metadata, never as a number.
+
+RBF CKA and RSA matrices take all their pairs' cross terms in one streamed Gram product
+(:mod:`sim_consistency.similarity.streamed`): each model's kernel is formed once per slab, not
+once per pair, and the working set stays under ``--memory_budget``. ``--device cuda`` (or
+``auto`` when a GPU is present) runs that algebra in torch on the GPU in float64; the device and
+precision are recorded in ``metadata.json``. Neither changes the numbers beyond rounding
+(≤ 1e-9), so neither is part of the content key.
 """
 
 from __future__ import annotations
@@ -38,6 +46,12 @@ from sim_consistency.features import load_aligned_blocks
 from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.project import ProjectLocation
 from sim_consistency.similarity import describe_estimator, metric_slug, similarity_matrix
+from sim_consistency.similarity.streamed import (
+    DEFAULT_MEMORY_BUDGET,
+    check_device,
+    parse_memory_budget,
+    resolve_device,
+)
 from sim_consistency.stages._similarity_io import (
     MATRIX_CSV,
     MATRIX_H5,
@@ -80,6 +94,8 @@ class MatrixSettings:
     block: str | None = None
     normalize: bool = True
     force: bool = False
+    device: str = "auto"
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     @property
     def location(self) -> ProjectLocation:
@@ -110,6 +126,8 @@ class WorkItem:
     blocks: tuple[str, ...]
     normalize: bool
     outputs: tuple[MetricOutput, ...]
+    device: str = "auto"
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
 
 def plan(settings: MatrixSettings) -> list[WorkItem]:
@@ -155,6 +173,8 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
                     blocks=blocks,
                     normalize=settings.normalize,
                     outputs=tuple(outputs),
+                    device=settings.device,
+                    memory_budget=settings.memory_budget,
                 )
             )
     return items
@@ -191,7 +211,14 @@ def run_item(item: WorkItem) -> list[Path]:
     written: list[Path] = []
     for out in item.outputs:
         start = time.perf_counter()
-        matrix = similarity_matrix(features, out.spec, normalize=item.normalize, progress=True)
+        matrix = similarity_matrix(
+            features,
+            out.spec,
+            normalize=item.normalize,
+            progress=True,
+            memory_budget=item.memory_budget,
+            device=item.device,
+        )
         seconds = time.perf_counter() - start
         if np.isnan(matrix).any():
             log.warning(
@@ -217,6 +244,9 @@ def run_item(item: WorkItem) -> list[Path]:
             ],
             "n_nan_entries": int(np.isnan(matrix).sum()),
             "code_version": SIMILARITY_CODE_VERSION,
+            "device": resolve_device(item.device),
+            "precision": "float64 accumulation (numpy or torch float64)",
+            "memory_budget_bytes": item.memory_budget,
             "seconds": round(seconds, 3),
             **threads_metadata(),
         }
@@ -258,6 +288,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="L2-normalise each sample's features first (Rep2Rep default: on)",
     )
+    parser.add_argument(
+        "--memory_budget",
+        default="2G",
+        help="working memory of the streamed RBF-CKA/RSA products (e.g. 512M, 4G; default 2G); "
+        "models are tiled when one slab of all of them does not fit",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> MatrixSettings:
@@ -278,6 +314,8 @@ def settings_from_args(args: argparse.Namespace) -> MatrixSettings:
         block=args.block,
         normalize=args.normalize,
         force=args.force,
+        device=check_device(args.device),
+        memory_budget=parse_memory_budget(args.memory_budget),
     )
 
 

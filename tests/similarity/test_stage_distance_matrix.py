@@ -16,6 +16,7 @@ from sim_consistency.config.similarity import load_similarity_config
 from sim_consistency.features import FeatureCache, keys_fingerprint, open_cache
 from sim_consistency.similarity import cka, l2_normalize, metric_slug, mutual_knn, rsa
 from sim_consistency.stages import distance_matrix_computation as stage
+from sim_consistency.stages._similarity_io import read_similarity_matrix
 
 REPO = Path(__file__).resolve().parents[2]
 METRICS = [
@@ -229,3 +230,27 @@ def test_planner_removes_a_killed_runs_partial_files(tmp_path):
     with atomic_output(folder / "model_ids.txt") as live:  # a concurrent writer's: kept
         assert plan_reason(folder, "k", ("similarity_matrix.h5", "model_ids.txt"), False)
         assert not leftover.exists() and live.exists()
+
+
+def test_tiny_memory_budget_and_device_give_the_same_matrices(
+    computed, similarity_project, metrics_config, tmp_path
+):
+    proj = similarity_project.copy(tmp_path / "root")
+    extra = ("--memory_budget", "1K", "--device", "cpu")
+    assert stage.main(_args(proj, metrics_config, *extra)) == 0
+    for spec in load_similarity_config(metrics_config):
+        slug = metric_slug(spec)
+        folder = proj.location.similarity_dir("wds/digits", slug)
+        new = read_similarity_matrix(folder).to_numpy()
+        old = read_similarity_matrix(computed.location.similarity_dir("wds/digits", slug))
+        assert np.nanmax(np.abs(new - old.to_numpy())) <= 1e-9
+        meta = json.loads((folder / "metadata.json").read_text())
+        assert meta["memory_budget_bytes"] == 1024 and meta["device"] == "numpy"
+        assert meta["precision"].startswith("float64")
+
+
+def test_bad_memory_budget_exits_2(similarity_project, metrics_config, capsys):
+    assert stage.main(_args(similarity_project, metrics_config, "--memory_budget", "lots")) == 2
+    assert "memory_budget" in capsys.readouterr().err
+    assert stage.main(_args(similarity_project, metrics_config, "--device", "tpu")) == 2
+    assert "device" in capsys.readouterr().err
