@@ -297,13 +297,37 @@ class SigtermState:
 
     def __init__(self) -> None:
         self.received = False
+        self._pid = os.getpid()
 
     def _handle(self, signum: int, _frame: object) -> None:
+        if os.getpid() != self._pid:
+            # A forked child that still runs our handler (a DataLoader worker before torch
+            # installs its own): end as SIGTERM's default action would, without a traceback.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if self.received:
+            return  # already ending: never interrupt the clean-up of the first one
         self.received = True
         # What dies with us (DataLoader workers, their iterators' destructors) is a
         # consequence, not news: keep stderr to the one-line termination message.
         sys.unraisablehook = lambda _report: None
+        _quiet_child_exits()
         raise StageTerminated(f"received signal {signal.Signals(signum).name}")
+
+
+def _quiet_child_exits() -> None:
+    """Stop SIGCHLD from raising into the clean-up that SIGTERM starts.
+
+    The same SIGTERM kills DataLoader workers, and torch's SIGCHLD handler turns each worker's
+    death into a ``RuntimeError`` raised wherever the main thread is — inside the ``finally``
+    and ``except`` blocks that remove ``.partial`` files, or in :func:`run_main`'s reporting.
+    After SIGTERM the process is ending, so a worker's death is expected: a no-op handler
+    takes its place (not restored; a dead worker is still noticed by the DataLoader's own
+    timeout check).
+    """
+    if hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -11,13 +12,14 @@ import time
 
 import pytest
 
-from sim_consistency.errors import OutputWriteError
+from sim_consistency.errors import OutputWriteError, StageTerminated
 from sim_consistency.io import (
     atomic_output,
     atomic_write_text,
     check_free_space,
     clean_stale_partial,
     partial_path,
+    sigterm_as_interrupt,
     write_error,
 )
 
@@ -110,3 +112,68 @@ def test_a_refused_write_becomes_a_named_error_and_removes_the_partial(tmp_path)
     assert result.stdout.startswith("OutputWriteError") and "file too large" in result.stdout
     assert str(target) in result.stdout
     assert not target.exists() and not partial_path(target).exists()
+
+
+# -- SIGTERM: what dies with the process must not interrupt its clean-up ----------------------
+
+
+@pytest.fixture
+def restore_signal_state(monkeypatch):
+    """A SIGTERM inside :func:`sigterm_as_interrupt` leaves the process set up to end quietly
+    (no unraisable reports, SIGCHLD a no-op); put this test process back as it was."""
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    previous = signal.getsignal(signal.SIGCHLD)
+    yield
+    signal.signal(signal.SIGCHLD, previous)
+
+
+def test_worker_deaths_after_sigterm_do_not_interrupt_the_clean_up(tmp_path, restore_signal_state):
+    """The flaky case of SIGTERM with DataLoader workers: the same signal kills the workers,
+    and torch's SIGCHLD handler raised "DataLoader worker … is killed by signal" into whatever
+    clean-up the main process was running (here: a slow removal of the ``.partial``)."""
+    import torch
+
+    target = tmp_path / "out.bin"
+    loader = torch.utils.data.DataLoader(list(range(1000)), batch_size=1, num_workers=2)
+    cleaned = False
+    with (
+        pytest.raises(StageTerminated),
+        sigterm_as_interrupt() as state,
+        atomic_output(target) as tmp,
+    ):
+        tmp.write_bytes(b"half of an output")
+        batches = iter(loader)  # the workers are running (and torch's SIGCHLD handler set)
+        next(batches)
+        workers = [w.pid for w in batches._workers]
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises StageTerminated here
+        finally:
+            for pid in workers:  # SIGTERM from another process, as SLURM's reaches them
+                subprocess.run(["kill", "-TERM", str(pid)], check=True)
+            time.sleep(1.0)  # a slow clean-up on a loaded machine: the workers die meanwhile
+            cleaned = True
+    assert state.received and cleaned
+    assert not partial_path(target).exists() and not target.exists()
+    del batches
+
+
+def test_a_forked_child_ends_by_sigterm_like_the_default_action(restore_signal_state):
+    """A DataLoader worker forked while SIGTERM is handled inherits the handler until torch
+    installs its own; there it must end as SIGTERM's default would, without a traceback."""
+    with sigterm_as_interrupt():
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: signal its readiness, then wait to be terminated
+            try:
+                os.write(write, b"1")
+                time.sleep(30)
+            except BaseException:
+                os._exit(7)  # the parent's handler raised StageTerminated in the child
+            os._exit(0)
+        os.read(read, 1)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        os.close(read)
+        os.close(write)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM

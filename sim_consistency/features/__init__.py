@@ -8,6 +8,7 @@ from sim_consistency.features.cache import (
     inspect_cache,
     load_aligned_blocks,
     open_cache,
+    quarantine_cache,
     read_cache_attrs,
     require_cache_attrs,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "load_aligned_blocks",
     "open_cache",
     "pool_block_output",
+    "quarantine_cache",
     "read_cache_attrs",
     "require_cache_attrs",
     "write_features",

@@ -25,7 +25,11 @@ so the library can flush its metadata into the freed space instead of crashing a
 
 :func:`open_cache` is the lazy reader and :func:`inspect_cache` the planners' check; both
 validate the file against the schema (version, attributes, datasets, row counts) and refuse
-partial, incomplete or foreign files by name.
+partial, incomplete or foreign files by name. Planners check only the schema, attributes and
+row counts (no feature data is read, so planning costs the same for a 1 MB and a 300 MB cache);
+checksums are verified as data is read, and a reader that finds a corrupt file renames it to
+``<file>.corrupt`` (:func:`quarantine_cache`), so the next extraction rebuilds it. Extraction's
+``--verify`` reads every existing cache in full while planning.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ __all__ = [
     "estimated_cache_bytes",
     "inspect_cache",
     "open_cache",
+    "quarantine_cache",
     "read_cache_attrs",
     "require_cache_attrs",
     "load_aligned_blocks",
@@ -549,6 +554,7 @@ class FeatureCache:
                 f"{self.path}: feature cache not found; run scripts/feature_extraction.py first."
             )
         try:
+            self._inode = os.stat(self.path).st_ino
             self._file = h5py.File(self.path, "r", locking=False)
         except OSError as exc:
             raise CacheError(
@@ -574,15 +580,19 @@ class FeatureCache:
         self.n_rows: int = int(self.attrs["n_rows"])
 
     def _read(self, name: str) -> np.ndarray:
-        """Read dataset ``name`` whole; a checksum failure is a named CacheIntegrityError."""
+        """Read dataset ``name`` whole; a checksum failure quarantines the file and raises a
+        named :class:`CacheIntegrityError`."""
         try:
             return self._file[name].asstr()[()] if name == "keys" else self._file[name][()]
         except (OSError, RuntimeError) as exc:
-            raise CacheIntegrityError(
-                f"{self.path}: /{name} fails its checksum or cannot be read "
-                f"({str(exc).splitlines()[0]}); the file is corrupt: rerun feature_extraction "
-                "(it rebuilds corrupt files)."
+            raise self._corrupt(
+                f"/{name} fails its checksum or cannot be read ({str(exc).splitlines()[0]})"
             ) from exc
+
+    def _corrupt(self, problem: str) -> CacheIntegrityError:
+        """Set the corrupt file aside (:func:`quarantine_cache`) and return the error saying so."""
+        moved = quarantine_cache(self.path, inode=self._inode)
+        return CacheIntegrityError(f"{self.path}: {problem}; the file is corrupt: {moved}")
 
     @cached_property
     def keys(self) -> np.ndarray:
@@ -591,10 +601,7 @@ class FeatureCache:
         digest = hashlib.sha256()
         _digest_keys(digest, list(keys))
         if digest.hexdigest() != self.attrs.get("keys_sha256"):
-            raise CacheIntegrityError(
-                f"{self.path}: /keys do not match their stored digest (keys_sha256); the file is "
-                "corrupt: rerun feature_extraction (it rebuilds corrupt files)."
-            )
+            raise self._corrupt("/keys do not match their stored digest (keys_sha256)")
         return keys
 
     @cached_property
@@ -648,6 +655,38 @@ class FeatureCache:
             f"FeatureCache({str(self.path)!r}, model_id={self.model_id!r}, "
             f"n_rows={self.n_rows}, n_blocks={len(self.block_names)})"
         )
+
+
+#: Suffix under which a reader sets aside a cache that failed its checksums.
+CORRUPT_SUFFIX = ".corrupt"
+
+
+def quarantine_cache(path: str | os.PathLike, *, inode: int | None = None) -> str:
+    """Rename a corrupt cache to ``<path>.corrupt`` (atomically) so the next extraction
+    rebuilds it; return the sentence that tells the user what happened.
+
+    Checksums are verified as data is read (fletcher32 per chunk, ``keys_sha256``), not by the
+    planners, so the reader that finds the damage is the one that takes the file out of
+    service. With ``inode``, the file is moved only if ``path`` still names that file (a
+    rebuild may have replaced it meanwhile). If it cannot be moved (read-only file system),
+    the sentence says to delete it.
+    """
+    path = Path(path)
+    target = path.with_name(path.name + CORRUPT_SUFFIX)
+    try:
+        if inode is not None and os.stat(path).st_ino != inode:
+            return "it has since been replaced; rerun this stage"
+        os.replace(path, target)
+    except FileNotFoundError:
+        return "it has since been moved away; rerun feature_extraction (it rebuilds it)"
+    except OSError as exc:
+        return (
+            f"it could not be moved aside ({exc.strerror}); delete it and rerun feature_extraction"
+        )
+    return (
+        f"moved to {target.name} (kept for inspection; delete it when done); rerun "
+        "feature_extraction (it rebuilds the file)"
+    )
 
 
 def open_cache(path: str | os.PathLike) -> FeatureCache:

@@ -1,7 +1,8 @@
 """Stage: block-wise feature extraction into the HDF5 cache.
 
 ``python scripts/feature_extraction.py --models_config … --datasets … [--model_key …]
-[--max_samples N] [--batch_size B] [--dtype float16|float32] [--force] [--list_blocks]
+[--max_samples N] [--batch_size B] [--dtype float16|float32] [--force] [--verify]
+[--list_blocks]
 [--launcher slurm --slurm_config debug [--job_per model_dataset] [--no_wait]] [--wandb]``
 writes ``features/<dataset_slug>/<split>/<model_id>.h5`` for every model x dataset x split.
 
@@ -45,7 +46,12 @@ from sim_consistency.data import (
     read_dataset_list,
 )
 from sim_consistency.errors import ConfigError, SimcError
-from sim_consistency.features.cache import FeatureCacheWriter, inspect_cache, read_cache_attrs
+from sim_consistency.features.cache import (
+    CORRUPT_SUFFIX,
+    FeatureCacheWriter,
+    inspect_cache,
+    read_cache_attrs,
+)
 from sim_consistency.features.extract import BlockExtractor, BlockSpec, write_features
 from sim_consistency.features.keys import EXTRACTION_CODE_VERSION, content_key, keys_fingerprint
 from sim_consistency.io import atomic_output, clean_stale_partial
@@ -110,6 +116,7 @@ class ExtractionSettings:
     num_workers: int = 0
     device: str = "auto"
     force: bool = False
+    verify: bool = False
 
     @property
     def location(self) -> ProjectLocation:
@@ -201,9 +208,12 @@ def plan_model(
     """Return the outputs of one model that must be (re)built, with their content keys.
 
     An output is skipped (and logged as such) when a complete file with the same content key
-    exists and passes verification (schema, row counts, every checksum); a file with another
-    key is stale, one that fails verification or is not a cache of ours is invalid, and both
-    are rebuilt; ``--force`` rebuilds everything. A ``.partial`` left by a killed run is removed
+    exists and passes the schema check (attributes, datasets, row counts: no feature data is
+    read, so planning cost does not grow with cache size); a file with another key is stale,
+    one that fails the check or is not a cache of ours is invalid, and both are rebuilt;
+    ``--force`` rebuilds everything. Checksums are verified by the readers, which set a corrupt
+    file aside (:func:`~sim_consistency.features.quarantine_cache`) so that it is rebuilt here
+    as missing; ``--verify`` reads every existing cache in full now instead. A ``.partial`` left by a killed run is removed
     here (unless a live writer holds it), even when the output itself is up to date.
     """
     block_names, pooling, _ = _stored_blocks(loaded)
@@ -227,12 +237,19 @@ def plan_model(
             )
             output = settings.location.feature_file(dataset, split, spec.model_id)
             clean_stale_partial(output)
-            status = None if settings.force else inspect_cache(output, verify=True)
+            status = None if settings.force else inspect_cache(output, verify=settings.verify)
             existing = status.attrs if status is not None else None
             if status is None:
                 reason = "forced"
             elif existing is None and status.problem == "no such file":
                 reason = "missing"
+                corrupt = output.with_name(output.name + CORRUPT_SUFFIX)
+                if corrupt.exists():
+                    log.warning(
+                        "%s: rebuilding the cache that a reader found corrupt (set aside as %s)",
+                        output,
+                        corrupt.name,
+                    )
             elif status.problem is not None:
                 reason = "invalid"
                 log.warning("%s: %s; rebuilding", output, status.problem)
@@ -588,6 +605,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one job per model (default), or a job array over model x dataset",
     )
     parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every existing cache in full while planning (checksums; slow at scale)",
+    )
+    parser.add_argument(
         "--list_blocks",
         action="store_true",
         help="dry run: print blocks, dims and projected cache size; extract nothing",
@@ -622,6 +644,7 @@ def settings_from_args(args: argparse.Namespace) -> ExtractionSettings:
         num_workers=args.num_workers,
         device=args.device,
         force=args.force,
+        verify=args.verify,
     )
 
 

@@ -87,7 +87,15 @@ from sim_consistency.stages.feature_extraction import ExtractionSettings, run_mo
 from sim_consistency.threads import threads_metadata
 from sim_consistency.tracking import start_tracking
 
-__all__ = ["PARTS", "SOUP_METHODS", "SoupMetricsSettings", "add_arguments", "main", "run"]
+__all__ = [
+    "PARTS",
+    "SOUP_METHODS",
+    "SoupMetricsSettings",
+    "add_arguments",
+    "main",
+    "rerun_reason",
+    "run",
+]
 
 log = logging.getLogger("sim_consistency.soup_metrics")
 
@@ -760,21 +768,48 @@ def _previous_summary(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _model_metadata(specs: Mapping[str, ModelSpec]) -> dict[str, dict[str, Any]]:
+    """Each model's free-form config metadata as plain JSON (recorded in ``summary.json``)."""
+    return json.loads(
+        json.dumps({m: dict(s.metadata) for m, s in specs.items()}, default=str, sort_keys=True)
+    )
+
+
+def _rooted_recipe(spec: ModelSpec, root: Path) -> dict[str, Any]:
+    """``spec.recipe()`` with file paths under the project root made relative to it (a moved
+    root changes no key; the files' sizes and times are hashed separately)."""
+    recipe = spec.recipe()
+    for name in ("weights", "path"):
+        value = recipe.get(name)
+        if (
+            isinstance(value, str)
+            and Path(value).is_absolute()
+            and Path(value).is_relative_to(root)
+        ):
+            recipe[name] = Path(value).relative_to(root).as_posix()
+    return recipe
+
+
 def _inputs_key(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec]) -> str:
     """Digest of everything the results depend on, so an unchanged rerun reuses them.
 
-    Covers the settings, the models config, every checkpoint file's size and modification time,
-    every materialised variant's recipe and every feature cache's content key under the
-    requested datasets (the stage's own generated models included).
+    Covers the settings, every model's recipe, the metadata the numbers do depend on (the
+    default base from ``role``, the branched runs from ``run_group`` / ``branch_epoch`` /
+    ``analysis_epoch``), every checkpoint file's size and modification time, every
+    materialised variant's recipe and every feature cache's content key under the requested
+    datasets (the stage's own generated models included). Other metadata only labels: an edit
+    of it is a "metadata" refresh (:func:`rerun_reason`), not a recomputation.
     """
     parts: list[Any] = [
-        # No absolute paths: the config's text stands for its file, the root is where we are.
+        # No absolute paths: the recipes stand for the config, the root is where we are.
         {
             k: str(v)
             for k, v in asdict(settings).items()
             if k not in ("force", "project_root", "models_config")
         },
-        settings.models_config.read_text(),
+        {m: _rooted_recipe(s, settings.project_root) for m, s in specs.items()},
+        _default_base(specs),
+        branching_runs(specs).to_dict("records"),
         PARTS_CODE_VERSION,
     ]
     for model_id, spec in specs.items():
@@ -792,6 +827,29 @@ def _inputs_key(settings: SoupMetricsSettings, specs: Mapping[str, ModelSpec]) -
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def rerun_reason(
+    settings: SoupMetricsSettings,
+    specs: Mapping[str, ModelSpec],
+    previous: Mapping[str, Any],
+    inputs_key: str,
+) -> str | None:
+    """Why the results must be (re)built, as the other stages' planners say it.
+
+    ``"forced"``, ``"missing"`` (no summary yet), ``"stale"`` (the inputs key changed),
+    ``"metadata"`` (only metadata that labels models changed: ``summary.json`` is refreshed,
+    no number is recomputed), or ``None`` (up to date).
+    """
+    if settings.force:
+        return "forced"
+    if not previous:
+        return "missing"
+    if previous.get("inputs_key") != inputs_key:
+        return "stale"
+    if previous.get("model_metadata") != _model_metadata(specs):
+        return "metadata"
+    return None
+
+
 def run(settings: SoupMetricsSettings) -> dict[str, Any]:
     """Run the requested parts; return the summary written to ``summary.json``."""
     specs = load_models_config(settings.models_config, base_dir=settings.project_root)
@@ -802,10 +860,17 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
     models = _accuracy_models(specs, soups, base)
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     inputs_key = _inputs_key(settings, specs)
-    previous = _previous_summary(settings.out_dir / "summary.json")
-    if not settings.force and previous.get("inputs_key") == inputs_key:
+    summary_path = settings.out_dir / "summary.json"
+    previous = _previous_summary(summary_path)
+    reason = rerun_reason(settings, specs, previous, inputs_key)
+    if reason is None:
         log.info("soup metrics: inputs unchanged (key %s…), results reused", inputs_key[:10])
         return previous
+    if reason == "metadata":
+        log.info("soup metrics: model metadata changed; summary relabelled (no recompute)")
+        relabelled = {**previous, "model_metadata": _model_metadata(specs), "reason": reason}
+        atomic_write_text(summary_path, json.dumps(relabelled, indent=1, default=str))
+        return relabelled
     extraction = _extraction_settings(settings, settings.models_config, ["train", settings.split])
     if {"accuracy", "cka", "purity"} & set(settings.parts) and models:
         _ensure_features(extraction, models, settings.datasets)
@@ -842,6 +907,8 @@ def run(settings: SoupMetricsSettings) -> dict[str, Any]:
         # Recomputed, not the key from the start of the run: the run adds its own interpolation
         # variants and caches, which an unchanged rerun sees (and hashes) from the start.
         "inputs_key": _inputs_key(settings, specs),
+        "reason": reason,
+        "model_metadata": _model_metadata(specs),
         "parts": done,
         "soups": soups,
         "base": base,

@@ -141,13 +141,29 @@ def test_a_flipped_byte_in_stored_features_is_detected_on_read(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[offset] ^= 0x01
     path.write_bytes(bytes(raw))
-    with open_cache(path) as cache, pytest.raises(CacheIntegrityError, match="/blocks/x fails"):
-        cache.block("x")
+    assert inspect_cache(path).is_valid  # the cheap check (planners) reads no feature data
     status = inspect_cache(path, verify=True)
     assert not status.is_valid and "/blocks/x fails its checksum" in status.problem
-    assert inspect_cache(
-        path
-    ).is_valid  # the cheap check (planners of analysis stages) reads no data
+    with (
+        open_cache(path) as cache,
+        pytest.raises(CacheIntegrityError, match=r"/blocks/x fails .*moved to m\.h5\.corrupt"),
+    ):
+        cache.block("x")
+    # The reader set the file aside, so the next extraction rebuilds it ("no such file").
+    assert not path.exists() and inspect_cache(path).problem == "no such file"
+    corrupt = tmp_path / "m.h5.corrupt"
+    assert "/blocks/x fails its checksum" in inspect_cache(corrupt, verify=True).problem
+
+
+def test_quarantine_leaves_a_file_that_replaced_the_corrupt_one(tmp_path):
+    from sim_consistency.features import quarantine_cache
+
+    path = _write(tmp_path / "m.h5", ["a", "b"], {"x": np.zeros((2, 2), np.float32)})
+    old_inode = path.stat().st_ino
+    rebuilt = _write(tmp_path / "new.h5", ["a", "b"], {"x": np.ones((2, 2), np.float32)})
+    rebuilt.replace(path)  # a concurrent rebuild finished meanwhile
+    assert "replaced" in quarantine_cache(path, inode=old_inode)
+    assert path.exists() and not (tmp_path / "m.h5.corrupt").exists()
 
 
 def test_edited_keys_fail_their_digest(tmp_path):

@@ -224,3 +224,37 @@ def test_rerun_is_idempotent_and_bad_soup_is_named(study, capsys):
     assert (location.soup_metrics / "accuracy.csv").read_text() == before
     assert soup_metrics.main([*argv[:4], "--soup", "ft1", "--parts", "accuracy"]) == 2
     assert "--soup 'ft1': not a soup" in capsys.readouterr().err
+
+
+def test_metadata_only_edit_relabels_without_recomputing(study, tmp_path):
+    """Metadata that only labels models (here: a new ``notes`` field and a ``run_group`` on a
+    model outside the branched runs) refreshes ``summary.json``; no table is rewritten. An
+    edit the numbers depend on (the branched runs' ``run_group``) recomputes."""
+    location, config_path, argv = study
+    edited_path = tmp_path / "models.json"
+    config = json.loads(config_path.read_text())
+    config["ft2"]["metadata"]["notes"] = "relabelled"
+    config["w0"]["metadata"]["run_group"] = "resnets"  # w0 declares no branch epochs
+    edited_path.write_text(json.dumps(config))
+    assert soup_metrics.main([*argv, "--parts", "accuracy"]) == 0  # up to date (cheap part)
+    args = [*argv[:2], "--models_config", str(edited_path), *argv[4:], "--parts", "accuracy"]
+    out = location.soup_metrics
+    tables = {p.name: p.stat().st_mtime_ns for p in out.glob("*.csv")}
+    assert soup_metrics.main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reason"] == "metadata"
+    assert summary["model_metadata"]["ft2"]["notes"] == "relabelled"
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.csv")} == tables
+    assert soup_metrics.main(args) == 0  # now up to date: nothing written
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+    settings = soup_metrics.settings_from_args(
+        soup_metrics.parse_stage_args(soup_metrics.__doc__, soup_metrics.add_arguments, args)
+    )
+    from sim_consistency.config import load_models_config
+
+    config["ft1"]["metadata"]["run_group"] = "other"  # splits the branched runs: other soups
+    edited_path.write_text(json.dumps(config))
+    specs = load_models_config(edited_path, base_dir=location.root)
+    key = soup_metrics._inputs_key(settings, specs)
+    assert soup_metrics.rerun_reason(settings, specs, summary, key) == "stale"
