@@ -6,8 +6,8 @@ and no ``.partial`` left; a killed run must leave nothing a reader accepts, and 
 equal a clean run. Stages run as scripts (subprocesses) where the process boundary matters
 (signals, DataLoader workers, segfaults), else through ``main`` in-process.
 
-A few random SIGKILLs run by default; ``-m slow`` runs 20 per stage, and the concurrency test
-20 times.
+A few random SIGKILLs run by default (and in CI); ``-m stress`` runs 20 per stage, and the
+concurrency test 20 times (deselected by default: minutes each).
 """
 
 from __future__ import annotations
@@ -322,6 +322,7 @@ def test_random_sigkills_of_extraction(tmp_path, digits_root, clean_extraction):
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_random_sigkills_of_extraction_20(tmp_path, digits_root, clean_extraction):
     _random_kills_of_extraction(tmp_path, digits_root, clean_extraction, N_KILLS_SLOW)
 
@@ -372,6 +373,7 @@ def test_random_sigkills_of_an_analysis_stage(tmp_path, clean_extraction):
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_random_sigkills_of_an_analysis_stage_20(tmp_path, clean_extraction):
     _random_kills_of_similarity(tmp_path, clean_extraction, N_KILLS_SLOW)
 
@@ -398,6 +400,7 @@ def test_two_concurrent_identical_runs_leave_one_valid_file(tmp_path, digits_roo
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 @pytest.mark.parametrize("attempt", range(20))
 def test_two_concurrent_identical_runs_20_times(tmp_path, digits_root, attempt):
     _two_identical_runs(tmp_path, digits_root)
