@@ -159,9 +159,7 @@ def markdown_table(keys: Mapping[str, Key]) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -313,8 +311,10 @@ def entry_ids(name: str, *, single: bool = False, doc: str = "", **extra: Any) -
             name,
             "entry id",
             "the id of one entry (or a list of exactly one)",
-            lambda v: (isinstance(v, str) and bool(v))
-            or (isinstance(v, list) and len(v) == 1 and isinstance(v[0], str) and bool(v[0])),
+            lambda v: (
+                (isinstance(v, str) and bool(v))
+                or (isinstance(v, list) and len(v) == 1 and isinstance(v[0], str) and bool(v[0]))
+            ),
             doc=doc,
             **extra,
         )
@@ -322,8 +322,10 @@ def entry_ids(name: str, *, single: bool = False, doc: str = "", **extra: Any) -
         name,
         "entry ids",
         "an entry id or a non-empty list of entry ids",
-        lambda v: (isinstance(v, str) and bool(v))
-        or (isinstance(v, list) and bool(v) and all(isinstance(i, str) and i for i in v)),
+        lambda v: (
+            (isinstance(v, str) and bool(v))
+            or (isinstance(v, list) and bool(v) and all(isinstance(i, str) and i for i in v))
+        ),
         doc=doc,
         **extra,
     )

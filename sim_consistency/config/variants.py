@@ -71,9 +71,7 @@ _INGREDIENTS = _keys(
     entry_ids("ingredients", required=True, doc="the entries averaged (list of ids)"),
 )
 _BN = _keys(
-    choice(
-        "bn_policy", BN_POLICIES, "average", doc="BatchNorm running statistics of the result"
-    ),
+    choice("bn_policy", BN_POLICIES, "average", doc="BatchNorm running statistics of the result"),
     split_ref("bn_split", nullable=True, doc="split the statistics are recomputed on (`reset`)"),
     integer("bn_max_samples", low=1, nullable=True, doc="rows of `bn_split` used (default all)"),
     entry_id("anchor", nullable=True, doc="`from_anchor`: entry whose statistics are copied"),
@@ -166,7 +164,10 @@ class UniformSpec(_Averaging):
 class WeightedSpec(UniformSpec):
     METHOD = "weighted"
     DOC = "Weighted soup: `Σ w_i θ_i / Σ w_i`."
-    KEYS = {**UniformSpec.KEYS, "weights": numbers("weights", required=True, doc="one per ingredient")}
+    KEYS = {
+        **UniformSpec.KEYS,
+        "weights": numbers("weights", required=True, doc="one per ingredient"),
+    }
 
 
 class _Selection(_Averaging):
@@ -232,7 +233,9 @@ class TaskArithmeticSpec(MethodSpec):
         **_keys(
             entry_ids("finetuned", required=True, doc="fine-tuned entries (id or list)"),
             number("lam", 1.0, doc="scaling λ"),
-            numbers("coeffs", nullable=True, doc="one coefficient per fine-tuned entry (default 1)"),
+            numbers(
+                "coeffs", nullable=True, doc="one coefficient per fine-tuned entry (default 1)"
+            ),
             boolean("negate", False, doc="multiply λ by −1 (forgetting)"),
         ),
     }
@@ -264,7 +267,9 @@ class TiesSpec(MethodSpec):
 
 class MonoSoupSpec(MethodSpec):
     METHOD = "monosoup"
-    DOC = "MonoSoup: spectral re-mix of one fine-tuned model's update (highonly/lowonly: ablations)."
+    DOC = (
+        "MonoSoup: spectral re-mix of one fine-tuned model's update (highonly/lowonly: ablations)."
+    )
     KEYS = {
         **_BASE_FINETUNED,
         **_keys(

@@ -137,7 +137,10 @@ def test_checkpoint_arch_must_not_be_variant(tmp_path):
         ({"a": "timm"}, "an entry is a JSON object"),
         ({"a": {"model_name": "x"}}, "missing 'source'"),
         ({"a": {"source": "timm"}}, "needs key 'model_name'"),
-        ({"a": {"source": "timm", "model_name": "x", "blocks": "("}}, "blocks must be a compiling regex"),
+        (
+            {"a": {"source": "timm", "model_name": "x", "blocks": "("}},
+            "blocks must be a compiling regex",
+        ),
         ({"a": {"source": "timm", "model_name": "x", "img_size": 0}}, "img_size"),
         ({"a": {"source": "timm", "model_name": "x", "pretrained": 3}}, "pretrained must be"),
     ],
