@@ -5,9 +5,11 @@ program. It rejects unknown keys and sources, resolves ``arch`` / ``base`` / ``i
 references, detects reference cycles and checks that local files exist — all before any model is
 built — and reports every problem of the file at once, each line naming its entry.
 
-This module parses only what every entry shares (common keys, metadata, Rep2Rep's
-representation keys) and variants; each base source's own keys are validated by its spec class,
-next to its builder (``SOURCE_SPECS`` in :mod:`sim_consistency.models.sources.specs`).
+This module validates what every entry shares (:data:`COMMON_KEYS`, metadata, Rep2Rep's
+:data:`REPRESENTATION_KEYS`) against the shared constraint table
+(:mod:`sim_consistency.config.schema`); variants are validated by their method's spec class
+(:mod:`sim_consistency.config.variants`) and each base source's own keys by its spec class, next
+to its builder (``SOURCE_SPECS`` in :mod:`sim_consistency.models.sources.specs`).
 
 Format (a superset of Rep2Rep's ``models_config``)::
 
@@ -119,7 +121,7 @@ REPRESENTATION_KEYS: dict[str, Key] = {
         Key(
             "alignment",
             "string",
-            "a string or null",
+            "a string",
             lambda v: isinstance(v, str),
             nullable=True,
             doc="Rep2Rep's gLocal alignment name (kept as metadata)",

@@ -41,9 +41,10 @@ __all__ = [
 
 
 def did_you_mean(name: str, choices: Any) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices``, else ``"."``."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
-    return f"; did you mean '{close[0]}'?" if close else "."
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` (ignoring case), else ``"."``."""
+    by_lower = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1)
+    return f"; did you mean '{by_lower[close[0]]}'?" if close else "."
 
 
 @dataclass(frozen=True)
