@@ -41,7 +41,7 @@ def config_reference() -> str:
         "",
         "#### Models config: `variant` methods",
         "",
-        "Every variant is `{\"variant\": {\"method\": …, …}}`; each method's keys:",
+        'Every variant is `{"variant": {"method": …, …}}`; each method\'s keys:',
     ]
     for method, spec in METHOD_SPECS.items():
         parts += ["", f"`{method}` — {spec.DOC}", "", markdown_table(spec.KEYS)]
