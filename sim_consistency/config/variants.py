@@ -87,7 +87,6 @@ _BASE_FINETUNED = _keys(
 )
 
 
-@dataclass(frozen=True)
 class MethodSpec:
     """The parameters of one merge method; subclasses declare ``KEYS`` and cross-key checks."""
 
