@@ -111,7 +111,7 @@ def _parse_entry(
         return None
     n_before = len(problems)
     check_keys(where, entry, {}, problems, ignore=_ALL_KEYS)
-    method = entry.get("sim_method")
+    method: str = entry.get("sim_method", "")
     message = (
         f"{where}: missing key 'sim_method' ({SIM_METHOD.allowed})."
         if "sim_method" not in entry
