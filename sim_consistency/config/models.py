@@ -5,9 +5,11 @@ program. It rejects unknown keys and sources, resolves ``arch`` / ``base`` / ``i
 references, detects reference cycles and checks that local files exist — all before any model is
 built — and reports every problem of the file at once, each line naming its entry.
 
-This module parses only what every entry shares (common keys, metadata, Rep2Rep's
-representation keys) and variants; each base source's own keys are validated by its spec class,
-next to its builder (``SOURCE_SPECS`` in :mod:`sim_consistency.models.sources.specs`).
+This module validates what every entry shares (:data:`COMMON_KEYS`, metadata, Rep2Rep's
+:data:`REPRESENTATION_KEYS`) against the shared constraint table
+(:mod:`sim_consistency.config.schema`); variants are validated by their method's spec class
+(:mod:`sim_consistency.config.variants`) and each base source's own keys by its spec class, next
+to its builder (``SOURCE_SPECS`` in :mod:`sim_consistency.models.sources.specs`).
 
 Format (a superset of Rep2Rep's ``models_config``)::
 
@@ -18,7 +20,6 @@ Format (a superset of Rep2Rep's ``models_config``)::
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -28,6 +29,24 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from sim_consistency.config.schema import (
+    Key,
+    boolean,
+    check_keys,
+    choice,
+    did_you_mean,
+    integer,
+    json_object,
+    string,
+)
+from sim_consistency.config.variants import (
+    MONOSOUP_PRESETS,
+    VARIANT_METHOD_KEYS,
+    VariantSpec,
+    freeze,
+    parse_variant,
+    thaw,
+)
 from sim_consistency.errors import ConfigError, MissingInputError
 
 __all__ = [
@@ -41,6 +60,8 @@ __all__ = [
     "POOLINGS",
     "TOKEN_EXTRACTIONS",
     "REP2REP_METADATA_KEYS",
+    "COMMON_KEYS",
+    "REPRESENTATION_KEYS",
 ]
 
 Pooling = Literal["gap", "cls", "mean_patch", "mean_all"]
@@ -50,26 +71,7 @@ POOLINGS: tuple[str, ...] = ("gap", "cls", "mean_patch", "mean_all")
 TOKEN_EXTRACTIONS: tuple[str, ...] = ("cls_token", "avg_pool", "cls_token+avg_pool")
 #: Rep2Rep's descriptive keys: accepted at top level and kept as metadata (grouping columns).
 REP2REP_METADATA_KEYS = frozenset({"dataset", "architecture", "embedding_dim", "size", "size_fmt"})
-#: Keys of Rep2Rep's representation, valid on every base source.
-_REPRESENTATION_KEYS = {"module_name", "model_parameters", "alignment"}
-#: Keys of ``model_parameters`` that choose the representation (the rest belong to the source).
-_TOKEN_PARAMETERS = frozenset({"extract_cls_token", "token_extraction"})
 
-#: Keys every entry may carry, whatever its source.
-_COMMON_KEYS = {
-    "num_classes",
-    "blocks",
-    "pooling",
-    "img_size",
-    "metadata",
-    "objective",
-    "architecture_class",
-    "model_type",
-    "dataset_class",
-    "size_class",
-    "training_data",
-    "description",
-} | set(REP2REP_METADATA_KEYS)
 #: Metadata keys accepted at top level (Rep2Rep style) and folded into ``metadata``.
 _METADATA_KEYS = {
     "objective",
@@ -81,106 +83,65 @@ _METADATA_KEYS = {
     "description",
 } | set(REP2REP_METADATA_KEYS)
 
-#: Keys of every averaging method: the BatchNorm policy (sim_consistency.merging.batchnorm).
-_BN_KEYS = frozenset({"bn_policy", "bn_split", "anchor", "bn_max_samples"})
-#: Keys of the methods that select ingredients by held-out accuracy (greedy, pruned).
-_SELECTION_KEYS = frozenset({"ingredients", "heldout", "heldout_max_samples", "test"})
-_MONOSOUP_KEYS = frozenset(
-    {
-        "base",
-        "finetuned",
-        "preset",
-        "rank_rule",
-        "R",
-        "min_rel_update",
-        "untouched_from",
-        "include_buffers",
-    }
-)
-#: MonoSoup settings of the reference scripts, picked by ``"preset"``; explicit keys override.
-MONOSOUP_PRESETS: dict[str, dict[str, Any]] = {
-    "clip": {"rank_rule": "freevariance", "R": 0.8, "min_rel_update": 1e-6},  # MonoSoup.py
-    # Convnext_freevariance_vetterli.py
-    "convnext": {"rank_rule": "vetterli", "R": 0.9, "min_rel_update": 1e-2},
-    "convnext_cka": {"rank_rule": "vetterli", "R": 0.8, "min_rel_update": 1e-2},  # CKA_ConvNext.py
+
+def _valid_blocks(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error:
+            return False
+        return True
+    return isinstance(value, list) and bool(value) and all(isinstance(b, str) for b in value)
+
+
+#: Keys every entry may carry, whatever its source (besides the metadata keys).
+COMMON_KEYS: dict[str, Key] = {
+    k.name: k
+    for k in (
+        integer("num_classes", low=0, nullable=True, doc="classifier size (default: the model's)"),
+        Key(
+            "blocks",
+            "regex or list",
+            "a compiling regex string or a non-empty list of module names",
+            _valid_blocks,
+            nullable=True,
+            doc="blocks whose features are extracted (default: every block of the family)",
+        ),
+        choice("pooling", POOLINGS, nullable=True, doc="token / map pooling (default per family)"),
+        integer("img_size", low=1, nullable=True, doc="input resolution override"),
+        json_object("metadata", nullable=True, doc="free-form grouping fields"),
+    )
 }
-
-#: Allowed keys per variant method (besides ``method``); references are resolved to entries.
-VARIANT_METHOD_KEYS: dict[str, frozenset[str]] = {
-    "uniform": frozenset({"ingredients", "weights"}) | _BN_KEYS,
-    "weighted": frozenset({"ingredients", "weights"}) | _BN_KEYS,
-    "greedy": _SELECTION_KEYS | {"accept", "order", "seed", "metric"} | _BN_KEYS,
-    "pruned": _SELECTION_KEYS | {"metric"} | _BN_KEYS,
-    "wise_ft": frozenset({"base", "finetuned", "alpha"}) | _BN_KEYS,
-    "task_arithmetic": frozenset({"base", "finetuned", "lam", "coeffs", "negate"}),
-    "ties": frozenset({"base", "finetuned", "keep", "lam", "scope"}),
-    "monosoup": _MONOSOUP_KEYS,
-    "highonly": _MONOSOUP_KEYS,
-    "lowonly": _MONOSOUP_KEYS,
-    "interpolate": frozenset({"base", "finetuned", "alpha"}) | _BN_KEYS,
+#: Rep2Rep's representation keys, valid on every base source.
+REPRESENTATION_KEYS: dict[str, Key] = {
+    k.name: k
+    for k in (
+        string("module_name", nullable=True, doc="module whose output is the `rep2rep` block"),
+        json_object("model_parameters", doc="the source's parameters + token_extraction"),
+        Key(
+            "alignment",
+            "string",
+            "a string",
+            lambda v: isinstance(v, str),
+            nullable=True,
+            doc="Rep2Rep's gLocal alignment name (kept as metadata)",
+        ),
+    )
 }
-_REQUIRED_VARIANT_KEYS: dict[str, tuple[str, ...]] = {
-    "uniform": ("ingredients",),
-    "weighted": ("ingredients", "weights"),
-    "greedy": ("ingredients", "heldout"),
-    "pruned": ("ingredients", "heldout"),
-    "wise_ft": ("base", "finetuned"),
-    "task_arithmetic": ("base", "finetuned"),
-    "ties": ("base", "finetuned"),
-    "monosoup": ("base", "finetuned"),
-    "highonly": ("base", "finetuned"),
-    "lowonly": ("base", "finetuned"),
-    "interpolate": ("base", "finetuned", "alpha"),
+#: Keys of ``model_parameters`` that choose the representation (the rest belong to the source).
+TOKEN_PARAMETERS: dict[str, Key] = {
+    k.name: k
+    for k in (
+        boolean("extract_cls_token", False, doc="Rep2Rep: `true` means `cls_token`"),
+        choice(
+            "token_extraction",
+            TOKEN_EXTRACTIONS,
+            nullable=True,
+            doc="reduction of an output with > 2 axes (default: flatten)",
+        ),
+    )
 }
-_REFERENCE_KEYS = ("ingredients", "base", "finetuned", "anchor")
-
-
-def _freeze(value: Any) -> Any:
-    """Turn JSON containers into immutable ones (dict -> mappingproxy, list -> tuple)."""
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    """Inverse of :func:`_freeze`: back to plain JSON types (for recipes and hashing)."""
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    """A model built from other entries by a merge method (soup, MonoSoup, WiSE-FT, …).
-
-    Attributes:
-        method: one of :data:`VARIANT_METHOD_KEYS`.
-        options: every other key of the ``variant`` object, frozen (references included).
-    """
-
-    method: str
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-
-    def references(self) -> tuple[str, ...]:
-        """Return the ids of the entries this variant is built from, in config order."""
-        refs: list[str] = []
-        for key in _REFERENCE_KEYS:
-            value = self.options.get(key)
-            if isinstance(value, str):
-                refs.append(value)
-            elif isinstance(value, tuple):
-                refs.extend(v for v in value if isinstance(v, str))
-        return tuple(dict.fromkeys(refs))
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the variant as plain JSON (the recipe written next to its outputs)."""
-        return {"method": self.method, **_thaw(self.options)}
+_METADATA_TABLE = {k: Key(k, "any", "any JSON value", lambda v: True) for k in _METADATA_KEYS}
 
 
 @dataclass(frozen=True)
@@ -264,7 +225,7 @@ class ModelSpec:
         ):
             value = getattr(self, name)
             if value is not None:
-                out[name] = _thaw(value)
+                out[name] = thaw(value)
         if self.options is not None:
             out["options"] = self.options.recipe()
         if self.variant is not None:
@@ -364,16 +325,7 @@ def select_models(specs: Mapping[str, ModelSpec], model_keys: list[str] | None) 
 
 
 def _did_you_mean(name: str, choices: Any) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f"; did you mean '{close[0]}'?" if close else "."
-
-
-def _unknown_keys(where: str, keys: set[str], allowed: set[str], problems: list[str]) -> None:
-    for key in sorted(keys - allowed):
-        problems.append(
-            f"{where}: unknown key '{key}'{_did_you_mean(key, allowed)} "
-            f"Allowed: {', '.join(sorted(allowed))}."
-        )
+    return did_you_mean(name, choices)
 
 
 def _parse_entry(
@@ -389,58 +341,21 @@ def _parse_entry(
     if not isinstance(entry, dict):
         problems.append(f"{where}: an entry is a JSON object (got {type(entry).__name__}).")
         return None
-    keys = set(entry)
-    common: dict[str, Any] = {}
     n_before = len(problems)
-
-    # -- fields every source shares -------------------------------------------------------
-    num_classes = entry.get("num_classes")
-    if num_classes is not None and (
-        not isinstance(num_classes, int) or num_classes < 0 or isinstance(num_classes, bool)
-    ):
-        problems.append(
-            f"{where}: num_classes must be a non-negative integer (got {num_classes!r})."
-        )
-    common["num_classes"] = num_classes
-    blocks = entry.get("blocks")
-    if blocks is not None:
-        if isinstance(blocks, str):
-            try:
-                re.compile(blocks)
-            except re.error as exc:
-                problems.append(f"{where}: blocks regex {blocks!r} does not compile ({exc}).")
-        elif not (isinstance(blocks, list) and blocks and all(isinstance(b, str) for b in blocks)):
-            problems.append(
-                f"{where}: blocks must be a regex string or a non-empty list of module names "
-                f"(got {blocks!r})."
-            )
-        else:
-            blocks = tuple(blocks)
-    common["blocks"] = blocks
-    pooling = entry.get("pooling")
-    if pooling is not None and pooling not in POOLINGS:
-        problems.append(
-            f"{where}: unknown pooling {pooling!r}{_did_you_mean(str(pooling), POOLINGS)} "
-            f"Valid: {', '.join(POOLINGS)}."
-        )
-    common["pooling"] = pooling
-    img_size = entry.get("img_size")
-    if img_size is not None and (
-        not isinstance(img_size, int) or isinstance(img_size, bool) or img_size <= 0
-    ):
-        problems.append(f"{where}: img_size must be a positive integer (got {img_size!r}).")
-    common["img_size"] = img_size
-    metadata = dict(entry.get("metadata") or {})
-    if not isinstance(entry.get("metadata", {}), dict):
-        problems.append(f"{where}: metadata must be an object (got {entry['metadata']!r}).")
-    for key in _METADATA_KEYS & keys:
-        metadata[key] = entry[key]
-    common["metadata"] = _freeze(metadata)
+    common_values = {k: entry[k] for k in COMMON_KEYS if k in entry}
+    check_keys(where, common_values, COMMON_KEYS, problems)
+    metadata = dict(entry.get("metadata") or {}) if isinstance(entry.get("metadata"), dict) else {}
+    metadata.update({key: entry[key] for key in _METADATA_KEYS if key in entry})
+    common: dict[str, Any] = {name: entry.get(name) for name in COMMON_KEYS}
+    if isinstance(common["blocks"], list):
+        common["blocks"] = tuple(common["blocks"])
+    common["metadata"] = freeze(metadata)
+    shared = {**COMMON_KEYS, **_METADATA_TABLE}
 
     # -- variant entries ------------------------------------------------------------------
     if "variant" in entry:
-        _unknown_keys(where, keys, _COMMON_KEYS | {"variant"}, problems)
-        variant = _parse_variant(where, entry["variant"], problems)
+        check_keys(where, entry, {}, problems, ignore=frozenset(shared) | {"variant"})
+        variant = parse_variant(where, entry["variant"], problems)
         if len(problems) > n_before or variant is None:
             return None
         return ModelSpec(model_id=model_id, source="variant", variant=variant, **common)
@@ -457,15 +372,15 @@ def _parse_entry(
         return None
     if source not in all_sources:
         problems.append(
-            f"{where}: unknown source {source!r}{_did_you_mean(str(source), all_sources)} "
+            f"{where}: unknown source {source!r}{did_you_mean(str(source), all_sources)} "
             f"Valid: {', '.join(all_sources)}, or a 'variant' object."
         )
         return None
-    parameters = _parse_representation(where, entry, common, problems)
     spec_class = SOURCE_SPECS[source]
-    allowed = set(spec_class.KEYS | _COMMON_KEYS | _REPRESENTATION_KEYS | {"source"})
-    _unknown_keys(where, keys, allowed, problems)
-    missing = sorted(spec_class.REQUIRED - keys)
+    allowed = frozenset(spec_class.KEYS | set(shared) | set(REPRESENTATION_KEYS) | {"source"})
+    check_keys(where, entry, {}, problems, ignore=allowed)
+    parameters = _parse_representation(where, entry, common, problems)
+    missing = sorted(spec_class.REQUIRED - set(entry))
     for key in missing:
         problems.append(f"{where}: source '{source}' needs key '{key}'.")
     if missing:
@@ -486,87 +401,24 @@ def _parse_representation(
     ``cls_token``) says how an output with > 2 axes is reduced; ``alignment`` is kept as given.
     The other ``model_parameters`` belong to the source and are returned.
     """
+    check_keys(where, {k: entry[k] for k in REPRESENTATION_KEYS if k in entry},
+               REPRESENTATION_KEYS, problems)  # fmt: skip
     module_name = entry.get("module_name")
-    if module_name is not None and (not isinstance(module_name, str) or not module_name):
-        problems.append(f"{where}: module_name must be a module name (got {module_name!r}).")
-    common["module_name"] = module_name
+    common["module_name"] = module_name if isinstance(module_name, str) else None
     alignment = entry.get("alignment")
-    if alignment is not None and not isinstance(alignment, str):
-        problems.append(f"{where}: alignment must be a string or null (got {alignment!r}).")
-    common["alignment"] = alignment
+    common["alignment"] = alignment if isinstance(alignment, str) else None
     parameters = entry.get("model_parameters", {})
     if not isinstance(parameters, dict):
-        problems.append(f"{where}: model_parameters must be an object (got {parameters!r}).")
         parameters = {}
+    token_keys = {k: parameters[k] for k in TOKEN_PARAMETERS if k in parameters}
+    check_keys(where, token_keys, TOKEN_PARAMETERS, problems, prefix="model_parameters.")
     token = parameters.get("token_extraction")
-    extract_cls = parameters.get("extract_cls_token", False)
-    if not isinstance(extract_cls, bool):
-        problems.append(
-            f"{where}: model_parameters.extract_cls_token must be true/false (got {extract_cls!r})."
-        )
-    if token is not None and token not in TOKEN_EXTRACTIONS:
-        problems.append(
-            f"{where}: unknown model_parameters.token_extraction {token!r}"
-            f"{_did_you_mean(str(token), TOKEN_EXTRACTIONS)} Valid: {', '.join(TOKEN_EXTRACTIONS)}."
-        )
-    if token is None and extract_cls is True:
+    if token is None and parameters.get("extract_cls_token") is True:
         token = "cls_token"
-    if (token is not None or extract_cls is True) and module_name is None:
+    if token is not None and module_name is None:
         problems.append(f"{where}: model_parameters.token_extraction needs 'module_name'.")
     common["token_extraction"] = token
-    return {k: v for k, v in parameters.items() if k not in _TOKEN_PARAMETERS}
-
-
-def _parse_variant(where: str, variant: Any, problems: list[str]) -> VariantSpec | None:
-    if not isinstance(variant, dict):
-        problems.append(f"{where}: 'variant' must be an object with a 'method' (got {variant!r}).")
-        return None
-    method = variant.get("method")
-    if method not in VARIANT_METHOD_KEYS:
-        problems.append(
-            f"{where}: unknown variant method {method!r}"
-            f"{_did_you_mean(str(method), VARIANT_METHOD_KEYS)} "
-            f"Valid: {', '.join(VARIANT_METHOD_KEYS)}."
-        )
-        return None
-    options = {k: v for k, v in variant.items() if k != "method"}
-    _unknown_keys(f"{where} variant", set(options), set(VARIANT_METHOD_KEYS[method]), problems)
-    for key in _REQUIRED_VARIANT_KEYS[method]:
-        if key not in options:
-            problems.append(f"{where}: variant method '{method}' needs key '{key}'.")
-    ingredients = options.get("ingredients")
-    if ingredients is not None:
-        if not isinstance(ingredients, list) or not all(isinstance(i, str) for i in ingredients):
-            problems.append(
-                f"{where}: ingredients must be a list of entry ids (got {ingredients!r})."
-            )
-        elif not ingredients:
-            problems.append(f"{where}: ingredients is empty; a soup needs at least one ingredient.")
-    for key in ("base", "anchor"):
-        if key in options and not isinstance(options[key], str):
-            problems.append(f"{where}: {key} must be an entry id (got {options[key]!r}).")
-    preset = options.get("preset")
-    if preset is not None and preset not in MONOSOUP_PRESETS:
-        problems.append(
-            f"{where}: unknown MonoSoup preset {preset!r}"
-            f"{_did_you_mean(str(preset), MONOSOUP_PRESETS)} "
-            f"Valid: {', '.join(MONOSOUP_PRESETS)}."
-        )
-    if "include_buffers" in options and not isinstance(options["include_buffers"], bool):
-        problems.append(
-            f"{where}: include_buffers must be true or false (got {options['include_buffers']!r})."
-        )
-    finetuned = options.get("finetuned")
-    if finetuned is not None and not (
-        isinstance(finetuned, str)
-        or (
-            isinstance(finetuned, list) and finetuned and all(isinstance(f, str) for f in finetuned)
-        )
-    ):
-        problems.append(
-            f"{where}: finetuned must be an entry id or a non-empty list of ids (got {finetuned!r})."
-        )
-    return VariantSpec(method=method, options=_freeze(options))
+    return {k: v for k, v in parameters.items() if k not in TOKEN_PARAMETERS}
 
 
 def _check_references(specs: dict[str, ModelSpec], all_ids: set[str], problems: list[str]) -> None:

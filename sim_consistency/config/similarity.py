@@ -20,7 +20,6 @@ naming the file and the entry.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import warnings
@@ -28,17 +27,61 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from sim_consistency.config.schema import Key, boolean, check_keys, choice, integer, number
 from sim_consistency.errors import ConfigError, MissingInputError
 
-__all__ = ["MetricSpec", "load_similarity_config", "parse_similarity_config", "METHOD_KEYS"]
+__all__ = [
+    "METHOD_KEYS",
+    "METRIC_KEYS",
+    "SIM_METHOD",
+    "MetricSpec",
+    "load_similarity_config",
+    "parse_similarity_config",
+]
 
-#: Keys that apply to each ``sim_method`` (besides ``sim_method`` itself).
-METHOD_KEYS: dict[str, frozenset[str]] = {
-    "cka": frozenset({"sim_kernel", "unbiased", "sigma", "sigma_median"}),
-    "rsa": frozenset({"rsa_method", "corr_method"}),
-    "mknn": frozenset({"k"}),
+#: The key every entry has.
+SIM_METHOD = choice("sim_method", ("cka", "rsa", "mknn"), required=True, doc="the metric")
+
+
+def _table(*keys: Key) -> dict[str, Key]:
+    return {k.name: k for k in keys}
+
+
+#: The keys of each ``sim_method`` (besides ``sim_method`` itself), with their constraints.
+#: JSON null means the default (Rep2Rep's files carry every key).
+METRIC_KEYS: dict[str, dict[str, Key]] = {
+    "cka": _table(
+        choice("sim_kernel", ("linear", "rbf"), "linear", nullable=True, doc="CKA kernel"),
+        boolean(
+            "unbiased",
+            nullable=True,
+            doc="unbiased HSIC (default true; false with `--biased_cka`)",
+        ),
+        number("sigma", low=0, low_open=True, nullable=True, doc="rbf: absolute bandwidth"),
+        number(
+            "sigma_median",
+            low=0,
+            low_open=True,
+            nullable=True,
+            doc="rbf: bandwidth relative to the median distance",
+        ),
+    ),
+    "rsa": _table(
+        choice("rsa_method", ("correlation", "cosine"), "correlation", nullable=True, doc="RDM"),
+        choice(
+            "corr_method",
+            ("pearson", "spearman"),
+            "spearman",
+            nullable=True,
+            doc="correlation of the RDMs",
+        ),
+    ),
+    "mknn": _table(integer("k", 10, low=1, doc="neighbours")),
 }
+#: Keys that apply to each ``sim_method`` (besides ``sim_method`` itself).
+METHOD_KEYS: dict[str, frozenset[str]] = {m: frozenset(t) for m, t in METRIC_KEYS.items()}
 _ALL_KEYS = frozenset({"sim_method"}).union(*METHOD_KEYS.values())
+_RBF_KEYS = ("sigma", "sigma_median")
 
 
 @dataclass(frozen=True)
@@ -60,96 +103,63 @@ class MetricSpec:
         return {key: getattr(self, key) for key in sorted(keys) if getattr(self, key) is not None}
 
 
-def _choice(
-    where: str, key: str, value: Any, choices: tuple[str, ...], problems: list[str]
-) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else "."
-        problems.append(
-            f"{where}: {key} {value!r} is not valid{hint} Choose: {', '.join(choices)}."
-        )
-
-
-def _positive_number(where: str, key: str, value: Any, problems: list[str]) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        problems.append(f"{where}: {key} must be a positive number (got {value!r}).")
-
-
 def _parse_entry(
     where: str, entry: Any, problems: list[str], notes: list[str], *, biased_cka: bool
 ) -> MetricSpec | None:
     if not isinstance(entry, dict):
         problems.append(f"{where}: must be an object (got {entry!r}).")
         return None
-    for key in sorted(set(entry) - _ALL_KEYS):
-        close = difflib.get_close_matches(key, _ALL_KEYS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else "."
-        problems.append(
-            f"{where}: unknown key '{key}'{hint} Allowed: {', '.join(sorted(_ALL_KEYS))}."
-        )
-    method = entry.get("sim_method")
-    if method not in METHOD_KEYS:
-        _choice(where, "sim_method", method, tuple(METHOD_KEYS), problems)
-        return None
-    ignored = [
-        key
-        for key in sorted((set(entry) & _ALL_KEYS) - METHOD_KEYS[method] - {"sim_method"})
-        if entry[key] is not None
-    ]
     n_before = len(problems)
-    if method == "cka":
-        kernel = entry.get("sim_kernel") or "linear"
-        _choice(where, "sim_kernel", kernel, ("linear", "rbf"), problems)
-        unbiased = entry.get("unbiased", not biased_cka)
-        if not isinstance(unbiased, bool):
-            problems.append(f"{where}: unbiased must be true or false (got {unbiased!r}).")
-        sigma, sigma_median = entry.get("sigma"), entry.get("sigma_median")
-        if kernel == "rbf":
-            if (sigma is None) == (sigma_median is None):
-                problems.append(
-                    f"{where}: the rbf kernel needs exactly one of 'sigma' (absolute, e.g. 0.4) "
-                    f"and 'sigma_median' (relative to the median distance) (got sigma={sigma!r}, "
-                    f"sigma_median={sigma_median!r})."
-                )
-            for key, value in (("sigma", sigma), ("sigma_median", sigma_median)):
-                if value is not None:
-                    _positive_number(where, key, value, problems)
-        else:
-            ignored += [k for k in ("sigma", "sigma_median") if entry.get(k) is not None]
-            sigma = sigma_median = None
-        if ignored:
-            notes.append(f"{where}: {', '.join(sorted(ignored))}")
-        if len(problems) > n_before:
-            return None
-        return MetricSpec(
-            "cka",
-            sim_kernel=cast(Literal["linear", "rbf"], kernel),  # checked by _choice
-            unbiased=unbiased,
-            sigma=float(sigma) if sigma is not None else None,
-            sigma_median=float(sigma_median) if sigma_median is not None else None,
-        )
+    check_keys(where, entry, {}, problems, ignore=_ALL_KEYS)
+    method: str = entry.get("sim_method", "")
+    message = (
+        f"{where}: missing key 'sim_method' ({SIM_METHOD.allowed})."
+        if "sim_method" not in entry
+        else SIM_METHOD.problem(where, method)
+    )
+    if message is not None:
+        problems.append(message)
+        return None
+    table = dict(METRIC_KEYS[method])
+    rbf = method == "cka" and entry.get("sim_kernel") == "rbf"
+    if method == "cka" and not rbf:
+        for key in _RBF_KEYS:  # a linear kernel has no bandwidth: ignored like other keys
+            del table[key]
+    ignored = sorted(k for k in set(entry) & _ALL_KEYS - set(table) - {"sim_method"})
+    ignored = [k for k in ignored if entry[k] is not None]
     if ignored:
         notes.append(f"{where}: {', '.join(ignored)}")
-    if method == "rsa":
-        rdm = entry.get("rsa_method") or "correlation"
-        corr = entry.get("corr_method") or "spearman"
-        _choice(where, "rsa_method", rdm, ("correlation", "cosine"), problems)
-        _choice(where, "corr_method", corr, ("pearson", "spearman"), problems)
-        return (
-            None
-            if len(problems) > n_before
-            else MetricSpec(
-                "rsa",
-                rsa_method=cast(Literal["correlation", "cosine"], rdm),  # checked by _choice
-                corr_method=cast(Literal["pearson", "spearman"], corr),
-            )
+    check_keys(where, {k: v for k, v in entry.items() if k in table}, table, problems)
+    settings = {name: key.default for name, key in table.items()}
+    settings.update({k: v for k, v in entry.items() if k in table and v is not None})
+    if rbf and (settings["sigma"] is None) == (settings["sigma_median"] is None):
+        problems.append(
+            f"{where}: the rbf kernel needs exactly one of 'sigma' (absolute, e.g. 0.4) "
+            f"and 'sigma_median' (relative to the median distance) (got "
+            f"sigma={entry.get('sigma')!r}, sigma_median={entry.get('sigma_median')!r})."
         )
-    k = entry.get("k", 10)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        problems.append(f"{where}: k must be a positive integer (got {k!r}).")
+    if len(problems) > n_before:
         return None
-    return MetricSpec("mknn", k=k)
+    if method == "cka":
+        unbiased = settings["unbiased"]
+        return MetricSpec(
+            "cka",
+            sim_kernel=cast(Literal["linear", "rbf"], settings["sim_kernel"]),
+            unbiased=(not biased_cka) if unbiased is None else unbiased,
+            sigma=float(settings["sigma"]) if settings.get("sigma") is not None else None,
+            sigma_median=(
+                float(settings["sigma_median"])
+                if settings.get("sigma_median") is not None
+                else None
+            ),
+        )
+    if method == "rsa":
+        return MetricSpec(
+            "rsa",
+            rsa_method=cast(Literal["correlation", "cosine"], settings["rsa_method"]),
+            corr_method=cast(Literal["pearson", "spearman"], settings["corr_method"]),
+        )
+    return MetricSpec("mknn", k=settings["k"])
 
 
 def parse_similarity_config(

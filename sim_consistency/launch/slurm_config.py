@@ -12,17 +12,33 @@ load …``) and, optionally, the Apptainer image the job's Python runs in::
 
 from __future__ import annotations
 
-import difflib
 import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sim_consistency.config.schema import (
+    Key,
+    boolean,
+    check_keys,
+    integer,
+    json_object,
+    number,
+    string,
+    strings,
+)
 from sim_consistency.config.shipped import shipped_config, shipped_config_dir, shipped_names
 from sim_consistency.errors import ConfigError, MissingInputError
 
-__all__ = ["ContainerSpec", "SlurmConfig", "load_slurm_config", "resolve_slurm_config_path"]
+__all__ = [
+    "CONTAINER_KEYS",
+    "SLURM_KEYS",
+    "ContainerSpec",
+    "SlurmConfig",
+    "load_slurm_config",
+    "resolve_slurm_config_path",
+]
 
 
 @dataclass(frozen=True)
@@ -61,25 +77,41 @@ class SlurmConfig:
     container: ContainerSpec | None = None
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "partition": (str, type(None)),
-    "gpus_per_node": (int,),
-    "cpus_per_task": (int,),
-    "mem_gb": (int, float),
-    "timeout_min": (int,),
-    "constraint": (str, type(None)),
-    "array_parallelism": (int,),
-    "sbatch": (dict,),
-    "setup": (list,),
-    "container": (dict, type(None)),
-}
-_CONTAINER_TYPES: dict[str, tuple[type, ...]] = {
-    "image": (str,),
-    "bind": (list,),
-    "nv": (bool,),
-    "apptainer": (str,),
-}
-_POSITIVE = ("cpus_per_task", "mem_gb", "timeout_min", "array_parallelism")
+def _table(*keys: Key) -> dict[str, Key]:
+    return {k.name: k for k in keys}
+
+
+def _sbatch_options(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str | int | float) for v in value.values())
+
+
+#: The keys of a SLURM config, with their constraints and defaults.
+SLURM_KEYS: dict[str, Key] = _table(
+    string("partition", nullable=True, doc="SLURM partition (default: the cluster's)"),
+    integer("gpus_per_node", 0, low=0, doc="GPUs per job"),
+    integer("cpus_per_task", 1, low=1, doc="CPU cores per job"),
+    number("mem_gb", 4.0, low=0, low_open=True, doc="memory per job, GB"),
+    integer("timeout_min", 60, low=1, doc="time limit per job, minutes"),
+    string("constraint", nullable=True, doc="`--constraint` (e.g. a GPU type)"),
+    integer("array_parallelism", 32, low=1, doc="array tasks running at once"),
+    Key(
+        "sbatch",
+        "object",
+        "an object of extra #SBATCH options with string, number or boolean values",
+        _sbatch_options,
+        {},
+        doc='extra `#SBATCH` options, e.g. `{"account": "x"}`',
+    ),
+    strings("setup", doc="shell lines run before the job (`module load …`)"),
+    json_object("container", nullable=True, doc="the Apptainer image the job runs in"),
+)
+#: The keys of ``container``.
+CONTAINER_KEYS: dict[str, Key] = _table(
+    string("image", required=True, doc="a .sif path or oras:// URI"),
+    strings("bind", doc="extra folders bound into the image (the project root always is)"),
+    boolean("nv", True, doc="`--nv`: expose the GPUs"),
+    string("apptainer", "apptainer", doc="the apptainer (or singularity) executable"),
+)
 
 
 def resolve_slurm_config_path(value: str | Path) -> Path:
@@ -100,27 +132,13 @@ def resolve_slurm_config_path(value: str | Path) -> Path:
     )
 
 
-def _check_keys(where: str, raw: dict, types: dict[str, tuple[type, ...]]) -> list[str]:
-    problems = []
-    for key in sorted(set(raw) - set(types)):
-        close = difflib.get_close_matches(key, list(types), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else "."
-        problems.append(f"{where}: unknown key '{key}'{hint} Allowed: {', '.join(sorted(types))}.")
-    for key, allowed in types.items():
-        if key in raw and (
-            not isinstance(raw[key], allowed) or (bool in allowed) != isinstance(raw[key], bool)
-        ):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            problems.append(f"{where}: '{key}' must be {names} (got {raw[key]!r}).")
-    return problems
-
-
 def load_slurm_config(value: str | Path) -> SlurmConfig:
     """Read and validate a SLURM config (every problem in the file is reported at once).
 
     Raises:
         MissingInputError: the file does not exist.
-        ConfigError: invalid JSON, unknown keys, wrong types or non-positive resources.
+        ConfigError: invalid JSON, unknown keys, wrong types or values out of range (every
+            line names the file, the key, the value and what is allowed).
     """
     path = resolve_slurm_config_path(value)
     try:
@@ -129,18 +147,11 @@ def load_slurm_config(value: str | Path) -> SlurmConfig:
         raise ConfigError(f"{path}: not valid JSON ({exc}).") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object (got {type(raw).__name__}).")
-    problems = _check_keys(str(path), raw, _TYPES)
-    for key in _POSITIVE:
-        value_ = raw.get(key)
-        if isinstance(value_, (int, float)) and not isinstance(value_, bool) and value_ <= 0:
-            problems.append(f"{path}: '{key}' must be positive (got {value_}).")
-    if isinstance(raw.get("gpus_per_node"), int) and raw["gpus_per_node"] < 0:
-        problems.append(f"{path}: 'gpus_per_node' must be >= 0 (got {raw['gpus_per_node']}).")
+    problems: list[str] = []
+    check_keys(str(path), raw, SLURM_KEYS, problems)
     container = raw.get("container")
     if isinstance(container, dict):
-        problems += _check_keys(f"{path}: container", container, _CONTAINER_TYPES)
-        if "image" not in container:
-            problems.append(f"{path}: container: 'image' is required (a .sif path or oras:// URI).")
+        check_keys(str(path), container, CONTAINER_KEYS, problems, prefix="container.")
     if problems:
         raise ConfigError("\n".join(problems))
     spec = (
@@ -153,5 +164,5 @@ def load_slurm_config(value: str | Path) -> SlurmConfig:
         if container
         else None
     )
-    fields = {k: v for k, v in raw.items() if k not in ("container", "setup")}
+    fields = {k: v for k, v in raw.items() if k not in ("container", "setup") and v is not None}
     return SlurmConfig(source=path, setup=tuple(raw.get("setup", ())), container=spec, **fields)

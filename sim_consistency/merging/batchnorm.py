@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from sim_consistency.config.variants import BN_POLICIES
 from sim_consistency.merging.state import StateDict
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "recompute_batchnorm",
 ]
 
-BN_POLICIES: tuple[str, ...] = ("average", "from_anchor", "reset")
 _BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 

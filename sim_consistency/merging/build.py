@@ -8,7 +8,9 @@ log, per-layer statistics) atomically, building referenced variants first and sk
 whose *variant key* — a digest of the recipe and of every ingredient's identity (recipes, file
 digests, referenced variants' keys) — is unchanged.
 
-Recipe options and defaults (the config validates the key names; values are checked here):
+Recipe options and defaults (every key and value is validated when the config loads, by the
+method's spec class in :mod:`sim_consistency.config.variants`, which also holds the defaults;
+:func:`build_variant_state_dict` re-checks specs built by hand):
 
 * ``uniform`` / ``weighted``: ``ingredients``, ``weights`` (normalised by their sum).
 * ``greedy``: ``heldout`` (``"<dataset>:<split>"``), ``heldout_max_samples`` (a seeded,
@@ -46,18 +48,22 @@ from typing import Any, Literal, cast
 
 import torch
 
-from sim_consistency.config.models import MONOSOUP_PRESETS, ModelSpec, VariantSpec
+from sim_consistency.config.models import ModelSpec, VariantSpec
+from sim_consistency.config.variants import (
+    MONOSOUP_PRESETS,
+    RankRule,
+    check_variant,
+)
 from sim_consistency.data import load_dataset
 from sim_consistency.errors import ConfigError, MergeError
 from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.merging.batchnorm import (
-    BN_POLICIES,
     batchnorm_buffer_names,
     copy_batchnorm_buffers,
     recompute_batchnorm,
 )
 from sim_consistency.merging.evaluate import PreprocessedSplit, accuracy
-from sim_consistency.merging.monosoup import RANK_RULES, RankRule, monosoup
+from sim_consistency.merging.monosoup import monosoup
 from sim_consistency.merging.soups import greedy_soup, pruned_soup, uniform_soup
 from sim_consistency.merging.state import StateDict, check_finite
 from sim_consistency.merging.task_vectors import task_arithmetic, ties_merge
@@ -134,8 +140,9 @@ class BuildContext:
     def where(self) -> str:
         return f"variant '{self.spec.model_id}' ({self.variant.method})"
 
-    def option(self, name: str, default: Any = None) -> Any:
-        return self.variant.options.get(name, default)
+    def option(self, name: str) -> Any:
+        """The value of parameter ``name``: the config's, else the method's default."""
+        return self.variant.settings()[name]
 
     def load(self, model_id: str) -> StateDict:
         """Return the state dict of entry ``model_id`` (built through the model factory)."""
@@ -167,12 +174,8 @@ class BuildContext:
 # -- option parsing ---------------------------------------------------------------------------
 
 
-def _split_ref(ctx: BuildContext, key: str, value: Any) -> tuple[str, str]:
-    if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(
-            f"{ctx.where}: {key} must be '<dataset>:<split>', e.g. 'wds/digits:val' "
-            f"(got {value!r})."
-        )
+def _split_ref(value: str) -> tuple[str, str]:
+    """``"<dataset>:<split>"`` (validated at load) -> ``(dataset, split)``."""
     dataset, split = value.rsplit(":", 1)
     return dataset, split
 
@@ -183,31 +186,8 @@ def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _number(ctx: BuildContext, key: str, default: float) -> float:
-    value = ctx.option(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{ctx.where}: {key} must be a number (got {value!r}).")
-    return float(value)
-
-
-def _choice(ctx: BuildContext, key: str, default: str, valid: tuple[str, ...]) -> str:
-    value = ctx.option(key, default)
-    if value not in valid:
-        raise ConfigError(f"{ctx.where}: {key} must be one of {', '.join(valid)} (got {value!r}).")
-    return value
-
-
 def _heldout_split(ctx: BuildContext) -> tuple[str, str]:
-    heldout = _split_ref(ctx, "heldout", ctx.option("heldout"))
-    test_value = ctx.option("test", f"{heldout[0]}:test")
-    test = _split_ref(ctx, "test", test_value)
-    if heldout == test:
-        raise ConfigError(
-            f"{ctx.where}: the held-out split {':'.join(heldout)} equals the test split; "
-            "selecting ingredients on the test split overfits it. Use e.g. 'wds/digits:val'."
-        )
-    _choice(ctx, "metric", "accuracy", ("accuracy",))
-    return heldout
+    return _split_ref(ctx.option("heldout"))
 
 
 def _preprocessed(
@@ -215,12 +195,6 @@ def _preprocessed(
 ) -> PreprocessedSplit:
     dataset, split = ref
     max_samples = ctx.option(max_samples_key)
-    if max_samples is not None and (
-        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples <= 0
-    ):
-        raise ConfigError(
-            f"{ctx.where}: {max_samples_key} must be a positive integer (got {max_samples!r})."
-        )
     data = load_dataset(
         dataset, split, location=ctx.location, transform=loaded.transform, max_samples=max_samples
     )
@@ -245,7 +219,7 @@ def _evaluator(
     log.info("%s: held-out split %s:%s, %d rows", ctx.where, *heldout, len(split))
     settings.update(
         heldout=":".join(heldout),
-        test=ctx.option("test", f"{heldout[0]}:test"),
+        test=ctx.option("test") or f"{heldout[0]}:test",
         heldout_rows=len(split),
         metric="accuracy",
     )
@@ -260,7 +234,7 @@ def _evaluator(
 
 
 def _apply_bn_policy(ctx: BuildContext, built: VariantBuild, anchor_default: str) -> None:
-    policy = _choice(ctx, "bn_policy", "average", BN_POLICIES)
+    policy = ctx.option("bn_policy")  # one of BN_POLICIES: validated at load
     arch = ctx.architecture(anchor_default)
     names = batchnorm_buffer_names(arch.model)
     built.batchnorm = {"policy": policy, "n_buffers": len(names)}
@@ -272,17 +246,12 @@ def _apply_bn_policy(ctx: BuildContext, built: VariantBuild, anchor_default: str
     if policy == "average":
         return
     if policy == "from_anchor":
-        anchor = ctx.option("anchor", anchor_default)
+        anchor = ctx.option("anchor") or anchor_default
         built.state_dict = copy_batchnorm_buffers(built.state_dict, ctx.load(anchor), names)
         built.batchnorm["anchor"] = anchor
         log.info("%s: BatchNorm statistics copied from '%s'", ctx.where, anchor)
         return
-    if ctx.option("bn_split") is None:
-        raise ConfigError(
-            f"{ctx.where}: bn_policy 'reset' needs bn_split, the '<dataset>:<split>' on which "
-            "running statistics are recomputed (e.g. 'wds/digits:train')."
-        )
-    bn_split = _split_ref(ctx, "bn_split", ctx.option("bn_split"))
+    bn_split = _split_ref(ctx.option("bn_split"))  # required with reset: validated at load
     data = _preprocessed(ctx, arch, bn_split, "bn_max_samples")
     model = arch.model
     model.load_state_dict(built.state_dict, strict=True)
@@ -306,12 +275,7 @@ def _build_uniform(ctx: BuildContext) -> VariantBuild:
     ids = _as_list(ctx.option("ingredients"))
     weights = ctx.option("weights")
     if weights is not None:
-        weights = [float(w) for w in weights]
-        if len(weights) != len(ids):
-            raise ConfigError(
-                f"{ctx.where}: {len(ids)} ingredients but {len(weights)} weights; give one "
-                "weight per ingredient."
-            )
+        weights = [float(w) for w in weights]  # one per ingredient: validated at load
 
     def stream():
         for i, model_id in enumerate(ids):
@@ -349,9 +313,9 @@ def _log_decisions(ctx: BuildContext, steps: list[dict[str, Any]], verb: str) ->
 def _build_greedy(ctx: BuildContext) -> VariantBuild:
     ids = _as_list(ctx.option("ingredients"))
     settings: dict[str, Any] = {
-        "accept": _choice(ctx, "accept", ">=", (">=", ">")),
-        "order": _choice(ctx, "order", "sorted", ("sorted", "random")),
-        "seed": int(_number(ctx, "seed", 0)),
+        "accept": ctx.option("accept"),
+        "order": ctx.option("order"),
+        "seed": ctx.option("seed"),
     }
     evaluate = _evaluator(ctx, ids[0], settings)
     state_dict, steps = greedy_soup(
@@ -379,15 +343,13 @@ def _build_pruned(ctx: BuildContext) -> VariantBuild:
 
 
 def _single(ctx: BuildContext, key: str) -> str:
-    values = _as_list(ctx.option(key))
-    if len(values) != 1:
-        raise ConfigError(f"{ctx.where}: {key} must name exactly one entry (got {values!r}).")
-    return values[0]
+    (value,) = _as_list(ctx.option(key))  # exactly one: validated at load
+    return value
 
 
 def _build_wise_ft(ctx: BuildContext) -> VariantBuild:
     base, finetuned = ctx.option("base"), _single(ctx, "finetuned")
-    alpha = _number(ctx, "alpha", 0.5)
+    alpha = float(ctx.option("alpha"))
     state_dict = wise_ft(ctx.load(base), ctx.load(finetuned), alpha)
     log.info("%s: (1 - %g) * %s + %g * %s", ctx.where, alpha, base, alpha, finetuned)
     built = VariantBuild(state_dict, settings={"alpha": alpha})
@@ -396,10 +358,7 @@ def _build_wise_ft(ctx: BuildContext) -> VariantBuild:
 
 
 def _build_task_arithmetic(ctx: BuildContext) -> VariantBuild:
-    negate = ctx.option("negate", False)
-    if not isinstance(negate, bool):
-        raise ConfigError(f"{ctx.where}: negate must be true or false (got {negate!r}).")
-    lam = _number(ctx, "lam", 1.0) * (-1.0 if negate else 1.0)
+    lam = float(ctx.option("lam")) * (-1.0 if ctx.option("negate") else 1.0)
     finetuned = _as_list(ctx.option("finetuned"))
     coeffs = ctx.option("coeffs")
     state_dict = task_arithmetic(
@@ -414,11 +373,8 @@ def _build_task_arithmetic(ctx: BuildContext) -> VariantBuild:
 
 def _build_ties(ctx: BuildContext) -> VariantBuild:
     finetuned = _as_list(ctx.option("finetuned"))
-    keep, lam = _number(ctx, "keep", 0.2), _number(ctx, "lam", 1.0)
-    scope = cast(
-        Literal["global", "per_tensor"],
-        _choice(ctx, "scope", "global", ("global", "per_tensor")),
-    )
+    keep, lam = float(ctx.option("keep")), float(ctx.option("lam"))
+    scope = cast(Literal["global", "per_tensor"], ctx.option("scope"))
     state_dict = ties_merge(
         ctx.load(ctx.option("base")), [ctx.load(f) for f in finetuned], keep, lam, scope
     )
@@ -426,22 +382,14 @@ def _build_ties(ctx: BuildContext) -> VariantBuild:
 
 
 def _build_monosoup(ctx: BuildContext) -> VariantBuild:
-    preset_name = ctx.option("preset")
+    preset_name = ctx.option("preset")  # its settings are the defaults of ctx.option
     preset = MONOSOUP_PRESETS[preset_name] if preset_name is not None else {}
-    defaults: dict[str, Any] = {"rank_rule": "vetterli", "R": 0.8, "min_rel_update": 1e-6, **preset}
-    include_buffers = ctx.option("include_buffers", False)
-    if not isinstance(include_buffers, bool):
-        raise ConfigError(
-            f"{ctx.where}: include_buffers must be true or false (got {include_buffers!r})."
-        )
-    rank_rule = cast(RankRule, _choice(ctx, "rank_rule", defaults["rank_rule"], RANK_RULES))
-    R = _number(ctx, "R", defaults["R"])
-    min_rel_update = _number(ctx, "min_rel_update", defaults["min_rel_update"])
+    include_buffers = ctx.option("include_buffers")
+    rank_rule = cast(RankRule, ctx.option("rank_rule"))
+    R = float(ctx.option("R"))
+    min_rel_update = float(ctx.option("min_rel_update"))
     # Where tensors MonoSoup does not edit come from (W1 in the reference code).
-    untouched_from = cast(
-        Literal["finetuned", "base"],
-        _choice(ctx, "untouched_from", "finetuned", ("finetuned", "base")),
-    )
+    untouched_from = cast(Literal["finetuned", "base"], ctx.option("untouched_from"))
     base = ctx.load(ctx.option("base"))
     finetuned = _single(ctx, "finetuned")
     w1 = ctx.load(finetuned)
@@ -504,12 +452,9 @@ def build_variant_state_dict(
         MergeError: incompatible or empty ingredients, NaN/inf in the result (naming the variant
             and tensor).
     """
-    method = _variant_of(spec).method
-    if method not in VARIANT_METHODS:
-        raise ConfigError(
-            f"variant '{spec.model_id}': unknown method {method!r}. Valid: "
-            f"{', '.join(sorted(VARIANT_METHODS))}."
-        )
+    variant = _variant_of(spec)
+    check_variant(f"'{spec.model_id}'", variant)  # a spec built by hand skipped the loader
+    method = variant.method
     ctx = BuildContext(spec, specs, location, torch.device(device))
     try:
         built = VARIANT_METHODS[method](ctx)

@@ -53,10 +53,11 @@ import contextlib
 import math
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import torch
 
+from sim_consistency.config.variants import RANK_RULES, RankRule
 from sim_consistency.errors import MergeError
 from sim_consistency.merging.state import StateDict, check_compatible, is_mergeable
 
@@ -70,10 +71,6 @@ __all__ = [
     "RANK_RULES",
     "RankRule",
 ]
-
-#: The rank rules (``"freevariance"`` is an alias of ``"vetterli"``).
-RankRule = Literal["variance", "vetterli", "freevariance"]
-RANK_RULES: tuple[str, ...] = get_args(RankRule)
 
 
 @dataclass

@@ -141,10 +141,10 @@ def test_bad_slurm_configs_name_file_key_and_value(tmp_path):
         load_slurm_config(path)
     message = str(info.value)
     assert f"{path}: unknown key 'partiton'; did you mean 'partition'?" in message
-    assert "'cpus_per_task' must be positive (got 0)" in message
-    assert "'gpus_per_node' must be int (got True)" in message
-    assert "container: 'bind' must be list (got '/data')" in message
-    assert "container: 'image' is required" in message
+    assert f"{path}: cpus_per_task must be a positive integer (got 0)." in message
+    assert f"{path}: gpus_per_node must be an integer >= 0 (got True)." in message
+    assert f"{path}: container.bind must be a list of strings (got '/data')." in message
+    assert f"{path}: missing key 'container.image' (a non-empty string)." in message
     with pytest.raises(FileNotFoundError, match="no file 'nope'.*debug"):
         load_slurm_config("nope")
 

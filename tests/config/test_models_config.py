@@ -100,10 +100,10 @@ def test_every_problem_reported_with_entry_names(tmp_path):
     assert "'b': unknown source 'tim'; did you mean 'timm'?" in msg
     assert "'c': checkpoint file" in msg and "missing.pt does not exist" in msg
     assert "'d': references unknown entry 'zzz'" in msg
-    assert "'e': variant method 'greedy' needs key 'heldout'" in msg
-    assert "'f': unknown variant method 'souper'" in msg
+    assert "'e': missing key 'variant.heldout'" in msg
+    assert "'f': unknown variant.method 'souper'" in msg
     assert "'g': unknown pooling 'max'" in msg
-    assert "'h': ingredients is empty" in msg
+    assert "'h': variant.ingredients must be an entry id or a non-empty list" in msg
     assert "8 problem(s)" in msg
 
 
@@ -137,7 +137,10 @@ def test_checkpoint_arch_must_not_be_variant(tmp_path):
         ({"a": "timm"}, "an entry is a JSON object"),
         ({"a": {"model_name": "x"}}, "missing 'source'"),
         ({"a": {"source": "timm"}}, "needs key 'model_name'"),
-        ({"a": {"source": "timm", "model_name": "x", "blocks": "("}}, "does not compile"),
+        (
+            {"a": {"source": "timm", "model_name": "x", "blocks": "("}},
+            "blocks must be a compiling regex",
+        ),
         ({"a": {"source": "timm", "model_name": "x", "img_size": 0}}, "img_size"),
         ({"a": {"source": "timm", "model_name": "x", "pretrained": 3}}, "pretrained must be"),
     ],
@@ -159,10 +162,10 @@ def test_monosoup_preset_and_include_buffers_are_validated():
     with pytest.raises(ConfigError) as err:
         parse_models_config(raw)
     msg = str(err.value)
-    assert "'p': unknown MonoSoup preset 'convnxt'; did you mean 'convnext'?" in msg
+    assert "'p': unknown variant.preset 'convnxt'; did you mean 'convnext'?" in msg
     assert "Valid: clip, convnext, convnext_cka." in msg
-    assert "'q': include_buffers must be true or false (got 'yes')." in msg
-    assert "'g' variant: unknown key 'seed'" in msg  # pruned is deterministic: no seed
+    assert "'q': variant.include_buffers must be true or false (got 'yes')." in msg
+    assert "'g': unknown key 'variant.seed'" in msg  # pruned is deterministic: no seed
     assert "'r'" not in msg
 
 

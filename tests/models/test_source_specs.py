@@ -63,6 +63,6 @@ def test_spec_classes_report_their_own_problems(tmp_path):
     assert "'a': model_name must be a string (got 3)" in message
     assert "'a': pretrained must be true/false or a tag string (got 1.5)" in message
     assert f"'a': weights file {tmp_path / 'no.pt'} does not exist" in message
-    assert "'b' model_parameters: unknown key 'k'" in message
+    assert "'b': unknown key 'model_parameters.k'" in message
     assert f"'c': checkpoint file {tmp_path / 'missing.pt'} does not exist" in message
     assert "'d': source 'timm' needs key 'model_name'" in message

@@ -47,9 +47,9 @@ def test_every_problem_reported_naming_file_and_entry(tmp_path):
         load_similarity_config(path)
     msg = str(err.value)
     assert f"{path}: entry 0: the rbf kernel needs exactly one of 'sigma'" in msg
-    assert "entry 1: corr_method 'kendal' is not valid" in msg
+    assert "entry 1: unknown corr_method 'kendal'. Valid: pearson, spearman." in msg
     assert "sigma" not in msg.split("entry 2")[1].split("entry 3")[0]  # ignored, not an error
-    assert "entry 3: sim_method 'cca' is not valid" in msg
+    assert "entry 3: unknown sim_method 'cca'; did you mean 'cka'? Valid: cka, rsa, mknn." in msg
     assert "entry 4: unknown key 'unbaised'; did you mean 'unbiased'?" in msg
 
 

@@ -375,7 +375,7 @@ CASES = {
                 }
             },
         },
-        "variant 'bad' (greedy): the held-out split wds/digits:test equals the test split",
+        "'bad': variant.heldout 'wds/digits:test' equals the test split",
     ),
     "missing_base": (
         {"a": VIT, "bad": {"variant": {"method": "monosoup", "base": "zz", "finetuned": "a"}}},
@@ -383,11 +383,11 @@ CASES = {
     ),
     "no_base": (
         {"a": VIT, "bad": {"variant": {"method": "monosoup", "finetuned": "a"}}},
-        "variant method 'monosoup' needs key 'base'",
+        "'bad': missing key 'variant.base'",
     ),
     "empty": (
         {"a": VIT, "bad": {"variant": {"method": "uniform", "ingredients": []}}},
-        "'bad': ingredients is empty",
+        "'bad': variant.ingredients must be an entry id or a non-empty list of entry ids (got [])",
     ),
     "non_finite": (
         {

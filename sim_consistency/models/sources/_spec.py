@@ -130,14 +130,36 @@ def parse_weights_file(
     return weights
 
 
+#: ``model_parameters`` keys every source accepts (the representation, read by the loader).
+_TOKEN_KEYS = ("extract_cls_token", "token_extraction")
+
+
 def unknown_parameters(
-    where: str, source: str, parameters: Mapping[str, Any], problems: list[str]
+    where: str,
+    source: str,
+    parameters: Mapping[str, Any],
+    problems: list[str],
+    *,
+    allowed: tuple[str, ...] = (),
+    note: str = "",
 ) -> None:
-    """Report every ``model_parameters`` key of a source that takes none."""
-    for key in sorted(parameters):
+    """Report every ``model_parameters`` key of ``source`` not in ``allowed``.
+
+    Args:
+        where: the entry, for messages.
+        source: the source (or ``custom <name>``), for messages.
+        parameters: ``model_parameters`` minus the representation keys.
+        problems: where one line per unknown key is appended.
+        allowed: the source's own keys (the representation keys are always allowed).
+        note: a sentence added to each message (e.g. where such values go instead).
+    """
+    from sim_consistency.config.schema import did_you_mean
+
+    valid = (*allowed, *_TOKEN_KEYS)
+    for key in sorted(set(parameters) - set(allowed)):
         problems.append(
-            f"{where} model_parameters: unknown key {key!r} (source '{source}' takes no "
-            "model_parameters besides extract_cls_token / token_extraction)."
+            f"{where}: unknown key 'model_parameters.{key}'{did_you_mean(key, valid)} "
+            f"Source '{source}' takes model_parameters: {', '.join(valid)}.{note}"
         )
 
 
@@ -180,11 +202,7 @@ class NamedModelSpec(SourceSpec):
             problems.append(
                 f"{where}: pretrained must be true/false or a tag string (got {pretrained!r})."
             )
-        weights = entry.get("weights")
-        if weights is not None:
-            weights = resolve_file(weights, base_dir)
-            if not weights.is_file():
-                problems.append(f"{where}: weights file {weights} does not exist.")
+        weights = parse_weights_file(entry, base_dir, where, problems)
         if len(problems) > n_before:
             return None
         return cls(model_name=model_name, pretrained=pretrained, weights=weights)

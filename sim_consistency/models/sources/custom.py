@@ -23,6 +23,7 @@ from sim_consistency.models.sources._spec import (
     SourceSpec,
     check_choice,
     parse_weights_file,
+    unknown_parameters,
 )
 from sim_consistency.models.sources.open_clip import build_open_clip, open_clip_onto
 from sim_consistency.models.sources.rep2rep import CUSTOM_MODELS
@@ -76,12 +77,9 @@ class CustomSpec(SourceSpec):
         variant = parameters.get("variant")
         dataset = parameters.get("dataset", "openai" if name == "clip" else None)
         if refusal is None:
-            allowed = {"variant", "dataset"}
-            for key in sorted(set(parameters) - allowed):
-                problems.append(
-                    f"{where}: unknown model_parameters key {key!r} for custom {name}. "
-                    f"Allowed: {', '.join(sorted(allowed))}, extract_cls_token, token_extraction."
-                )
+            unknown_parameters(
+                where, f"custom {name}", parameters, problems, allowed=("variant", "dataset")
+            )
             if not isinstance(variant, str):
                 problems.append(f"{where}: custom {name} needs model_parameters.variant.")
             if not isinstance(dataset, str) and entry.get("weights") is None:

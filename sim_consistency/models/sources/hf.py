@@ -27,7 +27,7 @@ from sim_consistency.config.models import ModelSpec
 from sim_consistency.errors import ConfigError
 from sim_consistency.models.sources._base import BuiltModel, entry_where, load_strict
 from sim_consistency.models.sources._hub import resolve_hub_file
-from sim_consistency.models.sources._spec import SourceSpec, resolve_file
+from sim_consistency.models.sources._spec import SourceSpec, resolve_file, unknown_parameters
 from sim_consistency.models.sources.python import TransformSpec
 
 __all__ = ["HfSpec", "build_hf", "hf_onto", "processor_transform"]
@@ -82,8 +82,7 @@ class HfSpec(SourceSpec):
                 f"{where}: source 'hf' needs exactly one of 'model_name' (hub id or folder) and "
                 f"'config' (a local config.json) (got model_name={name!r}, config={config!r})."
             )
-        for key in sorted(parameters):
-            problems.append(f"{where}: unknown model_parameters key {key!r} for source 'hf'.")
+        unknown_parameters(where, "hf", parameters, problems)
         config_path = None
         if config is not None:
             config_path = resolve_file(config, base_dir)

@@ -34,6 +34,7 @@ from sim_consistency.models.sources._spec import (
     check_choice,
     parse_weights_file,
     resolve_file,
+    unknown_parameters,
 )
 
 __all__ = ["PythonSpec", "TransformSpec", "build_python", "python_onto"]
@@ -193,11 +194,9 @@ class PythonSpec(SourceSpec):
             problems.append(
                 f"{where}: factory must be 'package.module:function' (got {factory!r})."
             )
-        for key in sorted(parameters):
-            problems.append(
-                f"{where}: unknown model_parameters key {key!r} for source 'python'; factory "
-                "arguments go in 'kwargs'."
-            )
+        unknown_parameters(
+            where, "python", parameters, problems, note=" Factory arguments go in 'kwargs'."
+        )
         kwargs = entry.get("kwargs", {})
         if not isinstance(kwargs, dict):
             problems.append(f"{where}: kwargs must be an object (got {kwargs!r}).")

@@ -26,6 +26,7 @@ from sim_consistency.models.sources._spec import (
     SourceSpec,
     check_choice,
     parse_weights_file,
+    unknown_parameters,
 )
 from sim_consistency.models.sources.python import TransformSpec
 from sim_consistency.models.sources.rep2rep import SSL_MODELS, THINGSVISION_TRANSFORM, SslModel
@@ -71,11 +72,7 @@ class SslSpec(SourceSpec):
         n_before = len(problems)
         name = entry["model_name"]
         check_choice(where, "ssl model_name", name, sorted(SSL_MODELS), problems)
-        for key in sorted(parameters):
-            problems.append(
-                f"{where}: unknown model_parameters key {key!r} for source 'ssl'. Allowed: "
-                "extract_cls_token, token_extraction."
-            )
+        unknown_parameters(where, "ssl", parameters, problems)
         pretrained = entry.get("pretrained", True)
         if not isinstance(pretrained, bool):
             problems.append(f"{where}: pretrained must be true/false (got {pretrained!r}).")

@@ -28,6 +28,7 @@ from sim_consistency.models.sources._spec import (
     SourceSpec,
     check_choice,
     parse_weights_file,
+    unknown_parameters,
 )
 
 __all__ = ["TorchvisionSpec", "build_torchvision", "torchvision_onto", "torchvision_transform"]
@@ -81,11 +82,7 @@ class TorchvisionSpec(SourceSpec):
             where, "torchvision model_name", name, _classification_models(), problems
         ):
             return None
-        for key in sorted(set(parameters) - {"weights"}):
-            problems.append(
-                f"{where}: unknown model_parameters key {key!r} for source 'torchvision'. "
-                "Allowed: weights, extract_cls_token, token_extraction."
-            )
+        unknown_parameters(where, "torchvision", parameters, problems, allowed=("weights",))
         pretrained = entry.get("pretrained", parameters.get("weights"))
         if pretrained is True:
             weights_name: str | None = "DEFAULT"
