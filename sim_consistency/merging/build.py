@@ -48,7 +48,7 @@ import torch
 
 from sim_consistency.config.models import MONOSOUP_PRESETS, ModelSpec, VariantSpec
 from sim_consistency.data import load_dataset
-from sim_consistency.errors import ConfigError, MergeError
+from sim_consistency.errors import ConfigError, MergeError, NonFiniteError
 from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.merging.batchnorm import (
     BN_POLICIES,
@@ -513,10 +513,10 @@ def build_variant_state_dict(
     ctx = BuildContext(spec, specs, location, torch.device(device))
     try:
         built = VARIANT_METHODS[method](ctx)
-    except MergeError as exc:
+    except (MergeError, NonFiniteError) as exc:
         if str(exc).startswith("variant '"):
             raise  # already names a variant (a referenced one)
-        raise MergeError(f"{ctx.where}: {exc}") from exc
+        raise type(exc)(f"{ctx.where}: {exc}") from exc
     check_finite(built.state_dict, where=ctx.where)
     built.ingredients = ctx.ingredients()
     return built

@@ -40,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sim_consistency.errors import ConfigError, DataError
+from sim_consistency.finite import check_finite
 from sim_consistency.probe.solvers import (
     LogRegFit,
     feature_spectrum,
@@ -234,13 +235,11 @@ def _check_features(name: str, X: np.ndarray, n_labels: int) -> None:
         raise DataError(f"linear_probe: {name} must be 2-D (n, d) (got shape {X.shape}).")
     if X.shape[0] != n_labels:
         raise DataError(f"linear_probe: {name} has {X.shape[0]} rows but {n_labels} labels.")
-    finite = np.isfinite(X).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise DataError(
-            f"linear_probe: {name} has NaN/inf values in {bad.size} rows (first: row {bad[0]}); "
-            "the features are corrupt. Re-extract them (feature_extraction --force)."
-        )
+    check_finite(
+        X,
+        f"linear_probe: {name}",
+        hint="The features are corrupt. Re-extract them (feature_extraction --force).",
+    )
 
 
 def _prepare_labels(

@@ -61,10 +61,10 @@ import numpy as np
 import numpy.typing as npt
 
 from sim_consistency.errors import ConfigError
+from sim_consistency.finite import check_finite
 from sim_consistency.similarity._arrays import (
     DEFAULT_CHUNK_ROWS,
     as_matrix,
-    check_finite,
     check_pair,
     column_mean,
     row_chunks,
@@ -87,6 +87,7 @@ __all__ = [
 
 Space = Literal["auto", "feature", "gram"]
 DEFAULT_SLAB_ROWS = 1024
+_UNDEFINED = "A similarity of such features is undefined."
 
 
 def choose_space(n: int, widths: Sequence[int]) -> Literal["feature", "gram"]:
@@ -406,7 +407,7 @@ def median_sq_distance(
         budget: most candidate values kept at once (default ``max(slab_rows · n, 2^20)``).
     """
     X = as_matrix(X, "X")
-    check_finite(X, "X", "median_sq_distance")
+    check_finite(X, "median_sq_distance: X", hint=_UNDEFINED)
     Xc = X.astype(np.float64) - column_mean(X, slab_rows)
     return _median_of_centred(Xc, np.einsum("ij,ij->i", Xc, Xc), slab_rows, budget)
 
@@ -588,7 +589,7 @@ def rbf_stats(
     if not (isinstance(width, int | float) and np.isfinite(width) and width > 0):
         raise ConfigError(f"cka: the RBF bandwidth must be a positive number (got {width!r}).")
     X = as_matrix(X, "X")
-    check_finite(X, "X", "cka (rbf)")
+    check_finite(X, "cka (rbf): X", hint=_UNDEFINED)
     is_constant = _is_constant(X, slab_rows)
     Xc = X.astype(np.float64) - column_mean(X, slab_rows)
     sq = np.einsum("ij,ij->i", Xc, Xc)

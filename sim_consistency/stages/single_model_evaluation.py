@@ -44,6 +44,7 @@ from sim_consistency.data import dataset_dir, read_dataset_list
 from sim_consistency.errors import CacheError, ConfigError, DataError
 from sim_consistency.features import open_cache, require_cache_attrs
 from sim_consistency.features.cache import FeatureCache
+from sim_consistency.finite import check_finite
 from sim_consistency.io import atomic_output, atomic_write_text, clean_stale_partial
 from sim_consistency.launch import LaunchReport
 from sim_consistency.probe import (
@@ -310,14 +311,12 @@ def _select_blocks(cache: FeatureCache, blocks: tuple[str, ...]) -> list[str]:
 
 def _load_block(cache: FeatureCache, name: str) -> np.ndarray:
     X = cache.block(name)
-    finite = np.isfinite(X).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise DataError(
-            f"{cache.path}: block {name!r} has NaN/inf features in {bad.size} row(s) (first: "
-            f"row {bad[0]}, key {cache.keys[bad[0]]!r}). Re-extract with feature_extraction "
-            "--force."
-        )
+    check_finite(
+        X,
+        f"{cache.path}: block {name!r}",
+        row_names=cache.keys,
+        hint="Re-extract with feature_extraction --force.",
+    )
     return X
 
 

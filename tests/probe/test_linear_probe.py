@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from sim_consistency.errors import ConfigError, DataError
+from sim_consistency.errors import ConfigError, DataError, NonFiniteError
 from sim_consistency.features import open_cache
 from sim_consistency.probe import (
     REP2REP_LRS,
@@ -333,7 +333,7 @@ def test_errors_name_the_problem():
         linear_probe(X, y, X[:3], np.array([0, 1, 9]))
     bad = X.copy()
     bad[4, 0] = np.nan
-    with pytest.raises(DataError, match="NaN/inf values in 1 rows .*row 4"):
+    with pytest.raises(NonFiniteError, match=r"NaN/inf values in 1 row\(s\), the first at row 4"):
         linear_probe(bad, y, X, y)
     with pytest.raises(DataError, match="rows but"):
         linear_probe(X, y[:-1], X, y)

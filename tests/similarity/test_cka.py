@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import ortho_group
 
-from sim_consistency.errors import ConfigError
+from sim_consistency.errors import ConfigError, NonFiniteError
 from sim_consistency.similarity import DegenerateRepresentationWarning, cka, median_sq_distance
 
 KINDS = [
@@ -107,9 +107,9 @@ def test_median_sq_distance_exact_with_a_small_budget(rng, kind, budget):
 def test_rbf_and_median_reject_non_finite_features_naming_the_row(rng):
     X = rng.normal(size=(20, 3))
     X[5, 1] = np.nan
-    with pytest.raises(ConfigError, match="row 5"):
+    with pytest.raises(NonFiniteError, match="the first at row 5"):
         median_sq_distance(X)
-    with pytest.raises(ConfigError, match="non-finite"):
+    with pytest.raises(NonFiniteError, match="NaN/inf"):
         cka(X, rng.normal(size=(20, 3)), kernel="rbf", sigma_median=0.8)
 
 
