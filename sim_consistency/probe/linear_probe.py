@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from sim_consistency.errors import ConfigError, DataError
 from sim_consistency.finite import check_finite
+from sim_consistency.jsonable import jsonable
 from sim_consistency.probe.solvers import (
     LogRegFit,
     feature_spectrum,
@@ -176,13 +177,9 @@ def classification_metrics(
     recall = {}
     for c in np.unique(y):
         rows = y == c
-        recall[_plain(labels[int(c)])] = float(np.mean(pred[rows] == c))
+        recall[jsonable(labels[int(c)])] = float(np.mean(pred[rows] == c))
     balanced = float(np.mean(list(recall.values())))
     return {"top1": top1, "top5": top5, "balanced_acc": balanced, "per_class_recall": recall}
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # -- search -----------------------------------------------------------------------------------
@@ -442,7 +439,7 @@ def linear_probe_blocks(
             **result,
             "protocol": protocol,
             "seed": seed,
-            "classes": [_plain(c) for c in classes],
+            "classes": jsonable(list(classes)),
             "n_classes": int(classes.size),
             "n_train": int(final_rows.size),
             "n_val": int(val_rows.size),

@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,6 +45,7 @@ from sim_consistency.features import open_cache, require_cache_attrs
 from sim_consistency.features.cache import FeatureCache
 from sim_consistency.finite import check_finite
 from sim_consistency.io import atomic_output, atomic_write_text, clean_stale_partial
+from sim_consistency.jsonable import jsonable
 from sim_consistency.launch import LaunchReport
 from sim_consistency.probe import (
     CLASS_MASK_FILE,
@@ -339,20 +339,6 @@ def _head_metrics(
     return {**cache_head_accuracy(test, class_mask=mask), "class_mask": mask is not None}, None
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def run_item(settings: EvaluationSettings, item: WorkItem) -> Path:
     """Probe one model on one dataset with one seed; return the ``results.json`` path."""
     if item.reason == "metadata":
@@ -452,7 +438,8 @@ def _write_results(
         with atomic_output(out / "accuracy_vs_depth.csv") as tmp:
             depth.to_csv(tmp, index=False)
     return atomic_write_text(
-        out / "results.json", json.dumps(_json_safe(record), indent=1, allow_nan=False)
+        out / "results.json",
+        json.dumps(jsonable(record, nonfinite_as_none=True), indent=1, allow_nan=False),
     )
 
 
