@@ -15,20 +15,12 @@ same L2-normalised features) — and, with ``--sklearn_sweep``, over the same se
 
     python benchmarks/probe.py [--device cpu|cuda] [--repeats 3] [--rep2rep_repeats 1]
         [--sets digits random] [--random_shape 10000 5000 768 100] [--sklearn_sweep]
-        [--solver_trial]
-
-``--solver_trial`` puts the solver on trial instead: :func:`fit_logreg` (hand-written L-BFGS
-whose line search costs one softmax per trial) against ``torch.optim.LBFGS`` with
-``line_search_fn="strong_wolfe"`` in the same preconditioned basis with the same warm starts,
-objective and tolerances (:func:`fit_logreg_torch`), each running the fast protocol's whole
-path (search + float64 refit), interleaved in one process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import tempfile
 import time
@@ -38,6 +30,8 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from sim_consistency.data import build_digits
+from sim_consistency.features import open_cache
 from sim_consistency.probe import (
     WEIGHT_DECAY_GRID,
     coarse_to_fine_search,
@@ -45,22 +39,12 @@ from sim_consistency.probe import (
     sklearn_C,
     validation_split,
 )
-from sim_consistency.probe.solvers import (
-    LogRegFit,
-    Spectrum,
-    feature_spectrum,
-    fit_logreg,
-    rotate_features,
-)
+from sim_consistency.project import ProjectLocation
+from sim_consistency.stages import feature_extraction
 
 
 def digits_features(root: Path) -> tuple[np.ndarray, ...]:
     """Extract test_vit's digits features (train, test) under ``root``; return the last block."""
-    from sim_consistency.data import build_digits
-    from sim_consistency.features import open_cache
-    from sim_consistency.project import ProjectLocation
-    from sim_consistency.stages import feature_extraction
-
     location = ProjectLocation.resolve(root).create()
     build_digits(location)
     config = root / "models.json"
@@ -166,162 +150,6 @@ def bench(name: str, data, args) -> list[dict]:
     return list(rows.values())
 
 
-# -- the solver on trial: torch.optim.LBFGS(strong Wolfe) in fit_logreg's basis -------------
-
-
-def fit_logreg_torch(
-    X: torch.Tensor,
-    y: torch.Tensor,
-    n_classes: int,
-    *,
-    l2: float,
-    init: tuple[torch.Tensor, torch.Tensor] | None = None,
-    spectrum: Spectrum | None = None,
-    rotated: torch.Tensor | None = None,
-    max_iter: int = 1000,
-    tol: float = 1e-6,
-    history: int = 20,
-) -> LogRegFit:
-    """``fit_logreg``'s problem solved by ``torch.optim.LBFGS(line_search_fn="strong_wolfe")``.
-
-    Same objective, same variables (``θ = [V, b'/√C]`` in the centred covariance eigenbasis,
-    ``V = D⁻¹ Uᵀ W``, ``D = diag((s/C + λ)^-½)``), same warm start (``init`` mapped into θ),
-    same history and the same stopping rule on the largest absolute gradient entry
-    (``tolerance_grad=tol``; torch also stops when the loss or the step changes by less than
-    ``tolerance_change`` = 1e-12, as ``fit_logreg`` stops below a 1e-12 loss change). The
-    closure returns the value and the analytic gradient (two ``n·d·C`` products per
-    evaluation; no autograd). Returns ``LogRegFit`` with ``n_evals`` = closure calls.
-    """
-    spectrum = feature_spectrum(X) if spectrum is None else spectrum
-    s, U, mean = (t.to(X.device, torch.float64) for t in spectrum)
-    scale64 = torch.rsqrt(s / n_classes + l2)
-    bias_scale = math.sqrt(n_classes)
-    n, d = X.shape
-    dt, dev = X.dtype, X.device
-    A = rotate_features(X, spectrum) if rotated is None else rotated
-    sc = torch.cat([scale64, scale64.new_full((1,), bias_scale)]).to(dt)[None, :]
-    l2pen = l2 * torch.cat([scale64 * scale64, scale64.new_zeros(1)]).to(dt)[None, :]
-    theta = torch.zeros(n_classes, d + 1, dtype=dt, device=dev)
-    if init is not None:
-        W0, b0 = (t.detach().to(dev, torch.float64) for t in init[:2])
-        theta[:, :d] = ((W0.T @ U) / scale64).to(dt)
-        theta[:, d] = ((b0 + mean @ W0) / bias_scale).to(dt)
-    theta.requires_grad_(True)
-    y = y.to(dev)
-    onehot = torch.zeros(n_classes, n, dtype=dt, device=dev)
-    onehot[y, torch.arange(n, device=dev)] = 1.0
-    n_evals = 0
-    optimizer = torch.optim.LBFGS(
-        [theta], lr=1.0, max_iter=max_iter, max_eval=max(max_iter * 5 // 4, 25),
-        tolerance_grad=tol, tolerance_change=1e-12, history_size=history,
-        line_search_fn="strong_wolfe",
-    )  # fmt: skip
-
-    @torch.no_grad()
-    def closure() -> torch.Tensor:
-        nonlocal n_evals
-        n_evals += 1
-        th = theta.detach()
-        Z = (sc * th) @ A.T  # (C, n) class scores
-        lse = torch.logsumexp(Z, dim=0)
-        P = torch.exp(Z - lse)
-        f = lse.mean() - (Z * onehot).sum() / n + 0.5 * (l2pen * th * th).sum()
-        theta.grad = torch.addcmul(l2pen * th, sc / n, (P - onehot) @ A)
-        return f
-
-    optimizer.step(closure)
-    th = theta.detach()
-    W = ((th[:, :d].to(torch.float64) * scale64) @ U.T).T.contiguous()
-    b = th[:, d].to(torch.float64) * bias_scale - mean @ W
-    return LogRegFit(W.to(dt), b.to(dt), n_evals)
-
-
-def objective(
-    X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, l2: float
-) -> float:
-    """The penalised mean cross-entropy of ``(W, b)`` on the rows, in float64."""
-    X, W, b = X.double(), W.double(), b.double()
-    ce = torch.nn.functional.cross_entropy(X @ W + b, y.to(X.device))
-    return float(ce + 0.5 * l2 * (W * W).sum())
-
-
-SOLVERS = {"fit_logreg": fit_logreg, "torch_lbfgs_strong_wolfe": fit_logreg_torch}
-
-
-def solver_path(solve, X_tr, y_tr, X_te, y_te, *, device: str, seed: int = 0) -> dict:
-    """The fast protocol's path with ``solve`` as the solver: the same search (float32, tol
-    1e-4, warm starts from the nearest solution, one spectrum and rotation) and the float64
-    refit (tol 1e-6) at the chosen λ. Returns seconds, evaluations, chosen λ, val curve, test
-    top-1 and the refit's objective."""
-    dev = torch.device(device)
-    classes = np.unique(y_tr)
-    y_all = torch.as_tensor(np.searchsorted(classes, y_tr), device=dev)
-    fit_rows, val_rows = validation_split(y_all.cpu().numpy(), seed=seed)
-    X = torch.nn.functional.normalize(torch.as_tensor(X_tr, device=dev, dtype=torch.float32), dim=1)
-    Xte = torch.nn.functional.normalize(
-        torch.as_tensor(X_te, device=dev, dtype=torch.float32), dim=1
-    )
-    yte = torch.as_tensor(np.searchsorted(classes, y_te), device=dev)
-    fit_rows_t = torch.as_tensor(fit_rows, device=dev)
-    val_rows_t = torch.as_tensor(val_rows, device=dev)
-    _sync(dev)
-    start = time.perf_counter()
-    X_fit, y_fit = X[fit_rows_t], y_all[fit_rows_t]
-    X_val, y_val = X[val_rows_t], y_all[val_rows_t]
-    spectrum = feature_spectrum(X_fit)
-    rotated = rotate_features(X_fit, spectrum)
-    solutions: dict[int, LogRegFit] = {}
-    n_evals = 0
-
-    def evaluate(i: int) -> float:
-        nonlocal n_evals
-        init = solutions[min(solutions, key=lambda j: (abs(j - i), -j))] if solutions else None
-        fit = solve(X_fit, y_fit, classes.size, l2=float(WEIGHT_DECAY_GRID[i]), init=init,
-                    spectrum=spectrum, rotated=rotated, max_iter=1000, tol=1e-4)  # fmt: skip
-        n_evals += fit.n_evals
-        solutions[i] = fit.without_state() if hasattr(fit, "without_state") else fit
-        return float(((X_val @ fit.W + fit.b).argmax(dim=1) == y_val).float().mean())
-
-    best, scores = coarse_to_fine_search(evaluate, WEIGHT_DECAY_GRID.size)
-    wd = float(WEIGHT_DECAY_GRID[best])
-    refit = solve(X.double(), y_all, classes.size, l2=wd, init=solutions[best], spectrum=spectrum,
-                  max_iter=1000, tol=1e-6)  # fmt: skip
-    _sync(dev)
-    seconds = time.perf_counter() - start
-    n_evals += refit.n_evals
-    W, b = refit.W, refit.b
-    return {
-        "seconds": seconds,
-        "n_evals": n_evals,
-        "weight_decay": wd,
-        "val_curve": {int(k): v for k, v in sorted(scores.items())},
-        "top1": float(((Xte.double() @ W + b).argmax(dim=1) == yte).float().mean()),
-        "objective": objective(X, y_all, W, b, wd),
-    }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def solver_trial(name: str, data, args) -> list[dict]:
-    """Both solvers on the same path, interleaved, best of ``--repeats`` kept."""
-    rows: dict[str, dict] = {}
-    for _ in range(args.repeats):
-        for solver, solve in SOLVERS.items():
-            r = solver_path(solve, *data, device=args.device)
-            if solver not in rows or r["seconds"] < rows[solver]["seconds"]:
-                rows[solver] = {"features": name, "solver": solver, **r}
-        print(json.dumps(list(rows.values())), flush=True)
-    base = rows["fit_logreg"]
-    for row in rows.values():
-        row["slowdown_vs_fit_logreg"] = row["seconds"] / base["seconds"]
-        row["same_val_curve"] = row["val_curve"] == base["val_curve"]
-        row["objective_minus_fit_logreg"] = row["objective"] - base["objective"]
-    return list(rows.values())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -329,12 +157,6 @@ def main() -> None:
     parser.add_argument("--rep2rep_repeats", type=int, default=1)
     parser.add_argument("--sets", nargs="+", default=["digits", "random"])
     parser.add_argument("--sklearn_sweep", action="store_true")
-    parser.add_argument(
-        "--solver_trial",
-        action="store_true",
-        help="instead of the protocols: fit_logreg vs torch.optim.LBFGS(strong_wolfe) on the "
-        "fast protocol's path (same basis, warm starts, objective and tolerances)",
-    )
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     parser.add_argument(
         "--random_shape",
@@ -356,23 +178,7 @@ def main() -> None:
             else:
                 data = random_features(*args.random_shape)
             print(f"{name}: train {data[0].shape}, test {data[2].shape}", flush=True)
-            if args.solver_trial:
-                results += solver_trial(name, data, args)
-            else:
-                results += bench(name, data, args)
-    if args.solver_trial:
-        print(
-            "| features | solver | seconds | × fit_logreg's time | evaluations | λ | same val "
-            "curve | test top-1 | objective − fit_logreg's |\n|---|---|---|---|---|---|---|---|---|"
-        )
-        for r in results:
-            print(f"| {r['features']} | {r['solver']} | {r['seconds']:.2f} | "
-                  f"{r['slowdown_vs_fit_logreg']:.2f} | {r['n_evals']} | {r['weight_decay']:.3g} | "
-                  f"{r['same_val_curve']} | {100 * r['top1']:.2f} % | "
-                  f"{r['objective_minus_fit_logreg']:+.2e} |")  # fmt: skip
-        if args.out:
-            Path(args.out).write_text(json.dumps(results, indent=1))
-        return
+            results += bench(name, data, args)
     header = "| features | method | seconds | speed-up vs rep2rep | test top-1 | Δ vs fast (pp) |"
     print(header + "\n|---|---|---|---|---|---|")
     for r in results:
