@@ -49,7 +49,7 @@ import torch
 from sim_consistency.config.models import MONOSOUP_PRESETS, ModelSpec, VariantSpec
 from sim_consistency.data import load_dataset
 from sim_consistency.errors import ConfigError, MergeError, NonFiniteError
-from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.io import atomic_output, atomic_write_text, file_sha256
 from sim_consistency.merging.batchnorm import (
     BN_POLICIES,
     batchnorm_buffer_names,
@@ -525,14 +525,6 @@ def build_variant_state_dict(
 # -- keys and materialisation -----------------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _portable_recipe(spec: ModelSpec, location: ProjectLocation) -> dict[str, Any]:
     """Return ``spec.recipe()`` without absolute paths: a file that exists is identified by its
     digest alone (added by :func:`_identity`), another path relative to the project root."""
@@ -557,7 +549,7 @@ def _identity(model_id: str, specs: Mapping[str, ModelSpec], location: ProjectLo
     for name in ("weights", "path"):
         path = getattr(spec, name)
         if path is not None and Path(path).is_file():
-            out[f"{name}_sha256"] = _file_sha256(Path(path))
+            out[f"{name}_sha256"] = file_sha256(path)
     if spec.arch is not None:
         out["arch"] = _identity(spec.arch, specs, location)
     return out
