@@ -39,6 +39,7 @@ import numpy.typing as npt
 import torch
 from tqdm.auto import tqdm
 
+from sim_consistency.device import resolve_device
 from sim_consistency.errors import ConfigError, DataError
 from sim_consistency.finite import check_finite
 from sim_consistency.jsonable import jsonable
@@ -74,9 +75,6 @@ REP2REP_LRS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)
 #: Coarse points (one per decade of the 64-point grid) and the refinement half-widths.
 _N_COARSE = 8
 _SPANS = (8, 4, 2, 1)
-
-#: Solutions of the fast search whose scores are kept for warm starts (the most recent ones).
-_KEEP_SCORES = 3
 
 
 # -- splits -----------------------------------------------------------------------------------
@@ -219,12 +217,6 @@ def coarse_to_fine_search(
 
 
 # -- the probe --------------------------------------------------------------------------------
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _check_features(name: str, X: np.ndarray, n_labels: int) -> None:
@@ -397,7 +389,7 @@ def linear_probe_blocks(
     if grid.ndim != 1 or grid.size < 1 or (grid <= 0).any() or (np.diff(grid) <= 0).any():
         raise ConfigError("linear_probe: weight_decays must be a 1-D ascending positive grid.")
     lr_list = tuple(REP2REP_LRS if lrs is None else lrs)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     out: dict[str, dict[str, Any]] = {}
     bar = tqdm(blocks_train.items(), desc=f"probe ({protocol})", unit="block",
                disable=not progress or len(blocks_train) < 2)  # fmt: skip
@@ -489,11 +481,7 @@ def _probe_one(
                 X_fit, y_fit, n_classes, l2=float(grid[i]), init=init, spectrum=spectrum,
                 rotated=rotated, max_iter=max_iter, tol=search_tol,
             )  # fmt: skip
-            # Warm starts reuse a solution's scores (C × n): keep those of the last few only.
             solutions[i] = fit
-            for j in list(solutions)[:-_KEEP_SCORES]:
-                if solutions[j].scores is not None:
-                    solutions[j] = solutions[j].without_state()
             return _accuracy(X_val, y_val, fit.W, fit.b) if val_rows.numel() else 0.0
 
         best, scores = coarse_to_fine_search(evaluate, grid.size)
@@ -512,7 +500,7 @@ def _probe_one(
         return {
             "estimator": (
                 "multinomial logistic regression, L2 penalty weight_decay on W (sklearn "
-                f"C=1/(n*weight_decay)), full-batch L-BFGS in the centred whitened eigenbasis; "
+                f"C=1/(n*weight_decay)), full-batch L-BFGS (torch, strong Wolfe) in the centred whitened eigenbasis; "
                 f"search float32 tol {search_tol:g}, refit float64 tol {tol:g}; "
                 "L2-normalised rows"
             ),

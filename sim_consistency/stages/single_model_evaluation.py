@@ -78,7 +78,7 @@ log = logging.getLogger("sim_consistency.single_model_evaluation")
 
 #: Bump when a change to the probe code changes the numbers it writes.
 # 3: custom L-BFGS for the fast protocol; 4: class-major layout; 5: centred basis.
-PROBE_CODE_VERSION = "5"
+PROBE_CODE_VERSION = "6"
 
 #: Seeds run when ``--seeds`` is not given: Rep2Rep reports the mean over seeds 0, 1, 2.
 DEFAULT_SEEDS: dict[str, tuple[int, ...]] = {"rep2rep": (0, 1, 2), "fast": (0,)}
