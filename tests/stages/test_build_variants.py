@@ -397,7 +397,7 @@ CASES = {
                 "variant": {"method": "task_arithmetic", "base": "a", "finetuned": "b", "lam": 1e40}
             },
         },
-        "variant 'bad' (task_arithmetic): the result has",
+        "variant 'bad' (task_arithmetic): the result's tensor",
     ),
 }
 
