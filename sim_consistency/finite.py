@@ -44,7 +44,7 @@ def check_finite(
     *,
     hint: str = "",
     first_row: int = 0,
-    row_names: Sequence[Any] | None = None,
+    row_names: Sequence[Any] | np.ndarray | None = None,
 ) -> None:
     """Raise :class:`NonFiniteError` if ``values`` hold NaN or inf; otherwise do nothing.
 
