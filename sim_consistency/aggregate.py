@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from sim_consistency.errors import MissingInputError
+from sim_consistency.figures import save_figure, series_style, subplots
 from sim_consistency.io import atomic_write_text
 from sim_consistency.project import ProjectLocation
 
@@ -201,11 +202,8 @@ def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _save(fig, stem: Path) -> Path:
-    """Write ``<stem>.png`` (the figure naming rule of :mod:`sim_consistency.figures`)."""
-    from sim_consistency.figures import save_figure
-
-    return save_figure(fig, stem, formats=("png",), dpi=120)[0]
+#: The overview figures are written as PNG only (the report embeds them).
+PNG = ("png",)
 
 
 def plot_similarity_heatmaps(similarities: pd.DataFrame, plots: Path) -> list[Path]:
@@ -214,11 +212,6 @@ def plot_similarity_heatmaps(similarities: pd.DataFrame, plots: Path) -> list[Pa
     The colour scale spans the off-diagonal values of each figure (stated on the colour bar):
     similarities of related models cluster near 1, where a fixed 0–1 scale shows one colour.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     paths = []
     for (dataset, metric), part in similarities.groupby(["dataset_slug", "metric"]):
         ids = list(dict.fromkeys([*part["model_a"], *part["model_b"]]))
@@ -230,7 +223,7 @@ def plot_similarity_heatmaps(similarities: pd.DataFrame, plots: Path) -> list[Pa
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         hi = hi if hi > lo else lo + 1e-6
         size = 1 + 0.3 * len(ids)
-        fig, ax = plt.subplots(figsize=(size + 1.5, size))
+        fig, ax = subplots(figsize=(size + 1.5, size))
         image = ax.imshow(matrix.to_numpy(), cmap="viridis", vmin=lo, vmax=hi)
         ax.set_xticks(range(len(ids)), ids, rotation=90, fontsize=6)
         ax.set_yticks(range(len(ids)), ids, fontsize=6)
@@ -241,7 +234,9 @@ def plot_similarity_heatmaps(similarities: pd.DataFrame, plots: Path) -> list[Pa
             fontsize=8,
         )
         fig.colorbar(image, ax=ax, fraction=0.046)
-        paths.append(_save(fig, plots / f"similarity_{dataset}_{metric}"))
+        paths.append(
+            save_figure(fig, plots / f"similarity_{dataset}_{metric}", formats=PNG, dpi=120)[0]
+        )
     return paths
 
 
@@ -256,17 +251,10 @@ def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
     One figure per dataset, one panel per model group (:func:`model_group`), each model a line
     with its own colour/line style/marker, mean over seeds; error bars span min–max over seeds.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sim_consistency.figures import series_style
-
     paths = []
     for dataset, part in probes[probes["kind"] == "probe"].groupby("dataset"):
         groups = sorted({model_group(m) for m in part["model_id"]})
-        fig, axes = plt.subplots(
+        fig, axes = subplots(
             1, len(groups), figsize=(6.5 * len(groups), 5), squeeze=False, sharey=True
         )
         for ax, group in zip(axes[0], groups, strict=True):
@@ -298,7 +286,9 @@ def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
             fontsize=10,
         )
         slug = dataset.replace("/", "_")
-        paths.append(_save(fig, plots / f"probe_accuracy_vs_depth_{slug}"))
+        paths.append(
+            save_figure(fig, plots / f"probe_accuracy_vs_depth_{slug}", formats=PNG, dpi=120)[0]
+        )
     return paths
 
 
@@ -308,16 +298,11 @@ def plot_soup_improvement(table: pd.DataFrame, plots: Path, *, n_test: int | Non
     With ``n_test`` (test images), dotted lines mark ± one image, the smallest accuracy
     difference the test set can show.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = [
         f"{s}\n{d.split('/')[-1]}" for s, d in zip(table["soup_id"], table["dataset"], strict=True)
     ]
     x = np.arange(len(table))
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(table)), 4))
+    fig, ax = subplots(figsize=(max(5, 0.9 * len(table)), 4))
     ax.bar(x - 0.2, 100 * table["improvement_over_mean"], width=0.4, label="vs mean ingredient")
     ax.bar(x + 0.2, 100 * table["improvement_over_best"], width=0.4, label="vs best ingredient")
     ax.axhline(0, color="black", linewidth=1)
@@ -338,21 +323,16 @@ def plot_soup_improvement(table: pd.DataFrame, plots: Path, *, n_test: int | Non
         "Each soup's test top-1 minus its ingredients' mean and best, per dataset", fontsize=9
     )
     ax.legend(fontsize=7)
-    return _save(fig, plots / "soup_improvement")
+    return save_figure(fig, plots / "soup_improvement", formats=PNG, dpi=120)[0]
 
 
 def plot_consistency(consistency: pd.DataFrame, plots: Path) -> Path:
     """Bars of every cross-dataset consistency value (metric × dataset pair × method)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = [
         f"{r.metric} | {r.restriction}\n{r.dataset_a} vs {r.dataset_b} ({r.method})"
         for r in consistency.itertuples(index=False)
     ]
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(consistency)), 4.5))
+    fig, ax = subplots(figsize=(max(6, 0.6 * len(consistency)), 4.5))
     ax.bar(range(len(consistency)), consistency["consistency"])
     ax.set_xticks(range(len(consistency)), labels, rotation=90, fontsize=6)
     ax.set_ylabel("correlation of the two datasets' model×model matrices")
@@ -361,7 +341,7 @@ def plot_consistency(consistency: pd.DataFrame, plots: Path) -> Path:
     ax.set_title(
         "Rep2Rep consistency: per metric, how alike two datasets rank the model pairs", fontsize=9
     )
-    return _save(fig, plots / "consistency")
+    return save_figure(fig, plots / "consistency", formats=PNG, dpi=120)[0]
 
 
 def n_test_images(location: ProjectLocation) -> int | None:

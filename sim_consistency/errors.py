@@ -12,6 +12,7 @@ __all__ = [
     "SimcError",
     "ConfigError",
     "DataError",
+    "NonFiniteError",
     "MissingInputError",
     "WeightsNotFoundError",
     "CacheError",
@@ -33,6 +34,13 @@ class ConfigError(SimcError, ValueError):
 
 class DataError(SimcError, ValueError):
     """A dataset is malformed: corrupt shard, undecodable image, label out of range, …"""
+
+
+class NonFiniteError(DataError):
+    """Values that must be finite hold NaN or inf: features, logits, merged weights, a curve.
+
+    Raised by :func:`sim_consistency.finite.check_finite`, the one check of the package.
+    """
 
 
 class MissingInputError(SimcError, FileNotFoundError):

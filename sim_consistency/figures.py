@@ -5,11 +5,17 @@ stems are built from model ids, metric slugs and α values that may contain dots
 (``rn_ft_lr0.001_s0``, ``cka_kernel_rbf_unbiased_sigma_0.4``), and ``Path.with_suffix`` would cut
 them at the last dot, so two figures of different models would share — and overwrite — one
 file. Every character of the stem is kept.
+
+Figures are built as :class:`matplotlib.figure.Figure` objects (:func:`subplots`), not through
+``pyplot``: library code never selects a backend (``matplotlib.use``) nor registers figures with
+pyplot, so importing this package leaves a notebook's backend and open figures alone, and saving
+works headless (each format's own canvas — Agg for PNG — renders the file).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ __all__ = [
     "figure_path",
     "save_figure",
     "series_style",
+    "subplots",
 ]
 
 #: The formats every saved figure is written in (PNG for the report, PDF for papers).
@@ -39,6 +46,23 @@ def figure_path(stem: str | os.PathLike, fmt: str) -> Path:
     return stem.with_name(f"{stem.name}.{fmt}")
 
 
+def subplots(
+    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, **kwargs: Any
+) -> tuple[Any, Any]:
+    """Return ``(figure, axes)`` like ``pyplot.subplots``, as a pyplot-free ``Figure``.
+
+    The figure has its own Agg canvas (``fig.canvas.draw()`` renders, text extents are real)
+    whatever backend is active; ``kwargs`` go to :meth:`Figure.subplots` (``squeeze``,
+    ``sharex``, ``sharey``, …).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
 def save_figure(
     fig: Any,
     stem: str | os.PathLike,
@@ -46,13 +70,15 @@ def save_figure(
     formats: Sequence[str] = FIGURE_FORMATS,
     dpi: int = 150,
 ) -> list[Path]:
-    """Write a matplotlib figure to ``<stem>.<fmt>`` for each format, atomically; close it.
+    """Write a matplotlib figure to ``<stem>.<fmt>`` for each format, atomically.
+
+    Works for any ``Figure`` without touching the backend: each format is rendered by its own
+    canvas. A figure that ``pyplot`` manages (a user's ``plt.subplots()``) is closed afterwards
+    so that it does not pile up; :func:`subplots` figures are never registered there.
 
     Returns:
         The written paths, in the order of ``formats``.
     """
-    import matplotlib.pyplot as plt
-
     written = []
     try:
         for fmt in formats:
@@ -61,7 +87,9 @@ def save_figure(
                 fig.savefig(tmp, format=fmt.lstrip("."), dpi=dpi, bbox_inches="tight")
             written.append(path)
     finally:
-        plt.close(fig)
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:  # never import it here: that would pick a backend
+            pyplot.close(fig)
     return written
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from sim_consistency.errors import ConfigError
+from sim_consistency.jsonable import jsonable
 from sim_consistency.project import ProjectLocation
 
 __all__ = ["Tracker", "start_tracking", "wandb_mode"]
@@ -89,7 +90,7 @@ class Tracker:
         else:
             rows = list(rows)
             columns = list(dict.fromkeys(k for row in rows for k in row))
-            data = [[_plain(row.get(c)) for c in columns] for row in rows]
+            data = [[jsonable(row.get(c)) for c in columns] for row in rows]
             table = wandb.Table(columns=columns, data=data)
         self._run.log({name: table})
 
@@ -108,22 +109,6 @@ class Tracker:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.finish(exit_code=0 if exc_type is None else 1)
-
-
-def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, Path) else value
-
-
-def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            out[key] = _plain_config(value)
-        elif isinstance(value, (tuple, list)):
-            out[key] = [_plain(v) for v in value]
-        else:
-            out[key] = _plain(value)
-    return out
 
 
 def start_tracking(
@@ -154,7 +139,7 @@ def start_tracking(
         project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT),
         job_type=stage,
         group=stage,
-        config=_plain_config(config),
+        config=jsonable(config),
         dir=str(directory),
         mode=_checked_mode(mode or wandb_mode()),
         reinit="finish_previous",

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import matplotlib
+import subprocess
+import sys
+import textwrap
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
 
-from sim_consistency.aggregate import plot_accuracy_vs_depth  # noqa: E402
-from sim_consistency.figures import figure_path, save_figure  # noqa: E402
-from sim_consistency.soup_metrics import plots  # noqa: E402
-from sim_consistency.stages._similarity_io import save_heatmap  # noqa: E402
-from sim_consistency.stages.layer_cka import pair_name  # noqa: E402
+from sim_consistency.aggregate import plot_accuracy_vs_depth
+from sim_consistency.figures import figure_path, save_figure, subplots
+from sim_consistency.soup_metrics import plots
+from sim_consistency.stages._similarity_io import save_heatmap
+from sim_consistency.stages.layer_cka import pair_name
 
 # The issue's example: two fine-tuned runs whose ids differ only after a dot.
 A, B = "rn_ft_lr0.001_s0", "rn_ft_lr0.0003_s1"
@@ -30,7 +31,7 @@ def test_figure_path_appends_the_format_and_keeps_dots(tmp_path):
 
 def test_two_ids_differing_after_a_dot_give_two_files(tmp_path):
     for model_id in (A, B):
-        fig, ax = plt.subplots()
+        fig, ax = subplots()
         ax.set_title(model_id)
         save_figure(fig, tmp_path / f"retention_sweep_{model_id}")
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -78,14 +79,14 @@ def test_profile_axis_is_scaled_to_the_data(tmp_path):
     from sim_consistency.stages._similarity_io import save_profile_plot
 
     captured = {}
-    original = plt.Figure.savefig
+    original = Figure.savefig
 
     def spy(fig, *args, **kwargs):
         captured["ylim"] = fig.axes[0].get_ylim()
         captured["ylabel"] = fig.axes[0].get_ylabel()
         return original(fig, *args, **kwargs)
 
-    plt.Figure.savefig = spy
+    Figure.savefig = spy
     try:
         paths = save_profile_plot(
             {"ft": [0.955, 0.97, 0.99], "high": [0.96, 0.975, 0.985]},
@@ -95,7 +96,7 @@ def test_profile_axis_is_scaled_to_the_data(tmp_path):
             ylabel="linear CKA",
         )
     finally:
-        plt.Figure.savefig = original
+        Figure.savefig = original
     lo, hi = captured["ylim"]
     assert 0.94 < lo < 0.955 and 0.99 < hi < 1.0  # not 0–1: the lines would be flat
     assert "zoomed" in captured["ylabel"]
@@ -105,7 +106,7 @@ def test_profile_axis_is_scaled_to_the_data(tmp_path):
 def test_scatter_labels_never_overlap():
     from sim_consistency.soup_metrics.plots import label_points_in_a_column
 
-    fig, ax = plt.subplots()
+    fig, ax = subplots()
     xs, ys = [90.0, 90.01, 90.02, 90.03], [80.0, 80.0, 80.01, 79.99]  # nearly on top of each other
     ax.scatter(xs, ys)
     label_points_in_a_column(ax, xs, ys, ["a", "b", "c", "d"])
@@ -115,4 +116,44 @@ def test_scatter_labels_never_overlap():
     for i in range(4):
         for j in range(i + 1, 4):
             assert not boxes[i].overlaps(boxes[j])
-    plt.close(fig)
+
+
+def test_importing_the_package_and_saving_figures_keeps_the_users_backend(tmp_path):
+    """No library module selects a backend or goes through pyplot: a notebook user's backend
+    (here ``svg``, chosen before the import) is the same after importing every module of the
+    package and saving figures of each plotting module, and pyplot was never imported."""
+    script = textwrap.dedent(
+        f"""
+        import importlib, pkgutil, sys
+        from pathlib import Path
+        import matplotlib
+        matplotlib.use("svg")
+        import numpy as np, pandas as pd
+        import sim_consistency
+        for module in pkgutil.walk_packages(sim_consistency.__path__, "sim_consistency."):
+            if not module.name.endswith("__main__"):  # running a module is not importing it
+                importlib.import_module(module.name)
+        from sim_consistency.aggregate import plot_consistency
+        from sim_consistency.figures import save_figure
+        from sim_consistency.soup_metrics.plots import plot_retention_sweep
+        from sim_consistency.stages._similarity_io import save_heatmap
+        out = Path({str(tmp_path)!r})
+        save_heatmap(np.eye(2), out / "heatmap", row_labels=["a", "b"], col_labels=["a", "b"],
+                     title="t")
+        plot_consistency(pd.DataFrame({{"metric": ["m"], "restriction": ["r"],
+            "dataset_a": ["x"], "dataset_b": ["y"], "method": ["pearson"],
+            "consistency": [0.5]}}), out)
+        sweep = pd.DataFrame({{"purity": ["high", "low"], "k": [1, 1], "top1": [0.5, 0.4]}})
+        save_figure(plot_retention_sweep(sweep), out / "sweep")
+        print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["svg", "False"]
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == [
+        "consistency.png", "heatmap.pdf", "heatmap.png", "sweep.pdf", "sweep.png"
+    ]  # fmt: skip

@@ -306,13 +306,6 @@ class ImageDataset(abc.ABC):
         view.name = name
         return view
 
-    def with_transform(self: DatasetT, transform: Transform | None) -> DatasetT:
-        """Return a view of the same rows whose samples go through ``transform``."""
-        view = self._fresh_copy()
-        view._rows = self._rows
-        view.transform = transform
-        return view
-
     def describe(self) -> str:
         """Return a one-line human summary: name, split, rows, classes and location."""
         subset = "" if len(self) == self.n_source_rows else f" (subset of {self.n_source_rows})"

@@ -20,34 +20,28 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from sim_consistency.data.rep2rep_datasets import base_webdataset, is_rep2rep_dataset
 from sim_consistency.data.resolve import parse_dataset_name, read_dataset_entries
 from sim_consistency.errors import ConfigError, MissingInputError, OfflineError, SimcError
+from sim_consistency.hub import hub_endpoint, hub_offline, unreachable
 from sim_consistency.project import ProjectLocation
 
 __all__ = [
     "HUB_ORGANISATION",
-    "DEFAULT_ENDPOINT",
     "wds_name",
     "wds_repo_id",
     "read_webdataset_names",
-    "hub_endpoint",
     "check_hub_reachable",
     "download_webdataset",
     "main",
 ]
 
 HUB_ORGANISATION = "clip-benchmark"
-DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_TIMEOUT_S = 5.0
 SHARED_FILES = ("classnames.txt", "zeroshot_classification_templates.txt")
-_TRUE = {"1", "on", "yes", "true"}
 
 
 def wds_name(name: str) -> str:
@@ -107,11 +101,6 @@ def read_webdataset_names(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def hub_endpoint() -> str:
-    """Return the hub endpoint: ``$HF_ENDPOINT`` or ``https://huggingface.co``."""
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-
 def _manual_copy_hint(targets: Sequence[tuple[str, Path]], splits: Sequence[str]) -> str:
     split_files = ", ".join(f"{split}/{{0..N-1}}.tar + {split}/nshards.txt" for split in splits)
     lines = [
@@ -135,36 +124,12 @@ def check_hub_reachable(*, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
         OfflineError: ``$HF_HUB_OFFLINE`` is set, or the endpoint cannot be reached in time.
     """
     endpoint = hub_endpoint()
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
-        raise OfflineError(
-            f"the Hugging Face hub is switched off (HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']})"
-        )
-    outcome: dict[str, Exception | None] = {}
-
-    def probe() -> None:
-        request = urllib.request.Request(endpoint, method="HEAD")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s):
-                pass
-            outcome["error"] = None
-        except urllib.error.HTTPError:
-            outcome["error"] = None  # the server answered: reachable
-        except Exception as exc:  # URLError, timeouts, DNS failures: all mean "not reachable"
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if "error" not in outcome:
-        raise OfflineError(
-            f"cannot reach the Hugging Face hub at {endpoint} (no answer in {timeout_s:g} s)"
-        )
-    error = outcome["error"]
-    if error is not None:
-        reason = getattr(error, "reason", error)
-        raise OfflineError(
-            f"cannot reach the Hugging Face hub at {endpoint} ({type(error).__name__}: {reason})"
-        )
+    if hub_offline():
+        flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+        raise OfflineError(f"the Hugging Face hub is switched off (HF_HUB_OFFLINE={flag})")
+    reason = unreachable(endpoint, timeout_s, any_answer=True)
+    if reason is not None:
+        raise OfflineError(f"cannot reach the Hugging Face hub at {endpoint} ({reason})")
     return endpoint
 
 

@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sim_consistency.errors import CacheError, CacheIntegrityError, MissingInputError
+from sim_consistency.finite import check_finite
 from sim_consistency.io import (
     PARTIAL_SUFFIX,
     check_free_space,
@@ -132,6 +133,10 @@ def _digest_keys(digest: Any, keys: Sequence[str]) -> None:
     for key in keys:
         digest.update(key.encode("utf-8"))
         digest.update(b"\n")
+
+
+#: What to do about non-finite model outputs (the writer refuses them).
+_HINT = "The model's outputs are not finite (check its weights and inputs)."
 
 
 class FeatureCacheWriter:
@@ -288,13 +293,18 @@ class FeatureCacheWriter:
             values[name] = np.asarray(blocks[name], dtype=np.float32)
             if values[name].shape[0] != b:
                 raise ValueError(f"block {name}: {values[name].shape[0]} rows for {b} keys")
-            _check_finite(values[name], f"{self._output}: block '{name}'", start, stop)
+            check_finite(
+                values[name], f"{self._output}: block '{name}'", hint=_HINT, first_row=start
+            )
         if "logits" in self._ds:
             if logits is None:
                 raise ValueError("this cache stores logits, but the batch has none")
             logit_values = np.asarray(logits, dtype=np.float32)
-            _check_finite(
-                logit_values, f"{self._output}: the classification head's logits", start, stop
+            check_finite(
+                logit_values,
+                f"{self._output}: the classification head's logits",
+                hint=_HINT,
+                first_row=start,
             )
         with self._guard():
             for name in ("keys", "labels"):
@@ -397,14 +407,6 @@ class FeatureCacheWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _check_finite(values: np.ndarray, what: str, start: int, stop: int) -> None:
-    if not np.isfinite(values).all():
-        raise CacheError(
-            f"{what} has NaN/inf values in rows {start}..{stop - 1}; the model's outputs are "
-            "not finite (check its weights and inputs)."
-        )
 
 
 def _decode_attrs(raw: Mapping[str, Any]) -> dict[str, Any]:

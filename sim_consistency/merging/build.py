@@ -55,8 +55,8 @@ from sim_consistency.config.variants import (
     check_variant,
 )
 from sim_consistency.data import load_dataset
-from sim_consistency.errors import ConfigError, MergeError
-from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.errors import ConfigError, MergeError, NonFiniteError
+from sim_consistency.io import atomic_output, atomic_write_text, file_sha256
 from sim_consistency.merging.batchnorm import (
     batchnorm_buffer_names,
     copy_batchnorm_buffers,
@@ -458,24 +458,16 @@ def build_variant_state_dict(
     ctx = BuildContext(spec, specs, location, torch.device(device))
     try:
         built = VARIANT_METHODS[method](ctx)
-    except MergeError as exc:
+    except (MergeError, NonFiniteError) as exc:
         if str(exc).startswith("variant '"):
             raise  # already names a variant (a referenced one)
-        raise MergeError(f"{ctx.where}: {exc}") from exc
+        raise type(exc)(f"{ctx.where}: {exc}") from exc
     check_finite(built.state_dict, where=ctx.where)
     built.ingredients = ctx.ingredients()
     return built
 
 
 # -- keys and materialisation -----------------------------------------------------------------
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _portable_recipe(spec: ModelSpec, location: ProjectLocation) -> dict[str, Any]:
@@ -502,7 +494,7 @@ def _identity(model_id: str, specs: Mapping[str, ModelSpec], location: ProjectLo
     for name in ("weights", "path"):
         path = getattr(spec, name)
         if path is not None and Path(path).is_file():
-            out[f"{name}_sha256"] = _file_sha256(Path(path))
+            out[f"{name}_sha256"] = file_sha256(path)
     if spec.arch is not None:
         out["arch"] = _identity(spec.arch, specs, location)
     return out

@@ -59,6 +59,7 @@ import torch
 
 from sim_consistency.config.variants import RANK_RULES, RankRule
 from sim_consistency.errors import MergeError
+from sim_consistency.finite import check_finite
 from sim_consistency.merging.state import StateDict, check_compatible, is_mergeable
 
 __all__ = [
@@ -298,8 +299,7 @@ def _edit(
         return _skip(name, t1, "fewer than 2 dims")
     base = t0.detach().to(device=device or t0.device, dtype=torch.float64)
     delta = t1.detach().to(device=base.device, dtype=torch.float64) - base
-    if not bool(torch.isfinite(delta).all()):
-        raise MergeError(f"monosoup: tensor '{name}' has NaN/inf in W1 − W0.")
+    check_finite(delta, f"monosoup: tensor '{name}' (W1 − W0)")
     norm_delta = float(delta.norm())
     if norm_delta == 0.0:
         return _skip(name, t1, "no update (W1 == W0)", 0.0)

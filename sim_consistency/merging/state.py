@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import torch
 
 from sim_consistency.errors import MergeError
+from sim_consistency.finite import check_finite as _check_tensor
 
 __all__ = ["StateDict", "is_mergeable", "check_compatible", "check_finite", "float_keys"]
 
@@ -81,12 +82,12 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], *, where: str) -> None:
     """Raise if any floating-point tensor of ``state_dict`` holds NaN or inf.
 
     Raises:
-        MergeError: naming ``where`` and the first non-finite tensor.
+        NonFiniteError: naming ``where`` and the first non-finite tensor.
     """
     for key, value in state_dict.items():
-        if is_mergeable(value) and not bool(torch.isfinite(value).all()):
-            n_bad = int((~torch.isfinite(value)).sum())
-            raise MergeError(
-                f"{where}: the result has {n_bad} NaN/inf value(s) in tensor '{key}'. Check the "
-                "ingredients (are they finite?) and the coefficients."
+        if is_mergeable(value):
+            _check_tensor(
+                value,
+                f"{where}: the result's tensor '{key}'",
+                hint="Check the ingredients (are they finite?) and the coefficients.",
             )

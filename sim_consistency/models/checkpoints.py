@@ -3,10 +3,14 @@
 :func:`load_state_dict_file` turns the checkpoint layouts found in the wild into one flat
 ``{name: tensor}`` dict:
 
-* ``.safetensors`` files (read with safetensors) and torch pickles (``.pt``, ``.pth``, ``.bin``,
-  …, read with ``torch.load(weights_only=True)``: no arbitrary code runs);
-* training containers — ``{"state_dict": …}``, ``{"model": …}``, ``{"model_state_dict": …}``,
-  ``{"module": …}``, nested — are unwrapped, and DDP's ``module.`` prefix is stripped;
+* files are read by timm's :func:`timm.models.load_state_dict`: ``.safetensors`` files and
+  torch pickles (``.pt``, ``.pth``, ``.bin``, …) through ``torch.load(weights_only=True)`` (no
+  arbitrary code runs; timm allows ``argparse.Namespace``, which its training checkpoints hold
+  under ``args``). Like timm, a checkpoint holding EMA weights (``state_dict_ema`` or
+  ``model_ema``) yields the **EMA weights**, else ``state_dict`` or ``model``;
+* further training containers — ``{"model_state_dict": …}``, ``{"module": …}``, nested — are
+  unwrapped, and the wrapper prefixes of DDP (``module.``) and ``torch.compile``
+  (``_orig_mod.``), in either order, are stripped (timm's ``clean_state_dict``);
 * model-soups checkpoints (Wortsman et al., 2022: ``ModelWrapper`` state dicts with
   ``model.visual.*`` + ``classification_head.{weight,bias}`` and left-over text-tower keys) are
   renamed to ``visual.*`` + ``classification_head.*``, the layout of
@@ -38,8 +42,16 @@ __all__ = [
     "state_dict_sha256",
 ]
 
-#: Keys under which training scripts nest the model's state dict, tried in this order.
-CONTAINER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "module")
+#: Keys under which training scripts nest the model's state dict, tried in this order (EMA
+#: weights first, as timm's ``load_state_dict(use_ema=True)`` does).
+CONTAINER_KEYS: tuple[str, ...] = (
+    "state_dict_ema",
+    "model_ema",
+    "state_dict",
+    "model_state_dict",
+    "model",
+    "module",
+)
 
 _SOUPS_VISUAL = "model.visual."
 _SOUPS_HEAD = "classification_head."
@@ -63,38 +75,35 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise MissingInputError(
             f"{path}: checkpoint file not found. Check the 'path'/'weights' key."
         )
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    from timm.models import load_state_dict
 
-        try:
-            raw: object = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ConfigError(
-                f"{path}: not a readable safetensors file ({exc}). Re-save it with "
-                "safetensors.torch.save_file(state_dict, path)."
-            ) from exc
-    else:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            found = re.search(r"GLOBAL (\S+)", str(exc))
-            if found is None:
-                raise ConfigError(
-                    f"{path}: not a readable torch checkpoint ({_unpickler_reason(exc)}). "
-                    "Use a .pt/.pth/.bin file written by torch.save or a .safetensors file."
-                ) from exc
-            raise ConfigError(
-                f"{path}: cannot be loaded with torch.load(weights_only=True): it pickles "
-                f"objects other than tensors (got {found.group(1)}). Re-save only the weights: "
-                "torch.save(model.state_dict(), path), or safetensors' save_file."
-            ) from exc
-        except (RuntimeError, OSError, EOFError, ValueError) as exc:
-            raise ConfigError(
-                f"{path}: not a readable torch checkpoint ({str(exc).splitlines()[0]}). "
-                "Use a .pt/.pth/.bin file written by torch.save or a .safetensors file."
-            ) from exc
+    try:
+        raw: object = load_state_dict(str(path), use_ema=True, device="cpu", weights_only=True)
+    except Exception as exc:  # safetensors, pickle and torch errors: all "unreadable"
+        raise _unreadable(path, exc) from exc
     return normalize_state_dict(raw, where=str(path))
+
+
+def _unreadable(path: Path, exc: Exception) -> ConfigError:
+    """The error for a checkpoint file timm's loader could not read, naming why."""
+    if path.suffix == ".safetensors":
+        return ConfigError(
+            f"{path}: not a readable safetensors file ({exc}). Re-save it with "
+            "safetensors.torch.save_file(state_dict, path)."
+        )
+    cause = exc.__cause__ if isinstance(exc.__cause__, pickle.UnpicklingError) else exc
+    found = re.search(r"GLOBAL (\S+)", str(cause))
+    if found is not None:
+        return ConfigError(
+            f"{path}: cannot be loaded with torch.load(weights_only=True): it pickles "
+            f"objects other than tensors (got {found.group(1)}). Re-save only the weights: "
+            "torch.save(model.state_dict(), path), or safetensors' save_file."
+        )
+    reason = _unpickler_reason(cause) if isinstance(cause, pickle.UnpicklingError) else exc
+    return ConfigError(
+        f"{path}: not a readable torch checkpoint ({str(reason).splitlines()[0] if str(reason) else type(exc).__name__}). "
+        "Use a .pt/.pth/.bin file written by torch.save or a .safetensors file."
+    )
 
 
 def _unpickler_reason(exc: Exception) -> str:
@@ -107,8 +116,9 @@ def _unpickler_reason(exc: Exception) -> str:
 def normalize_state_dict(raw: object, *, where: str = "state dict") -> dict[str, torch.Tensor]:
     """Return the flat tensor dict inside a loaded checkpoint object.
 
-    Unwraps :data:`CONTAINER_KEYS` containers (repeatedly), strips a ``module.`` prefix shared
-    by every key, and renames model-soups checkpoints (see the module docstring).
+    Unwraps :data:`CONTAINER_KEYS` containers (repeatedly, EMA weights first), strips DDP's
+    ``module.`` and ``torch.compile``'s ``_orig_mod.`` prefixes (timm's ``clean_state_dict``),
+    and renames model-soups checkpoints (see the module docstring).
 
     Args:
         raw: what ``torch.load`` / safetensors returned.
@@ -139,9 +149,14 @@ def normalize_state_dict(raw: object, *, where: str = "state dict") -> dict[str,
             f"{where}: entries {', '.join(not_tensors[:5])} are not tensors (got "
             f"{len(not_tensors)} such entries of {len(state)}). Save model.state_dict() only."
         )
-    sd = {str(k): v for k, v in state.items()}
-    if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    from timm.models import clean_state_dict
+
+    sd = clean_state_dict({str(k): v for k, v in state.items()})
+    if len(sd) < len(state):
+        raise ConfigError(
+            f"{where}: keys collide once the module./_orig_mod. wrapper prefixes are removed "
+            f"({len(state)} keys → {len(sd)}). Save the unwrapped model's state_dict()."
+        )
     if is_model_soups_state_dict(sd):
         sd = {
             ("visual." + k[len(_SOUPS_VISUAL) :] if k.startswith(_SOUPS_VISUAL) else k): v

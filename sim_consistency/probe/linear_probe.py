@@ -39,7 +39,10 @@ import numpy.typing as npt
 import torch
 from tqdm.auto import tqdm
 
+from sim_consistency.device import resolve_device
 from sim_consistency.errors import ConfigError, DataError
+from sim_consistency.finite import check_finite
+from sim_consistency.jsonable import jsonable
 from sim_consistency.probe.solvers import (
     LogRegFit,
     feature_spectrum,
@@ -72,9 +75,6 @@ REP2REP_LRS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)
 #: Coarse points (one per decade of the 64-point grid) and the refinement half-widths.
 _N_COARSE = 8
 _SPANS = (8, 4, 2, 1)
-
-#: Solutions of the fast search whose scores are kept for warm starts (the most recent ones).
-_KEEP_SCORES = 3
 
 
 # -- splits -----------------------------------------------------------------------------------
@@ -175,13 +175,9 @@ def classification_metrics(
     recall = {}
     for c in np.unique(y):
         rows = y == c
-        recall[_plain(labels[int(c)])] = float(np.mean(pred[rows] == c))
+        recall[jsonable(labels[int(c)])] = float(np.mean(pred[rows] == c))
     balanced = float(np.mean(list(recall.values())))
     return {"top1": top1, "top5": top5, "balanced_acc": balanced, "per_class_recall": recall}
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # -- search -----------------------------------------------------------------------------------
@@ -223,24 +219,16 @@ def coarse_to_fine_search(
 # -- the probe --------------------------------------------------------------------------------
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _check_features(name: str, X: np.ndarray, n_labels: int) -> None:
     if X.ndim != 2:
         raise DataError(f"linear_probe: {name} must be 2-D (n, d) (got shape {X.shape}).")
     if X.shape[0] != n_labels:
         raise DataError(f"linear_probe: {name} has {X.shape[0]} rows but {n_labels} labels.")
-    finite = np.isfinite(X).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise DataError(
-            f"linear_probe: {name} has NaN/inf values in {bad.size} rows (first: row {bad[0]}); "
-            "the features are corrupt. Re-extract them (feature_extraction --force)."
-        )
+    check_finite(
+        X,
+        f"linear_probe: {name}",
+        hint="The features are corrupt. Re-extract them (feature_extraction --force).",
+    )
 
 
 def _prepare_labels(
@@ -401,7 +389,7 @@ def linear_probe_blocks(
     if grid.ndim != 1 or grid.size < 1 or (grid <= 0).any() or (np.diff(grid) <= 0).any():
         raise ConfigError("linear_probe: weight_decays must be a 1-D ascending positive grid.")
     lr_list = tuple(REP2REP_LRS if lrs is None else lrs)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     out: dict[str, dict[str, Any]] = {}
     bar = tqdm(blocks_train.items(), desc=f"probe ({protocol})", unit="block",
                disable=not progress or len(blocks_train) < 2)  # fmt: skip
@@ -443,7 +431,7 @@ def linear_probe_blocks(
             **result,
             "protocol": protocol,
             "seed": seed,
-            "classes": [_plain(c) for c in classes],
+            "classes": jsonable(list(classes)),
             "n_classes": int(classes.size),
             "n_train": int(final_rows.size),
             "n_val": int(val_rows.size),
@@ -493,11 +481,7 @@ def _probe_one(
                 X_fit, y_fit, n_classes, l2=float(grid[i]), init=init, spectrum=spectrum,
                 rotated=rotated, max_iter=max_iter, tol=search_tol,
             )  # fmt: skip
-            # Warm starts reuse a solution's scores (C × n): keep those of the last few only.
             solutions[i] = fit
-            for j in list(solutions)[:-_KEEP_SCORES]:
-                if solutions[j].scores is not None:
-                    solutions[j] = solutions[j].without_state()
             return _accuracy(X_val, y_val, fit.W, fit.b) if val_rows.numel() else 0.0
 
         best, scores = coarse_to_fine_search(evaluate, grid.size)
@@ -516,7 +500,7 @@ def _probe_one(
         return {
             "estimator": (
                 "multinomial logistic regression, L2 penalty weight_decay on W (sklearn "
-                f"C=1/(n*weight_decay)), full-batch L-BFGS in the centred whitened eigenbasis; "
+                f"C=1/(n*weight_decay)), full-batch L-BFGS (torch, strong Wolfe) in the centred whitened eigenbasis; "
                 f"search float32 tol {search_tol:g}, refit float64 tol {tol:g}; "
                 "L2-normalised rows"
             ),

@@ -8,8 +8,8 @@ Neither touches the global RNG.
   (decoupled weight decay) and a per-step cosine learning-rate schedule without warm-up,
   mini-batches of 1024 rows reshuffled every epoch, 20 epochs.
 * :func:`fit_logreg` — multinomial logistic regression with an L2 penalty, solved to
-  convergence by full-batch L-BFGS (Wolfe / approximate-Wolfe line search, in the rows'
-  centred and whitened eigenbasis). It minimises
+  convergence by full-batch ``torch.optim.LBFGS`` (strong-Wolfe line search) in the rows'
+  centred and whitened eigenbasis. It minimises
 
   .. math::
 
@@ -63,22 +63,11 @@ class Spectrum(NamedTuple):
 
 
 class LogRegFit(NamedTuple):
-    """A :func:`fit_logreg` solution, with what a warm start on the same rows reuses.
-
-    ``scores`` and ``data_gradient`` do not depend on λ, so a fit at a neighbouring λ that starts
-    from this one (``init=``) on the same ``rotated`` rows begins without a matrix product.
-    """
+    """A :func:`fit_logreg` solution; a fit at a neighbouring λ starts from it (``init=``)."""
 
     W: torch.Tensor  #: (d, C) weights
     b: torch.Tensor  #: (C,) intercepts
-    n_evals: int  #: objective evaluations (line-search trials, each a softmax over the rows)
-    rows: torch.Tensor | None = None  #: the ``rotated`` rows the state below belongs to
-    scores: torch.Tensor | None = None  #: (C, n) class scores of those rows
-    data_gradient: torch.Tensor | None = None  #: (C, d+1) ``(softmax − onehot) @ rows``
-
-    def without_state(self) -> LogRegFit:
-        """Return the solution alone: still a warm start, no longer holding (C, n) scores."""
-        return LogRegFit(self.W, self.b, self.n_evals)
+    n_evals: int  #: objective evaluations (value and gradient, two n·d·C products each)
 
 
 def feature_spectrum(X: torch.Tensor) -> Spectrum:
@@ -101,45 +90,6 @@ def feature_spectrum(X: torch.Tensor) -> Spectrum:
     # orthogonal to float64 precision (the penalty ‖W‖² = ‖D V‖² relies on it).
     s, U = torch.linalg.eigh((Xc.T @ Xc).to(torch.float64) / X.shape[0])
     return Spectrum(s.clamp_min(0.0), U, mean)
-
-
-#: Iterations in a row whose loss change is within rounding after which a fit stops (a gradient
-#: tolerance the dtype cannot resolve); the slope-based line search keeps moving meanwhile.
-_MAX_FLAT_STEPS = 10
-
-
-def _lbfgs_direction(
-    g: torch.Tensor, S: torch.Tensor, Y: torch.Tensor, gamma: float
-) -> torch.Tensor:
-    """Return ``H g`` for the L-BFGS inverse-Hessian approximation ``H`` (compact form).
-
-    ``S`` and ``Y`` hold the last steps and gradient changes as rows, oldest first; ``H₀ = γI``.
-    Byrd, Nocedal & Schnabel (1994), eq. (3.1): with ``R`` the upper triangle of ``SYᵀ`` and
-    ``D`` its diagonal, ``Hg = γg + Sᵀw − γYᵀu``, ``u = R⁻¹(Sg)``,
-    ``w = R⁻ᵀ((D + γYYᵀ)u − γ·Yg)`` — a handful of matrix products instead of the two-loop
-    recursion's ``4m`` vector operations (which dominate the cost on small problems).
-    """
-    flat = g.reshape(-1)
-    if S.shape[0] == 0:
-        return gamma * g
-    Sg, Yg = S @ flat, Y @ flat
-    SY, YY = S @ Y.T, Y @ Y.T
-    R = torch.triu(SY)
-    u = torch.linalg.solve_triangular(R, Sg[:, None], upper=True)
-    rhs = (torch.diag(torch.diagonal(SY)) + gamma * YY) @ u - gamma * Yg[:, None]
-    w = torch.linalg.solve_triangular(R.T, rhs, upper=False)
-    return (gamma * flat + S.T @ w[:, 0] - gamma * (Y.T @ u[:, 0])).reshape(g.shape)
-
-
-def _log_softmax_parts(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(logsumexp, softmax)`` over the classes (dim 0) of class-major scores (C, n).
-
-    One exponential per score (``torch.logsumexp`` + ``exp`` take two).
-    """
-    m = Z.amax(dim=0, keepdim=True)
-    E = torch.exp(Z - m)
-    s = E.sum(dim=0, keepdim=True)
-    return (m + torch.log(s))[0], E.div_(s)
 
 
 def rotate_features(X: torch.Tensor, spectrum: Spectrum) -> torch.Tensor:
@@ -167,30 +117,25 @@ def fit_logreg(
 ) -> LogRegFit:
     """Return the :class:`LogRegFit` minimising the L2-penalised multinomial cross-entropy.
 
-    Full-batch L-BFGS (history 20, a weak-Wolfe line search) on the objective in the module
-    docstring, run on whatever device and dtype ``X`` has, in preconditioned coordinates: with
-    the rows' mean ``μ`` and covariance ``U diag(s) Uᵀ`` (:func:`feature_spectrum`) the solver
-    works on ``V = D⁻¹ Uᵀ W``, ``D = diag((s/C + λ)^-½)``, and on the centred intercept
-    ``b' = b + μW`` divided by ``√C``, so that the scores are ``(X − μ) W + b'`` and the Hessian
-    (data curvature ≈ ``s/C`` at the uniform softmax plus λ; ``1/C`` for ``b'``) is close to the
-    identity. This is an exact change of variables for *any* orthogonal ``U``, positive ``s``
-    and ``μ`` (the minimiser is the same ``(W, b)``); the spectrum of the fitted rows (or of
-    rows from the same distribution) only makes it a good preconditioner — it removes the
-    ill-conditioning that makes plain L-BFGS crawl at weak penalties (1000+ iterations → tens
-    on digits features). Centring matters: uncentred, the rows' mean direction and the
-    intercept are strongly coupled (a narrow valley no diagonal scaling removes) — on the
-    benchmark's features centring and the intercept's scaling cut the iterations of a whole
-    sweep by 30–60 %.
+    Full-batch ``torch.optim.LBFGS`` (strong-Wolfe line search, history 20) on the objective in
+    the module docstring, run on whatever device and dtype ``X`` has, in preconditioned
+    coordinates: with the rows' mean ``μ`` and covariance ``U diag(s) Uᵀ``
+    (:func:`feature_spectrum`) the solver works on ``V = D⁻¹ Uᵀ W``, ``D = diag((s/C + λ)^-½)``,
+    and on the centred intercept ``b' = b + μW`` divided by ``√C``, so that the scores are
+    ``(X − μ) W + b'`` and the Hessian (data curvature ≈ ``s/C`` at the uniform softmax plus λ;
+    ``1/C`` for ``b'``) is close to the identity. This is an exact change of variables for
+    *any* orthogonal ``U``, positive ``s`` and ``μ`` (the minimiser is the same ``(W, b)``); the
+    spectrum of the fitted rows (or of rows from the same distribution) only makes it a good
+    preconditioner — it removes the ill-conditioning that makes plain L-BFGS crawl at weak
+    penalties (1000+ iterations → tens on digits features). Centring matters: uncentred, the
+    rows' mean direction and the intercept are strongly coupled (a narrow valley no diagonal
+    scaling removes).
 
-    The model is linear, so the solver never recomputes ``X @ W`` inside a line search: per
-    iteration it forms the scores of the search direction ``Q = X_rot (D p)`` once, and every
-    trial step ``t`` costs only a softmax of ``Z + tQ`` (value and directional derivative, no
-    matrix product); the gradient at the accepted point is one more ``X_rotᵀ R`` product. So an
-    iteration is two ``n·d·C`` products whatever the number of line-search trials (the scores
-    are recomputed from scratch every ``history`` iterations against drift). A trial step is
-    accepted on the Wolfe conditions or, near the optimum where differences of objective values
-    drown in rounding (float32: ~1e-7 relative), on Hager & Zhang's (2005) *approximate* Wolfe
-    conditions, which test the exact directional derivative instead of the value.
+    Each evaluation returns the value and the analytic gradient (two ``n·d·C`` products, no
+    autograd). ``benchmarks/probe.py --solver_trial`` (commit dc8afc4) compared it with a
+    hand-written L-BFGS whose line-search trials cost a softmax each: the hand-written one was
+    1.4× faster on the 10,000 × 768 × 100 path, not the 2× that would justify its code
+    (benchmarks/RESULTS.md).
 
     Args:
         X: features, (n, d) float tensor.
@@ -198,24 +143,21 @@ def fit_logreg(
         n_classes: number of classes C.
         l2: penalty λ on ``W`` (``> 0``); scikit-learn's ``C = 1 / (n·λ)``.
         init: warm start ``(W, b)`` or a :class:`LogRegFit` — e.g. the solution at a
-            neighbouring λ on the path; a fit on the same ``rotated`` rows also lends its scores.
+            neighbouring λ on the path.
         spectrum: :func:`feature_spectrum` of ``X`` or of rows like it (computed from ``X`` when
             ``None``); a regularisation path shares one.
         rotated: :func:`rotate_features` of ``X`` for this spectrum, shared by the fits of a
-            path (one ``n·d²`` product for all). When ``None`` the rows stay in their own basis
-            and each iteration rotates the (C, d) coefficients instead (``2·C·d²`` more work per
-            iteration, cheaper than rotating the rows for a single fit of tens of iterations).
+            path (one ``n·d²`` product for all); computed here when ``None``.
         max_iter: cap on L-BFGS iterations.
         tol: stop when the largest absolute gradient entry (preconditioned coordinates, where
-            it bounds the error of the class scores) falls below this. The solver also stops
-            when the loss stops changing (below 1e-12, or within rounding for
-            ``_MAX_FLAT_STEPS`` iterations in a row: a tolerance below what the dtype resolves)
-            or no step along the L-BFGS direction decreases it.
+            it bounds the error of the class scores) falls below this (``tolerance_grad``).
+            The solver also stops when neither the loss nor θ changes at the dtype's
+            resolution (a tolerance the dtype cannot resolve) or the line search finds no
+            decrease.
         history: L-BFGS memory.
 
     Returns:
-        ``W`` (d, C), ``b`` (C,) in ``X``'s dtype, the number of objective evaluations and the
-        state a warm start on the same rows reuses.
+        ``W`` (d, C), ``b`` (C,) in ``X``'s dtype and the number of objective evaluations.
     """
     if not l2 > 0:
         raise ValueError(f"fit_logreg: l2 must be > 0 (got {l2!r}).")
@@ -226,146 +168,53 @@ def fit_logreg(
     bias_scale = math.sqrt(n_classes)
     n, d = X.shape
     dt, dev = X.dtype, X.device
-    if rotated is None:  # rows in their own basis: rotate the coefficients instead
-        A = torch.cat([X - mean.to(dt), X.new_ones(n, 1)], dim=1)
-        basis = torch.block_diag(U, U.new_ones(1, 1)).to(dt)  # θ's basis → the rows' basis
-    else:
-        A, basis = rotated, None
+    A = rotate_features(X, spectrum) if rotated is None else rotated
     # Class-major layout (measured faster for CPU BLAS and for reductions over classes):
-    # θ = [V, b'/√C] as one (C, d+1) tensor, scores Z = θ' [(X − μ) U, 1]ᵀ as (C, n) with
-    # θ' = θ ⊙ scale; W = U (scale ⊙ V)ᵀ; penalty λ/2 Σ_j scale_j² ‖V_:j‖².
+    # θ = [V, b'/√C] as one (C, d+1) tensor, scores Z = (θ ⊙ scale) [(X − μ) U, 1]ᵀ as (C, n);
+    # W = U (scale ⊙ V)ᵀ; penalty λ/2 Σ_j scale_j² ‖V_:j‖².
     sc = torch.cat([scale64, scale64.new_full((1,), bias_scale)]).to(dt)[None, :]
     l2pen = l2 * torch.cat([scale64 * scale64, scale64.new_zeros(1)]).to(dt)[None, :]
-    pen = l2pen / l2
     theta = torch.zeros(n_classes, d + 1, dtype=dt, device=dev)
     if init is not None:
         W0, b0 = (t.detach().to(dev, torch.float64) for t in init[:2])
         theta[:, :d] = ((W0.T @ U) / scale64).to(dt)
         theta[:, d] = ((b0 + mean @ W0) / bias_scale).to(dt)
+    theta.requires_grad_(True)
     y = y.to(dev)
     onehot = torch.zeros(n_classes, n, dtype=dt, device=dev)
     onehot[y, torch.arange(n, device=dev)] = 1.0
-    flat_y = y * n + torch.arange(n, device=dev)  # Z[y_i, i] = Z.take(flat_y)[i]
     sc_n = sc / n
+    n_evals = 0
 
-    def scores(th: torch.Tensor) -> torch.Tensor:
-        coef = sc * th if basis is None else (sc * th) @ basis.T
-        return coef @ A.T
+    @torch.no_grad()
+    def closure() -> torch.Tensor:
+        nonlocal n_evals
+        n_evals += 1
+        th = theta.detach()
+        Z = (sc * th) @ A.T
+        lse = torch.logsumexp(Z, dim=0)
+        f = lse.mean() - (Z * onehot).sum() / n + 0.5 * (l2pen * th * th).sum()
+        P = torch.exp(Z - lse)
+        theta.grad = torch.addcmul(l2pen * th, sc_n, (P - onehot) @ A)
+        return f
 
-    def data_gradient(P: torch.Tensor) -> torch.Tensor:
-        # (softmax − onehot) @ rows, in θ's basis and unscaled: the same for every λ.
-        RA = (P - onehot) @ A
-        return RA if basis is None else RA @ basis
-
-    def gradient(RA: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(l2pen * th, sc_n, RA)
-
-    def from_scratch(
-        th: torch.Tensor, Z: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, float, float, float]:
-        # Scores, softmax, objective and its running terms (mean true-class score, penalty sum).
-        Z = scores(th) if Z is None else Z
-        lse, P = _log_softmax_parts(Z)
-        zy_t, pa_t = Z.take(flat_y).mean(), (pen * th * th).sum()
-        f, zy, pa = torch.stack([lse.mean() - zy_t + 0.5 * l2 * pa_t, zy_t, pa_t]).tolist()
-        return Z, P, f, zy, pa
-
-    def along(p: torch.Tensor) -> tuple[torch.Tensor, float, float, float, float]:
-        # Scores of direction p and the scalars of φ(t): slope at 0, true-class and penalty terms.
-        Q = scores(p)  # its bias row included
-        d0, qy, pb, pc = torch.stack(
-            [(G * p).sum(), Q.take(flat_y).mean(), (pen * theta * p).sum(), (pen * p * p).sum()]
-        ).tolist()
-        return Q, d0, qy, pb, pc
-
-    carried = (
-        init
-        if isinstance(init, LogRegFit)
-        and init.rows is A
-        and init.scores is not None
-        and init.scores.dtype == dt
-        and init.data_gradient is not None
-        else None
+    optimizer = torch.optim.LBFGS(
+        [theta],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=max_iter * 5 // 4 + 1,
+        tolerance_grad=tol,
+        tolerance_change=torch.finfo(dt).eps ** 2,  # no change at the dtype's resolution
+        history_size=history,
+        line_search_fn="strong_wolfe",
     )
-    Z, P, f, zy, pa = from_scratch(theta, carried.scores if carried is not None else None)
-    RA = (
-        carried.data_gradient
-        if carried is not None and carried.data_gradient is not None
-        else data_gradient(P)
-    )
-    G = gradient(RA, theta)
-    gmax = float(G.abs().max())
-    n_evals = 1
-    S_hist = G.new_zeros(0, G.numel())  # past steps, oldest first (rows)
-    Y_hist = G.new_zeros(0, G.numel())  # past gradient changes
-    gamma = 1.0
-    c1, c2 = 1e-4, 0.9
-    eps = torch.finfo(dt).eps
-    flat_steps = 0  # consecutive iterations whose change of loss is within rounding
-    for it in range(max_iter):
-        if gmax <= tol:
-            break
-        p = -_lbfgs_direction(G, S_hist, Y_hist, gamma)
-        Q, d0, qy, pb, pc = along(p)
-        if not d0 < 0:  # not a descent direction (rounding): restart from steepest descent
-            S_hist, Y_hist, gamma = S_hist[:0], Y_hist[:0], 1.0
-            p = -G
-            Q, d0, qy, pb, pc = along(p)
-        # Weak-Wolfe line search on φ(t) = f(θ + t p): the scores are Z + tQ, so a trial is a
-        # softmax, and φ'(t) = mean_i Σ_c softmax(Z + tQ)_ic Q_ic − mean_i Q_iy + λ·(pb + t·pc).
-        # Hager–Zhang: the sufficient-decrease test on values is replaced by one on slopes,
-        # φ'(t) ≤ (2c₁ − 1)φ'(0) (equivalent for a quadratic), when φ(t) is within rounding of f.
-        t, lo, hi = 1.0, 0.0, math.inf
-        accepted = None
-        noise = 16 * eps * (abs(f + zy - 0.5 * l2 * pa) + abs(zy) + 0.5 * l2 * pa)
-        for _ in range(30):
-            Zt = torch.add(Z, Q, alpha=t)
-            lse, Pt = _log_softmax_parts(Zt)
-            mean_lse, slope = torch.stack([lse.mean(), (Pt * Q).sum() / n]).tolist()
-            n_evals += 1
-            phi = mean_lse - zy - t * qy + 0.5 * l2 * (pa + 2 * t * pb + t * t * pc)
-            dphi = slope - qy + l2 * (pb + t * pc)
-            decrease = phi <= f + c1 * t * d0 or (phi <= f + noise and dphi <= (2 * c1 - 1) * d0)
-            if not math.isfinite(phi) or not decrease:
-                hi = t
-            elif dphi < c2 * d0:
-                lo = t
-                accepted = (t, phi, Zt, Pt)  # sufficient decrease: a fallback
-            else:
-                accepted = (t, phi, Zt, Pt)
-                break
-            t = 0.5 * (lo + hi) if hi < math.inf else 2.0 * t
-        if accepted is None:
-            break  # no decrease along p at float resolution: converged as far as it can go
-        t, phi, Z, P = accepted
-        step = p.mul_(t)
-        theta += step
-        zy, pa = zy + t * qy, pa + 2 * t * pb + t * t * pc
-        if (it + 1) % history == 0:  # refresh the scores against accumulated rounding
-            Z, P, phi, zy, pa = from_scratch(theta)
-        RA = data_gradient(P)
-        G_new = gradient(RA, theta)
-        y_vec = G_new - G
-        sy, yy, gmax = torch.stack(
-            [(step * y_vec).sum(), (y_vec * y_vec).sum(), G_new.abs().max()]
-        ).tolist()
-        if sy > 1e-10 * yy and sy > 0:
-            keep = history - 1
-            S_hist = torch.cat([S_hist[-keep:] if keep else S_hist[:0], step.reshape(1, -1)])
-            Y_hist = torch.cat([Y_hist[-keep:] if keep else Y_hist[:0], y_vec.reshape(1, -1)])
-            gamma = sy / yy
-        G = G_new
-        change, f = abs(f - phi), phi
-        flat_steps = flat_steps + 1 if change <= noise else 0
-        if change < 1e-12 or flat_steps >= _MAX_FLAT_STEPS:
-            break
+    optimizer.step(closure)
+    th = theta.detach()
     # Wᵀ = (V ⊙ scale) Uᵀ as a product of contiguous (C, d) rows (a thin product with a
     # transposed right operand is ~20× slower in MKL at d = 1024).
-    W = ((theta[:, :d].to(torch.float64) * scale64) @ U.T).T.contiguous()
-    b = theta[:, d].to(torch.float64) * bias_scale - mean @ W
-    if rotated is None:
-        return LogRegFit(W.to(dt), b.to(dt), n_evals)
-    return LogRegFit(W.to(dt), b.to(dt), n_evals, rows=A, scores=Z, data_gradient=RA)
+    W = ((th[:, :d].to(torch.float64) * scale64) @ U.T).T.contiguous()
+    b = th[:, d].to(torch.float64) * bias_scale - mean @ W
+    return LogRegFit(W.to(dt), b.to(dt), n_evals)
 
 
 def _cosine_lr(base_lr: float, step: int, total_steps: int) -> float:

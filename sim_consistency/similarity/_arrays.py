@@ -55,17 +55,6 @@ def check_pair(X: Any, Y: Any, where: str, *, lazy: bool = False) -> tuple[Any, 
     return X, Y
 
 
-def check_finite(X: np.ndarray, name: str, where: str) -> None:
-    """Raise a :class:`ConfigError` naming the first row of ``X`` with a NaN or infinite value."""
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ConfigError(
-            f"{where}: {name} has non-finite values (NaN or inf) in {rows.size} row(s), the "
-            f"first at row {int(rows[0])}; a similarity of such features is undefined."
-        )
-
-
 def row_chunks(n: int, chunk_rows: int) -> Iterator[slice]:
     """Yield consecutive row slices of at most ``chunk_rows`` rows covering ``range(n)``."""
     if chunk_rows <= 0:

@@ -61,10 +61,10 @@ import numpy as np
 import numpy.typing as npt
 
 from sim_consistency.errors import ConfigError
+from sim_consistency.finite import check_finite
 from sim_consistency.similarity._arrays import (
     DEFAULT_CHUNK_ROWS,
     as_matrix,
-    check_finite,
     check_pair,
     column_mean,
     row_chunks,
@@ -87,6 +87,7 @@ __all__ = [
 
 Space = Literal["auto", "feature", "gram"]
 DEFAULT_SLAB_ROWS = 1024
+_UNDEFINED = "A similarity of such features is undefined."
 
 
 def choose_space(n: int, widths: Sequence[int]) -> Literal["feature", "gram"]:
@@ -301,8 +302,13 @@ def _sample_bracket(
     rng = np.random.default_rng(0)
     i, j = rng.integers(0, n, size=(2, n_sample))
     keep = i != j
-    diff = Xc[i[keep]] - Xc[j[keep]]
-    sample = np.einsum("ij,ij->i", diff, diff)
+    i, j = i[keep], j[keep]
+    # In chunks of pairs: gathering all pairs' rows at once took n_sample · d · 16 bytes
+    # (1.2 GB at d = 768) and most of the median's time (benchmarks/rbf_median.py).
+    sample = np.empty(i.size)
+    for at in range(0, i.size, _SAMPLE_CHUNK):
+        diff = Xc[i[at : at + _SAMPLE_CHUNK]] - Xc[j[at : at + _SAMPLE_CHUNK]]
+        sample[at : at + _SAMPLE_CHUNK] = np.einsum("ij,ij->i", diff, diff)
     q_lo, q_hi = ranks[0] / n_upper, (ranks[-1] + 1) / n_upper
     half = 4.0 * np.sqrt(0.25 / max(sample.size, 1)) + 1.0 / max(sample.size, 1)
     lo, hi = np.quantile(sample, [max(q_lo - half, 0.0), min(q_hi + half, 1.0)])
@@ -310,6 +316,10 @@ def _sample_bracket(
 
 
 _BINS = 1024
+_SAMPLE_CHUNK = 4096  # sampled pairs per gather in _sample_bracket
+#: Default candidate budget of the median (values; 8 bytes each, 128 MB): up to this many
+#: upper-triangle distances (n ≲ 5,800) are simply kept and partitioned in one pass.
+_MEDIAN_BUDGET = 1 << 24
 _ABS_BITS = np.int64(0x7FFFFFFFFFFFFFFF)  # clears the sign bit of -0.0
 
 
@@ -403,10 +413,11 @@ def median_sq_distance(
     Args:
         X: features, (n, d).
         slab_rows: distance rows per slab.
-        budget: most candidate values kept at once (default ``max(slab_rows · n, 2^20)``).
+        budget: most candidate values kept at once (default ``max(slab_rows · n, 2^24)``,
+            128 MB: the whole upper triangle up to n ≈ 5,800).
     """
     X = as_matrix(X, "X")
-    check_finite(X, "X", "median_sq_distance")
+    check_finite(X, "median_sq_distance: X", hint=_UNDEFINED)
     Xc = X.astype(np.float64) - column_mean(X, slab_rows)
     return _median_of_centred(Xc, np.einsum("ij,ij->i", Xc, Xc), slab_rows, budget)
 
@@ -418,7 +429,7 @@ def _median_of_centred(Xc: np.ndarray, sq: np.ndarray, slab_rows: int, budget: i
     positions = [(total - 1) // 2] if total % 2 else [total // 2 - 1, total // 2]
     # Sorted n×n multiset: the n diagonal zeros first, then every upper value twice.
     upper_ranks = sorted({(p - n) // 2 for p in positions if p >= n})
-    budget = max(slab_rows * n, 1 << 20) if budget is None else budget
+    budget = max(slab_rows * n, _MEDIAN_BUDGET) if budget is None else budget
     values = _select_upper(Xc, sq, upper_ranks, slab_rows, budget) if upper_ranks else []
     found = dict(zip(upper_ranks, values, strict=True))
     return float(np.mean([0.0 if p < n else found[(p - n) // 2] for p in positions]))
@@ -588,7 +599,7 @@ def rbf_stats(
     if not (isinstance(width, int | float) and np.isfinite(width) and width > 0):
         raise ConfigError(f"cka: the RBF bandwidth must be a positive number (got {width!r}).")
     X = as_matrix(X, "X")
-    check_finite(X, "X", "cka (rbf)")
+    check_finite(X, "cka (rbf): X", hint=_UNDEFINED)
     is_constant = _is_constant(X, slab_rows)
     Xc = X.astype(np.float64) - column_mean(X, slab_rows)
     sq = np.einsum("ij,ij->i", Xc, Xc)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sim_consistency.device import resolve_device as torch_device
 from sim_consistency.errors import ConfigError
 from sim_consistency.similarity._arrays import row_chunks
 
@@ -73,16 +74,16 @@ def check_device(device: str) -> str:
 
 
 def resolve_device(device: str) -> str:
-    """Return ``"numpy"`` for ``"cpu"``, else a torch device name (``auto``: cuda if present)."""
+    """Return ``"numpy"`` for ``"cpu"``, else a torch device name (``auto``: cuda if present).
+
+    The torch devices are checked by :func:`sim_consistency.device.resolve_device`.
+    """
     if check_device(device) == "cpu":
         return "numpy"
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "numpy"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {device!r} was asked for but torch sees no CUDA device.")
-    return "cpu" if device == "torch-cpu" else device
+    if device == "torch-cpu":
+        return "cpu"
+    resolved = torch_device(device)
+    return "numpy" if resolved.type == "cpu" else str(resolved)
 
 
 def _plan(m: int, n_cols: int, budget: int, slab_rows: int) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Figures of the soup-metrics stage (matplotlib, Agg; each function returns a Figure).
+"""Figures of the soup-metrics stage (pyplot-free matplotlib; each function returns a Figure).
 
 The stage saves every figure as PNG and PDF through :func:`save_figure` (re-exported from
 :mod:`sim_consistency.figures`, whose naming rule keeps every character of a model id). Figures follow the
@@ -10,15 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from sim_consistency.figures import save_figure, series_style  # noqa: E402
+from sim_consistency.figures import save_figure, series_style, subplots
 
 __all__ = [
     "plot_barrier_curves",
@@ -65,7 +61,7 @@ def plot_id_vs_ood(
     labels of nearby models do not overlap.
     """
     n = len(averages)
-    fig, ax = plt.subplots(figsize=(7.5, max(4.5, 0.16 * n + 1.5)))
+    fig, ax = subplots(figsize=(7.5, max(4.5, 0.16 * n + 1.5)))
     is_soup = averages["model_id"].isin(set(soups))
     ax.scatter(
         100 * averages.loc[~is_soup, "id_avg"],
@@ -110,7 +106,7 @@ def plot_branching(
     figures: dict[str, Figure] = {}
     analysis_epochs = sorted(soups["analysis_epoch"].unique())
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     mean_distance = pairwise.groupby(["branch_epoch", "analysis_epoch"])["l2_distance"].mean()
     for epoch in analysis_epochs:
         series = mean_distance.xs(epoch, level="analysis_epoch")
@@ -122,7 +118,7 @@ def plot_branching(
     ax.legend(fontsize=8)
     figures["distance_vs_branching"] = fig
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, axes = subplots(1, 2, figsize=(13, 4.5))
     for epoch in analysis_epochs:
         part = soups[soups["analysis_epoch"] == epoch]
         axes[0].plot(
@@ -156,7 +152,7 @@ def plot_branching(
         ax.legend(fontsize=7)
     figures["soup_performance_vs_branching"] = fig
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, axes = subplots(1, 2, figsize=(13, 4.5))
     for epoch in analysis_epochs:
         part = soups[soups["analysis_epoch"] == epoch]
         axes[0].scatter(
@@ -189,7 +185,7 @@ def plot_barrier_curves(curves: pd.DataFrame, value: str = "error") -> Figure:
     different datasets are never joined into one line.
     """
     datasets = list(dict.fromkeys(curves["dataset"])) if "dataset" in curves else [None]
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         1, len(datasets), figsize=(5.5 * len(datasets), 4.3), squeeze=False, sharey=False
     )
     for ax, dataset in zip(axes[0], datasets, strict=True):
@@ -217,7 +213,7 @@ def plot_monosoup_layers(layers: pd.DataFrame, *, title: str = "") -> Figure:
     """
     edited = layers[layers["edited"]].reset_index(drop=True)
     depth = np.arange(len(edited))
-    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    fig, axes = subplots(2, 1, figsize=(9, 6), sharex=True)
     axes[0].plot(depth, edited["k"], marker=".", label="k (kept directions)")
     axes[0].plot(depth, edited["erank"], marker=".", label="effective rank")
     axes[0].set_ylabel("rank")
@@ -239,7 +235,7 @@ def plot_retention_sweep(sweep: pd.DataFrame, metric: str = "top1", *, title: st
 
     ``title`` names what was swept (model, block, dataset).
     """
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = subplots(figsize=(6.5, 4.5))
     for purity, part in sweep.groupby("purity", sort=True):
         part = part.sort_values("k")
         ax.plot(part["k"], part[metric], marker="o", label=f"{purity}-purity dimensions")

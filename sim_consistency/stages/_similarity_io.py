@@ -16,7 +16,7 @@ import pandas as pd
 
 from sim_consistency.errors import CacheIntegrityError, ConfigError, MissingInputError
 from sim_consistency.features import inspect_cache
-from sim_consistency.figures import data_limits, save_figure, series_style
+from sim_consistency.figures import data_limits, save_figure, series_style, subplots
 from sim_consistency.io import atomic_write_text, clean_stale_partial
 from sim_consistency.launch import LaunchReport
 from sim_consistency.project import ProjectLocation
@@ -142,22 +142,17 @@ def save_heatmap(
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
 ) -> list[Path]:
-    """Save an annotated viridis heatmap as ``<stem>.png`` and ``<stem>.pdf`` (Agg backend).
+    """Save an annotated viridis heatmap as ``<stem>.png`` and ``<stem>.pdf``.
 
     The colour scale is fixed (``vmin``..``vmax``, default 0–1) so that heatmaps of different
     pairs can be compared by eye; cells are annotated with two decimals up to 20×20.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows, cols = values.shape
     lo = float(np.nanmin(values)) if vmin is None else vmin
     hi = float(np.nanmax(values)) if vmax is None else vmax
     hi = hi if hi > lo else lo + 1.0
     size = (max(4.0, 0.45 * cols + 2.5), max(3.5, 0.4 * rows + 2.0))
-    fig, ax = plt.subplots(figsize=size)
+    fig, ax = subplots(figsize=size)
     image = ax.imshow(values, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
     fig.colorbar(image, ax=ax)
     ax.set_xticks(range(cols), labels=_short(col_labels), rotation=90, fontsize=7)
@@ -198,13 +193,8 @@ def save_profile_plot(
     where a 0–1 axis would show nothing); the ylabel says so. Each series has its own colour,
     line style and marker.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     length = max((len(v) for v in profiles.values()), default=1)
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.45 * length + 3.5), 4.0))
+    fig, ax = subplots(figsize=(max(5.5, 0.45 * length + 3.5), 4.0))
     for i, (label, values) in enumerate(profiles.items()):
         ax.plot(range(len(values)), values, label=label, **series_style(i))
     if xticklabels is not None:

@@ -45,6 +45,7 @@ from sim_consistency.data import (
     load_dataset,
     read_dataset_list,
 )
+from sim_consistency.device import resolve_device
 from sim_consistency.errors import ConfigError, SimcError
 from sim_consistency.features.cache import (
     CORRUPT_SUFFIX,
@@ -134,23 +135,6 @@ class WorkItem:
     content_key: str
     reason: str  # "missing" | "stale" | "invalid" | "forced"
     attrs: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-
-def resolve_device(device: str) -> torch.device:
-    """Return the torch device for ``--device`` (``auto``: CUDA when available, else CPU)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"--device: unknown device {device!r}. Use auto, cpu, cuda or cuda:N."
-        ) from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"--device {device}: CUDA is not available on this machine; use cpu or auto."
-        )
-    return resolved
 
 
 def block_specs(loaded: LoadedModel) -> list[BlockSpec]:

@@ -20,7 +20,6 @@ consistency stage reads like its own. Rep2Rep's method keys are our metric slugs
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from sim_consistency.data import load_dataset, read_dataset_list
 from sim_consistency.data.subsets import keys_fingerprint
 from sim_consistency.errors import ConfigError, MissingInputError, SimcError
 from sim_consistency.features import FeatureCacheWriter, read_cache_attrs
-from sim_consistency.io import atomic_output
+from sim_consistency.io import atomic_output, file_sha256
 from sim_consistency.project import ProjectLocation, dataset_slug
 from sim_consistency.stages._similarity_io import (
     SIMILARITY_CODE_VERSION,
@@ -47,14 +46,6 @@ log = logging.getLogger("sim_consistency.import_rep2rep")
 #: Bump when the import writes different numbers or keys for the same files.
 IMPORT_CODE_VERSION = "1"
 _BLOCK = "rep2rep"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_tensor(path: Path, ndim: int) -> np.ndarray:
@@ -119,7 +110,7 @@ def import_features(
             f"{folder}: {len(features)} feature rows but {len(targets)} targets for {split}."
         )
     keys, key_source = _row_keys(location, dataset, split, targets)
-    sources = {"features_sha256": _sha256(feats), "targets_sha256": _sha256(targs)}
+    sources = {"features_sha256": file_sha256(feats), "targets_sha256": file_sha256(targs)}
     key = digest(
         {
             "source": "rep2rep_import",
@@ -213,7 +204,7 @@ def import_similarities(
         key = digest(
             {
                 "source": "rep2rep_import",
-                "matrix_sha256": _sha256(folder / "similarity_matrix.pt"),
+                "matrix_sha256": file_sha256(folder / "similarity_matrix.pt"),
                 "model_ids": model_ids,
                 "code_version": SIMILARITY_CODE_VERSION,
             }

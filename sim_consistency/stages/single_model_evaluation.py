@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,7 +43,9 @@ from sim_consistency.data import dataset_dir, read_dataset_list
 from sim_consistency.errors import CacheError, ConfigError, DataError
 from sim_consistency.features import open_cache, require_cache_attrs
 from sim_consistency.features.cache import FeatureCache
+from sim_consistency.finite import check_finite
 from sim_consistency.io import atomic_output, atomic_write_text, clean_stale_partial
+from sim_consistency.jsonable import jsonable
 from sim_consistency.launch import LaunchReport
 from sim_consistency.probe import (
     CLASS_MASK_FILE,
@@ -77,7 +78,7 @@ log = logging.getLogger("sim_consistency.single_model_evaluation")
 
 #: Bump when a change to the probe code changes the numbers it writes.
 # 3: custom L-BFGS for the fast protocol; 4: class-major layout; 5: centred basis.
-PROBE_CODE_VERSION = "5"
+PROBE_CODE_VERSION = "6"
 
 #: Seeds run when ``--seeds`` is not given: Rep2Rep reports the mean over seeds 0, 1, 2.
 DEFAULT_SEEDS: dict[str, tuple[int, ...]] = {"rep2rep": (0, 1, 2), "fast": (0,)}
@@ -310,14 +311,12 @@ def _select_blocks(cache: FeatureCache, blocks: tuple[str, ...]) -> list[str]:
 
 def _load_block(cache: FeatureCache, name: str) -> np.ndarray:
     X = cache.block(name)
-    finite = np.isfinite(X).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise DataError(
-            f"{cache.path}: block {name!r} has NaN/inf features in {bad.size} row(s) (first: "
-            f"row {bad[0]}, key {cache.keys[bad[0]]!r}). Re-extract with feature_extraction "
-            "--force."
-        )
+    check_finite(
+        X,
+        f"{cache.path}: block {name!r}",
+        row_names=cache.keys,
+        hint="Re-extract with feature_extraction --force.",
+    )
     return X
 
 
@@ -338,20 +337,6 @@ def _head_metrics(
             f"no {CLASS_MASK_FILE} in its folder"
         )
     return {**cache_head_accuracy(test, class_mask=mask), "class_mask": mask is not None}, None
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def run_item(settings: EvaluationSettings, item: WorkItem) -> Path:
@@ -453,7 +438,8 @@ def _write_results(
         with atomic_output(out / "accuracy_vs_depth.csv") as tmp:
             depth.to_csv(tmp, index=False)
     return atomic_write_text(
-        out / "results.json", json.dumps(_json_safe(record), indent=1, allow_nan=False)
+        out / "results.json",
+        json.dumps(jsonable(record, nonfinite_as_none=True), indent=1, allow_nan=False),
     )
 
 

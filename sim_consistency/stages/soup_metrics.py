@@ -117,8 +117,9 @@ _BRANCH_KEYS = ("branch_epoch", "analysis_epoch")
 #: Bumped when the stage's outputs change for the same inputs (part of the inputs key).
 # 2: the fast probe's new solver; 3: its class-major layout; 4: its centred basis;
 # 5: block CKA's Gram-space U-statistics accumulated without the diagonal (rounding level);
-# 6: figure names keep every character of the ids, barrier columns named after their papers.
-PARTS_CODE_VERSION = "6"
+# 6: figure names keep every character of the ids, barrier columns named after their papers;
+# 7: the fast probe's solver is torch.optim.LBFGS (strong Wolfe).
+PARTS_CODE_VERSION = "7"
 
 
 @dataclass(frozen=True)

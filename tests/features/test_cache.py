@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from sim_consistency.errors import CacheError, MissingInputError
+from sim_consistency.errors import CacheError, MissingInputError, NonFiniteError
 from sim_consistency.features import FeatureCacheWriter, load_aligned_blocks, open_cache
 from sim_consistency.features.cache import read_cache_attrs
 from sim_consistency.io import atomic_output
@@ -80,7 +80,7 @@ def test_float16_overflow_falls_back_to_float32(tmp_path):
 def test_nonfinite_values_are_refused_and_leave_nothing(tmp_path):
     bad = np.ones((3, 2), np.float32)
     bad[1, 0] = np.nan
-    with pytest.raises(CacheError, match="block 'a' has NaN/inf"):
+    with pytest.raises(NonFiniteError, match="block 'a' has NaN/inf"):
         _write(tmp_path / "n.h5", ["a", "b", "c"], {"a": bad})
     assert list(tmp_path.iterdir()) == []
 
@@ -206,7 +206,9 @@ def test_foreign_files_are_named_never_a_key_error(tmp_path, make):
 def test_nonfinite_logits_are_refused(tmp_path):
     logits = np.zeros((3, 2), np.float32)
     logits[2, 1] = np.inf
-    with pytest.raises(CacheError, match="logits has NaN/inf values in rows 0..2"):
+    with pytest.raises(
+        NonFiniteError, match=r"logits has NaN/inf values in 1 row\(s\), the first at row 2"
+    ):
         _write(tmp_path / "n.h5", ["a", "b", "c"], {"x": np.ones((3, 2), np.float32)}, logits)
     assert list(tmp_path.iterdir()) == []
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sim_consistency.errors import MergeError
+from sim_consistency.errors import MergeError, NonFiniteError
 from sim_consistency.merging import effective_rank, mixing_coefficients, monosoup, select_rank
 from tests.merging.conftest import perturbed
 
@@ -188,7 +188,7 @@ def test_small_updates_are_skipped_with_their_reason(convnext_sd):
 def test_errors_name_the_tensor(convnext_sd, vit_sd):
     bad = dict(convnext_sd, **{"stem.0.weight": convnext_sd["stem.0.weight"].clone()})
     bad["stem.0.weight"][0, 0, 0, 0] = float("nan")
-    with pytest.raises(MergeError, match="tensor 'stem.0.weight' has NaN/inf"):
+    with pytest.raises(NonFiniteError, match=r"tensor 'stem.0.weight' \(W1 − W0\) has NaN/inf"):
         monosoup(convnext_sd, bad)
     with pytest.raises(MergeError, match="different tensors"):
         monosoup(convnext_sd, vit_sd)

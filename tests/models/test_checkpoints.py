@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import timm
@@ -78,10 +78,46 @@ def test_missing_and_unreadable_files_are_named(tmp_path: Path) -> None:
 
 
 def test_pickled_objects_are_refused_not_executed(tmp_path: Path, state_dict) -> None:
-    path = tmp_path / "with_args.pt"
-    torch.save({"state_dict": state_dict, "args": argparse.Namespace(lr=0.1)}, path)
-    with pytest.raises(ConfigError, match="weights_only=True"):
+    path = tmp_path / "with_path.pt"
+    torch.save({"state_dict": state_dict, "out_dir": PurePosixPath("/runs/1")}, path)
+    with pytest.raises(ConfigError, match="weights_only=True.*PurePosixPath"):
         load_state_dict_file(path)
+
+
+def test_timm_training_checkpoints_with_args_load(tmp_path: Path, state_dict) -> None:
+    """timm's train.py saves ``args`` (an argparse.Namespace) next to the weights."""
+    path = tmp_path / "timm_train.pth.tar"
+    torch.save({"epoch": 3, "arch": "test_resnet", "state_dict": state_dict,
+                "args": argparse.Namespace(lr=0.1)}, path)  # fmt: skip
+    assert state_dict_sha256(load_state_dict_file(path)) == state_dict_sha256(state_dict)
+
+
+def _shifted(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v + 1 if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module._orig_mod.", "_orig_mod.module."])
+def test_torch_compile_and_ddp_prefixes_are_stripped(tmp_path: Path, state_dict, prefix, suffix):
+    """``torch.compile`` (``_orig_mod.``) and DDP (``module.``) prefixes, in either order."""
+    path = tmp_path / f"compiled{suffix}"
+    wrapped = {prefix + k: v.contiguous() for k, v in state_dict.items()}
+    save_file(wrapped, path) if suffix == ".safetensors" else torch.save(wrapped, path)
+    loaded = load_state_dict_file(path)
+    assert sorted(loaded) == sorted(state_dict)  # safetensors stores keys sorted
+    assert state_dict_sha256(loaded) == state_dict_sha256(state_dict)
+
+
+@pytest.mark.parametrize("ema_key", ["state_dict_ema", "model_ema"])
+def test_ema_weights_are_preferred_as_timm_does(tmp_path: Path, state_dict, ema_key) -> None:
+    """A checkpoint with EMA weights yields them (timm's load_state_dict(use_ema=True)), also
+    when they carry the compile prefix."""
+    ema = {f"_orig_mod.{k}": v for k, v in _shifted(state_dict).items()}
+    path = tmp_path / "with_ema.pt"
+    torch.save({"state_dict": state_dict, ema_key: ema, "epoch": 9}, path)
+    loaded = load_state_dict_file(path)
+    assert state_dict_sha256(loaded) == state_dict_sha256(_shifted(state_dict))
+    assert state_dict_sha256(normalize_state_dict(torch.load(path))) == state_dict_sha256(loaded)
 
 
 def test_non_tensor_entries_and_empty_checkpoints_are_errors(tmp_path: Path) -> None:

@@ -168,7 +168,7 @@ def _corrupt(path: Path, dataset: str, edit) -> None:
         ("other_model", "different models"),
         ("unseen_class", "never occur in the training labels"),
         ("one_class", "at least 2"),
-        ("nan", "NaN/inf features"),
+        ("nan", "has NaN/inf values"),
         ("overlap", "occur in both train and test"),
     ],
 )

@@ -9,8 +9,10 @@ import pytest
 import torch
 from scipy.stats import ortho_group
 
-from sim_consistency.errors import ConfigError
+from sim_consistency.errors import ConfigError, NonFiniteError
 from sim_consistency.similarity import DegenerateRepresentationWarning, cka, median_sq_distance
+from sim_consistency.similarity._arrays import column_mean
+from sim_consistency.similarity.cka import _upper_values
 
 KINDS = [
     {"kernel": "linear", "unbiased": False},
@@ -107,10 +109,33 @@ def test_median_sq_distance_exact_with_a_small_budget(rng, kind, budget):
 def test_rbf_and_median_reject_non_finite_features_naming_the_row(rng):
     X = rng.normal(size=(20, 3))
     X[5, 1] = np.nan
-    with pytest.raises(ConfigError, match="row 5"):
+    with pytest.raises(NonFiniteError, match="the first at row 5"):
         median_sq_distance(X)
-    with pytest.raises(ConfigError, match="non-finite"):
+    with pytest.raises(NonFiniteError, match="NaN/inf"):
         cka(X, rng.normal(size=(20, 3)), kernel="rbf", sigma_median=0.8)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["gaussian", "integer_ties", "duplicated_rows"])
+@pytest.mark.parametrize("budget", [None, 7, 300])
+def test_median_sq_distance_is_bitwise_numpys_median_of_the_distances(rng, kind, dtype, budget):
+    """The exact median equals ``np.median`` of the n×n distances it is defined on, bit for bit
+    (ties, float32 input and budgets smaller than a tie group included). The distances are
+    the method's own slabs (``|a|² + |b|² − 2 a·b`` of the centred float64 rows, clamped at 0):
+    a GEMM of another shape rounds some of them differently in the last bit."""
+    makers = {
+        "gaussian": lambda n: rng.normal(size=(n, 5)),
+        "integer_ties": lambda n: rng.integers(0, 3, size=(n, 3)),
+        "duplicated_rows": lambda n: np.repeat(rng.normal(size=(n // 6 + 1, 2)), 6, 0)[:n],
+    }
+    for n in (60, 61):  # even and odd n^2
+        X = makers[kind](n).astype(dtype)
+        Xc = X.astype(np.float64) - column_mean(X, 8)
+        upper = np.concatenate(list(_upper_values(Xc, np.einsum("ij,ij->i", Xc, Xc), 8)))
+        D = np.zeros((n, n))
+        D[np.triu_indices(n, 1)] = upper  # slabs yield the strict upper triangle row by row
+        D += D.T
+        assert median_sq_distance(X, slab_rows=8, budget=budget) == np.median(D)
 
 
 def test_median_sq_distance_memory_is_not_quadratic():
@@ -121,7 +146,7 @@ def test_median_sq_distance_memory_is_not_quadratic():
     upper_bytes = n * (n - 1) // 2 * 8  # what storing the upper triangle would take: 64 MB
     tracemalloc.start()
     try:
-        median_sq_distance(X, slab_rows=128)
+        median_sq_distance(X, slab_rows=128, budget=1 << 20)  # 8 MB of candidates
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

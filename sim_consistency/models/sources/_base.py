@@ -17,6 +17,7 @@ from torch import nn
 
 from sim_consistency.config.models import ModelSpec
 from sim_consistency.errors import ConfigError
+from sim_consistency.jsonable import jsonable
 
 __all__ = [
     "BuiltModel",
@@ -24,7 +25,6 @@ __all__ = [
     "architecture_chain",
     "architecture_spec",
     "inherited_option",
-    "jsonable",
     "load_strict",
     "transform_steps",
     "weightless_spec",
@@ -113,13 +113,6 @@ def inherited_option(spec: ModelSpec, specs: Mapping[str, ModelSpec], name: str)
         if value is not None:
             return value
     return None
-
-
-def jsonable(value: Any) -> Any:
-    """Tuples (timm and open_clip configs use them) -> lists, recursively."""
-    if isinstance(value, tuple | list):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def transform_steps(transform: Any) -> dict[str, Any]:

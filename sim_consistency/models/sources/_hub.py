@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sim_consistency.errors import WeightsNotFoundError
+from sim_consistency.hub import hf_hub_cache_dir, hub_endpoint, hub_offline, unreachable
 
 __all__ = [
     "HUB_PROBE_TIMEOUT_S",
@@ -31,35 +32,6 @@ __all__ = [
 
 #: Seconds the single hub reachability request may take before the hub counts as unreachable.
 HUB_PROBE_TIMEOUT_S = 8.0
-
-
-def hf_hub_cache_dir() -> Path:
-    """Return the Hugging Face hub cache folder, from the environment as it is now.
-
-    Same precedence as ``huggingface_hub``: ``HF_HUB_CACHE`` > ``HUGGINGFACE_HUB_CACHE`` >
-    ``$HF_HOME/hub`` > ``$XDG_CACHE_HOME/huggingface/hub`` > ``~/.cache/huggingface/hub``. Read
-    at call time (``huggingface_hub`` reads it once at import), so a changed ``HF_HOME`` counts.
-    """
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.path.expandvars(os.path.expanduser(os.environ[var])))
-    if os.environ.get("HF_HOME"):
-        home = Path(os.path.expandvars(os.path.expanduser(os.environ["HF_HOME"])))
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        home = Path(xdg) / "huggingface"
-    return home / "hub"
-
-
-def _hub_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-
-
-def hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return bool(constants.HF_HUB_OFFLINE) or flag.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _how_to_provide(repo_id: str, cache_dir: Path) -> str:
@@ -116,7 +88,7 @@ def resolve_hub_file(
             f"{where}: pretrained weights are not cached and HF_HUB_OFFLINE is set ({looked}). "
             + _how_to_provide(repo_id, cache_dir)
         )
-    endpoint = _hub_endpoint()
+    endpoint = hub_endpoint()
     remote_missing = getattr(
         sys.modules["huggingface_hub.errors"], "RemoteEntryNotFoundError", EntryNotFoundError
     )
@@ -180,12 +152,9 @@ def _probe_url(url: str, *, where: str, looked: Sequence[Path], target: Path) ->
 
     if hub_offline():
         raise not_available("HF_HUB_OFFLINE is set")
-    try:
-        request = urllib.request.Request(url, method="HEAD")
-        with urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S):
-            pass
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise not_available(str(exc)) from exc
+    reason = unreachable(url, HUB_PROBE_TIMEOUT_S)
+    if reason is not None:
+        raise not_available(reason)
 
 
 def safe_alternatives(filename: str) -> list[str]:

@@ -19,9 +19,9 @@ from torch import nn
 
 from sim_consistency.config.models import ModelSpec
 from sim_consistency.errors import ConfigError
+from sim_consistency.jsonable import jsonable
 from sim_consistency.models.sources._base import (
     BuiltModel,
-    jsonable,
     load_strict,
     transform_steps,
 )
