@@ -8,10 +8,19 @@ jackknife of Efron & Stein (1981, "The jackknife estimate of variance", Ann. Sta
 and Efron (1982, "The Jackknife, the Bootstrap and Other Resampling Plans", ch. 3.7):
 
 * ``se^2 = (K-1)/K · sum_g (theta_(g) - theta_bar)^2``;
-* ``bias = (K-1) (theta_bar - theta_hat)`` (reported, not subtracted: the point estimate is
-  the estimator's own number);
-* the interval is ``theta_hat ± t_{K-1, 1-alpha/2} · se`` — Student's t with K - 1 degrees of
+* ``bias = (K-1) (theta_bar - theta_hat)`` (Quenouille's bias estimate);
+* the interval is ``(theta_hat - bias) ± t_{K-1, 1-alpha/2} · se``: centred on the
+  bias-corrected estimate (the mean of the pseudo-values), with Student's t on K - 1 degrees of
   freedom, as the K pseudo-values give K - 1 degrees of freedom for the variance.
+
+The point estimate stays the estimator's own number; only the interval is bias-corrected. This
+matters for the *biased* HSIC estimators, whose O(1/n) bias can exceed their standard error at
+small n (biased RBF CKA, n = 100: bias ≈ 2 se; an interval centred on the point covered the
+large-sample value in 57 % of replicates, the bias-corrected one in 92 %, see
+tests/uncertainty/test_coverage.py). A biased estimate can therefore lie outside its own
+interval: the interval is for the population value, not for the estimator's mean. For the
+unbiased estimators and RSA the correction is negligible (``bias_correct=False`` centres the
+interval on the point).
 
 Groups differ in size by at most one row (``n mod K`` groups have one more); the formula is the
 equal-size one, whose error from that imbalance is O(K/n) of the variance and negligible here
@@ -107,6 +116,7 @@ def jackknife_interval(
     level: float = 0.95,
     seed: int | None = None,
     groups: npt.NDArray[np.int64] | None = None,
+    bias_correct: bool = True,
 ) -> Interval:
     """Return the delete-a-group jackknife interval from leave-group-out values.
 
@@ -116,6 +126,7 @@ def jackknife_interval(
         level: nominal coverage of the two-sided interval.
         seed: seed of the row groups (recorded).
         groups: the row-group labels (recorded).
+        bias_correct: centre the interval on ``theta_hat - bias`` (see the module docstring).
 
     Returns:
         :class:`Interval` with arrays of shape ``S`` (NaN where the point or any leave-out value
@@ -131,7 +142,8 @@ def jackknife_interval(
     se = np.sqrt((k - 1) / k * ((theta - mean[..., None]) ** 2).sum(axis=-1))
     half = stats.t.ppf(0.5 + level / 2, df=k - 1) * se
     bias = (k - 1) * (mean - point_arr)
-    low, high = point_arr - half, point_arr + half
+    centre = point_arr - bias if bias_correct else point_arr
+    low, high = centre - half, centre + half
     if np.ndim(point) == 0:
         se, low, high, bias = float(se), float(low), float(high), float(bias)
     return Interval(
@@ -140,7 +152,10 @@ def jackknife_interval(
         ci_low=low,
         ci_high=high,
         level=level,
-        method=f"delete-a-group jackknife (Efron & Stein 1981), K={k} groups, t_{k - 1} interval",
+        method=(
+            f"delete-a-group jackknife (Efron & Stein 1981), K={k} groups, t_{k - 1} interval"
+            + (" around the bias-corrected estimate" if bias_correct else "")
+        ),
         n_groups=k,
         seed=seed,
         bias=bias,

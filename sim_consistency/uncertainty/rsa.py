@@ -54,6 +54,8 @@ class RdmRanks:
 
     def standardised(self, keep: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64] | None:
         """Return ``(v - mean) / ||v - mean||`` of the (re-ranked) kept entries, or None."""
+        if not np.isfinite(self.values[keep]).all():  # a kept row with zero variance / norm
+            return None
         if self.order is None or self.runs is None:
             v = self.values[keep]
         else:

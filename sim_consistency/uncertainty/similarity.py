@@ -109,6 +109,7 @@ def similarity_matrix_ci(
     normalize: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     device: str = "cpu",
+    bias_correct: bool = True,
 ) -> Interval:
     """Return the (M, M) similarity matrix with jackknife standard errors and intervals.
 
@@ -121,6 +122,8 @@ def similarity_matrix_ci(
         normalize: L2-normalise rows first, as :func:`similarity_matrix` (same default).
         memory_budget: bytes for the streamed/point and per-group working sets.
         device: for the point estimate, as :func:`similarity_matrix`.
+        bias_correct: centre the intervals on the jackknife bias-corrected estimate (see
+            :mod:`~sim_consistency.uncertainty.jackknife`; the point stays as it is).
 
     Returns:
         :class:`~sim_consistency.uncertainty.jackknife.Interval` with ``point`` (bitwise
@@ -137,7 +140,9 @@ def similarity_matrix_ci(
     n = mats[0].shape[0] if mats else 0
     groups = row_groups(n, n_groups, seed=seed)
     theta = leave_out_matrix(mats, spec, groups, memory_budget=memory_budget)
-    return jackknife_interval(point, theta, level=level, seed=seed, groups=groups)
+    return jackknife_interval(
+        point, theta, level=level, seed=seed, groups=groups, bias_correct=bias_correct
+    )
 
 
 def cka_grid_ci(
@@ -150,13 +155,14 @@ def cka_grid_ci(
     level: float = 0.95,
     space: Literal["auto", "feature", "gram"] = "auto",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    bias_correct: bool = True,
 ) -> Interval:
     """Return the (La, Lb) linear CKA grid of two models with jackknife intervals.
 
     ``point`` is bitwise ``cka_grid(blocks_a, blocks_b, unbiased, space=space)``; each block's
     per-group statistics are built once and every cell costs one grouped cross product.
-    Arguments as :func:`~sim_consistency.similarity.cka_grid` plus ``n_groups``, ``seed`` and
-    ``level`` (see :func:`similarity_matrix_ci`).
+    Arguments as :func:`~sim_consistency.similarity.cka_grid` plus ``n_groups``, ``seed``,
+    ``level`` and ``bias_correct`` (see :func:`similarity_matrix_ci`).
     """
     point = cka_grid(blocks_a, blocks_b, unbiased, space=space)
     mats_a = [as_matrix(X, f"blocks_a[{i}]") for i, X in enumerate(blocks_a)]
@@ -172,4 +178,6 @@ def cka_grid_ci(
                 theta[i, j] = theta[j, i]
             else:
                 theta[i, j] = linear_cka_leave_out(x, y, unbiased=unbiased, budget=memory_budget)
-    return jackknife_interval(point, theta, level=level, seed=seed, groups=groups)
+    return jackknife_interval(
+        point, theta, level=level, seed=seed, groups=groups, bias_correct=bias_correct
+    )
