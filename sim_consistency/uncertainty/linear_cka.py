@@ -168,7 +168,7 @@ def linear_cka_leave_out(
             f"jackknife: the two representations were grouped differently ({sx.n} vs {sy.n} "
             "rows); build both statistics from the same row groups."
         )
-    full = _group_products(sx, sy, budget)
+    full = sx.self_full if sx is sy else _group_products(sx, sy, budget)
     m = (sx.n - sx.sizes).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         if not unbiased:

@@ -14,9 +14,9 @@ where ``a^S_i = sum_{j in S} A_ij`` and ``s_a = sum_{i in S} a^S_i``. With group
 ``<A,B>_S = W_tot - 2 W_g. + W_gg`` from the K×K block sums ``W_gh = sum_{i in g, j in h}
 A_ij B_ij`` of every model pair, and ``a^S_i = a_i - R_ig`` from each model's per-group row sums
 ``R_ig = sum_{j in g} A_ij``. Both come from one streamed pass over kernel slabs (rows sorted by
-group; per slab one M×M GEMM per column group, as in
-:mod:`~sim_consistency.similarity.streamed`), so the cost is one more pass of the streamed
-matrix (kernel rows formed once per model, never per pair or per group).
+group; block-upper slabs only; per slab one M×M GEMM per column group, as in
+:mod:`~sim_consistency.similarity.streamed`), so the cost is about one more pass of the
+streamed matrix (kernel rows formed once per model, never per pair or per group).
 
 Bandwidth. With ``sigma_median`` the bandwidth is resolved once on the full sample and held
 fixed for the leave-group-out values (the jackknife then treats σ as a chosen hyperparameter;
@@ -42,23 +42,39 @@ __all__ = ["rbf_cka_leave_out"]
 def _block_sums(
     stats: Sequence[RbfStats], bounds: np.ndarray, slab_rows: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Return ``W`` (M, M, K, K) and ``R`` (M, n, K) for kernels whose rows are group-sorted."""
+    """Return ``W`` (M, M, K, K) and ``R`` (M, n, K) for kernels whose rows are group-sorted.
+
+    ``A`` is symmetric, so only the block-upper part of each slab is formed (columns from the
+    slab's first row on, as :func:`~sim_consistency.similarity.streamed.rbf_cross_matrix`): the
+    slab's square diagonal block counts once, the rest of its own group twice (for ``W_gg``)
+    and each later group h once into ``W_gh`` (``W_hg`` by symmetry); row sums get the mirrored
+    column sums of the part right of the diagonal block.
+    """
     m, n, k = len(stats), stats[0].n, bounds.size - 1
     W = np.zeros((m, m, k, k))
     R = np.zeros((m, n, k))
-    buf = np.empty((m, slab_rows, n))
+    buf = np.empty(m * slab_rows * n)
     with np.errstate(over="ignore", invalid="ignore"):
         for g in range(k):
-            for part in row_chunks(int(bounds[g + 1] - bounds[g]), slab_rows):
-                rows = slice(int(bounds[g]) + part.start, int(bounds[g]) + part.stop)
-                r = rows.stop - rows.start
-                S = buf[:, :r]
+            end_g = int(bounds[g + 1])
+            for part in row_chunks(end_g - int(bounds[g]), slab_rows):
+                r0, r1 = int(bounds[g]) + part.start, int(bounds[g]) + part.stop
+                r = r1 - r0
+                S = buf[: m * r * (n - r0)].reshape(m, r, n - r0)
                 for a, s in enumerate(stats):
-                    s.kernel_rows(rows, out=S[a])
-                R[:, rows] = np.add.reduceat(S, bounds[:-1], axis=2)
-                for h in range(k):
-                    B = S[:, :, bounds[h] : bounds[h + 1]].reshape(m, -1)
+                    s.kernel_rows(slice(r0, r1), r0, out=S[a])
+                # column groups of this slab: own group from r0, then groups g+1..K-1
+                cols = np.concatenate([[0], bounds[g + 1 :] - r0]).astype(np.int64)
+                R[:, r0:r1, g:] += np.add.reduceat(S, cols[:-1], axis=2)
+                R[:, r1:, g] += S[:, :, r:].sum(axis=1)
+                D = S[:, :, :r].reshape(m, -1)
+                rest = S[:, :, r : end_g - r0].reshape(m, -1)
+                W[:, :, g, g] += D @ D.T + 2.0 * (rest @ rest.T)
+                for h in range(g + 1, k):
+                    B = S[:, :, cols[h - g] : cols[h - g + 1]].reshape(m, -1)
                     W[:, :, g, h] += B @ B.T
+    iu = np.triu_indices(k, 1)
+    W[:, :, iu[1], iu[0]] = W[:, :, iu[0], iu[1]]
     return W, R
 
 

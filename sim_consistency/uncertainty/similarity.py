@@ -76,7 +76,8 @@ def leave_out_matrix(
         stats = [linear_group_stats(X, groups, budget=memory_budget) for X in mats]
         out = np.empty((m, m, k))
         for a in range(m):
-            for b in range(a, m):
+            out[a, a] = linear_cka_leave_out(stats[a], stats[a], unbiased=bool(spec.unbiased))
+            for b in range(a + 1, m):
                 out[a, b] = out[b, a] = linear_cka_leave_out(
                     stats[a], stats[b], unbiased=bool(spec.unbiased), budget=memory_budget
                 )
