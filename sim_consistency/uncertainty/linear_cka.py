@@ -44,7 +44,8 @@ class LinearGroupStats:
     """One representation's per-group statistics for leave-group-out linear CKA.
 
     Attributes:
-        blocks: the centred float64 rows of each group, ``blocks[g]`` (n_g, d) (full mean).
+        blocks: the centred float64 rows of each group (full mean), zero-padded to the
+            largest group: (K, max n_g, d) (zero rows add nothing to ``X_g^T Y_g``).
         sizes: rows per group, (K,).
         sums: ``t_g``, the column sums of each group's centred rows, (K, d).
         kept_sq_norms: ``a_i^(g)`` for every row i and left-out group g, (n, K); 0 where
@@ -54,7 +55,7 @@ class LinearGroupStats:
         self_unbiased: ``m(m-3) HSIC_u(X, X)`` on the kept rows, (K,).
     """
 
-    blocks: list[npt.NDArray[np.float64]]
+    blocks: npt.NDArray[np.float64]
     sizes: npt.NDArray[np.int64]
     sums: npt.NDArray[np.float64]
     kept_sq_norms: npt.NDArray[np.float64]
@@ -79,9 +80,7 @@ def _group_products(
     dx, dy = sx.sums.shape[1], sy.sums.shape[1]
     kept = (sx.n - sx.sizes).astype(np.float64)
     if k * dx * dy * 8 <= budget:
-        P = np.empty((k, dx, dy))
-        for g in range(k):
-            np.matmul(sx.blocks[g].T, sy.blocks[g], out=P[g])
+        P = np.matmul(sx.blocks.transpose(0, 2, 1), sy.blocks)  # one batched call, (K, dx, dy)
         C = P.sum(axis=0)
         P += np.einsum("gi,gj->gij", sx.sums, sy.sums) / kept[:, None, None]
         np.subtract(C, P, out=P)  # C_(g), group by group
@@ -129,8 +128,10 @@ def linear_group_stats(
     Xc = np.asarray(X, dtype=np.float64) - column_mean(X, max(n, 1))
     order = np.argsort(groups, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(sizes)])
-    blocks = [Xc[order[bounds[g] : bounds[g + 1]]] for g in range(k)]
-    sums = np.stack([b.sum(axis=0) for b in blocks])
+    blocks = np.zeros((k, int(sizes.max()), X.shape[1]))
+    for g in range(k):
+        blocks[g, : sizes[g]] = Xc[order[bounds[g] : bounds[g + 1]]]
+    sums = blocks.sum(axis=1)
     m = (n - sizes).astype(np.float64)
     sq = np.einsum("ij,ij->i", Xc, Xc)
     kept_sq = sq[:, None] + 2.0 * (Xc @ sums.T) / m + (sums * sums).sum(axis=1) / (m * m)
@@ -169,6 +170,13 @@ def linear_cka_leave_out(
             "rows); build both statistics from the same row groups."
         )
     full = sx.self_full if sx is sy else _group_products(sx, sy, budget)
+    return _cka_from_full(full, sx, sy, unbiased)
+
+
+def _cka_from_full(
+    full: np.ndarray, sx: LinearGroupStats, sy: LinearGroupStats, unbiased: bool
+) -> npt.NDArray[np.float64]:
+    """Return ``theta_(g)`` from ``||C_(g)||_F^2`` and the two representations' self terms."""
     m = (sx.n - sx.sizes).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         if not unbiased:
@@ -182,10 +190,3 @@ def linear_cka_leave_out(
             out[m < 4] = np.nan
     out[~(denom > 0)] = np.nan
     return out
-
-
-def linear_group_stats_all(
-    features: Sequence[Any], groups: npt.NDArray[np.int64], *, budget: int = DEFAULT_PAIR_BUDGET
-) -> list[LinearGroupStats]:
-    """Return :func:`linear_group_stats` of each representation (same groups)."""
-    return [linear_group_stats(X, groups, budget=budget) for X in features]

@@ -35,7 +35,7 @@ import pandas as pd
 from scipy import stats
 
 from sim_consistency.errors import ConfigError
-from sim_consistency.similarity.consistency import MIN_PAIRS, pair_values
+from sim_consistency.similarity.consistency import MIN_PAIRS, _check_matrix, pair_values
 
 __all__ = ["MantelResult", "mantel_test", "bootstrap_models_ci", "consistency_ci"]
 
@@ -232,12 +232,8 @@ def consistency_ci(
         alternative: of the Mantel test.
         seed: seed of both procedures (recorded).
     """
-    for name, f in (("matrix_a", matrix_a), ("matrix_b", matrix_b)):
-        if not isinstance(f, pd.DataFrame) or list(f.index) != list(f.columns):
-            raise ConfigError(
-                f"consistency_ci: {name} must be a square DataFrame whose index and columns "
-                "are the same model ids in the same order."
-            )
+    _check_matrix("matrix_a", matrix_a)
+    _check_matrix("matrix_b", matrix_b)
     common = sorted(m for m in matrix_a.index if m in set(matrix_b.index))
     A = matrix_a.loc[common, common].to_numpy(dtype=np.float64)
     B = matrix_b.loc[common, common].to_numpy(dtype=np.float64)

@@ -136,7 +136,8 @@ def rsa_leave_out(
         keep = (gi != g) & (gj != g)
         zs = [p.standardised(keep) for p in prepared]
         ok = [a for a, z in enumerate(zs) if z is not None]
-        if ok:
-            Z = np.stack([zs[a] for a in ok])
+        defined = [z for z in zs if z is not None]
+        if defined:
+            Z = np.stack(defined)
             out[np.ix_(ok, ok, [g])] = np.clip(Z @ Z.T, -1.0, 1.0)[..., None]
     return out

@@ -72,12 +72,10 @@ def leave_out_matrix(
     """
     m = len(mats)
     if spec.sim_method == "cka" and spec.sim_kernel == "linear":
-        k = int(groups.max()) + 1
         stats = [linear_group_stats(X, groups, budget=memory_budget) for X in mats]
-        out = np.empty((m, m, k))
+        out = np.empty((m, m, int(groups.max()) + 1))
         for a in range(m):
-            out[a, a] = linear_cka_leave_out(stats[a], stats[a], unbiased=bool(spec.unbiased))
-            for b in range(a + 1, m):
+            for b in range(a, m):
                 out[a, b] = out[b, a] = linear_cka_leave_out(
                     stats[a], stats[b], unbiased=bool(spec.unbiased), budget=memory_budget
                 )
