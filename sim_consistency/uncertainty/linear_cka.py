@@ -23,7 +23,6 @@ Per representation: ``P_g`` of X with itself (the denominators), ``t_g`` and ``a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
