@@ -10,7 +10,23 @@
   supported / not supported / inconclusive verdict, Wilson intervals for probe accuracies.
 
 Like the other math packages these take arrays and return numbers or small dataclasses; every
-stochastic function takes a ``seed``. Nothing here is wired into the stages yet.
+stochastic function takes a ``seed``. Nothing here is wired into the stages yet; the intended
+wiring (issue 20) is:
+
+* similarity stage with ``--ci``: ``ci = similarity_matrix_ci(features, spec, n_groups=K,
+  seed=s, normalize=..., memory_budget=..., device=...)`` in place of ``similarity_matrix``;
+  ``ci.point`` is the matrix it writes today (bitwise), ``ci.se`` / ``ci.ci_low`` /
+  ``ci.ci_high`` go next to it (HDF5 datasets, long-CSV columns ``se``, ``ci_low``,
+  ``ci_high``) and ``ci.to_metadata()`` plus ``ci.groups`` (or the seed that regenerates them
+  with :func:`row_groups`) into ``metadata.json``; layer-CKA grids likewise with
+  :func:`cka_grid_ci`;
+* consistency stage: :func:`consistency_ci` per pair of datasets (``statistic`` is the table
+  entry of today, bitwise), ``p_value``, ``ci_low``, ``ci_high`` into the tables and the
+  heatmap marks, :meth:`MantelResult.to_metadata` into the metadata;
+* soup metrics: :func:`paired_bootstrap_diff` of per-image correctness (soup vs best
+  ingredient, soup vs the ingredients' per-image mean), :func:`mcnemar_exact` vs the best,
+  :func:`verdict` of the interval for the branching statement; probes:
+  :func:`wilson_interval` of the test accuracy.
 """
 
 from sim_consistency.uncertainty.accuracy import (
