@@ -7,12 +7,15 @@ runs them), side by side and interleaved, best of ``--repeats``:
   (b) **with intervals**: ``similarity_matrix_ci(features, spec)`` — the same point matrix
       (bitwise, checked) plus the delete-a-group jackknife (K = 20) from per-group statistics.
 
-Reported: seconds of each, the ratio (b)/(a) (issue 20's target: ≤ 1.5) and the machine load
-(``os.getloadavg``) before and after, since the build machine is shared.
+Reported: CPU seconds (``time.process_time``) and wall seconds of each, the ratios (b)/(a)
+(issue 20's target: ≤ 1.5) and the machine load (``os.getloadavg``) before and after. The build
+machine is shared (load 15–19 on 2 cores while these were taken), so wall times swing by 2×
+between repeats; run single-threaded BLAS (below) and read the CPU-time ratio.
 
 Sizes: ``digits`` — the digits demo's shape (46 models, 719 test rows, d = 64) with random
 features; ``scale`` — M = 20, n = 10,000, d = 768 (linear CKA; ``--scale_rbf`` adds RBF CKA).
 
+    export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
     nice uv run --frozen python benchmarks/uncertainty_cost.py --sizes digits
     nice uv run --frozen python benchmarks/uncertainty_cost.py --sizes scale
 """
@@ -56,20 +59,31 @@ def features(m: int, n: int, d: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def compare(feats: list[np.ndarray], spec: MetricSpec, repeats: int) -> dict[str, float]:
-    best_plain = best_ci = np.inf
+    """Best-of-``repeats`` wall and CPU seconds of (a) and (b), interleaved."""
+    wall = {"plain": np.inf, "ci": np.inf}
+    cpu = {"plain": np.inf, "ci": np.inf}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        plain = similarity_matrix(feats, spec)
-        t1 = time.perf_counter()
-        ci = similarity_matrix_ci(feats, spec)
-        t2 = time.perf_counter()
-        best_plain, best_ci = min(best_plain, t1 - t0), min(best_ci, t2 - t1)
+        for name, run in (
+            ("plain", lambda: similarity_matrix(feats, spec)),
+            ("ci", lambda: similarity_matrix_ci(feats, spec)),
+        ):
+            w0, c0 = time.perf_counter(), time.process_time()
+            result = run()
+            wall[name] = min(wall[name], time.perf_counter() - w0)
+            cpu[name] = min(cpu[name], time.process_time() - c0)
+            if name == "plain":
+                plain = result
+            else:
+                ci = result
         if not np.array_equal(plain, ci.point, equal_nan=True):
             raise AssertionError("the interval path changed the point estimates")
     return {
-        "plain_s": round(best_plain, 3),
-        "with_ci_s": round(best_ci, 3),
-        "ratio": round(best_ci / best_plain, 3),
+        "plain_cpu_s": round(cpu["plain"], 2),
+        "with_ci_cpu_s": round(cpu["ci"], 2),
+        "ratio_cpu": round(cpu["ci"] / cpu["plain"], 3),
+        "plain_wall_s": round(wall["plain"], 2),
+        "with_ci_wall_s": round(wall["ci"], 2),
+        "ratio_wall": round(wall["ci"] / wall["plain"], 3),
         "median_se": float(np.nanmedian(ci.se[np.triu_indices(len(feats), 1)])),
     }
 
