@@ -79,11 +79,21 @@ def _group_products(
     dx, dy = sx.sums.shape[1], sy.sums.shape[1]
     kept = (sx.n - sx.sizes).astype(np.float64)
     if k * dx * dy * 8 <= budget:
+        # ||C - Q_g||^2 = ||C||^2 - 2 <C, Q_g> + ||Q_g||^2 with Q_g = P_g + t^x_g t^y_g^T / m:
+        # four reads of the K products and no (K, dx, dy) temporaries (each would cost page
+        # faults comparable to the products themselves at small d).
         P = np.matmul(sx.blocks.transpose(0, 2, 1), sy.blocks)  # one batched call, (K, dx, dy)
-        C = P.sum(axis=0)
-        P += np.einsum("gi,gj->gij", sx.sums, sy.sums) / kept[:, None, None]
-        np.subtract(C, P, out=P)  # C_(g), group by group
-        return np.einsum("gij,gij->g", P, P)
+        flat = P.reshape(k, -1)
+        C = flat.sum(axis=0)
+        tx, ty = sx.sums, sy.sums
+        c_q = flat @ C + ((tx @ C.reshape(dx, dy)) * ty).sum(axis=1) / kept
+        t_p_t = (np.matmul(tx[:, None, :], P)[:, 0, :] * ty).sum(axis=1)
+        q_q = (
+            np.einsum("ij,ij->i", flat, flat)
+            + 2.0 * t_p_t / kept
+            + (tx * tx).sum(axis=1) * (ty * ty).sum(axis=1) / (kept * kept)
+        )
+        return float(C @ C) - 2.0 * c_q + q_q
     C = np.zeros((dx, dy))
     for g in range(k):
         C += sx.blocks[g].T @ sy.blocks[g]
