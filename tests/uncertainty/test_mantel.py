@@ -59,10 +59,11 @@ def test_p_value_matches_the_exact_permutation_distribution():
 @pytest.mark.parametrize("method", ["pearson", "spearman"])
 @pytest.mark.parametrize("alternative", ["greater", "two-sided"])
 def test_false_positive_rate_on_independent_matrices(method, alternative):
-    """≤ 6 % rejections at 0.05 over 500 pairs of independent matrices (issue 20)."""
+    """≤ 6 % rejections at 0.05 over 1000 pairs of independent matrices (issue 20; measured
+    5.4–5.7 %, binomial sd 0.7 %; 500 replicates gave 4.8–6.0 %)."""
     rng = np.random.default_rng(11)
     rejections = 0
-    for r in range(500):
+    for r in range(1000):
         _, p = mantel_test(
             sym(rng, 8),
             sym(rng, 8),
@@ -72,7 +73,7 @@ def test_false_positive_rate_on_independent_matrices(method, alternative):
             seed=r,
         )
         rejections += p <= 0.05
-    assert rejections / 500 <= 0.06
+    assert rejections / 1000 <= 0.06
 
 
 def test_permuting_pairs_instead_of_models_would_be_anticonservative():
