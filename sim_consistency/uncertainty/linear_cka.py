@@ -19,6 +19,8 @@ This is exactly the estimator of :func:`~sim_consistency.similarity.cka` on the 
 GEMMs sum to one ``n d_x d_y`` product (the plain estimator's cost again) plus ``K d_x d_y``;
 memory ``K d_x d_y`` float64 (two passes over the groups when that exceeds ``memory_budget``).
 Per representation: ``P_g`` of X with itself (the denominators), ``t_g`` and ``a^(g)``.
+There is no Gram-space variant yet: for d >> n (where the plain matrix works with n×n Gram
+matrices) this costs ``n d_x d_y`` per pair all the same.
 """
 
 from __future__ import annotations
