@@ -1,0 +1,77 @@
+"""Leave-group-out linear CKA equals the estimator recomputed without the group; points are
+bitwise the plain functions'."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim_consistency.config.similarity import MetricSpec
+from sim_consistency.similarity import cka, cka_grid, similarity_matrix
+from sim_consistency.uncertainty import (
+    cka_grid_ci,
+    linear_cka_leave_out,
+    linear_group_stats,
+    row_groups,
+    similarity_matrix_ci,
+)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("budget", [1 << 30, 0])  # stacked groups / two passes
+def test_leave_out_equals_recomputation(features, unbiased, budget):
+    X, Y, _ = features
+    groups = row_groups(X.shape[0], 7, seed=3)
+    sx = linear_group_stats(X, groups, budget=budget)
+    sy = linear_group_stats(Y, groups, budget=budget)
+    got = linear_cka_leave_out(sx, sy, unbiased=unbiased, budget=budget)
+    ref = [cka(X[groups != g], Y[groups != g], unbiased=unbiased) for g in range(7)]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10)
+
+
+def test_leave_out_of_float32_wide_features_equals_recomputation():
+    """d > n, float32 input: still the estimator on the kept rows (Gram space there)."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(30, 50)).astype(np.float32)
+    Y = (X @ rng.normal(size=(50, 40)) + rng.normal(size=(30, 40))).astype(np.float32)
+    groups = row_groups(30, 6, seed=0)
+    got = linear_cka_leave_out(
+        linear_group_stats(X, groups), linear_group_stats(Y, groups), unbiased=True
+    )
+    ref = [cka(X[groups != g], Y[groups != g], unbiased=True, space="gram") for g in range(6)]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_matrix_point_is_bitwise_the_plain_matrix(features, unbiased):
+    spec = MetricSpec("cka", sim_kernel="linear", unbiased=unbiased)
+    ci = similarity_matrix_ci(features, spec, n_groups=5, seed=1)
+    plain = similarity_matrix(features, spec)
+    assert np.array_equal(ci.point, plain)
+    assert ci.se.shape == (3, 3) and ci.leave_out.shape == (3, 3, 5)
+    assert (ci.se[np.triu_indices(3, 1)] > 0).all()
+    assert np.array_equal(ci.se, ci.se.T)
+    assert ci.groups is not None and np.array_equal(ci.groups, row_groups(53, 5, seed=1))
+    # the leave-out values are CKA of the normalised features on the kept rows
+    normed = [X / np.linalg.norm(X, axis=1, keepdims=True) for X in features]
+    keep = ci.groups != 2
+    ref = cka(normed[0][keep], normed[1][keep], unbiased=unbiased)
+    assert ci.leave_out[0, 1, 2] == pytest.approx(ref, abs=1e-10)
+
+
+def test_grid_point_is_bitwise_cka_grid_and_cells_are_exact(features):
+    blocks_a, blocks_b = features[:2], features[1:]
+    ci = cka_grid_ci(blocks_a, blocks_b, True, n_groups=4, seed=2)
+    assert np.array_equal(ci.point, cka_grid(blocks_a, blocks_b, True))
+    keep = ci.groups != 1
+    ref = cka(blocks_a[0][keep], blocks_b[1][keep], unbiased=True)
+    assert ci.leave_out[0, 1, 1] == pytest.approx(ref, abs=1e-10)
+    same = cka_grid_ci(blocks_a, blocks_a, n_groups=4)
+    assert np.array_equal(same.point, cka_grid(blocks_a, blocks_a))
+    assert np.array_equal(same.se, same.se.T)
+
+
+def test_identical_representations_have_zero_width(features):
+    X = features[0]
+    ci = similarity_matrix_ci([X, X.copy()], MetricSpec("cka", sim_kernel="linear"), n_groups=5)
+    assert ci.se[0, 1] == pytest.approx(0.0, abs=1e-12)

@@ -1,0 +1,67 @@
+"""Leave-group-out RSA: exact recomputation from the prepared RDMs, ranks redone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import rankdata
+
+from sim_consistency.config.similarity import MetricSpec
+from sim_consistency.errors import ConfigError
+from sim_consistency.similarity import rsa, similarity_matrix
+from sim_consistency.uncertainty import (
+    rdm_ranks,
+    row_groups,
+    rsa_leave_out,
+    similarity_matrix_ci,
+)
+
+
+@pytest.mark.parametrize("corr", ["spearman", "pearson"])
+@pytest.mark.parametrize("rdm", ["correlation", "cosine"])
+def test_leave_out_equals_recomputation(features, corr, rdm):
+    feats = features[:2] + [np.round(features[2], 0) + 3.0]  # many tied dissimilarities
+    groups = row_groups(53, 6, seed=2)
+    got = rsa_leave_out([rdm_ranks(X, rdm=rdm, corr=corr) for X in feats], groups)
+    for a in range(3):
+        for b in range(a, 3):
+            ref = [
+                rsa(feats[a][groups != g], feats[b][groups != g], rdm=rdm, corr=corr)
+                for g in range(6)
+            ]
+            np.testing.assert_allclose(got[a, b], ref, rtol=0, atol=1e-10)
+
+
+def test_reranking_equals_rankdata_with_ties():
+    prepared = rdm_ranks(np.round(np.random.default_rng(3).normal(size=(30, 2)), 1), rdm="cosine")
+    keep = np.random.default_rng(4).random(prepared.values.size) < 0.7
+    z = prepared.standardised(keep)
+    r = rankdata(prepared.values[keep])
+    r = (r - r.mean()) / np.linalg.norm(r - r.mean())
+    np.testing.assert_allclose(z, r, rtol=0, atol=1e-13)
+
+
+def test_point_is_bitwise_the_plain_matrix(features):
+    spec = MetricSpec("rsa", rsa_method="correlation", corr_method="spearman")
+    ci = similarity_matrix_ci(features, spec, n_groups=5, seed=3)
+    assert np.array_equal(ci.point, similarity_matrix(features, spec))
+    assert (ci.se[np.triu_indices(3, 1)] > 0).all()
+
+
+def test_undefined_rdm_gives_nan_unless_its_row_is_left_out(features):
+    X = features[0].copy()
+    X[4] = 1.0  # zero variance: its correlation-RDM row is NaN
+    groups = row_groups(53, 5, seed=0)
+    got = rsa_leave_out([rdm_ranks(Z) for Z in (X, features[1])], groups)
+    assert np.isfinite(got[0, 1, groups[4]]) and np.isnan(np.delete(got[0, 1], groups[4])).all()
+
+
+def test_memory_budget_is_checked_with_a_clear_error(features):
+    spec = MetricSpec("rsa", rsa_method="correlation", corr_method="spearman")
+    with pytest.raises(ConfigError, match="memory budget"):
+        similarity_matrix_ci(features, spec, n_groups=5, memory_budget=1000)
+
+
+def test_mutual_knn_has_no_interval_yet(features):
+    with pytest.raises(ConfigError, match="no confidence interval for sim_method 'mknn'"):
+        similarity_matrix_ci(features, MetricSpec("mknn", k=3), n_groups=5)
