@@ -362,7 +362,7 @@ class _VectorStore:
             return
         try:
             self.file.seek(a * self.length * self.dtype.itemsize)
-            self.file.write(memoryview(np.ascontiguousarray(values, dtype=self.dtype)))
+            self.file.write(np.ascontiguousarray(values, dtype=self.dtype).data)
             self.file.flush()
         except OSError as exc:
             raise write_error(
@@ -374,7 +374,7 @@ class _VectorStore:
             return self.arrays[a][rows]
         out = np.empty(rows.stop - rows.start, dtype=self.dtype)
         self.file.seek((a * self.length + rows.start) * self.dtype.itemsize)
-        self.file.readinto(memoryview(out).cast("B"))
+        self.file.readinto(out.data.cast("B"))
         return out
 
     def close(self) -> None:
