@@ -100,7 +100,7 @@ def bench_model(
                     writer,
                     device=device,
                 )
-            writer.finalize({"model_id": name})
+            writer.finalize({"model_id": name, "content_key": "benchmark"})
 
     def naive() -> None:
         modules = dict(model.named_modules())
@@ -252,34 +252,48 @@ def bench_peak_rss(model_name: str, *, root: Path, n_small: int) -> dict:
     return out
 
 
-def _jpeg_dataset(root: Path, name: str, n_images: int, size: int) -> str:
-    """Write ``wds/<name>`` (train split, one shard) of ``n_images`` random JPEGs; return it.
+def _jpeg_dataset(
+    root: Path, name: str, n_images: int, size: int, *, n_shards: int = 1, quality: int = 95
+) -> str:
+    """Write ``wds/<name>`` (train split, ``n_shards`` shards) of ``n_images`` random JPEGs.
 
     Smoothed noise at quality 95: larger files than natural photos of the same size, so the
-    digest's share is an upper bound.
+    digest's share is an upper bound. Returns the dataset name.
     """
+    folder = root / "datasets" / "wds" / f"wds_{name}"
+    (folder / "train").mkdir(parents=True, exist_ok=True)
+    (folder / "classnames.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n")
+    (folder / "train" / "nshards.txt").write_text(f"{n_shards}\n")
+    rng = np.random.default_rng(0)
+    per_shard = -(-n_images // n_shards)
+    for shard in range(n_shards):
+        _jpeg_shard(
+            folder / "train" / f"{shard}.tar",
+            rng,
+            size,
+            quality,
+            range(shard * per_shard, min(n_images, (shard + 1) * per_shard)),
+        )
+    return f"wds/{name}"
+
+
+def _jpeg_shard(path: Path, rng: np.random.Generator, size: int, quality: int, keys: range) -> None:
     import io
     import tarfile
 
     from PIL import Image
 
-    folder = root / "datasets" / "wds" / f"wds_{name}"
-    (folder / "train").mkdir(parents=True, exist_ok=True)
-    (folder / "classnames.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n")
-    (folder / "train" / "nshards.txt").write_text("1\n")
-    rng = np.random.default_rng(0)
-    with tarfile.open(folder / "train" / "0.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
-        for i in range(n_images):
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i in keys:
             coarse = rng.integers(0, 256, (size // 4, size // 4, 3), dtype=np.uint8)
             image = Image.fromarray(coarse).resize((size, size), Image.BILINEAR)
             noisy = np.asarray(image, np.int16) + rng.integers(-12, 13, (size, size, 3))
             out = io.BytesIO()
-            Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(out, "JPEG", quality=95)
+            Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(out, "JPEG", quality=quality)
             for ext, payload in (("jpg", out.getvalue()), ("cls", str(i % 10).encode())):
                 info = tarfile.TarInfo(f"s{i:07d}.{ext}")
                 info.size = len(payload)
                 tar.addfile(info, io.BytesIO(payload))
-    return f"wds/{name}"
 
 
 def bench_integrity(

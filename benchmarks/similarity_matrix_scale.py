@@ -16,9 +16,16 @@ stage runs them), three contenders side by side:
       and ``correlate_rdms(…, "spearman")`` = ``scipy.stats.spearmanr`` of the upper triangles.
       Timed on one pair and projected.
 
+Spearman RSA: (a) is :func:`~sim_consistency.similarity.streamed.rsa_matrix` (exact doubled
+ranks, int32, kept in half the budget or spilled to ``--scratch``, tiled Pearson-of-ranks GEMM);
+(b) is ``rsa_stats`` (``scipy.stats.rankdata``, float64 standardised triangle per model, held
+for all M models) + one dot product per pair; (c) as above. The per-pair path's RDM shares
+(a)'s upper-block GEMM (``rdm_upper``), so (b) is, if anything, faster than before this change.
+
 Agreement: (a) vs (b) on the sampled pairs (max |Δ|) and (a) vs (c) on the pair of (c).
 Peak memory: ``ru_maxrss`` of the process after each case (monotone, so a case's figure bounds
-all before it) and the streamed working set the budget allows.
+all before it), the streamed working set the budget allows, and for RSA the tracemalloc peak
+of (a)'s whole call and of (b)'s statistics of the sampled models.
 
     nice uv run --frozen python benchmarks/similarity_matrix_scale.py           # issue sizes
     nice uv run --frozen python benchmarks/similarity_matrix_scale.py --quick   # seconds
@@ -28,9 +35,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +54,7 @@ from sim_consistency.similarity.cka import rbf_cka_from_stats, rbf_stats  # noqa
 from sim_consistency.similarity.rsa import rsa_from_stats, rsa_stats  # noqa: E402
 from sim_consistency.similarity.streamed import (  # noqa: E402
     DEFAULT_MEMORY_BUDGET,
-    rsa_cross_matrix,
+    rsa_matrix,
 )
 
 SIGMA = 0.4
@@ -159,33 +168,54 @@ def bench_rbf(feats: list[np.ndarray], sample_pairs: int, tv: bool, budget: int)
     return out
 
 
-def bench_rsa(feats: list[np.ndarray], sample_pairs: int, tv: bool, budget: int) -> dict:
+def bench_rsa(
+    feats: list[np.ndarray], sample_pairs: int, tv: bool, budget: int, scratch: Path
+) -> dict:
+    """Spearman RSA (correlation RDM): new streamed path vs per-pair vs thingsvision-style."""
     m, n = len(feats), feats[0].shape[0]
     n_pairs = m * (m - 1) // 2
+    length = n * (n - 1) // 2
+    spec = MetricSpec("rsa", rsa_method="correlation", corr_method="spearman")
+    spilled: list[Path] = []
+    tracemalloc.start()
     t0 = time.perf_counter()
-    stats = [rsa_stats(X, rdm="correlation", corr="spearman") for X in feats]
-    t_stats = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    C = rsa_cross_matrix([s.z for s in stats], memory_budget=budget)
-    t_cross = time.perf_counter() - t0
+    new = rsa_matrix(feats, memory_budget=budget, scratch_dir=scratch, on_spill=spilled.append)
+    t_new = time.perf_counter() - t0
+    new_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    same_api = similarity_matrix(feats[:3], spec, normalize=False)  # the stage's entry point
+    assert np.allclose(same_api, new[:3, :3], atol=1e-12, equal_nan=True)
     rng = np.random.default_rng(0)
     pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
     chosen = [pairs[k] for k in rng.choice(len(pairs), sample_pairs, replace=False)]
+    used = sorted({i for p in chosen for i in p})
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    stats = {i: rsa_stats(feats[i], rdm="correlation", corr="spearman") for i in used}
+    t_stats = (time.perf_counter() - t0) / len(used) * m
+    old_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
     t0 = time.perf_counter()
     old = [rsa_from_stats(stats[i], stats[j]) for i, j in chosen]
     t_pair = (time.perf_counter() - t0) / len(chosen)
-    new = {p: rsa_from_stats(stats[p[0]], stats[p[1]], cross=C[p]) for p in chosen}
     out = {
         "metric": "rsa_correlation_spearman",
         "M": m,
         "n": n,
-        "streamed_s": t_stats + t_cross,
-        "streamed_stats_s": t_stats,
-        "streamed_cross_s": t_cross,
+        "streamed_s": t_new,
+        "streamed_spilled": bool(spilled),
+        "streamed_peak_traced_gib": new_peak / 2**30,
+        "streamed_store_gib": m * length * 4 / 2**30,
+        "per_pair_stats_s_projected": t_stats,
         "per_pair_s_per_pair": t_pair,
         "per_pair_projected_s": t_stats + n_pairs * t_pair,
-        "max_abs_diff_vs_per_pair": max(abs(new[p] - v) for p, v in zip(chosen, old, strict=True)),
+        "per_pair_held_gib_projected": m * length * 8 / 2**30,
+        "per_pair_peak_traced_gib_for_sampled": old_peak / 2**30,
+        "max_abs_diff_vs_per_pair": max(
+            abs(new[i, j] - v) for (i, j), v in zip(chosen, old, strict=True)
+        ),
     }
+    del stats
     out["speedup_vs_per_pair"] = out["per_pair_projected_s"] / out["streamed_s"]
     if tv:
         i, j = chosen[0]
@@ -193,7 +223,7 @@ def bench_rsa(feats: list[np.ndarray], sample_pairs: int, tv: bool, budget: int)
         ref = tv_rsa(feats[i], feats[j])
         out["thingsvision_s_per_pair"] = time.perf_counter() - t0
         out["thingsvision_projected_s"] = n_pairs * out["thingsvision_s_per_pair"]
-        out["max_abs_diff_vs_thingsvision"] = abs(ref - new[(i, j)])
+        out["max_abs_diff_vs_thingsvision"] = abs(ref - new[i, j])
         out["speedup_vs_thingsvision"] = out["thingsvision_projected_s"] / out["streamed_s"]
     out["peak_rss_gib_so_far"] = _rss_gib()
     return out
@@ -211,6 +241,7 @@ def main() -> None:
     p.add_argument("--no_thingsvision", action="store_true")
     p.add_argument("--metrics", nargs="+", default=["rbf", "rsa"])
     p.add_argument("--memory_budget", type=int, default=DEFAULT_MEMORY_BUDGET)
+    p.add_argument("--scratch", type=Path, default=REPO / ".bench_scratch", help="RSA spill folder")
     a = p.parse_args()
     sizes, m = ([1000, 2000], 6) if a.quick else (a.sizes, a.models)
     results = []
@@ -222,12 +253,18 @@ def main() -> None:
         if "rsa" in a.metrics and (a.rsa_sizes is None or n in a.rsa_sizes):
             rsa_feats = feats[: a.rsa_models] if a.rsa_models else feats
             results.append(
-                bench_rsa(rsa_feats, a.sample_pairs, not a.no_thingsvision, a.memory_budget)
+                bench_rsa(
+                    rsa_feats, a.sample_pairs, not a.no_thingsvision, a.memory_budget, a.scratch
+                )
             )
             print(json.dumps(results[-1]), flush=True)
     print(
         json.dumps(
-            {"memory_budget_bytes": a.memory_budget, "cpu_count": __import__("os").cpu_count()}
+            {
+                "memory_budget_bytes": a.memory_budget,
+                "cpu_count": os.cpu_count(),
+                "load_average": os.getloadavg(),
+            }
         )
     )
 

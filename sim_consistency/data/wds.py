@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sim_consistency.data.dataset import ImageDataset, Transform, decode_image
+from sim_consistency.data.dataset import ImageDataset, Sample, Transform, decode_image
 from sim_consistency.errors import DataError, MissingInputError
 
 __all__ = [
@@ -46,6 +46,8 @@ __all__ = [
     "read_nshards",
     "split_key",
     "DOWNLOAD_HINT",
+    "EncodedImages",
+    "collate_encoded",
 ]
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
@@ -431,3 +433,43 @@ class WdsDataset(ImageDataset):
         state["_fds"] = {}
         state["_fds_pid"] = -1
         return state
+
+
+# -- encoded rows, for decoding on the model's device ----------------------------------------
+
+
+class EncodedImages:
+    """The rows of an :class:`ImageDataset` (a webdataset split, or any other) as their stored
+    bytes: ``Sample.image`` is a 1-D uint8 array of the encoded file (JPEG, PNG, …), read with
+    one ``pread`` and never decoded, so DataLoader workers only do I/O and the model's device
+    decodes (:class:`~sim_consistency.features.extract.DeviceDecoder`). Map-style, picklable.
+    """
+
+    def __init__(self, dataset: ImageDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Sample:
+        ds = self.dataset
+        if not 0 <= index < len(ds):
+            raise IndexError(f"{ds.name} [{ds.split}]: index {index} out of range for {len(ds)}")
+        row = int(ds._rows[index])
+        data = np.frombuffer(ds._read_bytes(row), dtype=np.uint8)
+        return Sample(
+            index=index, key=ds._all_keys[row], image=data, label=int(ds._all_labels[row])
+        )
+
+
+def collate_encoded(batch: list[Sample]) -> Sample:
+    """Batch :class:`EncodedImages` rows: int64 ``index``/``label`` tensors, ``key`` a list, and
+    ``image`` a list of 1-D uint8 tensors (encoded files differ in length)."""
+    import torch
+
+    return Sample(
+        index=torch.tensor([int(s.index) for s in batch], dtype=torch.int64),
+        key=[s.key for s in batch],
+        image=[torch.from_numpy(s.image.copy()) for s in batch],
+        label=torch.tensor([int(s.label) for s in batch], dtype=torch.int64),
+    )

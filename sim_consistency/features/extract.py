@@ -9,17 +9,27 @@ catches.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from sim_consistency.errors import ConfigError, DataError
 from sim_consistency.features.cache import FeatureCacheWriter
 from sim_consistency.features.pooling import pool_block_output, rep2rep_representation
 
-__all__ = ["BlockSpec", "BlockExtractor", "PendingBatch", "write_features"]
+__all__ = [
+    "BlockSpec",
+    "BlockExtractor",
+    "PendingBatch",
+    "write_features",
+    "DeviceDecoder",
+    "DECODE_TOLERANCE",
+    "DECODE_MEAN_TOLERANCE",
+]
 
 
 @dataclass(frozen=True)
@@ -224,3 +234,132 @@ def write_features(
     if pending is not None:
         flush(pending)
     return n_rows
+
+
+# -- decoding and preprocessing on the model's device -----------------------------------------
+
+#: Largest difference, in [0, 1] pixel units before normalisation, between
+#: :class:`DeviceDecoder` and the PIL eval transform on the same image (measured on CPU on
+#: photograph-like JPEG/PNG images of 32-500 px with hard edges). JPEG decoding itself is
+#: identical on CPU (both libjpeg-turbo); the resize differs: ≤ 1/255 when downscaling, up to
+#: ~9/255 at hard edges when bicubic *up*scaling (torch's and PIL's bicubic kernels overshoot
+#: differently), while the mean difference stays ≤ 0.2/255 (:data:`DECODE_MEAN_TOLERANCE`).
+#: nvJPEG's IDCT on CUDA may add a level or two (not measured: no GPU was available).
+DECODE_TOLERANCE = 12 / 255
+DECODE_MEAN_TOLERANCE = 0.4 / 255
+
+_JPEG_MAGIC = (0xFF, 0xD8)
+_IDENTITY_STEPS = ("_convert_to_rgb", "convert_to_rgb", "MaybeToTensor", "ToTensor")
+
+
+class DeviceDecoder:
+    """Decode encoded images and apply a model's eval transform on ``device``, in torch.
+
+    ``transform`` is the model's PIL eval transform (a torchvision ``Compose``); each step is
+    mapped to the same operation on tensors: ``Resize`` → antialiased resize of the float
+    image to the same output size, rounded to 8-bit levels as PIL's uint8 result is;
+    ``CenterCrop``; ``ToTensor`` / ``MaybeToTensor`` → ``/ 255``; ``Normalize`` with the same
+    mean and std; RGB conversion is the decode mode. Any other step raises
+    :class:`~sim_consistency.errors.ConfigError` (never a silently different preprocessing).
+    JPEGs decode with ``torchvision.io.decode_jpeg`` on ``device`` (nvJPEG on CUDA, batched);
+    other formats with ``decode_image`` on the CPU, then move. Equal to the PIL pipeline within
+    :data:`DECODE_TOLERANCE` (largest) and :data:`DECODE_MEAN_TOLERANCE` (mean) per pixel
+    (``tests/features/test_device_decode.py``).
+    """
+
+    def __init__(self, transform: Callable[..., Any], device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
+        self.is_scaled = False
+        for step in getattr(transform, "transforms", [transform]):
+            self.steps.append(self._tensor_step(step))
+        if not self.is_scaled:
+            self.steps.append(lambda x: x / 255.0)
+
+    def _tensor_step(self, step: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        from torchvision.transforms import functional as F
+
+        name = getattr(step, "__name__", type(step).__name__)
+        if name == "Resize":
+            size, interp = step.size, step.interpolation
+            max_size = getattr(step, "max_size", None)
+            on_levels = not self.is_scaled  # PIL resizes 8-bit images: round like it
+
+            def resize(x: torch.Tensor) -> torch.Tensor:
+                y = F.resize(x, size, interpolation=interp, max_size=max_size, antialias=True)
+                return y.round_().clamp_(0.0, 255.0) if on_levels else y
+
+            return resize
+        if name == "CenterCrop":
+            return lambda x: F.center_crop(x, step.size)
+        if name in ("ToTensor", "MaybeToTensor"):
+            self.is_scaled = True
+            return lambda x: x / 255.0
+        if name == "Normalize":
+            mean = torch.as_tensor(step.mean, dtype=torch.float32, device=self.device)[
+                :, None, None
+            ]
+            std = torch.as_tensor(step.std, dtype=torch.float32, device=self.device)[:, None, None]
+            return lambda x: (x - mean) / std
+        if name in _IDENTITY_STEPS or (
+            name == "MaybeConvertMode" and getattr(step, "mode", "RGB") in ("RGB", None)
+        ):
+            return lambda x: x  # images are decoded as RGB
+        raise ConfigError(
+            f"decode_device: the model's eval transform has a step {name!r} that has no tensor "
+            "equivalent here (supported: Resize, CenterCrop, ToTensor, Normalize, RGB "
+            "conversion). Use --decode_device cpu for this model."
+        )
+
+    def decode(self, encoded: Sequence[torch.Tensor], keys: Sequence[str]) -> list[torch.Tensor]:
+        """Return each encoded image as a (3, h, w) uint8 RGB tensor on the device."""
+        from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+        is_jpeg = [len(e) > 2 and tuple(e[:2].tolist()) == _JPEG_MAGIC for e in encoded]
+        out: list[Any] = [None] * len(encoded)
+        jpegs = [i for i, j in enumerate(is_jpeg) if j]
+        try:
+            if jpegs:
+                decoded = decode_jpeg(
+                    [encoded[i] for i in jpegs], mode=ImageReadMode.RGB, device=self.device
+                )
+                for i, image in zip(jpegs, decoded, strict=True):
+                    out[i] = image
+            for i, j in enumerate(is_jpeg):
+                if not j:
+                    out[i] = decode_image(encoded[i], mode=ImageReadMode.RGB).to(self.device)
+        except RuntimeError as exc:
+            bad = next((k for k, e in zip(keys, encoded, strict=True) if not _decodes(e)), None)
+            raise DataError(
+                f"cannot decode the image of sample '{bad or keys[0]}' on {self.device} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). The file is corrupt: "
+                "re-download or rebuild the dataset."
+            ) from exc
+        return out
+
+    def __call__(self, encoded: Sequence[torch.Tensor], keys: Sequence[str]) -> torch.Tensor:
+        """Return the preprocessed batch, (b, 3, h, w) float32 on the device."""
+        images = []
+        for image in self.decode(encoded, keys):
+            x = image.float()
+            for step in self.steps:
+                x = step(x)
+            images.append(x)
+        return torch.stack(images)
+
+    def batches(
+        self, batches: Iterable[tuple[Sequence[str], np.ndarray, Sequence[torch.Tensor]]]
+    ) -> Iterator[tuple[Sequence[str], np.ndarray, torch.Tensor]]:
+        """Map ``(keys, labels, encoded images)`` batches to ``(keys, labels, images)``."""
+        for keys, labels, encoded in batches:
+            yield keys, labels, self(encoded, keys)
+
+
+def _decodes(encoded: torch.Tensor) -> bool:
+    from torchvision.io import decode_image
+
+    try:
+        decode_image(encoded)
+        return True
+    except RuntimeError:
+        return False

@@ -9,12 +9,15 @@ M(M-1)/2 pairs, so nothing per-model is recomputed per pair.
 For RBF CKA and RSA the pairs' cross terms are computed together as one streamed Gram matrix
 (:mod:`~sim_consistency.similarity.streamed`): each model's kernel rows are formed once per
 slab instead of once per pair, the M×M products are GEMMs, and the working memory stays within
-``memory_budget`` whatever M is (``streamed=False`` keeps the pair-by-pair path).
+``memory_budget`` whatever M is — for RSA the models' ranked RDM triangles too, spilled to a
+scratch file in ``scratch_dir`` when they do not fit (``streamed=False`` keeps the
+pair-by-pair path).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -38,7 +41,7 @@ from sim_consistency.similarity.streamed import (
     DEFAULT_MEMORY_BUDGET,
     rbf_cross_matrix,
     resolve_device,
-    rsa_cross_matrix,
+    rsa_matrix,
 )
 
 __all__ = ["SIMILARITY_METRICS", "similarity_matrix", "describe_estimator"]
@@ -113,6 +116,7 @@ def similarity_matrix(
     streamed: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     device: str = "cpu",
+    scratch_dir: str | os.PathLike | None = None,
 ) -> npt.NDArray[np.float64]:
     """Return the symmetric (M, M) similarity matrix of M representations of the same rows.
 
@@ -127,6 +131,8 @@ def similarity_matrix(
         memory_budget: bytes for the streamed slabs (tiles the models when needed).
         device: ``"cpu"`` (numpy), ``"cuda"``, ``"auto"`` or ``"torch-cpu"`` (see
             :func:`~sim_consistency.similarity.streamed.resolve_device`).
+        scratch_dir: streamed RSA: folder for the scratch file of ranked RDMs when they exceed
+            half the budget (default: the system temp folder); removed afterwards.
 
     Returns:
         Float64 matrix; the diagonal is the self-similarity (1, or NaN for a degenerate
@@ -143,6 +149,17 @@ def similarity_matrix(
         mats = [l2_normalize(X) for X in mats]
     if space == "auto":
         space = choose_space(mats[0].shape[0] if mats else 0, [X.shape[1] for X in mats])
+    if streamed and spec.sim_method == "rsa":
+        assert spec.rsa_method is not None and spec.corr_method is not None
+        return rsa_matrix(
+            mats,
+            rdm=spec.rsa_method,
+            corr=spec.corr_method,
+            memory_budget=memory_budget,
+            device=resolve_device(device),
+            scratch_dir=scratch_dir,
+            progress=progress,
+        )
     rbf_streamed = streamed and spec.sim_method == "cka" and spec.sim_kernel == "rbf"
     if rbf_streamed:  # the streamed pass also yields each kernel's row sums and self-HSIC
         prepare = _prepare_rbf_partial
@@ -154,29 +171,18 @@ def similarity_matrix(
     for i, j in tqdm(pairs, desc="pairs", disable=not progress):
         if cross is None or i == j:
             out[i, j] = out[j, i] = compare(stats[i], stats[j], spec)
-        elif spec.sim_method == "cka":
+        else:
             out[i, j] = out[j, i] = rbf_cka_from_stats(
                 stats[i], stats[j], unbiased=bool(spec.unbiased), cross=cross[i, j]
             )
-        else:
-            out[i, j] = out[j, i] = rsa_from_stats(stats[i], stats[j], cross=cross[i, j])
     return out
 
 
 def _cross_terms(
     stats: list[Any], spec: MetricSpec, memory_budget: int, device: str
 ) -> npt.NDArray[np.float64] | None:
-    """Return the streamed M×M cross terms for RBF CKA / RSA, else ``None`` (per pair)."""
+    """Return the streamed M×M cross terms for RBF CKA, else ``None`` (per pair)."""
     device = resolve_device(device)
     if spec.sim_method == "cka" and spec.sim_kernel == "rbf" and stats:
         return rbf_cross_matrix(stats, memory_budget=memory_budget, device=device, complete=True)
-    if spec.sim_method == "rsa" and stats:
-        ok = [i for i, s in enumerate(stats) if s.z is not None]
-        cross = np.full((len(stats), len(stats)), np.nan)
-        if ok:
-            sub = rsa_cross_matrix(
-                [stats[i].z for i in ok], memory_budget=memory_budget, device=device
-            )
-            cross[np.ix_(ok, ok)] = sub
-        return cross
     return None

@@ -8,10 +8,20 @@ dissimilarities to 12 decimals so that exact ties survive rounding noise) or Pea
 strict upper triangles. The RDM is built in row slabs in float64; its upper triangle,
 n(n-1)/2 values, is the per-representation statistic (:class:`RsaStats`), standardised once so
 that every pair costs one dot product.
+
+For model×model matrices the same triangle is kept compactly (:class:`RdmVector`): Spearman as
+exact **doubled** average ranks (ties' half ranks stay integers) in int32 (int64 beyond
+n ≈ 46,000), Pearson as float64 centred values, each with the exact norm of its centred form,
+so that :mod:`~sim_consistency.similarity.streamed` can stream, spill and tile them. The
+doubled ranks come from one 64-bit sort of packed (rounded value, index) keys (a stable radix
+pass into buckets first when the two do not fit 64 bits), about 2× faster than an argsort;
+they equal ``2 * rankdata(np.round(v, 12), method="average")`` exactly (tested).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +32,17 @@ from scipy.stats import rankdata
 from sim_consistency.errors import ConfigError
 from sim_consistency.similarity._arrays import as_matrix, check_pair, row_chunks, warn_degenerate
 
-__all__ = ["rsa", "rdm_upper", "RsaStats", "rsa_stats", "rsa_from_stats"]
+__all__ = [
+    "rsa",
+    "rdm_upper",
+    "RsaStats",
+    "rsa_stats",
+    "rsa_from_stats",
+    "doubled_ranks",
+    "RdmVector",
+    "rdm_vector",
+    "rdm_vector_dtype",
+]
 
 RDMS = ("correlation", "cosine")
 CORRS = ("pearson", "spearman")
@@ -59,9 +79,9 @@ def rdm_upper(
     out = np.empty(n * (n - 1) // 2, dtype=np.float64)
     pos = 0
     for rows in row_chunks(n, slab_rows):
-        S = Z[rows] @ Z.T
+        S = Z[rows] @ Z[rows.start :].T  # the block-upper part only (the RDM is symmetric)
         for i_local, i in enumerate(range(rows.start, rows.stop)):
-            tail = S[i_local, i + 1 :]
+            tail = S[i_local, i + 1 - rows.start :]
             out[pos : pos + tail.size] = 1.0 - tail
             pos += tail.size
     return out
@@ -146,3 +166,166 @@ def rsa(
     """
     X, Y = check_pair(X, Y, "rsa")
     return rsa_from_stats(rsa_stats(X, rdm=rdm, corr=corr), rsa_stats(Y, rdm=rdm, corr=corr))
+
+
+# -- compact, exact form for streamed model×model matrices ------------------------------------
+
+
+def _rounded_keys(v: npt.NDArray[np.float64], *, consume: bool) -> npt.NDArray[np.uint64] | None:
+    """Return ``rint(v * 1e12) - min`` as uint64 (the order and ties of ``np.round(v, 12)``),
+    or ``None`` when the values are too large for 64-bit keys. ``consume``: ``v`` is scratch."""
+    if v.size == 0 or float(np.abs(v).max()) >= 2.0**50 / 10.0**_DECIMALS:
+        return None
+    k = np.multiply(v, 10.0**_DECIMALS, out=v if consume else None)
+    np.rint(k, out=k)
+    keys = k.astype(np.int64)
+    del k
+    keys -= keys.min()
+    return keys.view(np.uint64)
+
+
+def _sorted_buckets(keys: npt.NDArray[np.uint64]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(start, order, sorted keys)`` runs that together sort ``keys`` (ties by index).
+
+    Sorts packed ``key << b | index`` words (a plain 64-bit sort, no argsort). When key and
+    index bits exceed 64, the keys' top bits split them into buckets (in key order, equal keys
+    in one bucket) whose remaining bits fit, and each bucket is sorted the same way; ``start``
+    is the bucket's first position in the whole sorted order.
+    """
+    length = keys.size
+    idx_bits = max(1, (length - 1).bit_length())
+    key_bits = int(keys.max()).bit_length()
+    h = max(0, key_bits - (64 - idx_bits))
+    shift = np.uint64(idx_bits)
+    idx_mask = np.uint64((1 << idx_bits) - 1)
+    if h == 0:
+        packed = keys << shift
+        packed |= np.arange(length, dtype=np.uint64)
+        packed.sort()
+        order = (packed & idx_mask).astype(np.int64)
+        packed >>= shift
+        yield 0, order, packed
+        return
+    if h > 12:  # absurd ranges: a plain stable argsort
+        order = np.argsort(keys, kind="stable")
+        yield 0, order, keys[order]
+        return
+    low_bits = np.uint64(key_bits - h)
+    low_mask = np.uint64((1 << (key_bits - h)) - 1)
+    bucket = (keys >> low_bits).astype(np.uint16)
+    start = 0
+    for b in np.unique(bucket):
+        idx = np.flatnonzero(bucket == b)  # ascending: the gathers below stream
+        packed = (keys[idx] & low_mask) << shift
+        packed |= np.arange(idx.size, dtype=np.uint64)
+        packed.sort()
+        order = idx[(packed & idx_mask).astype(np.int64)]
+        packed >>= shift
+        packed |= np.uint64(b) << low_bits
+        yield start, order, packed
+        start += idx.size
+
+
+def _doubled_ranks(
+    v: npt.NDArray[np.float64], dtype: Any, *, consume: bool = False
+) -> tuple[np.ndarray, int]:
+    """Return ``(2 × average ranks, sum of t^3 - t over tie groups)`` of ``round(v, 12)``."""
+    length = v.size
+    keys = _rounded_keys(v, consume=consume)
+    runs: Iterator[tuple[int, np.ndarray, np.ndarray]]
+    if keys is None:
+        order = np.argsort(np.round(v, _DECIMALS), kind="stable")
+        runs = iter([(0, order, np.round(v[order], _DECIMALS))])
+    else:
+        runs = _sorted_buckets(keys)
+    ranks = np.empty(length, dtype=dtype)
+    ties = 0
+    for first, order, sorted_keys in runs:
+        k = sorted_keys.size
+        new = np.empty(k, dtype=bool)
+        new[:1] = True
+        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        if starts.size == k:  # no ties
+            ranks[order] = np.arange(2 * first + 2, 2 * (first + k) + 1, 2, dtype=dtype)
+            continue
+        sizes = np.diff(np.append(starts, k))
+        # a group at sorted positions s..s+t-1 (0-based) has average rank s + (t + 1) / 2
+        ranks[order] = np.repeat((2 * (starts + first) + sizes + 1).astype(dtype), sizes)
+        tied = sizes[sizes > 1].astype(object)  # Python ints: exact
+        ties += int(sum(t * t * t - t for t in tied))
+    return ranks, ties
+
+
+def rdm_vector_dtype(corr: str, n: int) -> np.dtype:
+    """Return the dtype of :attr:`RdmVector.values` for ``n`` samples."""
+    if corr == "pearson":
+        return np.dtype(np.float64)
+    length = n * (n - 1) // 2
+    return np.dtype(np.int32 if 2 * length + 1 < 2**31 else np.int64)
+
+
+def doubled_ranks(v: Any) -> np.ndarray:
+    """Return twice the average ranks (1-based) of ``round(v, 12)``: exact integers.
+
+    Equals ``2 * scipy.stats.rankdata(np.round(v, 12), method="average")``; int32 while the
+    ranks fit (length < 2^30), else int64.
+    """
+    v = np.asarray(v, dtype=np.float64).ravel()
+    dtype = np.int32 if 2 * v.size + 1 < 2**31 else np.int64
+    return _doubled_ranks(v, dtype)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class RdmVector:
+    """One representation's RDM upper triangle as the streamed RSA matrix reads it.
+
+    Attributes:
+        values: Spearman: doubled average ranks (int32/int64, exact); Pearson: the centred
+            dissimilarities (float64). ``None`` when the correlation is undefined (constant
+            RDM or NaN dissimilarities).
+        offset: subtracted from ``values`` to centre them (``L + 1`` for doubled ranks of
+            ``L`` entries, 0 for Pearson).
+        norm: Euclidean norm of ``values - offset`` (exact for ranks: from the tie counts).
+        n: number of samples.
+        corr: ``"spearman"`` or ``"pearson"``.
+    """
+
+    values: np.ndarray | None
+    offset: float
+    norm: float
+    n: int
+    corr: str
+
+
+def rdm_vector(
+    X: Any,
+    *,
+    rdm: Literal["correlation", "cosine"] = "correlation",
+    corr: Literal["pearson", "spearman"] = "spearman",
+) -> RdmVector:
+    """Return the compact RSA statistic of features ``X`` (see :class:`RdmVector`).
+
+    ``(values_a - offset_a) . (values_b - offset_b) / (norm_a norm_b)`` is the same RSA score
+    as :func:`rsa` (Pearson of the ranks for Spearman), to rounding.
+    """
+    if corr not in CORRS:
+        raise ConfigError(f"rsa: unknown corr {corr!r}. Choose one of {', '.join(CORRS)}.")
+    X = as_matrix(X, "X")
+    n = X.shape[0]
+    if n < 3:
+        raise ConfigError(f"rsa: needs at least 3 samples (got n={n}).")
+    v = rdm_upper(X, rdm=rdm)
+    if not np.isfinite(v).all():
+        return RdmVector(None, 0.0, 0.0, n, corr)
+    if corr == "pearson":
+        v -= v.mean()
+        norm = float(np.linalg.norm(v))
+        return RdmVector(v if norm > 0 else None, 0.0, norm, n, corr)
+    length = v.size
+    ranks, ties = _doubled_ranks(v, rdm_vector_dtype(corr, n), consume=True)
+    del v
+    # sum over entries of (2r - (L + 1))^2 = (L^3 - L - sum_groups (t^3 - t)) / 3, exactly
+    sq = (length**3 - length - ties) // 3
+    norm = math.sqrt(sq)
+    return RdmVector(ranks if sq > 0 else None, float(length + 1), norm, n, corr)

@@ -12,8 +12,18 @@ instead of ``O(M^2 n^2 d)`` on the per-pair path.
 Memory. The working set is ``M_tile × slab × n`` float64 values; ``memory_budget`` (bytes)
 bounds it: the slab shrinks first, then, when even one row of every model does not fit, the
 models are split in tiles and each tile pair is streamed in turn (the kernel rows of a tile are
-recomputed per tile pair: more time, the same result). The per-model statistics themselves
-(centred features, RDM triangles) are the callers' and are not counted.
+recomputed per tile pair: more time, the same result). For RBF CKA the per-model centred
+features are the caller's and are not counted.
+
+RSA (:func:`rsa_matrix`) keeps each model's RDM upper triangle in compact exact form
+(:class:`~sim_consistency.similarity.rsa.RdmVector`: doubled ranks in int32 for Spearman,
+float64 for Pearson). Half the budget holds them in memory; when the M vectors need more, they
+are spilled to a scratch file (``scratch_dir``, removed afterwards; a full disk raises
+:class:`~sim_consistency.errors.OutputWriteError` naming it) and read back slab by slab; the
+other half holds the float64 slabs of the tiled M×M product. Preparing one model (its RDM,
+rounding keys and sort) needs about 30 bytes per triangle entry at once, outside the budget
+(1.5 GB at n = 10,000). A pair is ``(r_a - c_a) . (r_b - c_b) / (‖·‖_a ‖·‖_b)``: exact integer
+products of centred doubled ranks summed in float64, norms exact from the tie counts.
 
 Device. ``device="cpu"`` uses numpy; any torch device (``"cuda"``, ``"cpu"`` through torch, or
 ``"auto"`` = cuda when available) forms the kernel slabs and the GEMMs in torch in float64, so
@@ -22,7 +32,10 @@ results equal the numpy path to rounding (tested ≤ 1e-9).
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +43,8 @@ import numpy.typing as npt
 
 from sim_consistency.device import resolve_device as torch_device
 from sim_consistency.errors import ConfigError
-from sim_consistency.similarity._arrays import row_chunks
+from sim_consistency.io import check_free_space, write_error
+from sim_consistency.similarity._arrays import row_chunks, warn_degenerate
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -38,7 +52,7 @@ __all__ = [
     "resolve_device",
     "gram_of_slabs",
     "rbf_cross_matrix",
-    "rsa_cross_matrix",
+    "rsa_matrix",
     "parse_memory_budget",
 ]
 
@@ -86,17 +100,19 @@ def resolve_device(device: str) -> str:
     return "numpy" if resolved.type == "cpu" else str(resolved)
 
 
-def _plan(m: int, n_cols: int, budget: int, slab_rows: int) -> tuple[int, int]:
+def _plan(m: int, n_cols: int, budget: int, slab_rows: int, min_rows: int = 1) -> tuple[int, int]:
     """Return ``(models per tile, rows per slab)`` so that two tiles' slabs fit ``budget``.
 
-    ``n_cols`` counts the float64 values held per row and model (copies included).
+    ``n_cols`` counts the float64 values held per row and model (copies included); slabs have
+    at least ``min_rows`` rows (budgets below two such slabs are exceeded by that floor).
     """
     per_row = 8 * n_cols
-    rows = min(slab_rows, max(1, budget // (per_row * m)))
+    rows = min(slab_rows, max(min_rows, budget // (per_row * m)))
     if per_row * m * rows <= budget:
         return m, rows
-    tile = max(1, budget // (2 * per_row))  # two tiles of one row each
-    return min(tile, m), 1
+    rows = min(slab_rows, min_rows)
+    tile = max(1, budget // (2 * per_row * rows))  # two tiles of the smallest slab
+    return min(tile, m), rows
 
 
 def gram_of_slabs(
@@ -107,6 +123,7 @@ def gram_of_slabs(
     *,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     slab_rows: int = 1024,
+    min_rows: int = 1,
     device: str = "numpy",
 ) -> npt.NDArray[np.float64]:
     """Return ``G_ab = sum_rows <S_a[rows], S_b[rows]>`` of M row-sliced matrices, (M, M).
@@ -118,9 +135,10 @@ def gram_of_slabs(
             (numpy for ``device="numpy"``, else a torch tensor on that device).
         memory_budget: bytes for the stacked slabs (see the module docstring).
         slab_rows: most rows per slab.
+        min_rows: fewest rows per slab, whatever the budget (per-slab overhead).
         device: ``"numpy"`` or a torch device.
     """
-    tile, rows_per = _plan(m, n_cols, memory_budget, slab_rows)
+    tile, rows_per = _plan(m, n_cols, memory_budget, slab_rows, min_rows)
     tiles = [list(range(s, min(m, s + tile))) for s in range(0, m, tile)]
     G = np.zeros((m, m), dtype=np.float64)
     for ti, ta in enumerate(tiles):
@@ -304,30 +322,158 @@ def _rbf_tile(
     return acc if device == "numpy" else acc.cpu().numpy()
 
 
-def rsa_cross_matrix(
-    vectors: Sequence[npt.NDArray[np.float64]],
+class _VectorStore:
+    """M equal-length vectors, held in memory or, past ``resident_budget`` bytes, in a scratch
+    file under ``scratch_dir`` (removed on exit); read back by slices."""
+
+    def __init__(
+        self,
+        m: int,
+        length: int,
+        dtype: np.dtype,
+        resident_budget: int,
+        scratch_dir: str | os.PathLike | None,
+    ) -> None:
+        self.length, self.dtype = length, np.dtype(dtype)
+        self.nbytes = m * length * self.dtype.itemsize
+        self.arrays: list[Any] = [None] * m
+        self.path: Path | None = None
+        self.file: Any = None
+        if self.nbytes > resident_budget:
+            import tempfile
+
+            folder = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.gettempdir())
+            self.path = folder / f".rsa_rdm_{os.getpid()}_{uuid.uuid4().hex[:8]}.scratch"
+            check_free_space(folder, self.nbytes, what="the RSA scratch file")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                self.file = open(self.path, "w+b")  # noqa: SIM115 (closed in close())
+            except OSError as exc:
+                raise write_error(
+                    self.path, exc, needed=self.nbytes, what="the RSA scratch file"
+                ) from exc
+
+    @property
+    def is_spilled(self) -> bool:
+        return self.file is not None
+
+    def put(self, a: int, values: np.ndarray) -> None:
+        if self.file is None:
+            self.arrays[a] = values
+            return
+        try:
+            self.file.seek(a * self.length * self.dtype.itemsize)
+            self.file.write(np.ascontiguousarray(values, dtype=self.dtype).data)
+            self.file.flush()
+        except OSError as exc:
+            raise write_error(
+                self.path or "", exc, needed=self.nbytes, what="the RSA scratch file"
+            ) from exc
+
+    def get(self, a: int, rows: slice) -> np.ndarray:
+        if self.file is None:
+            return self.arrays[a][rows]
+        out = np.empty(rows.stop - rows.start, dtype=self.dtype)
+        self.file.seek((a * self.length + rows.start) * self.dtype.itemsize)
+        self.file.readinto(out.data.cast("B"))
+        return out
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+        self.arrays = []
+
+    def __enter__(self) -> _VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: Fewest triangle entries per RSA slab: keeps a tiny budget from one-entry slabs.
+RSA_MIN_SLAB = 4096
+
+
+def rsa_matrix(
+    features: Sequence[Any],
     *,
+    rdm: str = "correlation",
+    corr: str = "spearman",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    chunk: int = 1 << 16,
+    chunk: int = 1 << 20,
     device: str = "numpy",
+    scratch_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    on_spill: Callable[[Path], None] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Return ``z_a . z_b`` for M standardised RDM upper triangles, streamed in chunks."""
-    length = vectors[0].size if vectors else 0
+    """Return the (M, M) RSA matrix of M representations of the same rows, in bounded memory.
 
-    def slab(a: int, rows: slice, dev: str) -> Any:
-        part = vectors[a][rows]
-        if dev == "numpy":
-            return part
-        import torch
+    Each model's RDM triangle is prepared once (:func:`~sim_consistency.similarity.rsa.
+    rdm_vector`) into a store bounded by half of ``memory_budget`` (spilled to a scratch file in
+    ``scratch_dir``, default the system temp folder, when larger); the M×M Pearson-of-ranks
+    product is then streamed in ``chunk``-entry slabs, tiled within the other half. NaN rows and
+    columns (with a warning) for representations whose RDM is constant or undefined.
+    ``on_spill`` is called with the scratch file's path when spilling (tests, logs).
+    """
+    from tqdm.auto import tqdm
 
-        return torch.from_numpy(np.ascontiguousarray(part)).to(dev)
+    from sim_consistency.similarity.rsa import rdm_vector, rdm_vector_dtype
 
-    return gram_of_slabs(
-        len(vectors),
-        length,
-        1,
-        slab,
-        memory_budget=memory_budget,
-        slab_rows=chunk,
-        device=device,
-    )
+    m = len(features)
+    out = np.full((m, m), np.nan)
+    if m == 0:
+        return out
+    n = int(np.shape(features[0])[0])
+    length = n * (n - 1) // 2
+    dtype = rdm_vector_dtype(corr, n)
+    offsets = np.zeros(m)
+    norms = np.full(m, np.nan)
+    with _VectorStore(m, length, dtype, memory_budget // 2, scratch_dir) as store:
+        if store.is_spilled and on_spill is not None and store.path is not None:
+            on_spill(store.path)
+        for a, X in enumerate(tqdm(features, desc="rdm ranks", disable=not progress)):
+            vec = rdm_vector(X, rdm=rdm, corr=corr)  # type: ignore[arg-type]
+            if vec.n != n:
+                raise ConfigError(
+                    f"rsa: features[{a}] has {vec.n} rows but features[0] has {n}; features "
+                    "of different subsets cannot be compared."
+                )
+            if vec.values is not None:
+                store.put(a, vec.values)
+                offsets[a], norms[a] = vec.offset, vec.norm
+            del vec
+        ok = np.flatnonzero(np.isfinite(norms))
+
+        def slab(i: int, rows: slice, dev: str) -> Any:
+            raw = store.get(int(ok[i]), rows)
+            if dev == "numpy":
+                part = raw.astype(np.float64)
+                part -= offsets[ok[i]]
+                return part
+            import torch
+
+            part_t = torch.from_numpy(raw).to(dev).to(torch.float64)
+            return part_t.sub_(float(offsets[ok[i]]))
+
+        if ok.size == 0:
+            warn_degenerate("rsa (constant RDM or a row with zero variance)")
+            return out
+        resident = store.nbytes if not store.is_spilled else 0
+        G = gram_of_slabs(
+            len(ok),
+            length,
+            2,  # the raw slice and its float64 copy
+            slab,
+            memory_budget=max(1, memory_budget - resident),
+            slab_rows=chunk,
+            min_rows=min(RSA_MIN_SLAB, max(1, length)),
+            device=device,
+        )
+    if ok.size < m:
+        warn_degenerate("rsa (constant RDM or a row with zero variance)")
+    scale = norms[ok]
+    out[np.ix_(ok, ok)] = np.clip(G / np.outer(scale, scale), -1.0, 1.0)
+    return out

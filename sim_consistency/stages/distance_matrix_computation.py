@@ -218,6 +218,7 @@ def run_item(item: WorkItem) -> list[Path]:
             progress=True,
             memory_budget=item.memory_budget,
             device=item.device,
+            scratch_dir=out.folder,  # RSA ranks past the budget spill here (removed after)
         )
         seconds = time.perf_counter() - start
         if np.isnan(matrix).any():

@@ -45,6 +45,7 @@ from sim_consistency.data import (
     load_dataset,
     read_dataset_list,
 )
+from sim_consistency.data.wds import EncodedImages, collate_encoded
 from sim_consistency.device import resolve_device
 from sim_consistency.errors import ConfigError, SimcError
 from sim_consistency.features.cache import (
@@ -53,7 +54,12 @@ from sim_consistency.features.cache import (
     inspect_cache,
     read_cache_attrs,
 )
-from sim_consistency.features.extract import BlockExtractor, BlockSpec, write_features
+from sim_consistency.features.extract import (
+    BlockExtractor,
+    BlockSpec,
+    DeviceDecoder,
+    write_features,
+)
 from sim_consistency.features.keys import EXTRACTION_CODE_VERSION, content_key, keys_fingerprint
 from sim_consistency.io import atomic_output, clean_stale_partial
 from sim_consistency.launch import (
@@ -118,6 +124,7 @@ class ExtractionSettings:
     device: str = "auto"
     force: bool = False
     verify: bool = False
+    decode_device: str = "cpu"  # "cuda": decode JPEGs + preprocess on the model's GPU
 
     @property
     def location(self) -> ProjectLocation:
@@ -329,14 +336,15 @@ def extract_to_cache(
 ) -> Path:
     """Extract one model on one dataset split into ``item.output`` (atomically)."""
     blocks = block_specs(loaded)
+    decoder = _device_decoder(settings, loaded)
     data = _dataset(settings, item.dataset, item.split, transform=loaded.transform)
     # ImageDataset is map-style (__len__ / __getitem__), all a DataLoader uses of a Dataset.
     loader: torch.utils.data.DataLoader[Sample] = torch.utils.data.DataLoader(
-        cast("torch.utils.data.Dataset[Sample]", data),
+        cast("torch.utils.data.Dataset[Sample]", EncodedImages(data) if decoder else data),
         batch_size=settings.batch_size,
         shuffle=False,
         num_workers=settings.num_workers,
-        collate_fn=collate_samples,
+        collate_fn=collate_encoded if decoder else collate_samples,
         pin_memory=loaded.device.type == "cuda",
         persistent_workers=False,
     )
@@ -364,7 +372,9 @@ def extract_to_cache(
             ) as bar:  # closed (and cleared) on errors too: the message starts its own line
                 write_features(
                     extractor,
-                    _ordered_batches(loader),
+                    decoder.batches(_ordered_batches(loader))
+                    if decoder
+                    else _ordered_batches(loader),
                     writer,
                     device=loaded.device,
                     on_rows=bar.update,
@@ -378,6 +388,7 @@ def extract_to_cache(
                     # Not in the content key: devices agree to float rounding, not bitwise.
                     "device": str(loaded.device),
                     "batch_size": settings.batch_size,
+                    "decode_device": settings.decode_device,
                     **threads_metadata(),
                 }
             )
@@ -395,6 +406,18 @@ def extract_to_cache(
         len(data) / max(seconds, 1e-9),
     )
     return item.output
+
+
+def _device_decoder(settings: ExtractionSettings, loaded: LoadedModel) -> DeviceDecoder | None:
+    """Return the on-device decoder for ``--decode_device cuda``, else ``None`` (PIL)."""
+    if settings.decode_device == "cpu":
+        return None
+    if loaded.device.type != "cuda":
+        raise ConfigError(
+            f"--decode_device {settings.decode_device}: the model runs on {loaded.device}; "
+            "decoding on the GPU needs --device cuda (or auto on a GPU machine)."
+        )
+    return DeviceDecoder(loaded.transform, loaded.device)
 
 
 def _ordered_batches(loader: torch.utils.data.DataLoader):
@@ -583,6 +606,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="DataLoader worker processes (decode + transform)",
     )
     parser.add_argument(
+        "--decode_device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: workers only read the encoded files; JPEG decoding (nvJPEG) and the eval "
+        "transform run on the model's GPU (equal to the PIL path within 12/255 per pixel)",
+    )
+    parser.add_argument(
         "--job_per",
         choices=["model", "model_dataset"],
         default="model",
@@ -629,6 +659,7 @@ def settings_from_args(args: argparse.Namespace) -> ExtractionSettings:
         device=args.device,
         force=args.force,
         verify=args.verify,
+        decode_device=args.decode_device,
     )
 
 

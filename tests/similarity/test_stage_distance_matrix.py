@@ -247,6 +247,7 @@ def test_tiny_memory_budget_and_device_give_the_same_matrices(
         meta = json.loads((folder / "metadata.json").read_text())
         assert meta["memory_budget_bytes"] == 1024 and meta["device"] == "numpy"
         assert meta["precision"].startswith("float64")
+        assert not list(folder.glob("*.scratch"))  # RSA ranks spilled here, then removed
 
 
 def test_bad_memory_budget_exits_2(similarity_project, metrics_config, capsys):

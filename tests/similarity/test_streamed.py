@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -138,3 +140,89 @@ def test_sampled_minimum_is_made_exact(sigma, recwarn):
         assert abs(s.self_unbiased / e.self_unbiased - 1) <= 1e-9
         np.testing.assert_allclose(s.row_sums, e.row_sums, rtol=1e-9, atol=0)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+RSA_SPECS = [s for s in SPECS if s.sim_method == "rsa"] + [
+    MetricSpec("rsa", rsa_method="cosine", corr_method="spearman"),
+    MetricSpec("rsa", rsa_method="correlation", corr_method="pearson"),
+]
+
+
+def _tied_models(m: int = 5, n: int = 200) -> list[np.ndarray]:
+    """Coarsely rounded features (many tied dissimilarities) and one constant model."""
+    rng = np.random.default_rng(11)
+    out = [np.round(rng.normal(size=(n, 8)), 0) for _ in range(m - 1)]
+    for X in out:
+        X[:, 0] = np.arange(n) % 3  # no constant row (the correlation RDM stays defined)
+    out.insert(2, np.ones((n, 3)))  # constant rows: NaN RDM, NaN row and column
+    return out
+
+
+@pytest.mark.parametrize("spec", RSA_SPECS, ids=str)
+@pytest.mark.parametrize("device", ["cpu", "torch-cpu"])
+def test_rsa_spilled_and_tiled_equals_pairwise(spec, device, tmp_path):
+    """A budget far below the M ranked triangles spills them to a scratch file under the given
+    folder (removed afterwards) and tiles the M×M product: same matrix as pair by pair."""
+    from sim_consistency.similarity import DegenerateRepresentationWarning, l2_normalize
+    from sim_consistency.similarity.streamed import rsa_matrix
+
+    for feats in (_random_models(6, 200), _tied_models()):
+        has_constant = any(np.ptp(X) == 0 for X in feats)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DegenerateRepresentationWarning)
+            old = similarity_matrix(feats, spec, streamed=False)
+        spilled: list = []
+        budget = 2 * 16 * 4096  # store ≫ budget/2; two one-model slabs of 4,096 entries: tiles
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            new = rsa_matrix(
+                [l2_normalize(X) for X in feats],
+                rdm=spec.rsa_method,
+                corr=spec.corr_method,
+                memory_budget=budget,
+                device=resolve_device(device),
+                scratch_dir=tmp_path / "scratch",
+                on_spill=spilled.append,
+            )
+            # in memory (no spill) and through similarity_matrix: the same matrix
+            _assert_same(similarity_matrix(feats, spec, device=device), old)
+        _assert_same(new, old)
+        assert has_constant == any(
+            issubclass(w.category, DegenerateRepresentationWarning) for w in caught
+        )
+        assert spilled and spilled[0].parent == tmp_path / "scratch"
+        assert not spilled[0].exists()  # cleaned up
+
+
+def test_rsa_plan_tiles_models_under_a_tiny_budget():
+    from sim_consistency.similarity.streamed import _plan
+
+    assert _plan(20, 2, 2 << 30, 1 << 20, 4096) == (20, 1 << 20)
+    tile, rows = _plan(20, 2, 2 * 3 * 16 * 4096, 1 << 20, 4096)
+    assert rows == 4096 and tile == 3  # two tiles of three models, 4,096 entries each
+    assert _plan(20, 2, 1, 1 << 20, 4096) == (1, 4096)  # the floor: one model, one min slab
+
+
+def test_rsa_scratch_write_failure_names_the_file(tmp_path):
+    """A write that fails (here: over the process's file-size limit) is a one-line error naming
+    the scratch file, which is removed."""
+    import subprocess
+    import sys
+
+    code = f"""
+import resource, signal, numpy as np
+from sim_consistency.errors import OutputWriteError
+from sim_consistency.similarity.streamed import rsa_matrix
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+rng = np.random.default_rng(0)
+try:
+    rsa_matrix([rng.normal(size=(300, 5)) for _ in range(3)], memory_budget=1000,
+               scratch_dir={str(tmp_path)!r})
+except OutputWriteError as e:
+    print("ERR", e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "ERR" in out.stdout and "RSA scratch file" in out.stdout, out.stdout + out.stderr
+    assert str(tmp_path) in out.stdout and ".scratch" in out.stdout
+    assert not list(tmp_path.glob("*.scratch"))

@@ -181,6 +181,10 @@ def test_list_blocks_is_a_dry_run(project, models_config, capsys):
     [
         (["--model_key", "vitt"], "unknown model id(s) 'vitt'; did you mean 'vit'"),
         (["--datasets", "wds/nope"], "wds_nope"),
+        (
+            ["--datasets", "wds/digits", "--device", "cpu", "--decode_device", "cuda"],
+            "--decode_device cuda: the model runs on cpu",
+        ),
     ],
 )
 def test_bad_inputs_exit_nonzero_and_write_nothing(project, models_config, capsys, args, fragment):
