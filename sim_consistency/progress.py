@@ -71,9 +71,11 @@ def progress_bar(
     """
     stream = sys.stderr if stream is None else stream
     if _is_live(stream):
-        tqdm_class = _tqdm_text
+        tqdm_class: Any = _tqdm_text
         if stream is sys.stderr:
-            from tqdm.auto import tqdm as tqdm_class  # a widget in notebooks (imports IPython)
+            from tqdm import auto  # a widget in notebooks (imports IPython)
+
+            tqdm_class = auto.tqdm
         return tqdm_class(
             iterable, desc=desc, total=total, unit=unit, disable=disable, file=stream, **bar_options
         )
@@ -213,7 +215,7 @@ class PlainProgress:
         print(line, file=self.stream, flush=True)
 
 
-class _BarSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _BarSafeHandler(logging.StreamHandler):
     """A stream handler that prints through ``tqdm.write`` (live bars are moved, not torn)."""
 
     def emit(self, record: logging.LogRecord) -> None:
