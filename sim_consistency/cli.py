@@ -158,12 +158,12 @@ def _program_name(name: str) -> Iterator[None]:
         sys.argv[:] = saved
 
 
-def _unknown(word: str, commands: dict[str, Command], prefix: str) -> int:
-    close = difflib.get_close_matches(word, list(commands), n=1)
+def _unknown(word: str, names: list[str], prefix: str) -> int:
+    close = difflib.get_close_matches(word, names, n=1)
     hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
     print(
         f"simc: unknown command '{prefix}{word}'.{hint} Commands: "
-        f"{', '.join(prefix + name for name in commands)} (simc --help describes them).",
+        f"{', '.join(prefix + name for name in names)} (simc --help describes them).",
         file=sys.stderr,
     )
     return 2
@@ -179,8 +179,8 @@ def _run(command: Command, name: str, argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``simc``: dispatch ``argv`` to the sub-command's module; return its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in _HELP_FLAGS:
-        print(_usage(), end="")
+    if not args or args[0] in _HELP_FLAGS:  # no command: the usage, as an error
+        print(_usage(), end="", file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
     if args[0] == "--version":
         from sim_consistency import __version__
@@ -194,13 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "usage: simc datasets <command> [flags]\n\ncommands:\n"
                 f"{_listing(DATASETS_COMMANDS, '')}\n",
                 end="",
+                file=sys.stdout if rest else sys.stderr,
             )
             return 0 if rest else 2
         if rest[0] not in DATASETS_COMMANDS:
-            return _unknown(rest[0], DATASETS_COMMANDS, "datasets ")
+            return _unknown(rest[0], list(DATASETS_COMMANDS), "datasets ")
         return _run(DATASETS_COMMANDS[rest[0]], f"simc datasets {rest[0]}", rest[1:])
     if word not in COMMANDS:
-        return _unknown(word, {**COMMANDS, "datasets": DATASETS_COMMANDS["check"]}, "")
+        return _unknown(word, [*COMMANDS, "datasets"], "")
     return _run(COMMANDS[word], f"simc {word}", rest)
 
 

@@ -334,23 +334,47 @@ def _check_class_coverage(check: DatasetCheck) -> None:
             )
 
 
+def _dataset_folder(path: str, project_root: str | None) -> Path:
+    """Return ``path`` if it exists, else the folder of the dataset named ``path``."""
+    if Path(path).expanduser().exists() or not path.startswith(("wds/", "imagefolder:")):
+        return Path(path)
+    from sim_consistency.data.resolve import dataset_dir
+    from sim_consistency.project import ProjectLocation
+
+    try:
+        return dataset_dir(path, location=ProjectLocation.resolve(project_root))
+    except SimcError:
+        return Path(path)  # not a valid name either: reported as a missing folder
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``simc datasets check``: print the summary; 0 when the folder is good, 2 when broken."""
     parser = argparse.ArgumentParser(
         description="Validate a dataset folder (webdataset shards or image folder) and name "
         "every broken file, tar member, sample key or label; print what it holds.",
         epilog="Examples:\n  simc datasets check project_root/datasets/wds/wds_digits\n"
+        "  simc datasets check wds/vtab/cifar10 --project_root /data/study\n"
         "  simc datasets check ~/data/pets --no_decode\n\nExit status: 0 good, 2 broken.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("path", help="the dataset folder (wds_<name> or an image folder)")
+    parser.add_argument(
+        "path",
+        help="the dataset folder (wds_<name> or an image folder), or a dataset name "
+        "(wds/<name>, imagefolder:<path>) resolved in the project root",
+    )
+    parser.add_argument(
+        "--project_root",
+        default=None,
+        help="where wds/<name> names are looked up (default: $SIMC_ROOT, else project_root in "
+        "the checkout)",
+    )
     parser.add_argument(
         "--no_decode",
         action="store_true",
         help="skip decoding the images (the slow part): check layout, tars and labels only",
     )
     args = parser.parse_args(argv)
-    check = check_dataset(args.path, decode=not args.no_decode)
+    check = check_dataset(_dataset_folder(args.path, args.project_root), decode=not args.no_decode)
     print(check.summary())
     return 0 if check.is_ok else 2
 

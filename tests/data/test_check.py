@@ -170,3 +170,10 @@ def test_simc_datasets_check_exit_codes(digits):
         [str(SIMC), "datasets", "check", str(digits)], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "classnames file not found" in bad.stdout
+
+
+def test_a_dataset_name_is_looked_up_in_the_project_root(digits_root, capsys):
+    assert main(["wds/digits", "--project_root", str(digits_root.root), "--no_decode"]) == 0
+    assert capsys.readouterr().out.startswith(f"{digits_root.wds_dataset_dir('digits')}: ")
+    assert main(["wds/absent", "--project_root", str(digits_root.root)]) == 2
+    assert "not a folder (got nothing)" in capsys.readouterr().out
