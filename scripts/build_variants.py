@@ -5,7 +5,7 @@ Example:
         --model_key soup_greedy
 """
 
-from sim_consistency.stages import build_variants
+from _entry import run_main
 
 if __name__ == "__main__":
-    raise SystemExit(build_variants.main())
+    raise SystemExit(run_main("sim_consistency.stages.build_variants"))

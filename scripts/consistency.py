@@ -5,7 +5,7 @@ Example:
         --datasets wds/digits wds/other --similarity_config configs/similarity/default.json
 """
 
-from sim_consistency.stages import consistency
+from _entry import run_main
 
 if __name__ == "__main__":
-    raise SystemExit(consistency.main())
+    raise SystemExit(run_main("sim_consistency.stages.consistency"))

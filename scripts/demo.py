@@ -1,6 +1,6 @@
 """Run the demo pipeline on the embedded digits data (what ``make demo`` runs)."""
 
-from sim_consistency.stages import demo
+from _entry import run_main
 
 if __name__ == "__main__":
-    raise SystemExit(demo.main())
+    raise SystemExit(run_main("sim_consistency.stages.demo"))

@@ -5,7 +5,7 @@ Example:
         --datasets wds/digits --similarity_config configs/similarity/default.json
 """
 
-from sim_consistency.stages import distance_matrix_computation
+from _entry import run_main
 
 if __name__ == "__main__":
-    raise SystemExit(distance_matrix_computation.main())
+    raise SystemExit(run_main("sim_consistency.stages.distance_matrix_computation"))

@@ -5,7 +5,7 @@ Example:
         --datasets wds/digits --max_samples 500
 """
 
-from sim_consistency.stages import feature_extraction
+from _entry import run_main
 
 if __name__ == "__main__":
-    raise SystemExit(feature_extraction.main())
+    raise SystemExit(run_main("sim_consistency.stages.feature_extraction"))

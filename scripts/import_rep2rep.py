@@ -7,7 +7,7 @@ Example:
         --datasets configs/datasets/rep2rep_vtab.txt
 """
 
-from sim_consistency.stages import import_rep2rep
+from _entry import run_main
 
 if __name__ == "__main__":
-    raise SystemExit(import_rep2rep.main())
+    raise SystemExit(run_main("sim_consistency.stages.import_rep2rep"))

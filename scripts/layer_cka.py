@@ -5,7 +5,7 @@ Example:
         --datasets wds/digits --reference pretrained
 """
 
-from sim_consistency.stages import layer_cka
+from _entry import run_main
 
 if __name__ == "__main__":
-    raise SystemExit(layer_cka.main())
+    raise SystemExit(run_main("sim_consistency.stages.layer_cka"))

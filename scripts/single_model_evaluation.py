@@ -5,7 +5,7 @@ Example:
         --datasets wds/digits --blocks all --seeds 0 1 2 --protocol fast
 """
 
-from sim_consistency.stages import single_model_evaluation
+from _entry import run_main
 
 if __name__ == "__main__":
-    raise SystemExit(single_model_evaluation.main())
+    raise SystemExit(run_main("sim_consistency.stages.single_model_evaluation"))

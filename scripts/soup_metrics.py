@@ -6,7 +6,7 @@ Example:
         --barrier_models resnet_ft_0 resnet_ft_1
 """
 
-from sim_consistency.stages import soup_metrics
+from _entry import run_main
 
 if __name__ == "__main__":
-    raise SystemExit(soup_metrics.main())
+    raise SystemExit(run_main("sim_consistency.stages.soup_metrics"))

@@ -5,7 +5,7 @@ Example:
         --write_models_config configs/models/demo_trained.json
 """
 
-from sim_consistency.stages import train_demo_models
+from _entry import run_main
 
 if __name__ == "__main__":
-    raise SystemExit(train_demo_models.main())
+    raise SystemExit(run_main("sim_consistency.stages.train_demo_models"))

@@ -11,6 +11,7 @@ moving a study is a matter of pointing ``SIMC_ROOT`` elsewhere.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ def resolve_project_root(project_root: str | os.PathLike | None = None) -> Path:
     """Return the project root: the argument if given, else ``$SIMC_ROOT``, else the default.
 
     The default is ``project_root`` in :func:`default_root_parent` (the checkout, else the
-    current directory). A relative argument or ``$SIMC_ROOT`` is taken relative to the current
+    current directory, said in a warning since another directory gives another root). A relative argument or ``$SIMC_ROOT`` is taken relative to the current
     directory, as a shell user expects. The result is absolute so it can be shipped to SLURM
     jobs that start elsewhere.
     """
@@ -57,6 +58,13 @@ def resolve_project_root(project_root: str | os.PathLike | None = None) -> Path:
         chosen = Path(os.environ[ENV_VAR])
     else:
         chosen = default_root_parent() / DEFAULT_ROOT
+        if chosen.parent != _CHECKOUT:
+            logging.getLogger("sim_consistency").warning(
+                "project root: %s (no repository checkout to hold it, so the current "
+                "directory's; pass --project_root or set $%s to choose it)",
+                chosen.resolve(),
+                ENV_VAR,
+            )
     return chosen.expanduser().resolve()
 
 

@@ -33,13 +33,15 @@ def test_default_root_does_not_depend_on_the_start_folder(start, monkeypatch):
     assert project_location.ProjectLocation.resolve().root == REPO / "project_root"
 
 
-def test_without_a_checkout_the_default_is_the_current_folder(tmp_path, monkeypatch):
+def test_without_a_checkout_the_default_is_the_current_folder(tmp_path, monkeypatch, caplog):
     import sim_consistency.project as project
 
     monkeypatch.setattr(project, "_CHECKOUT", tmp_path / "site-packages")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SIMC_ROOT", raising=False)
     assert resolve_project_root() == tmp_path / "project_root"
+    assert f"project root: {tmp_path / 'project_root'}" in caplog.text
+    assert "--project_root or set $SIMC_ROOT" in caplog.text
 
 
 def test_layout_matches_design(tmp_path):

@@ -18,6 +18,8 @@ PUBLIC = {
         "collate_samples",
         "WdsDataset",
         "ImageFolderDataset",
+        "check_dataset",
+        "DatasetCheck",
     ],
     "sim_consistency.models": [
         "create_model",
@@ -85,6 +87,8 @@ PUBLIC = {
     ],
     "sim_consistency.launch": ["launch", "LaunchOptions", "load_slurm_config"],
     "sim_consistency.project": ["ProjectLocation", "resolve_project_root"],
+    "sim_consistency.progress": ["progress_bar", "log_handler", "PlainProgress"],
+    "sim_consistency.cli": ["main", "COMMANDS"],
 }
 
 

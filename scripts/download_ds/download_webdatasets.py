@@ -7,6 +7,12 @@ See :mod:`sim_consistency.data.download`. Fails at once, with the folders to cop
 into by hand, when the Hugging Face hub cannot be reached.
 """
 
-from sim_consistency.data import download
+import sys
+from pathlib import Path
 
-raise SystemExit(download.main())
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for _entry
+
+from _entry import run_main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(run_main("sim_consistency.data.download"))

@@ -7,6 +7,7 @@ are :class:`Sample` tuples. Subsets are seeded, class-stratified and saved per p
 
 from __future__ import annotations
 
+from sim_consistency.data.check import DatasetCheck, check_dataset
 from sim_consistency.data.dataset import ImageDataset, Sample, collate_samples, decode_image
 from sim_consistency.data.digits import DIGITS_CLASSNAMES, DIGITS_DATASET, build_digits
 from sim_consistency.data.download import check_hub_reachable, download_webdataset, wds_repo_id
@@ -26,12 +27,14 @@ __all__ = [
     "DATASET_BUILDERS",
     "DIGITS_CLASSNAMES",
     "DIGITS_DATASET",
+    "DatasetCheck",
     "DatasetName",
     "ImageDataset",
     "ImageFolderDataset",
     "Sample",
     "WdsDataset",
     "build_digits",
+    "check_dataset",
     "check_hub_reachable",
     "collate_samples",
     "dataset_dir",

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from sim_consistency.launch.report import JobOutcome
+from sim_consistency.progress import progress_bar
 
 __all__ = ["run_local"]
 
@@ -27,7 +26,9 @@ def run_local(
 ) -> list[JobOutcome]:
     """Call ``fn(item)`` for every item in order; return one ``done`` outcome each."""
     outcomes = []
-    bar = tqdm(total=len(items), desc=stage, unit="item", disable=not progress or len(items) < 2)
+    bar = progress_bar(
+        total=len(items), desc=stage, unit="item", disable=not progress or len(items) < 2
+    )
     for item, label in zip(items, labels, strict=True):
         bar.set_postfix_str(label)
         outcomes.append(JobOutcome(work_item=label, job_id="local", state="done", result=fn(item)))

@@ -23,12 +23,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from sim_consistency.errors import ConfigError
 from sim_consistency.io import atomic_write_text, sigterm_as_interrupt
 from sim_consistency.launch.report import JobOutcome, error_tail
 from sim_consistency.launch.slurm_config import SlurmConfig
+from sim_consistency.progress import progress_bar
 
 __all__ = [
     "JOB_ENVIRONMENT",
@@ -137,7 +136,7 @@ def _outcome(job, label: str) -> JobOutcome:
 
 def _wait(jobs: list, labels: list[str], *, stage: str, progress: bool, poll_s: float):
     outcomes: dict[int, JobOutcome] = {}
-    bar = tqdm(total=len(jobs), desc=f"{stage} (slurm)", unit="job", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc=f"{stage} (slurm)", unit="job", disable=not progress)
     while len(outcomes) < len(jobs):
         running = 0
         for index, job in enumerate(jobs):

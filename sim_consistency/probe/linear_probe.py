@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from tqdm.auto import tqdm
 
 from sim_consistency.device import resolve_device
 from sim_consistency.errors import ConfigError, DataError
@@ -51,6 +50,7 @@ from sim_consistency.probe.solvers import (
     rotate_features,
     sklearn_C,
 )
+from sim_consistency.progress import progress_bar
 
 __all__ = [
     "PROTOCOLS",
@@ -391,7 +391,7 @@ def linear_probe_blocks(
     lr_list = tuple(REP2REP_LRS if lrs is None else lrs)
     dev = resolve_device(device)
     out: dict[str, dict[str, Any]] = {}
-    bar = tqdm(blocks_train.items(), desc=f"probe ({protocol})", unit="block",
+    bar = progress_bar(blocks_train.items(), desc=f"probe ({protocol})", unit="block",
                disable=not progress or len(blocks_train) < 2)  # fmt: skip
     for name, X_tr in bar:
         X_tr = np.asarray(X_tr)

@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from tqdm.auto import tqdm
 
 from sim_consistency.config.similarity import MetricSpec
 from sim_consistency.errors import ConfigError
+from sim_consistency.progress import progress_bar
 from sim_consistency.similarity._arrays import as_matrix, l2_normalize
 from sim_consistency.similarity.cka import (
     choose_space,
@@ -126,7 +126,7 @@ def similarity_matrix(
         normalize: L2-normalise each row first (Rep2Rep's default).
         space: linear CKA only: ``"feature"``, ``"gram"`` or ``"auto"`` (Gram space when n is
             below the median width d).
-        progress: show tqdm bars over the representations and the pairs.
+        progress: report progress over the representations and the pairs.
         streamed: RBF CKA and RSA: compute all cross terms as one streamed Gram matrix.
         memory_budget: bytes for the streamed slabs (tiles the models when needed).
         device: ``"cpu"`` (numpy), ``"cuda"``, ``"auto"`` or ``"torch-cpu"`` (see
@@ -163,12 +163,14 @@ def similarity_matrix(
     rbf_streamed = streamed and spec.sim_method == "cka" and spec.sim_kernel == "rbf"
     if rbf_streamed:  # the streamed pass also yields each kernel's row sums and self-HSIC
         prepare = _prepare_rbf_partial
-    stats = [prepare(X, spec, space) for X in tqdm(mats, desc="prepare", disable=not progress)]
+    stats = [
+        prepare(X, spec, space) for X in progress_bar(mats, desc="prepare", disable=not progress)
+    ]
     m = len(stats)
     cross = _cross_terms(stats, spec, memory_budget, device) if streamed else None
     out = np.empty((m, m), dtype=np.float64)
     pairs = [(i, j) for i in range(m) for j in range(i, m)]
-    for i, j in tqdm(pairs, desc="pairs", disable=not progress):
+    for i, j in progress_bar(pairs, desc="pairs", disable=not progress):
         if cross is None or i == j:
             out[i, j] = out[j, i] = compare(stats[i], stats[j], spec)
         else:

@@ -15,6 +15,7 @@ from typing import Any
 from sim_consistency.errors import SimcError, StageTerminated
 from sim_consistency.io import sigterm_as_interrupt, write_errno, write_error
 from sim_consistency.launch import LaunchReport, launch, launch_options_from_args
+from sim_consistency.progress import log_handler
 from sim_consistency.threads import set_torch_threads
 from sim_consistency.tracking import Tracker, start_tracking
 
@@ -147,7 +148,7 @@ def launch_planned(
 def configure_logging(verbose: bool = False) -> None:
     """Send the package's log records to stderr, once."""
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = log_handler(sys.stderr)  # bar-safe: records never glue onto a live bar
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -34,7 +34,6 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import sim_consistency
 from sim_consistency.config import ModelSpec, load_models_config, select_models
@@ -69,6 +68,7 @@ from sim_consistency.launch import (
     launch_options_from_args,
 )
 from sim_consistency.models import REP2REP_BLOCK, LoadedModel, create_model
+from sim_consistency.progress import progress_bar
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import (
     parse_stage_args,
@@ -363,7 +363,7 @@ def extract_to_cache(
             float32_blocks=(REP2REP_BLOCK,),
         )
         try:
-            with tqdm(
+            with progress_bar(
                 total=len(data),
                 desc=f"{item.model_id} {item.dataset}:{item.split}",
                 unit="img",

@@ -31,13 +31,13 @@ from typing import Literal
 import h5py
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from sim_consistency.config import load_models_config, select_models
 from sim_consistency.data import read_dataset_list
 from sim_consistency.errors import ConfigError
 from sim_consistency.features import check_same_keys, open_cache
 from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.progress import progress_bar
 from sim_consistency.project import ProjectLocation, dataset_slug
 from sim_consistency.similarity import block_stats, choose_space, cka_grid_from_stats, l2_normalize
 from sim_consistency.stages._similarity_io import (
@@ -211,13 +211,13 @@ def run_item(item: WorkItem) -> Path:
     widths = [X.shape[1] for m in involved for X in blocks[m][1]]
     space = choose_space(n, widths)
     stats = {}
-    for model_id in tqdm(involved, desc=f"layer_cka {item.dataset}: block statistics"):
+    for model_id in progress_bar(involved, desc=f"layer_cka {item.dataset}: block statistics"):
         arrays = blocks[model_id][1]
         if item.normalize:
             arrays = [l2_normalize(X) for X in arrays]
         stats[model_id] = block_stats(arrays, space=space)
     grids: dict[tuple[str, str], np.ndarray] = {}
-    for a, b in tqdm(item.pairs, desc=f"layer_cka {item.dataset}: grids"):
+    for a, b in progress_bar(item.pairs, desc=f"layer_cka {item.dataset}: grids"):
         grids[(a, b)] = cka_grid_from_stats(stats[a], stats[b], unbiased=item.unbiased)
     common = {"dataset": item.dataset, "split": item.split}
     tidy = [

@@ -20,10 +20,10 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from sim_consistency.errors import ConfigError
 from sim_consistency.merging.evaluate import PreprocessedSplit, accuracy
+from sim_consistency.progress import progress_bar
 
 __all__ = ["FitOptions", "SCHEDULES", "deterministic", "fit", "learning_rate", "torch_threads"]
 
@@ -144,7 +144,7 @@ def fit(
         on_epoch: called as ``on_epoch(record, model)`` after each epoch with that epoch's curve
             record (``record["epoch"]`` is 1-based), e.g. to save a snapshot.
         desc: progress-bar label.
-        progress: show a tqdm bar over optimisation steps.
+        progress: report progress over optimisation steps (sim_consistency.progress).
 
     Returns:
         One dict per epoch: ``epoch``, ``train_loss`` (mean over the epoch's rows, accumulated
@@ -166,7 +166,9 @@ def fit(
     step = 0
     with (
         deterministic(options.seed, device),
-        tqdm(total=n_steps, desc=desc, unit="step", disable=not progress, leave=False) as bar,
+        progress_bar(
+            total=n_steps, desc=desc, unit="step", disable=not progress, leave=False
+        ) as bar,
     ):
         for epoch in range(1, options.epochs + 1):
             model.train()

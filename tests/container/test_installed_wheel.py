@@ -150,6 +150,14 @@ def test_a_stage_prints_its_help(installed):
     assert "--slurm_config" in out and "--models_config" in out
 
 
+def test_the_simc_console_script_is_installed(installed):
+    simc = str(installed["venv"] / "bin" / "simc")
+    out = _run([simc, "--help"], installed["cwd"], installed["env"])
+    assert "extract" in out and "datasets check" in out
+    out = _run([simc, "layer-cka", "--help"], installed["cwd"], installed["env"])
+    assert out.startswith("usage: simc layer-cka ") and "--models_config" in out
+
+
 def test_named_slurm_configs_resolve_from_the_installed_package(installed):
     code = (
         "import json; from sim_consistency.launch import load_slurm_config as load\n"
