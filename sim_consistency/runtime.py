@@ -69,7 +69,7 @@ import dataclasses
 import logging
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -95,12 +95,14 @@ __all__ = [
     "StageSettings",
     "Threads",
     "Wandb",
+    "add_settings_flags",
     "build_parser",
     "configure_logging",
     "error_message",
     "option",
     "run_main",
     "run_stage",
+    "run_stage_group",
 ]
 
 log = logging.getLogger("sim_consistency")
@@ -401,13 +403,21 @@ def build_parser(
 
     The stage's own flags come first, the shared groups' after them; every default is shown.
     """
-    epilog = "Examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=description + (f"\n\n{details}" if details else ""),
-        epilog=epilog,
-        formatter_class=_HelpFormatter,
-    )
+    parser = argparse.ArgumentParser(prog=prog, **_parser_text(description, examples, details))
+    add_settings_flags(parser, settings_cls)
+    return parser
+
+
+def _parser_text(description: str, examples: Sequence[str], details: str) -> dict[str, Any]:
+    return {
+        "description": description + (f"\n\n{details}" if details else ""),
+        "epilog": "Examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None,
+        "formatter_class": _HelpFormatter,
+    }
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type) -> None:
+    """Add one flag per :func:`option` field of ``settings_cls`` to ``parser``."""
     shared_names = {
         f.name
         for base in settings_cls.__mro__[1:]
@@ -424,7 +434,6 @@ def build_parser(
     for f, opt in sorted(fields, key=lambda fo: order.get(fo[0].name, len(order))):
         if f.name in shared_names:
             _add_flag(shared, f, opt)
-    return parser
 
 
 #: The order of the shared flags in ``--help``.
@@ -494,6 +503,34 @@ def run_stage(stage: Stage, argv: Sequence[str] | None = None, *, prog: str | No
     print the launch report and the summary line. Exit 0 when every item succeeded, else 1.
     """
     args = stage.parser(prog).parse_args(argv)
+    configure_logging(bool(getattr(args, "verbose", False)))
+    return run_main(lambda: _drive(stage, settings_from_namespace(stage.settings, args)))
+
+
+def run_stage_group(
+    stages: Mapping[str, Stage],
+    argv: Sequence[str] | None = None,
+    *,
+    description: str,
+    prog: str | None = None,
+) -> int:
+    """Run one of several stages chosen by a sub-command (``import_rep2rep.py features …``).
+
+    Each sub-command's flags are generated from its stage's settings, as in :func:`run_stage`.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=_HelpFormatter
+    )
+    commands = parser.add_subparsers(dest="_command", required=True, metavar="COMMAND")
+    for name, stage in stages.items():
+        sub = commands.add_parser(
+            name,
+            help=stage.description,
+            **_parser_text(stage.description, stage.examples, stage.details),
+        )
+        add_settings_flags(sub, stage.settings)
+    args = parser.parse_args(argv)
+    stage = stages[args._command]
     configure_logging(bool(getattr(args, "verbose", False)))
     return run_main(lambda: _drive(stage, settings_from_namespace(stage.settings, args)))
 
