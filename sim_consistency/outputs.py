@@ -32,6 +32,7 @@ __all__ = [
     "file_digest",
     "folder_plan_reason",
     "json_digest",
+    "note_reused",
     "plan_reason",
     "read_json_record",
     "stored_key",
@@ -137,9 +138,14 @@ def plan_reason(
         log.info("%s: content key changed (%s… -> %s…); rebuilding", where, stored[:10], key[:10])
         return "stale"
     log.info("%s: up to date (content key %s…), skipped", where, key[:10])
+    note_reused(where)
+    return None
+
+
+def note_reused(where: str | os.PathLike) -> None:
+    """Count ``where`` as reused (for planners whose currency test is their own)."""
     for found in _reused:
         found.append(str(where))
-    return None
 
 
 def folder_plan_reason(

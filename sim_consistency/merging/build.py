@@ -35,7 +35,6 @@ Recipe options and defaults (the config validates the key names; values are chec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -63,6 +62,7 @@ from sim_consistency.merging.state import StateDict, check_finite
 from sim_consistency.merging.task_vectors import task_arithmetic, ties_merge
 from sim_consistency.merging.wise_ft import wise_ft
 from sim_consistency.models import LoadedModel, create_model, state_dict_sha256
+from sim_consistency.outputs import file_digest, json_digest
 from sim_consistency.project import ProjectLocation
 
 __all__ = [
@@ -525,14 +525,6 @@ def build_variant_state_dict(
 # -- keys and materialisation -----------------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _portable_recipe(spec: ModelSpec, location: ProjectLocation) -> dict[str, Any]:
     """Return ``spec.recipe()`` without absolute paths: a file that exists is identified by its
     digest alone (added by :func:`_identity`), another path relative to the project root."""
@@ -557,7 +549,7 @@ def _identity(model_id: str, specs: Mapping[str, ModelSpec], location: ProjectLo
     for name in ("weights", "path"):
         path = getattr(spec, name)
         if path is not None and Path(path).is_file():
-            out[f"{name}_sha256"] = _file_sha256(Path(path))
+            out[f"{name}_sha256"] = file_digest(Path(path))
     if spec.arch is not None:
         out["arch"] = _identity(spec.arch, specs, location)
     return out
@@ -582,8 +574,7 @@ def variant_key(
     revision = METHOD_REVISIONS.get(spec.variant.method) if spec.variant is not None else None
     if revision is not None:  # only methods whose results changed: the others keep their keys
         payload["method_revision"] = revision
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return json_digest(payload)
 
 
 def is_materialised(

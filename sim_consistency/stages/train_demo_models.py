@@ -27,7 +27,7 @@ from sim_consistency.stages.cli import (
     parse_stage_args,
     run_main,
 )
-from sim_consistency.stages.feature_extraction import resolve_device
+
 from sim_consistency.tracking import start_tracking
 from sim_consistency.training import (
     DEMO_STUDY,
