@@ -103,6 +103,7 @@ __all__ = [
     "run_main",
     "run_stage",
     "run_stage_group",
+    "settings_from_namespace",
 ]
 
 log = logging.getLogger("sim_consistency")
