@@ -195,7 +195,7 @@ class StageSettings:
     Subclasses (field groups and stages) extend :meth:`validated`, calling ``super()`` first.
     """
 
-    project_root: Path | None = option(
+    project_root: Path = option(
         "project root",
         default=None,
         shown_default="$SIMC_ROOT, else project_root in the checkout",
@@ -216,11 +216,11 @@ class StageSettings:
 class Models(StageSettings):
     """``--models_config`` and ``--model_key``: which models of which config."""
 
-    models_config: Path | None = option(
+    models_config: Path = option(
         "models config JSON (configs/models/*.json)", default=None, required=True
     )
-    model_ids: tuple[str, ...] | None = option(
-        "only these model ids", default=None, flag="--model_key", nargs="+", shown_default="all"
+    model_ids: tuple[str, ...] = option(
+        "only these model ids", default=(), flag="--model_key", nargs="+", shown_default="all"
     )
 
     def load_specs(self) -> dict[str, ModelSpec]:
@@ -277,19 +277,9 @@ class Launcher(StageSettings):
 
     def launch_options(self) -> LaunchOptions:
         """Return the launch options (the SLURM config is loaded and checked here)."""
-        from sim_consistency.launch import LaunchOptions, load_slurm_config
-        from sim_consistency.launch.slurm import require_sbatch
+        from sim_consistency.launch import launch_options_from_args
 
-        slurm = None
-        if self.launcher == "slurm" and self.slurm_config is not None:
-            slurm = load_slurm_config(self.slurm_config)
-            require_sbatch()  # fail before any planning work, not at submission
-        return LaunchOptions(
-            launcher=self.launcher,
-            slurm=slurm,
-            wait=not self.no_wait,
-            num_threads=getattr(self, "num_threads", None),
-        )
+        return launch_options_from_args(self)
 
 
 @dataclass(frozen=True, kw_only=True)

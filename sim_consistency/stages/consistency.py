@@ -74,7 +74,7 @@ OUTPUT_FILES = (SUMMARY_CSV, *(f"consistency_{m}.csv" for m in METHODS))
 class ConsistencySettings(Models, Datasets, Threads, Force, Launcher, Wandb):
     """Everything a run depends on; :meth:`validated` loads the metrics and the model sets."""
 
-    similarity_config: Path | None = option(
+    similarity_config: Path = option(
         "configs/similarity/<name>.json: the metrics whose matrices are compared",
         default=None,
         required=True,

@@ -83,7 +83,7 @@ log = logging.getLogger("sim_consistency.distance_matrix_computation")
 class MatrixSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb):
     """Everything a run depends on; :meth:`validated` loads the metrics and checks the flags."""
 
-    similarity_config: Path | None = option(
+    similarity_config: Path = option(
         "configs/similarity/<name>.json: the metrics to compute", default=None, required=True
     )
     biased_cka: bool = option(

@@ -244,7 +244,7 @@ def import_similarities(
 
 @dataclass(frozen=True, kw_only=True)
 class _ImportSettings(Datasets):
-    rep2rep_root: Path | None = option("Rep2Rep's project root", default=None, required=True)
+    rep2rep_root: Path = option("Rep2Rep's project root", default=None, required=True)
     datasets: tuple[str, ...] = option(
         "dataset names or .txt files with one name per line", default=(), nargs="+", required=True
     )
@@ -255,8 +255,8 @@ class ImportFeaturesSettings(_ImportSettings, Force):
     """``features``: Rep2Rep feature folders into feature caches."""
 
     splits: tuple[str, ...] = option("dataset splits", default=("train", "test"), nargs="+")
-    model_ids: tuple[str, ...] | None = option(
-        "only these model folders", default=None, flag="--model_key", nargs="+",
+    model_ids: tuple[str, ...] = option(
+        "only these model folders", default=(), flag="--model_key", nargs="+",
         shown_default="every folder",
     )  # fmt: skip
 

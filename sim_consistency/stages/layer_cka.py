@@ -77,9 +77,7 @@ OUTPUT_FILES = (GRIDS_H5, TIDY_CSV, PROFILE_CSV, PROFILE_STEM + ".png", PROFILE_
 class LayerCkaSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
     """Everything a run depends on; :meth:`validated` puts the reference among the models."""
 
-    reference: str | None = option(
-        "model id every grid is taken against", default=None, required=True
-    )
+    reference: str = option("model id every grid is taken against", default=None, required=True)
     pairs: Literal["reference", "all"] = option(
         "reference: reference vs every other model; all: every model pair",
         default="reference",

@@ -88,9 +88,9 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
     blocks: tuple[str, ...] = option(
         "last, all (accuracy vs depth), or block names", default=("last",), nargs="+"
     )
-    seeds: tuple[int, ...] | None = option(
+    seeds: tuple[int, ...] = option(
         "run seeds",
-        default=None,
+        default=(),
         nargs="+",
         type=int,
         shown_default="0 1 2 for rep2rep as in Rep2Rep, 0 for fast",
