@@ -159,7 +159,9 @@ class DemoSettings(StageSettings):
     """The demo's flags (it runs the stages in order; it is not a planned stage itself)."""
 
     models_config: Path = option(
-        "models config", default=DEFAULT_MODELS_CONFIG, shown_default="the shipped demo.json"
+        "models config",
+        default=DEFAULT_MODELS_CONFIG,
+        shown_default="the shipped configs/models/demo.json",
     )
     quick: bool = option("one barrier pair on a 5-point grid (tests)", default=False)
     study: Path | None = option(
