@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sim_consistency.features import BlockExtractor, FeatureCacheWriter, write_features  # noqa: E402
+from sim_consistency.features.pipeline import block_specs  # noqa: E402
 from sim_consistency.io import atomic_output  # noqa: E402
-from sim_consistency.stages.feature_extraction import block_specs  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

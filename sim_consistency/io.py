@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -40,7 +39,6 @@ __all__ = [
     "atomic_write_text",
     "check_free_space",
     "clean_stale_partial",
-    "file_sha256",
     "free_bytes",
     "partial_path",
     "raise_if_terminated",
@@ -65,15 +63,6 @@ _MARGIN_BYTES = 64 << 10
 #: How libraries that do not raise OSError spell the errno: HDF5 ("errno = 28"), Rust's std
 #: ("os error 28", safetensors) and Python's own text re-wrapped by a library ("[Errno 28]").
 _ERRNO_IN_TEXT = re.compile(r"errno = (\d+)|os error (\d+)|\[Errno (\d+)\]")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Return the hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def partial_path(path: str | os.PathLike) -> Path:

@@ -30,10 +30,10 @@ from safetensors.torch import save_file
 
 from sim_consistency.data import WdsDataset
 from sim_consistency.features import inspect_cache, open_cache
+from sim_consistency.features.pipeline import plan_outputs
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages import distance_matrix_computation, feature_extraction
 from sim_consistency.stages import single_model_evaluation as probe_stage
-from sim_consistency.stages.cli import parse_stage_args
 
 REPO = Path(__file__).resolve().parents[1]
 VIT = {"source": "timm", "model_name": "test_vit", "num_classes": 10}
@@ -432,10 +432,8 @@ def test_changed_pixels_or_labels_under_the_same_keys_recompute_everything(
     for split in ("train", "test"):  # re-built shards: same keys, other content
         _rebuild_shards(target / split, change)
 
-    settings = feature_extraction.settings_from_args(
-        parse_stage_args(feature_extraction.__doc__, feature_extraction.add_arguments, extract)
-    )
-    assert {item.reason for item in feature_extraction.plan(settings)} == {"stale"}
+    settings = feature_extraction.STAGE.parse(extract)
+    assert {item.reason for item in plan_outputs(settings)} == {"stale"}
     assert feature_extraction.main(extract) == 0
     new = _cache_digest(location.feature_file("wds/copy", "test", "vit"))
     assert new["content_key"] != old["content_key"]
@@ -445,17 +443,10 @@ def test_changed_pixels_or_labels_under_the_same_keys_recompute_everything(
         assert all(new[k] != old[k] for k in features)
     else:  # the stratified subset follows the labels; the labels are the new ones
         assert new["labels"] != old["labels"]
-    matrix_settings = distance_matrix_computation.settings_from_args(
-        parse_stage_args(
-            distance_matrix_computation.__doc__, distance_matrix_computation.add_arguments,
-            matrix_args,
-        )
-    )  # fmt: skip
+    matrix_settings = distance_matrix_computation.STAGE.parse(matrix_args)
     plans = distance_matrix_computation.plan(matrix_settings)
     assert [o.reason for item in plans for o in item.outputs] == ["stale"]
-    probe_settings = probe_stage.settings_from_args(
-        parse_stage_args(probe_stage.__doc__, probe_stage.add_arguments, probe_args)
-    )
+    probe_settings = probe_stage.STAGE.parse(probe_args)
     assert {item.reason for item in probe_stage.plan(probe_settings)} == {"stale"}
 
 
@@ -518,10 +509,8 @@ def test_a_flipped_byte_fails_the_analysis_stage_and_the_next_extraction_rebuild
     assert not path.exists() and Path(f"{path}.corrupt").exists()
 
     args = _extract_args(location, config)
-    settings = feature_extraction.settings_from_args(
-        parse_stage_args(feature_extraction.__doc__, feature_extraction.add_arguments, args)
-    )
-    assert [(i.model_id, i.split, i.reason) for i in feature_extraction.plan(settings)] == [
+    settings = feature_extraction.STAGE.parse(args)
+    assert [(i.model_id, i.split, i.reason) for i in plan_outputs(settings)] == [
         ("vit", "test", "missing")
     ]
     assert feature_extraction.main(args) == 0
@@ -547,12 +536,7 @@ def test_planning_reads_no_feature_data_unless_verify(tmp_path, digits_root, mon
     monkeypatch.setattr(h5py.Dataset, "__getitem__", counting)
 
     def planned(*extra: str) -> list:
-        settings = feature_extraction.settings_from_args(
-            parse_stage_args(
-                feature_extraction.__doc__, feature_extraction.add_arguments, [*args, *extra]
-            )
-        )
-        return feature_extraction.plan(settings)
+        return plan_outputs(feature_extraction.STAGE.parse([*args, *extra]))
 
     assert planned() == [] and reads == []
     _flip_a_byte(location.feature_file("wds/digits", "test", "rn"), "labels")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 from sim_consistency.errors import ConfigError
 from sim_consistency.launch.slurm import JobCall
-from sim_consistency.stages.cli import parse_stage_args
+from sim_consistency.runtime import Stage, Threads, run_stage
 from sim_consistency.threads import (
     available_cpus,
     resolve_num_threads,
@@ -50,27 +51,47 @@ def test_bad_flag_is_named():
         resolve_num_threads(0, {})
 
 
-def _no_flags(parser):
-    return None
+@dataclass(frozen=True, kw_only=True)
+class _ThreadsSettings(Threads):
+    """A stage with only the shared flags and --num_threads."""
 
 
-def test_every_stage_parser_sets_threads(monkeypatch):
+_SEEN: list[int] = []
+
+
+def _record_threads(settings: _ThreadsSettings, item: int) -> None:
+    _SEEN.append(torch.get_num_threads())
+
+
+_STAGE = Stage(
+    name="threads",
+    settings=_ThreadsSettings,
+    description="Record torch's thread count inside a work item.",
+    plan=lambda settings: [0],
+    run=_record_threads,
+    outputs=lambda item: [],
+)
+
+
+def test_every_stage_sets_threads_before_its_work(monkeypatch, tmp_path):
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
-    parse_stage_args("doc", _no_flags, ["--num_threads", "1"], needs_models=False)
-    assert torch.get_num_threads() == 1
+    root = ["--project_root", str(tmp_path)]
+    assert run_stage(_STAGE, [*root, "--num_threads", "1"]) == 0
+    assert _SEEN[-1] == torch.get_num_threads() == 1
     assert threads_metadata() == {"torch_num_threads": 1, "num_threads_source": "--num_threads"}
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
-    parse_stage_args("doc", _no_flags, [], needs_models=False)
+    assert run_stage(_STAGE, root) == 0
+    assert _SEEN[-1] == 2
     assert threads_metadata() == {
         "torch_num_threads": 2,
         "num_threads_source": "SLURM_CPUS_PER_TASK",
     }
 
 
-def test_bad_flag_exits_2_from_a_stage(capsys):
-    with pytest.raises(SystemExit) as exc:
-        parse_stage_args("doc", _no_flags, ["--num_threads", "0"], needs_models=False)
-    assert exc.value.code == 2 and "--num_threads" in capsys.readouterr().err
+def test_bad_flag_exits_2_from_a_stage(capsys, tmp_path):
+    assert run_stage(_STAGE, ["--project_root", str(tmp_path), "--num_threads", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --num_threads") and "Traceback" not in err
 
 
 def _report_threads(_item):

@@ -14,12 +14,11 @@ content keys of the caches they read into their own keys, so a changed cache rea
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sim_consistency.data.subsets import keys_fingerprint
+from sim_consistency.outputs import json_digest
 
 __all__ = ["EXTRACTION_CODE_VERSION", "content_key", "keys_fingerprint"]
 
@@ -67,5 +66,4 @@ def content_key(
         "has_logits": has_logits,
         "code_version": code_version,
     }
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return json_digest(payload)

@@ -55,8 +55,9 @@ class LaunchOptions:
             raise ConfigError("--no_wait only applies to --launcher slurm.")
 
 
-def launch_options_from_args(args: argparse.Namespace) -> LaunchOptions:
-    """Build :class:`LaunchOptions` from the shared stage flags (see ``stages/cli.py``)."""
+def launch_options_from_args(args: argparse.Namespace | Any) -> LaunchOptions:
+    """Build :class:`LaunchOptions` from the shared launch flags: parsed arguments, or a
+    stage's settings (:class:`sim_consistency.runtime.Launcher`)."""
     slurm = None
     if args.launcher == "slurm" and args.slurm_config is not None:
         slurm = load_slurm_config(args.slurm_config)

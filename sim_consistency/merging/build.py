@@ -37,7 +37,6 @@ method's spec class in :mod:`sim_consistency.config.variants`, which also holds 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -56,7 +55,7 @@ from sim_consistency.config.variants import (
 )
 from sim_consistency.data import load_dataset
 from sim_consistency.errors import ConfigError, MergeError, NonFiniteError
-from sim_consistency.io import atomic_output, atomic_write_text, file_sha256
+from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.merging.batchnorm import (
     batchnorm_buffer_names,
     copy_batchnorm_buffers,
@@ -69,6 +68,7 @@ from sim_consistency.merging.state import StateDict, check_finite
 from sim_consistency.merging.task_vectors import task_arithmetic, ties_merge
 from sim_consistency.merging.wise_ft import wise_ft
 from sim_consistency.models import LoadedModel, create_model, state_dict_sha256
+from sim_consistency.outputs import file_digest, json_digest
 from sim_consistency.project import ProjectLocation
 
 __all__ = [
@@ -494,7 +494,7 @@ def _identity(model_id: str, specs: Mapping[str, ModelSpec], location: ProjectLo
     for name in ("weights", "path"):
         path = getattr(spec, name)
         if path is not None and Path(path).is_file():
-            out[f"{name}_sha256"] = file_sha256(path)
+            out[f"{name}_sha256"] = file_digest(Path(path))
     if spec.arch is not None:
         out["arch"] = _identity(spec.arch, specs, location)
     return out
@@ -519,8 +519,7 @@ def variant_key(
     revision = METHOD_REVISIONS.get(spec.variant.method) if spec.variant is not None else None
     if revision is not None:  # only methods whose results changed: the others keep their keys
         payload["method_revision"] = revision
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return json_digest(payload)
 
 
 def is_materialised(

@@ -418,8 +418,7 @@ def rsa_matrix(
     columns (with a warning) for representations whose RDM is constant or undefined.
     ``on_spill`` is called with the scratch file's path when spilling (tests, logs).
     """
-    from tqdm.auto import tqdm
-
+    from sim_consistency.progress import progress_bar
     from sim_consistency.similarity.rsa import rdm_vector, rdm_vector_dtype
 
     m = len(features)
@@ -434,7 +433,7 @@ def rsa_matrix(
     with _VectorStore(m, length, dtype, memory_budget // 2, scratch_dir) as store:
         if store.is_spilled and on_spill is not None and store.path is not None:
             on_spill(store.path)
-        for a, X in enumerate(tqdm(features, desc="rdm ranks", disable=not progress)):
+        for a, X in enumerate(progress_bar(features, desc="rdm ranks", disable=not progress)):
             vec = rdm_vector(X, rdm=rdm, corr=corr)  # type: ignore[arg-type]
             if vec.n != n:
                 raise ConfigError(

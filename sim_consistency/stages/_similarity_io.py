@@ -1,44 +1,33 @@
-"""Helpers shared by the similarity stages: content keys, cache look-up, heatmaps (private)."""
+"""Helpers shared by the similarity stages: cache look-up, matrix reading, heatmaps (private).
+
+Cheap to import (the stages' ``--help`` path): h5py, pandas and matplotlib load when used.
+"""
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
-import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
-import pandas as pd
 
 from sim_consistency.errors import CacheIntegrityError, ConfigError, MissingInputError
-from sim_consistency.features import inspect_cache
 from sim_consistency.figures import data_limits, save_figure, series_style, subplots
-from sim_consistency.io import atomic_write_text, clean_stale_partial
-from sim_consistency.launch import LaunchReport
+from sim_consistency.io import atomic_write_text
+from sim_consistency.outputs import METADATA_FILE, stored_key
 from sim_consistency.project import ProjectLocation
-from sim_consistency.stages.cli import launch_planned, parse_stage_args, run_main
-from sim_consistency.tracking import Tracker
 
-log = logging.getLogger("sim_consistency.similarity_stages")
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Bump when a change to the similarity code changes the numbers it writes.
 # 2: sigma_median by slab selection; 3: U-statistics without the diagonal (exact RBF at small σ);
 # 4: mutual k-NN of a constant representation is NaN.
 SIMILARITY_CODE_VERSION = "4"
-METADATA_FILE = "metadata.json"
 MATRIX_H5 = "similarity_matrix.h5"
 MATRIX_CSV = "similarity_matrix.csv"
 MODEL_IDS = "model_ids.txt"
-
-
-def digest(payload: Mapping[str, Any]) -> str:
-    """Return the hex sha256 of a JSON payload (sorted keys), the outputs' content key."""
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
 
 
 def cache_attrs(
@@ -53,6 +42,8 @@ def cache_attrs(
         CacheIntegrityError: naming every file that is incomplete or not a cache of ours (and
             why); extraction rebuilds those.
     """
+    from sim_consistency.features import inspect_cache
+
     found: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
     invalid: list[str] = []
@@ -91,14 +82,6 @@ def resolve_block(attrs: Mapping[str, Any], block: str | None, path: Path) -> st
     return chosen
 
 
-def stored_key(folder: Path) -> str | None:
-    """Return the content key recorded in ``folder/metadata.json`` (None if absent/unreadable)."""
-    try:
-        return json.loads((folder / METADATA_FILE).read_text()).get("content_key")
-    except (OSError, ValueError):
-        return None
-
-
 def read_similarity_matrix(folder: Path) -> pd.DataFrame:
     """Return the (M, M) matrix stored in ``folder`` as a DataFrame indexed by model id.
 
@@ -106,6 +89,9 @@ def read_similarity_matrix(folder: Path) -> pd.DataFrame:
         MissingInputError: the folder has no complete matrix (no ``metadata.json``, written
             last, or no HDF5 file).
     """
+    import h5py
+    import pandas as pd
+
     path = folder / MATRIX_H5
     if not path.is_file() or stored_key(folder) is None:
         raise MissingInputError(
@@ -208,68 +194,3 @@ def save_profile_plot(
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return save_figure(fig, path_stem)
-
-
-def plan_reason(folder: Path, key: str, outputs: Sequence[str], force: bool) -> str | None:
-    """Return why ``folder`` must be (re)built — forced, missing or stale — or None if current.
-
-    Current means: every file of ``outputs`` exists and ``metadata.json`` (written last)
-    records ``key``. Anything else is rebuilt, never reused. A ``.partial`` of these files left
-    by a killed run is removed here, whatever the verdict.
-    """
-    for name in (*outputs, METADATA_FILE):
-        clean_stale_partial(folder / name)
-    if force:
-        return "forced"
-    previous = stored_key(folder)
-    if previous is None or not all((folder / name).is_file() for name in outputs):
-        return "missing"
-    if previous != key:
-        return "stale"
-    log.info("%s: up to date (content key %s…), skipped", folder, key[:10])
-    return None
-
-
-def stage_main(
-    argv: Sequence[str] | None,
-    *,
-    stage: str,
-    doc: str,
-    add_arguments: Callable[[argparse.ArgumentParser], None],
-    settings_from_args: Callable[[argparse.Namespace], Any],
-    plan: Callable[[Any], list[Any]],
-    run_item: Callable[[Any], Any],
-    label: Callable[[Any], str],
-    outputs: Callable[[Any], list[Path]],
-) -> int:
-    """Shared ``main`` of the similarity stages: parse → validate → plan → launch → summary.
-
-    Work items run through :func:`sim_consistency.launch.launch` (``--launcher local`` in this
-    process, ``slurm`` as one job per item); a :class:`SimcError` prints without a traceback.
-    """
-    args = parse_stage_args(doc, add_arguments, argv)
-
-    def log_results(tracker: Tracker, items: list[Any], report: LaunchReport) -> None:
-        tracker.log_metrics(
-            {"n_items": len(items), "n_done": report.n_done, "n_failed": report.n_failed}
-        )
-        tracker.log_table(
-            "outputs",
-            [{"item": label(i), "outputs": ";".join(map(str, outputs(i)))} for i in items],
-        )
-
-    def body() -> int:
-        _, report = launch_planned(
-            args,
-            settings_from_args(args),
-            stage=stage,
-            plan=plan,
-            run_item=run_item,
-            label=label,
-            outputs=outputs,
-            log_results=log_results,
-        )
-        print(report.summary())
-        return 0 if report.is_success else 1
-
-    return run_main(body)

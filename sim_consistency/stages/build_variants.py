@@ -15,40 +15,50 @@ entries among ``--model_key`` are ignored (logged): they need no building.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sim_consistency.config import load_models_config, select_models
-from sim_consistency.config.models import dependency_order
-from sim_consistency.launch import LaunchReport
-from sim_consistency.merging import is_materialised, materialise_variant
-from sim_consistency.project import ProjectLocation
-from sim_consistency.stages.cli import launch_planned, parse_stage_args, run_main
-from sim_consistency.stages.feature_extraction import resolve_device
-from sim_consistency.tracking import Tracker
+from sim_consistency.outputs import note_reused
+from sim_consistency.runtime import (
+    Device,
+    Force,
+    Launcher,
+    Models,
+    Stage,
+    Threads,
+    Wandb,
+    run_stage,
+)
 
-__all__ = ["BuildSettings", "WorkItem", "add_arguments", "main", "plan", "run_item"]
+if TYPE_CHECKING:
+    from sim_consistency.config import ModelSpec
+
+__all__ = ["STAGE", "BuildSettings", "WorkItem", "main", "plan", "run_item"]
 
 log = logging.getLogger("sim_consistency.build_variants")
 
 
-@dataclass(frozen=True)
-class BuildSettings:
-    """Everything a build_variants run depends on (picklable for SLURM)."""
+@dataclass(frozen=True, kw_only=True)
+class BuildSettings(Models, Device, Threads, Force, Launcher, Wandb):
+    """Everything a build_variants run depends on (picklable for SLURM).
 
-    project_root: Path
-    models_config: Path
-    model_ids: tuple[str, ...]
-    device: str = "auto"
-    force: bool = False
+    Without ``--model_key`` every variant entry of the config is built; entries among
+    ``--model_key`` that are not variants are logged and skipped.
+    """
 
-    @property
-    def location(self) -> ProjectLocation:
-        return ProjectLocation(self.project_root)
+    def default_model_ids(self, specs: dict[str, ModelSpec]) -> list[str]:
+        return [m for m, s in specs.items() if s.is_variant]
+
+    def validated(self) -> BuildSettings:
+        s = super().validated()
+        specs = s.load_specs()
+        plain = [m for m in s.model_ids if not specs[m].is_variant]
+        if plain:
+            log.info("not variants, nothing to build: %s", ", ".join(plain))
+        return s
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,10 @@ class WorkItem:
 
 def plan(settings: BuildSettings) -> list[WorkItem]:
     """Return the variants to build, dependencies first (up-to-date ones are skipped, logged)."""
-    specs = load_models_config(settings.models_config, base_dir=settings.project_root)
+    from sim_consistency.config.models import dependency_order
+    from sim_consistency.merging import is_materialised
+
+    specs = settings.load_specs()
     items = []
     for model_id in dependency_order(specs, list(settings.model_ids)):
         spec = specs[model_id]
@@ -77,6 +90,7 @@ def plan(settings: BuildSettings) -> list[WorkItem]:
             reason = "missing or stale"
         if reason is None:
             log.info("%s: up to date, skipped", output)
+            note_reused(output)
             continue
         items.append(WorkItem(model_id, output, reason))
     return items
@@ -84,7 +98,10 @@ def plan(settings: BuildSettings) -> list[WorkItem]:
 
 def run_item(settings: BuildSettings, item: WorkItem) -> Path:
     """Build one variant (referenced variants first) into ``models/``."""
-    specs = load_models_config(settings.models_config, base_dir=settings.project_root)
+    from sim_consistency.device import resolve_device
+    from sim_consistency.merging import materialise_variant
+
+    specs = settings.load_specs()
     return materialise_variant(
         specs[item.model_id],
         specs,
@@ -94,58 +111,24 @@ def run_item(settings: BuildSettings, item: WorkItem) -> Path:
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """This stage has no flags beyond the shared ones."""
-
-
-def settings_from_args(args: argparse.Namespace) -> BuildSettings:
-    """Validate parsed flags into :class:`BuildSettings` (raises ConfigError)."""
-    location = ProjectLocation.resolve(args.project_root)
-    specs = load_models_config(args.models_config, base_dir=location.root)
-    if args.model_key:
-        model_ids = select_models(specs, args.model_key)
-        plain = [m for m in model_ids if not specs[m].is_variant]
-        if plain:
-            log.info("not variants, nothing to build: %s", ", ".join(plain))
-    else:
-        model_ids = [m for m, s in specs.items() if s.is_variant]
-    return BuildSettings(
-        project_root=location.root,
-        models_config=Path(args.models_config).resolve(),
-        model_ids=tuple(model_ids),
-        device=args.device,
-        force=args.force,
-    )
+STAGE = Stage(
+    name="build_variants",
+    settings=BuildSettings,
+    description="Materialise the variant entries of a models config (soups, MonoSoup, merges).",
+    details="Writes models/<id>.safetensors + models/<id>.json for every selected variant and "
+    "the variants it references, dependencies first; up-to-date variants are reused.",
+    examples=(
+        "python scripts/build_variants.py --models_config configs/models/demo.json",
+        "python scripts/build_variants.py --models_config M.json --model_key soup_uniform --force",
+    ),
+    plan=plan,
+    run=run_item,
+    outputs=lambda item: [item.output],
+    label=lambda item: item.model_id,
+    output_root=lambda settings: settings.location.models,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, plan, build; print a summary. Returns the exit code."""
-    args = parse_stage_args(__doc__, add_arguments, argv)
-
-    def log_results(tracker: Tracker, items: list[WorkItem], report: LaunchReport) -> None:
-        tracker.log_metrics({"n_built": len(report.results()), "n_failed": report.n_failed})
-        tracker.log_table(
-            "variants", [{"model_id": i.model_id, "output": str(i.output)} for i in items]
-        )
-
-    def body() -> int:
-        settings = settings_from_args(args)
-        items, report = launch_planned(
-            args,
-            settings,
-            stage="build_variants",
-            plan=plan,
-            run_item=partial(run_item, settings),
-            label=lambda item: item.model_id,
-            outputs=lambda item: [item.output],
-            log_results=log_results,
-        )
-        if args.launcher != "local":
-            print(report.summary())
-        print(
-            f"build_variants: {len(report.results())} variant(s) built under "
-            f"{settings.location.models} ({len(items)} planned)"
-        )
-        return 0 if report.is_success else 1
-
-    return run_main(body)
+    return run_stage(STAGE, argv)

@@ -20,50 +20,47 @@ objective=clip``: pairs a ∈ A, b ∈ B, a ≠ b; at least 3 pairs).
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
-
-from sim_consistency.config import load_models_config, select_models
-from sim_consistency.config.similarity import MetricSpec, load_similarity_config
-from sim_consistency.data import read_dataset_list
 from sim_consistency.errors import ConfigError, MissingInputError
 from sim_consistency.io import atomic_write_text
-from sim_consistency.project import ProjectLocation
-from sim_consistency.similarity import (
-    consistency,
-    consistency_summary,
-    metric_slug,
-    model_set_pairs,
+from sim_consistency.outputs import METADATA_FILE, folder_plan_reason, json_digest, stored_key
+from sim_consistency.runtime import (
+    Datasets,
+    Force,
+    Launcher,
+    Models,
+    Stage,
+    Threads,
+    Wandb,
+    option,
+    run_stage,
 )
 from sim_consistency.stages._similarity_io import (
-    METADATA_FILE,
     SIMILARITY_CODE_VERSION,
-    digest,
-    plan_reason,
     read_similarity_matrix,
     save_heatmap,
-    stage_main,
-    stored_key,
     write_json,
 )
-from sim_consistency.threads import threads_metadata
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sim_consistency.config.similarity import MetricSpec
 
 __all__ = [
+    "STAGE",
     "ConsistencySettings",
     "WorkItem",
-    "add_arguments",
     "main",
     "parse_model_set",
     "plan",
     "restriction_name",
     "run_item",
-    "settings_from_args",
 ]
 
 log = logging.getLogger("sim_consistency.consistency")
@@ -73,22 +70,54 @@ SUMMARY_CSV = "summary.csv"
 OUTPUT_FILES = (SUMMARY_CSV, *(f"consistency_{m}.csv" for m in METHODS))
 
 
-@dataclass(frozen=True)
-class ConsistencySettings:
-    """Everything a run depends on, validated."""
+@dataclass(frozen=True, kw_only=True)
+class ConsistencySettings(Models, Datasets, Threads, Force, Launcher, Wandb):
+    """Everything a run depends on; :meth:`validated` loads the metrics and the model sets."""
 
-    project_root: Path
-    model_ids: tuple[str, ...]
-    datasets: tuple[str, ...]
-    metrics: tuple[MetricSpec, ...]
+    similarity_config: Path = option(
+        "configs/similarity/<name>.json: the metrics whose matrices are compared",
+        default=None,
+        required=True,
+    )
+    biased_cka: bool = option(
+        "CKA entries without 'unbiased' use the biased estimator (default: unbiased, as in "
+        "Rep2Rep)",
+        default=False,
+    )
+    set_a: tuple[Any, ...] = option(
+        "restrict to model pairs (a, b), a matching these metadata fields …",
+        default=(),
+        nargs="+",
+        metavar="KEY=VALUE",
+        shown_default="all pairs",
+    )
+    set_b: tuple[Any, ...] = option(
+        "… and b matching these", default=(), nargs="+", metavar="KEY=VALUE",
+        shown_default="same as --set_a",
+    )  # fmt: skip
+    #: Filled in by :meth:`validated`: the metrics, and each model's config metadata.
+    metrics: tuple[MetricSpec, ...] = ()
     model_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    set_a: tuple[tuple[str, str], ...] = ()
-    set_b: tuple[tuple[str, str], ...] = ()
-    force: bool = False
 
-    @property
-    def location(self) -> ProjectLocation:
-        return ProjectLocation(self.project_root)
+    def validated(self) -> ConsistencySettings:
+        from sim_consistency.config.similarity import load_similarity_config
+
+        s = super().validated()
+        if len(s.datasets) < 2:
+            raise ConfigError(
+                f"--datasets: consistency compares at least 2 datasets (got {list(s.datasets)})."
+            )
+        if s.set_b and not s.set_a:
+            raise ConfigError("--set_b needs --set_a (the first model set of the pairs).")
+        set_a = parse_model_set("--set_a", s.set_a)
+        specs = s.load_specs()
+        return replace(
+            s,
+            metrics=tuple(load_similarity_config(s.similarity_config, biased_cka=s.biased_cka)),
+            model_metadata={m: dict(specs[m].metadata) for m in s.model_ids},
+            set_a=set_a,
+            set_b=parse_model_set("--set_b", s.set_b) if s.set_b else set_a,
+        )
 
 
 @dataclass(frozen=True)
@@ -107,10 +136,16 @@ class WorkItem:
     reason: str  # "missing" | "stale" | "forced"
 
 
-def parse_model_set(flag: str, values: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """Return ``KEY=VALUE`` filters as sorted (key, value) pairs (raises ConfigError)."""
+def parse_model_set(flag: str, values: Sequence[Any]) -> tuple[tuple[str, str], ...]:
+    """Return ``KEY=VALUE`` filters as sorted (key, value) pairs (raises ConfigError).
+
+    Values already parsed into ``(key, value)`` pairs are kept.
+    """
     pairs = []
     for value in values:
+        if isinstance(value, tuple):
+            pairs.append(value)
+            continue
         key, sep, wanted = value.partition("=")
         if not sep or not key or not wanted:
             raise ConfigError(
@@ -134,6 +169,8 @@ def restriction_name(set_a: Sequence[tuple[str, str]], set_b: Sequence[tuple[str
 
 def _restricted_pairs(settings: ConsistencySettings) -> list[tuple[str, str]] | None:
     """Return the model pairs of the restriction, or ``None`` for all pairs."""
+    from sim_consistency.similarity import model_set_pairs
+
     if not settings.set_a:
         return None
     metadata = {m: settings.model_metadata.get(m, {}) for m in settings.model_ids}
@@ -142,6 +179,8 @@ def _restricted_pairs(settings: ConsistencySettings) -> list[tuple[str, str]] | 
 
 def plan(settings: ConsistencySettings) -> list[WorkItem]:
     """Return one work item per metric whose tables are missing or stale (all with force)."""
+    from sim_consistency.similarity import metric_slug
+
     loc = settings.location
     pairs = _restricted_pairs(settings)
     restriction = restriction_name(settings.set_a, settings.set_b)
@@ -159,7 +198,7 @@ def plan(settings: ConsistencySettings) -> list[WorkItem]:
                 )
             keys.append(key)
         folder = loc.consistency / slug / restriction
-        key = digest(
+        key = json_digest(
             {
                 "inputs": [list(p) for p in zip(settings.datasets, keys, strict=True)],
                 "model_ids": list(settings.model_ids),
@@ -167,7 +206,7 @@ def plan(settings: ConsistencySettings) -> list[WorkItem]:
                 "code_version": SIMILARITY_CODE_VERSION,
             }
         )
-        reason = plan_reason(folder, key, OUTPUT_FILES, settings.force)
+        reason = folder_plan_reason(folder, key, OUTPUT_FILES, settings.force)
         if reason is None:
             continue
         items.append(
@@ -187,8 +226,13 @@ def plan(settings: ConsistencySettings) -> list[WorkItem]:
     return items
 
 
-def run_item(item: WorkItem) -> Path:
+def run_item(settings: ConsistencySettings, item: WorkItem) -> Path:
     """Compute the consistency tables of one metric and write them; return the folder."""
+    import pandas as pd
+
+    from sim_consistency.similarity import consistency, consistency_summary
+    from sim_consistency.threads import threads_metadata
+
     (item.folder / METADATA_FILE).unlink(missing_ok=True)
     wanted = set(item.model_ids)
     matrices: dict[str, pd.DataFrame] = {}
@@ -238,71 +282,26 @@ def run_item(item: WorkItem) -> Path:
     return item.folder
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add this stage's own flags (the shared ones come from :mod:`stages.cli`)."""
-    parser.add_argument(
-        "--similarity_config",
-        required=True,
-        help="configs/similarity/<name>.json: the metrics whose matrices are compared",
-    )
-    parser.add_argument(
-        "--biased_cka",
-        action="store_true",
-        help="CKA entries without 'unbiased' use the biased estimator (default: unbiased, "
-        "as in Rep2Rep)",
-    )
-    parser.add_argument(
-        "--set_a",
-        nargs="+",
-        default=None,
-        metavar="KEY=VALUE",
-        help="restrict to model pairs (a, b), a matching these metadata fields …",
-    )
-    parser.add_argument(
-        "--set_b",
-        nargs="+",
-        default=None,
-        metavar="KEY=VALUE",
-        help="… and b matching these (default: same as --set_a)",
-    )
-
-
-def settings_from_args(args: argparse.Namespace) -> ConsistencySettings:
-    """Validate parsed flags into :class:`ConsistencySettings` (raises ConfigError)."""
-    location = ProjectLocation.resolve(args.project_root)
-    specs = load_models_config(args.models_config, base_dir=location.root)
-    model_ids = select_models(specs, args.model_key)
-    datasets = tuple(read_dataset_list(args.datasets))
-    if len(datasets) < 2:
-        raise ConfigError(
-            f"--datasets: consistency compares at least 2 datasets (got {list(datasets)})."
-        )
-    if args.set_b and not args.set_a:
-        raise ConfigError("--set_b needs --set_a (the first model set of the pairs).")
-    set_a = parse_model_set("--set_a", args.set_a or [])
-    set_b = parse_model_set("--set_b", args.set_b) if args.set_b else set_a
-    return ConsistencySettings(
-        project_root=location.root,
-        model_ids=tuple(model_ids),
-        datasets=datasets,
-        metrics=tuple(load_similarity_config(args.similarity_config, biased_cka=args.biased_cka)),
-        model_metadata={m: dict(specs[m].metadata) for m in model_ids},
-        set_a=set_a,
-        set_b=set_b,
-        force=args.force,
-    )
+STAGE = Stage(
+    name="consistency",
+    settings=ConsistencySettings,
+    description="Rep2Rep consistency of model×model similarity matrices across datasets.",
+    details="Writes results/consistency/<metric_slug>/<restriction>/: Pearson and Spearman "
+    "tables, heatmaps, summary.csv and metadata.json; up-to-date folders are reused.",
+    examples=(
+        "python scripts/consistency.py --models_config configs/models/demo.json "
+        "--datasets wds/digits wds/digits_noisy --similarity_config default",
+        "python scripts/consistency.py --models_config M.json --datasets D.txt "
+        "--similarity_config default --set_a objective=supervised --set_b objective=clip",
+    ),
+    plan=plan,
+    run=run_item,
+    outputs=lambda item: [item.folder],
+    label=lambda item: item.slug,
+    output_root=lambda settings: settings.location.consistency,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, plan, compute (locally or on SLURM); print a summary. Returns the exit code."""
-    return stage_main(
-        argv,
-        stage="consistency",
-        doc=__doc__,
-        add_arguments=add_arguments,
-        settings_from_args=settings_from_args,
-        plan=plan,
-        run_item=run_item,
-        label=lambda item: item.slug,
-        outputs=lambda item: [item.folder],
-    )
+    return run_stage(STAGE, argv)

@@ -14,16 +14,30 @@ outputs whose content key is current).
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sim_consistency.config.shipped import shipped_config
 from sim_consistency.project import ProjectLocation
-from sim_consistency.stages.cli import configure_logging, run_main
+from sim_consistency.runtime import (
+    StageSettings,
+    build_parser,
+    configure_logging,
+    option,
+    run_main,
+    settings_from_namespace,
+)
 
-__all__ = ["DEFAULT_MODELS_CONFIG", "DEMO_DATASETS", "DEMO_PROBE_SEEDS", "demo_steps", "main"]
+__all__ = [
+    "DEFAULT_MODELS_CONFIG",
+    "DEMO_DATASETS",
+    "DEMO_PROBE_SEEDS",
+    "DemoSettings",
+    "demo_steps",
+    "main",
+]
 
 #: The demo's configs, shipped with the package (``configs/models/demo.json``, …).
 DEFAULT_MODELS_CONFIG = shipped_config("models", "demo")
@@ -140,27 +154,30 @@ def demo_steps(
     ]
 
 
+@dataclass(frozen=True, kw_only=True)
+class DemoSettings(StageSettings):
+    """The demo's flags (it runs the stages in order; it is not a planned stage itself)."""
+
+    models_config: Path = option(
+        "models config",
+        default=DEFAULT_MODELS_CONFIG,
+        shown_default="the shipped configs/models/demo.json",
+    )
+    quick: bool = option("one barrier pair on a 5-point grid (tests)", default=False)
+    study: Path | None = option(
+        "training study JSON", default=None, shown_default="the built-in demo study"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/demo.py`` (``make demo``)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--project_root",
-        default=None,
-        help="project root (default: $SIMC_ROOT, else project_root in the checkout)",
+    parser = build_parser(
+        DemoSettings,
+        description=__doc__.split("\n\n")[0].removeprefix("Stage: "),
+        examples=("python scripts/demo.py", "python scripts/demo.py --project_root /tmp/demo"),
     )
-    parser.add_argument(
-        "--models_config",
-        default=str(DEFAULT_MODELS_CONFIG),
-        help="models config (default: the shipped configs/models/demo.json)",
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="one barrier pair on a 5-point grid (tests)"
-    )
-    parser.add_argument(
-        "--study", default=None, help="training study JSON (default: the built-in demo study)"
-    )
-    args = parser.parse_args(argv)
-    configure_logging()
+    args = settings_from_namespace(DemoSettings, parser.parse_args(argv))
+    configure_logging(args.verbose)
 
     def body() -> int:
         from sim_consistency.aggregate import write_aggregates

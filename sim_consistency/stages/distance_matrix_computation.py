@@ -27,52 +27,49 @@ precision are recorded in ``metadata.json``. Neither changes the numbers beyond 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
-import pandas as pd
 
-from sim_consistency.config import load_models_config, select_models
-from sim_consistency.config.similarity import MetricSpec, load_similarity_config
-from sim_consistency.data import read_dataset_list
 from sim_consistency.errors import ConfigError
-from sim_consistency.features import load_aligned_blocks
 from sim_consistency.io import atomic_output, atomic_write_text
-from sim_consistency.project import ProjectLocation
-from sim_consistency.similarity import describe_estimator, metric_slug, similarity_matrix
-from sim_consistency.similarity.streamed import (
-    DEFAULT_MEMORY_BUDGET,
-    check_device,
-    parse_memory_budget,
-    resolve_device,
+from sim_consistency.outputs import METADATA_FILE, folder_plan_reason, json_digest
+from sim_consistency.runtime import (
+    Datasets,
+    Device,
+    Force,
+    Launcher,
+    Models,
+    Stage,
+    Threads,
+    Wandb,
+    option,
+    run_stage,
 )
 from sim_consistency.stages._similarity_io import (
     MATRIX_CSV,
     MATRIX_H5,
-    METADATA_FILE,
     MODEL_IDS,
     SIMILARITY_CODE_VERSION,
     cache_attrs,
-    digest,
-    plan_reason,
     read_similarity_matrix,
     resolve_block,
-    stage_main,
     write_json,
 )
-from sim_consistency.threads import threads_metadata
+
+if TYPE_CHECKING:
+    from sim_consistency.config.similarity import MetricSpec
 
 __all__ = [
+    "STAGE",
     "MatrixSettings",
     "MetricOutput",
     "WorkItem",
-    "add_arguments",
     "main",
     "plan",
     "run_item",
@@ -82,24 +79,55 @@ __all__ = [
 log = logging.getLogger("sim_consistency.distance_matrix_computation")
 
 
-@dataclass(frozen=True)
-class MatrixSettings:
-    """Everything a run depends on, validated."""
+@dataclass(frozen=True, kw_only=True)
+class MatrixSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb):
+    """Everything a run depends on; :meth:`validated` loads the metrics and checks the flags."""
 
-    project_root: Path
-    model_ids: tuple[str, ...]
-    datasets: tuple[str, ...]
-    metrics: tuple[MetricSpec, ...]
-    split: str = "test"
-    block: str | None = None
-    normalize: bool = True
-    force: bool = False
-    device: str = "auto"
-    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    similarity_config: Path = option(
+        "configs/similarity/<name>.json: the metrics to compute", default=None, required=True
+    )
+    biased_cka: bool = option(
+        "CKA entries without 'unbiased' use the biased estimator (default: unbiased, as in "
+        "Rep2Rep)",
+        default=False,
+    )
+    split: str = option("dataset split of the caches", default="test")
+    block: str | None = option(
+        "block compared for every model",
+        default=None,
+        shown_default="rep2rep for entries with module_name, else its last block",
+    )
+    normalize: bool = option(
+        "L2-normalise each sample's features first (as Rep2Rep)",
+        default=True,
+        negatable=True,
+    )
+    memory_budget: int | str = option(
+        "working memory of the streamed RBF-CKA/RSA products (e.g. 512M, 4G); models are tiled "
+        "when one slab of all of them does not fit",
+        default="2G",
+    )
+    #: The metrics of ``--similarity_config`` (filled in by :meth:`validated`).
+    metrics: tuple[MetricSpec, ...] = ()
 
-    @property
-    def location(self) -> ProjectLocation:
-        return ProjectLocation(self.project_root)
+    def validated(self) -> MatrixSettings:
+        from sim_consistency.config.similarity import load_similarity_config
+        from sim_consistency.similarity.streamed import check_device, parse_memory_budget
+
+        s = super().validated()
+        if len(s.model_ids) < 2:
+            raise ConfigError(
+                f"--model_key: a similarity matrix needs at least 2 models (got {list(s.model_ids)})."
+            )
+        metrics = s.metrics
+        if s.similarity_config is not None:
+            metrics = load_similarity_config(s.similarity_config, biased_cka=s.biased_cka)
+        return replace(
+            s,
+            metrics=tuple(metrics),
+            device=check_device(s.device),
+            memory_budget=parse_memory_budget(s.memory_budget),
+        )
 
 
 @dataclass(frozen=True)
@@ -127,11 +155,13 @@ class WorkItem:
     normalize: bool
     outputs: tuple[MetricOutput, ...]
     device: str = "auto"
-    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    memory_budget: int = 2 << 30
 
 
 def plan(settings: MatrixSettings) -> list[WorkItem]:
     """Return one work item per dataset with the metrics whose output is missing or stale."""
+    from sim_consistency.similarity import metric_slug
+
     items: list[WorkItem] = []
     loc = settings.location
     for dataset in settings.datasets:
@@ -145,7 +175,7 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
         for spec in settings.metrics:
             slug = metric_slug(spec)
             folder = loc.similarity_dir(dataset, slug)
-            key = digest(
+            key = json_digest(
                 {
                     "inputs": [[m, keys[m]] for m in settings.model_ids],
                     "metric": spec.to_json(),
@@ -155,7 +185,9 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
                     "code_version": SIMILARITY_CODE_VERSION,
                 }
             )
-            reason = plan_reason(folder, key, (MATRIX_H5, MATRIX_CSV, MODEL_IDS), settings.force)
+            reason = folder_plan_reason(
+                folder, key, (MATRIX_H5, MATRIX_CSV, MODEL_IDS), settings.force
+            )
             if reason is None:
                 continue
             outputs.append(MetricOutput(spec, slug, folder, key, reason))
@@ -174,7 +206,7 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
                     normalize=settings.normalize,
                     outputs=tuple(outputs),
                     device=settings.device,
-                    memory_budget=settings.memory_budget,
+                    memory_budget=int(settings.memory_budget),
                 )
             )
     return items
@@ -188,6 +220,9 @@ def write_similarity_matrix(
     The old ``metadata.json`` is removed first, so a run that dies half-way leaves a folder
     without a content key, which the next plan rebuilds instead of trusting.
     """
+    import h5py
+    import pandas as pd
+
     (folder / METADATA_FILE).unlink(missing_ok=True)
     atomic_write_text(folder / MODEL_IDS, "\n".join(model_ids) + "\n")
     with (
@@ -203,8 +238,13 @@ def write_similarity_matrix(
     write_json(folder / METADATA_FILE, metadata)
 
 
-def run_item(item: WorkItem) -> list[Path]:
+def run_item(settings: MatrixSettings, item: WorkItem) -> list[Path]:
     """Compute and write every matrix of one dataset; return the output folders."""
+    from sim_consistency.features import load_aligned_blocks
+    from sim_consistency.similarity import describe_estimator, similarity_matrix
+    from sim_consistency.similarity.streamed import resolve_device
+    from sim_consistency.threads import threads_metadata
+
     # One read per cache file; keys checked to be identical across caches (else CacheError).
     _, _, features = load_aligned_blocks(item.cache_paths, item.block)
     n = features[0].shape[0]
@@ -264,72 +304,26 @@ def run_item(item: WorkItem) -> list[Path]:
     return written
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add this stage's own flags (the shared ones come from :mod:`stages.cli`)."""
-    parser.add_argument(
-        "--similarity_config",
-        required=True,
-        help="configs/similarity/<name>.json: the metrics to compute",
-    )
-    parser.add_argument(
-        "--biased_cka",
-        action="store_true",
-        help="CKA entries without 'unbiased' use the biased estimator (default: unbiased, "
-        "as in Rep2Rep)",
-    )
-    parser.add_argument("--split", default="test", help="dataset split of the caches")
-    parser.add_argument(
-        "--block",
-        default=None,
-        help="block compared for every model (default: rep2rep for entries with module_name, else its last block)",
-    )
-    parser.add_argument(
-        "--normalize",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="L2-normalise each sample's features first (Rep2Rep default: on)",
-    )
-    parser.add_argument(
-        "--memory_budget",
-        default="2G",
-        help="working memory of the streamed RBF-CKA/RSA products (e.g. 512M, 4G; default 2G); "
-        "models are tiled when one slab of all of them does not fit",
-    )
-
-
-def settings_from_args(args: argparse.Namespace) -> MatrixSettings:
-    """Validate parsed flags into :class:`MatrixSettings` (raises ConfigError)."""
-    location = ProjectLocation.resolve(args.project_root)
-    specs = load_models_config(args.models_config, base_dir=location.root)
-    model_ids = select_models(specs, args.model_key)
-    if len(model_ids) < 2:
-        raise ConfigError(
-            f"--model_key: a similarity matrix needs at least 2 models (got {model_ids})."
-        )
-    return MatrixSettings(
-        project_root=location.root,
-        model_ids=tuple(model_ids),
-        datasets=tuple(read_dataset_list(args.datasets)),
-        metrics=tuple(load_similarity_config(args.similarity_config, biased_cka=args.biased_cka)),
-        split=args.split,
-        block=args.block,
-        normalize=args.normalize,
-        force=args.force,
-        device=check_device(args.device),
-        memory_budget=parse_memory_budget(args.memory_budget),
-    )
+STAGE = Stage(
+    name="distance_matrix_computation",
+    settings=MatrixSettings,
+    description="Model×model similarity matrices per dataset and metric, from the feature cache.",
+    details="Writes model_similarities/<dataset_slug>/<metric_slug>/ (HDF5 + CSV + metadata.json); "
+    "up-to-date matrices are reused.",
+    examples=(
+        "python scripts/distance_matrix_computation.py --models_config configs/models/demo.json "
+        "--datasets wds/digits --similarity_config default",
+        "python scripts/distance_matrix_computation.py --models_config M.json --datasets D.txt "
+        "--similarity_config default --block blocks.5 --launcher slurm --slurm_config debug",
+    ),
+    plan=plan,
+    run=run_item,
+    outputs=lambda item: [o.folder for o in item.outputs],
+    label=lambda item: item.dataset,
+    output_root=lambda settings: settings.location.model_similarities,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, plan, compute (locally or on SLURM); print a summary. Returns the exit code."""
-    return stage_main(
-        argv,
-        stage="distance_matrix_computation",
-        doc=__doc__,
-        add_arguments=add_arguments,
-        settings_from_args=settings_from_args,
-        plan=plan,
-        run_item=run_item,
-        label=lambda item: item.dataset,
-        outputs=lambda item: [o.folder for o in item.outputs],
-    )
+    return run_stage(STAGE, argv)

@@ -19,28 +19,31 @@ consistency stage reads like its own. Rep2Rep's method keys are our metric slugs
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from sim_consistency.data import load_dataset, read_dataset_list
-from sim_consistency.data.subsets import keys_fingerprint
 from sim_consistency.errors import ConfigError, MissingInputError, SimcError
-from sim_consistency.features import FeatureCacheWriter, read_cache_attrs
-from sim_consistency.io import atomic_output, file_sha256
+from sim_consistency.io import atomic_output
+from sim_consistency.outputs import file_digest, json_digest, plan_reason, stored_key
 from sim_consistency.project import ProjectLocation, dataset_slug
-from sim_consistency.stages._similarity_io import (
-    SIMILARITY_CODE_VERSION,
-    digest,
-    stored_key,
-)
-from sim_consistency.stages.distance_matrix_computation import write_similarity_matrix
+from sim_consistency.runtime import Datasets, Force, Stage, option, run_stage_group
+from sim_consistency.stages._similarity_io import SIMILARITY_CODE_VERSION
 
-__all__ = ["import_features", "import_similarities", "main"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "FEATURES",
+    "SIMILARITIES",
+    "ImportFeaturesSettings",
+    "ImportSimilaritiesSettings",
+    "import_features",
+    "import_similarities",
+    "main",
+]
 
 log = logging.getLogger("sim_consistency.import_rep2rep")
 #: Bump when the import writes different numbers or keys for the same files.
@@ -49,6 +52,9 @@ _BLOCK = "rep2rep"
 
 
 def _load_tensor(path: Path, ndim: int) -> np.ndarray:
+    import numpy as np
+    import torch
+
     try:
         value = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -65,6 +71,10 @@ def _row_keys(
     location: ProjectLocation, dataset: str, split: str, targets: np.ndarray
 ) -> tuple[list[str], str]:
     """The local dataset's keys when it matches the rows, else positional keys."""
+    import numpy as np
+
+    from sim_consistency.data import load_dataset
+
     try:
         data = load_dataset(dataset, split, location=location)
     except SimcError:
@@ -98,6 +108,11 @@ def import_features(
         ConfigError: unreadable files, row counts that differ, labels that contradict the
             local dataset.
     """
+    import numpy as np
+
+    from sim_consistency.data.subsets import keys_fingerprint
+    from sim_consistency.features import FeatureCacheWriter
+
     folder = Path(rep2rep_root) / "features" / dataset_slug(dataset) / model_id
     feats, targs = folder / f"features_{split}.pt", folder / f"targets_{split}.pt"
     for path in (feats, targs):
@@ -110,8 +125,8 @@ def import_features(
             f"{folder}: {len(features)} feature rows but {len(targets)} targets for {split}."
         )
     keys, key_source = _row_keys(location, dataset, split, targets)
-    sources = {"features_sha256": file_sha256(feats), "targets_sha256": file_sha256(targs)}
-    key = digest(
+    sources = {"features_sha256": file_digest(feats), "targets_sha256": file_digest(targs)}
+    key = json_digest(
         {
             "source": "rep2rep_import",
             **sources,
@@ -123,9 +138,7 @@ def import_features(
         }
     )
     output = location.feature_file(dataset, split, model_id)
-    existing = read_cache_attrs(output)
-    if not force and existing is not None and existing.get("content_key") == key:
-        log.info("%s: up to date (content key %s…), skipped", output, key[:10])
+    if plan_reason(output, key, stored_key(output), force=force) is None:
         return None
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(output) as tmp:
@@ -177,6 +190,10 @@ def import_similarities(
         MissingInputError: no Rep2Rep similarity folder for ``dataset``, or no model ids.
         ConfigError: a matrix that is not square or does not match its model ids.
     """
+    import numpy as np
+
+    from sim_consistency.stages.distance_matrix_computation import write_similarity_matrix
+
     root = Path(rep2rep_root) / "model_similarities" / dataset_slug(dataset)
     if not root.is_dir():
         raise MissingInputError(f"{root}: no Rep2Rep similarity folder for {dataset}.")
@@ -201,16 +218,15 @@ def import_similarities(
                 f"{len(model_ids)} model ids of {ids_file}."
             )
         out = location.similarity_dir(dataset, folder.name)
-        key = digest(
+        key = json_digest(
             {
                 "source": "rep2rep_import",
-                "matrix_sha256": file_sha256(folder / "similarity_matrix.pt"),
+                "matrix_sha256": file_digest(folder / "similarity_matrix.pt"),
                 "model_ids": model_ids,
                 "code_version": SIMILARITY_CODE_VERSION,
             }
         )
-        if stored_key(out) == key:
-            log.info("%s: up to date, skipped", out)
+        if plan_reason(out, key, stored_key(out)) is None:
             continue
         out.mkdir(parents=True, exist_ok=True)
         metadata = {
@@ -226,51 +242,124 @@ def import_similarities(
     return written
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="import_rep2rep.py", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="what", required=True)
-    for name in ("features", "similarities"):
-        p = sub.add_parser(name)
-        p.add_argument("--project_root", default=None)
-        p.add_argument("--rep2rep_root", required=True, help="Rep2Rep's project root")
-        p.add_argument("--datasets", nargs="+", required=True, help="names or .txt lists")
-        if name == "features":
-            p.add_argument("--splits", nargs="+", default=["train", "test"])
-            p.add_argument("--model_key", nargs="+", default=None, help="default: every folder")
-            p.add_argument("--force", action="store_true")
-        else:
-            p.add_argument("--model_ids", type=Path, default=None, help="model ids file")
-            p.add_argument("--methods", nargs="+", default=None, help="method keys to import")
-    return parser
+@dataclass(frozen=True, kw_only=True)
+class _ImportSettings(Datasets):
+    rep2rep_root: Path = option("Rep2Rep's project root", default=None, required=True)
+    datasets: tuple[str, ...] = option(
+        "dataset names or .txt files with one name per line", default=(), nargs="+", required=True
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportFeaturesSettings(_ImportSettings, Force):
+    """``features``: Rep2Rep feature folders into feature caches."""
+
+    splits: tuple[str, ...] = option("dataset splits", default=("train", "test"), nargs="+")
+    model_ids: tuple[str, ...] = option(
+        "only these model folders", default=(), flag="--model_key", nargs="+",
+        shown_default="every folder",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportSimilaritiesSettings(_ImportSettings):
+    """``similarities``: Rep2Rep similarity matrices into model_similarities/."""
+
+    model_ids_file: Path | None = option(
+        "model ids file (one per line, the matrices' order)",
+        default=None,
+        flag="--model_ids",
+        type=Path,
+        shown_default="model_ids.txt next to each matrix",
+    )
+    methods: tuple[str, ...] | None = option(
+        "method keys to import", default=None, nargs="+", shown_default="all"
+    )
+
+
+@dataclass(frozen=True)
+class FeatureImport:
+    """One Rep2Rep feature file to import: a model on a dataset split."""
+
+    dataset: str
+    split: str
+    model_id: str
+    output: Path
+
+
+def plan_features(settings: ImportFeaturesSettings) -> list[FeatureImport]:
+    """Return every (dataset, model folder, split) to import; each decides if it is current."""
+    items = []
+    for dataset in settings.datasets:
+        base = Path(settings.rep2rep_root) / "features" / dataset_slug(dataset)
+        model_ids = settings.model_ids or sorted(p.name for p in base.glob("*") if p.is_dir())
+        if not model_ids:
+            raise MissingInputError(f"{base}: no Rep2Rep model folders.")
+        for model_id in model_ids:
+            for split in settings.splits:
+                output = settings.location.feature_file(dataset, split, model_id)
+                items.append(FeatureImport(dataset, split, model_id, output))
+    return items
+
+
+def run_features(settings: ImportFeaturesSettings, item: FeatureImport) -> Path | None:
+    """Import one feature file (None: it was up to date)."""
+    return import_features(
+        settings.location,
+        Path(settings.rep2rep_root),
+        item.dataset,
+        item.split,
+        item.model_id,
+        force=settings.force,
+    )
+
+
+def run_similarities(settings: ImportSimilaritiesSettings, dataset: str) -> list[Path]:
+    """Import every similarity matrix of one dataset; return the written folders."""
+    return import_similarities(
+        settings.location,
+        Path(settings.rep2rep_root),
+        dataset,
+        model_ids_file=settings.model_ids_file,
+        methods=settings.methods,
+    )
+
+
+FEATURES = Stage(
+    name="import_rep2rep_features",
+    settings=ImportFeaturesSettings,
+    description="Import Rep2Rep feature folders as feature caches (block rep2rep).",
+    examples=(
+        "python scripts/import_rep2rep.py features --rep2rep_root ../rep2rep "
+        "--datasets wds/vtab/cifar10 --splits train test",
+    ),
+    plan=plan_features,
+    run=run_features,
+    outputs=lambda item: [item.output],
+    label=lambda item: f"{item.model_id}@{item.dataset}:{item.split}",
+    output_root=lambda settings: settings.location.features,
+)
+
+SIMILARITIES = Stage(
+    name="import_rep2rep_similarities",
+    settings=ImportSimilaritiesSettings,
+    description="Import Rep2Rep similarity matrices into model_similarities/.",
+    examples=(
+        "python scripts/import_rep2rep.py similarities --rep2rep_root ../rep2rep "
+        "--datasets wds/vtab/cifar10 wds/vtab/pets",
+    ),
+    plan=lambda settings: list(settings.datasets),
+    run=run_similarities,
+    outputs=lambda dataset: [],
+    label=str,
+    output_root=lambda settings: settings.location.model_similarities,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one import; print what was written. Returns the exit code (2 on bad input)."""
-    args = _parser().parse_args(argv)
-    try:
-        location = ProjectLocation.resolve(args.project_root).create()
-        root = Path(args.rep2rep_root)
-        datasets = read_dataset_list(args.datasets)
-        written: list[Path] = []
-        if args.what == "features":
-            for dataset in datasets:
-                base = root / "features" / dataset_slug(dataset)
-                model_ids = args.model_key or sorted(p.name for p in base.glob("*") if p.is_dir())
-                if not model_ids:
-                    raise MissingInputError(f"{base}: no Rep2Rep model folders.")
-                for model_id in model_ids:
-                    for split in args.splits:
-                        out = import_features(
-                            location, root, dataset, split, model_id, force=args.force
-                        )
-                        written += [out] if out else []
-        else:
-            for dataset in datasets:
-                written += import_similarities(
-                    location, root, dataset, model_ids_file=args.model_ids, methods=args.methods
-                )
-    except SimcError as exc:
-        print(f"error: {exc}")
-        return 2
-    print(f"imported {len(written)} output(s)" + "".join(f"\n  {p}" for p in written))
-    return 0
+    """Run one import (``features`` or ``similarities``); print what was written."""
+    return run_stage_group(
+        {"features": FEATURES, "similarities": SIMILARITIES},
+        argv,
+        description=__doc__.split("\n")[0].removeprefix("Stage: "),
+    )

@@ -20,48 +20,47 @@ One work item is one dataset: each model's cache is read once, each block's CKA 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-import h5py
 import numpy as np
-import pandas as pd
 
-from sim_consistency.config import load_models_config, select_models
-from sim_consistency.data import read_dataset_list
 from sim_consistency.errors import ConfigError
-from sim_consistency.features import check_same_keys, open_cache
 from sim_consistency.io import atomic_output, atomic_write_text
-from sim_consistency.progress import progress_bar
-from sim_consistency.project import ProjectLocation, dataset_slug
-from sim_consistency.similarity import block_stats, choose_space, cka_grid_from_stats, l2_normalize
+from sim_consistency.outputs import METADATA_FILE, folder_plan_reason, json_digest
+from sim_consistency.project import dataset_slug
+from sim_consistency.runtime import (
+    Datasets,
+    Force,
+    Launcher,
+    Models,
+    Stage,
+    Threads,
+    Wandb,
+    option,
+    run_stage,
+)
 from sim_consistency.stages._similarity_io import (
-    METADATA_FILE,
     SIMILARITY_CODE_VERSION,
     cache_attrs,
-    digest,
-    plan_reason,
     save_heatmap,
     save_profile_plot,
-    stage_main,
     write_json,
 )
-from sim_consistency.threads import threads_metadata
 
 __all__ = [
+    "STAGE",
     "LayerCkaSettings",
     "WorkItem",
-    "add_arguments",
     "main",
     "model_pairs",
+    "pair_name",
     "plan",
     "run_item",
-    "settings_from_args",
 ]
 
 log = logging.getLogger("sim_consistency.layer_cka")
@@ -74,23 +73,40 @@ HEATMAPS = "heatmaps"
 OUTPUT_FILES = (GRIDS_H5, TIDY_CSV, PROFILE_CSV, PROFILE_STEM + ".png", PROFILE_STEM + ".pdf")
 
 
-@dataclass(frozen=True)
-class LayerCkaSettings:
-    """Everything a run depends on, validated."""
+@dataclass(frozen=True, kw_only=True)
+class LayerCkaSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
+    """Everything a run depends on; :meth:`validated` puts the reference among the models."""
 
-    project_root: Path
-    model_ids: tuple[str, ...]
-    datasets: tuple[str, ...]
-    reference: str
-    pairs: Literal["reference", "all"] = "reference"
-    split: str = "test"
-    unbiased: bool = False
-    normalize: bool = True
-    force: bool = False
+    reference: str = option("model id every grid is taken against", default=None, required=True)
+    pairs: Literal["reference", "all"] = option(
+        "reference: reference vs every other model; all: every model pair",
+        default="reference",
+        choices=("reference", "all"),
+    )
+    split: str = option("dataset split of the caches", default="test")
+    unbiased: bool = option(
+        "unbiased HSIC estimator (Song et al. 2012) instead of the biased one",
+        default=False,
+        negatable=True,
+    )
+    normalize: bool = option(
+        "L2-normalise each sample's features first (as Rep2Rep)", default=True, negatable=True
+    )
 
-    @property
-    def location(self) -> ProjectLocation:
-        return ProjectLocation(self.project_root)
+    def validated(self) -> LayerCkaSettings:
+        s = super().validated()
+        specs = s.load_specs()
+        if s.reference not in specs:
+            raise ConfigError(
+                f"--reference: unknown model id {s.reference!r}. Known: {', '.join(specs)}."
+            )
+        model_ids = s.model_ids if s.reference in s.model_ids else (s.reference, *s.model_ids)
+        if len(model_ids) < 2:
+            raise ConfigError(
+                f"--model_key: layer_cka needs the reference and at least one other model "
+                f"(got {list(model_ids)})."
+            )
+        return replace(s, model_ids=tuple(model_ids))
 
 
 @dataclass(frozen=True)
@@ -138,7 +154,7 @@ def plan(settings: LayerCkaSettings) -> list[WorkItem]:
         attrs = cache_attrs(loc, dataset, settings.split, settings.model_ids)
         keys = tuple(str(attrs[m].get("content_key", "")) for m in settings.model_ids)
         folder = loc.layer_cka / dataset_slug(dataset)
-        key = digest(
+        key = json_digest(
             {
                 "inputs": [list(p) for p in zip(settings.model_ids, keys, strict=True)],
                 "reference": settings.reference,
@@ -150,7 +166,7 @@ def plan(settings: LayerCkaSettings) -> list[WorkItem]:
                 "figures_version": FIGURES_VERSION,
             }
         )
-        reason = plan_reason(folder, key, OUTPUT_FILES, settings.force)
+        reason = folder_plan_reason(folder, key, OUTPUT_FILES, settings.force)
         if reason is None:
             continue
         items.append(
@@ -176,6 +192,8 @@ def plan(settings: LayerCkaSettings) -> list[WorkItem]:
 
 def _load_all_blocks(item: WorkItem) -> dict[str, tuple[list[str], list[np.ndarray]]]:
     """Read every block of every model once: ``{model_id: (block_names, arrays)}``."""
+    from sim_consistency.features import check_same_keys, open_cache
+
     out: dict[str, tuple[list[str], list[np.ndarray]]] = {}
     ref_keys = ref_path = None
     for model_id, path in zip(item.model_ids, item.cache_paths, strict=True):
@@ -201,8 +219,20 @@ def _diagonal(
     ]
 
 
-def run_item(item: WorkItem) -> Path:
+def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
     """Compute every grid of one dataset and write the outputs; return the folder."""
+    import h5py
+    import pandas as pd
+
+    from sim_consistency.progress import progress_bar
+    from sim_consistency.similarity import (
+        block_stats,
+        choose_space,
+        cka_grid_from_stats,
+        l2_normalize,
+    )
+    from sim_consistency.threads import threads_metadata
+
     start = time.perf_counter()
     (item.folder / METADATA_FILE).unlink(missing_ok=True)
     blocks = _load_all_blocks(item)
@@ -339,69 +369,26 @@ def run_item(item: WorkItem) -> Path:
     return item.folder
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add this stage's own flags (the shared ones come from :mod:`stages.cli`)."""
-    parser.add_argument("--reference", required=True, help="model id every grid is taken against")
-    parser.add_argument(
-        "--pairs",
-        choices=["reference", "all"],
-        default="reference",
-        help="reference: reference vs every other model (default); all: every model pair",
-    )
-    parser.add_argument("--split", default="test", help="dataset split of the caches")
-    parser.add_argument(
-        "--unbiased",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="unbiased HSIC estimator (Song et al. 2012) instead of the biased one",
-    )
-    parser.add_argument(
-        "--normalize",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="L2-normalise each sample's features first (Rep2Rep default: on)",
-    )
-
-
-def settings_from_args(args: argparse.Namespace) -> LayerCkaSettings:
-    """Validate parsed flags into :class:`LayerCkaSettings` (raises ConfigError)."""
-    location = ProjectLocation.resolve(args.project_root)
-    specs = load_models_config(args.models_config, base_dir=location.root)
-    model_ids = select_models(specs, args.model_key)
-    if args.reference not in specs:
-        raise ConfigError(
-            f"--reference: unknown model id {args.reference!r}. Known: {', '.join(specs)}."
-        )
-    if args.reference not in model_ids:
-        model_ids = [args.reference, *model_ids]
-    if len(model_ids) < 2:
-        raise ConfigError(
-            f"--model_key: layer_cka needs the reference and at least one other model "
-            f"(got {model_ids})."
-        )
-    return LayerCkaSettings(
-        project_root=location.root,
-        model_ids=tuple(model_ids),
-        datasets=tuple(read_dataset_list(args.datasets)),
-        reference=args.reference,
-        pairs=args.pairs,
-        split=args.split,
-        unbiased=args.unbiased,
-        normalize=args.normalize,
-        force=args.force,
-    )
+STAGE = Stage(
+    name="layer_cka",
+    settings=LayerCkaSettings,
+    description="Block×block linear CKA grids between a reference model and the others.",
+    details="Writes results/layer_cka/<dataset_slug>/: cka_grids.h5, layer_cka.csv, heatmaps, "
+    "the diagonal profile and metadata.json; up-to-date folders are reused.",
+    examples=(
+        "python scripts/layer_cka.py --models_config configs/models/demo.json "
+        "--datasets wds/digits --reference rn_w0",
+        "python scripts/layer_cka.py --models_config M.json --datasets wds/digits "
+        "--reference w0 --pairs all --unbiased",
+    ),
+    plan=plan,
+    run=run_item,
+    outputs=lambda item: [item.folder],
+    label=lambda item: item.dataset,
+    output_root=lambda settings: settings.location.layer_cka,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, plan, compute (locally or on SLURM); print a summary. Returns the exit code."""
-    return stage_main(
-        argv,
-        stage="layer_cka",
-        doc=__doc__,
-        add_arguments=add_arguments,
-        settings_from_args=settings_from_args,
-        plan=plan,
-        run_item=run_item,
-        label=lambda item: item.dataset,
-        outputs=lambda item: [item.folder],
-    )
+    return run_stage(STAGE, argv)

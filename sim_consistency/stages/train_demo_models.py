@@ -14,42 +14,35 @@ digest, parent's weights), plus every run forked from one of them; :func:`run_it
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sim_consistency.data import read_dataset_list
 from sim_consistency.errors import ConfigError
-from sim_consistency.project import ProjectLocation
-from sim_consistency.stages.cli import (
-    parse_stage_args,
-    run_main,
+from sim_consistency.outputs import note_reused
+from sim_consistency.runtime import (
+    Datasets,
+    Device,
+    Force,
+    Launcher,
+    Stage,
+    Threads,
+    Wandb,
+    option,
+    run_stage,
 )
-from sim_consistency.stages.feature_extraction import resolve_device
-from sim_consistency.tracking import start_tracking
-from sim_consistency.training import (
-    DEMO_STUDY,
-    DemoStudy,
-    TrainingData,
-    TrainingRun,
-    arch_specs,
-    load_study,
-    load_training_data,
-    read_checkpoint_metadata,
-    run_key,
-    stale_reason,
-    study_runs,
-    torch_threads,
-    train_run,
-    write_models_config,
-)
+
+if TYPE_CHECKING:
+    from sim_consistency.launch import LaunchReport
+    from sim_consistency.tracking import Tracker
+    from sim_consistency.training import DemoStudy, TrainingData, TrainingRun
 
 __all__ = [
+    "STAGE",
     "TrainSettings",
     "WorkItem",
-    "add_arguments",
     "main",
     "plan",
     "run_item",
@@ -59,19 +52,43 @@ __all__ = [
 log = logging.getLogger("sim_consistency.train_demo_models")
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything a train_demo_models run depends on."""
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings(Datasets, Device, Threads, Force, Launcher, Wandb):
+    """Everything a train_demo_models run depends on.
 
-    project_root: Path
-    study: DemoStudy = DEMO_STUDY
-    device: str = "auto"
-    force: bool = False
-    progress: bool = True
+    ``study`` is a :class:`~sim_consistency.training.DemoStudy` once validated (``--study``
+    names a JSON file of its fields; default: the built-in study, on ``--datasets``).
+    """
 
-    @property
-    def location(self) -> ProjectLocation:
-        return ProjectLocation(self.project_root)
+    study: Any = option(
+        "JSON with DemoStudy fields", default=None, shown_default="the built-in study"
+    )
+    write_models_config: Path | None = option(
+        "write/update this models config with the trained checkpoints' entries", default=None
+    )
+    progress: bool = option("progress bars", default=True, negatable=True)
+
+    def validated(self) -> TrainSettings:
+        from sim_consistency.training import DEMO_STUDY, DemoStudy, load_study
+
+        s = super().validated()
+        if s.launcher != "local":
+            raise ConfigError(
+                "--launcher slurm is not available for train_demo_models (a few CPU minutes); "
+                "use --launcher local."
+            )
+        study = s.study
+        if study is None:
+            study = DEMO_STUDY
+        elif not isinstance(study, DemoStudy):
+            study = load_study(study)
+        if len(s.datasets) != 1:
+            raise ConfigError(
+                f"--datasets: training uses exactly one dataset (got {', '.join(s.datasets)})."
+            )
+        if s.datasets[0] != study.dataset:
+            study = DemoStudy(**{**study.__dict__, "dataset": s.datasets[0]})
+        return replace(s, study=study)
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,8 @@ class WorkItem:
 
 def _keys(study: DemoStudy) -> dict[str, str]:
     """Content key of every run of ``study`` (parents hashed into children)."""
+    from sim_consistency.training import arch_specs, run_key, study_runs
+
     specs = arch_specs(study)
     keys: dict[str, str] = {}
     owner: dict[str, str] = {}  # checkpoint id -> run id that writes it
@@ -100,6 +119,8 @@ def _keys(study: DemoStudy) -> dict[str, str]:
 
 def plan(settings: TrainSettings) -> list[WorkItem]:
     """Return the runs to train, parents first; current ones are skipped (logged)."""
+    from sim_consistency.training import stale_reason, study_runs
+
     keys = _keys(settings.study)
     scheduled: set[str] = set()  # checkpoint ids that will be rewritten
     items: list[WorkItem] = []
@@ -113,6 +134,7 @@ def plan(settings: TrainSettings) -> list[WorkItem]:
             reason = stale_reason(settings.location, run, key)
         if reason is None:
             log.info("%s: up to date, skipped", run.model_id)
+            note_reused(run.model_id)
             continue
         scheduled.update(run.output_ids)
         items.append(WorkItem(run, key, reason))
@@ -122,7 +144,11 @@ def plan(settings: TrainSettings) -> list[WorkItem]:
 def run_item(
     settings: TrainSettings, item: WorkItem, data: TrainingData | None = None
 ) -> list[Path]:
-    """Train one run (``data``: its arch's preprocessed splits, loaded if not given)."""
+    """Train one run (``data``: its arch's preprocessed splits, loaded once per arch if not
+    given)."""
+    from sim_consistency.device import resolve_device
+    from sim_consistency.training import arch_specs, train_run
+
     specs = arch_specs(settings.study)
     if data is None:
         data = _training_data(settings, item.run.arch)
@@ -138,8 +164,22 @@ def run_item(
     )
 
 
+#: Preprocessed splits of the last archs trained: the runs of one arch load them once.
+_DATA: dict[tuple[str, str], TrainingData] = {}
+
+
 def _training_data(settings: TrainSettings, arch: str) -> TrainingData:
+    key = (repr((settings.project_root, settings.study)), arch)
+    if key not in _DATA:
+        if len(_DATA) >= 2:
+            _DATA.pop(next(iter(_DATA)))
+        _DATA[key] = _load_training_data(settings, arch)
+    return _DATA[key]
+
+
+def _load_training_data(settings: TrainSettings, arch: str) -> TrainingData:
     from sim_consistency.models import create_model
+    from sim_consistency.training import arch_specs, load_training_data, torch_threads
 
     specs = arch_specs(settings.study)
     with torch_threads(1):
@@ -149,6 +189,8 @@ def _training_data(settings: TrainSettings, arch: str) -> TrainingData:
 
 def summary_rows(settings: TrainSettings) -> list[dict]:
     """One row per trained checkpoint of the study: role, epochs, accuracies, distance."""
+    from sim_consistency.training import read_checkpoint_metadata, study_runs
+
     rows = []
     for run in study_runs(settings.study):
         for model_id in run.output_ids:
@@ -167,79 +209,51 @@ def summary_rows(settings: TrainSettings) -> list[dict]:
     return rows
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """This stage's own flags."""
-    parser.add_argument(
-        "--study", default=None, help="JSON with DemoStudy fields (default: the built-in study)"
-    )
-    parser.add_argument(
-        "--write_models_config",
-        default=None,
-        help="write/update this models config with the trained checkpoints' entries",
-    )
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="progress bars",
-    )
+def _track(
+    tracker: Tracker, settings: TrainSettings, items: list[WorkItem], report: LaunchReport
+) -> None:
+    tracker.log_metrics({"n_trained": len(report.results())})
+    tracker.log_table("checkpoints", summary_rows(settings))
 
 
-def settings_from_args(args: argparse.Namespace) -> TrainSettings:
-    """Validate parsed flags into :class:`TrainSettings` (raises ConfigError)."""
-    study = DEMO_STUDY if args.study is None else load_study(args.study)
-    datasets = read_dataset_list(args.datasets)
-    if len(datasets) != 1:
-        raise ConfigError(
-            f"--datasets: training uses exactly one dataset (got {', '.join(datasets)})."
+def _finish(settings: TrainSettings, items: list[WorkItem], report: LaunchReport) -> None:
+    """Write the models config (``--write_models_config``) and print the checkpoints' table."""
+    from sim_consistency.training import write_models_config
+
+    if settings.write_models_config:
+        written = write_models_config(settings.study, settings.write_models_config)
+        print(f"train_demo_models: models config written to {written}")
+    print(f"train_demo_models: {len(items)} run(s) trained under {settings.location.models}")
+    print(f"{'model_id':<24} {'role':<10} {'epoch':>5} {'val':>6} {'test':>6} {'dist':>7}")
+    for row in summary_rows(settings):
+        print(
+            f"{row['model_id']:<24} {row['role'] or '-':<10} {row['analysis_epoch'] or 0:>5} "
+            f"{row['val_acc'] or 0:>6.3f} {row['test_acc'] or 0:>6.3f} "
+            f"{row['distance_to_start'] or 0:>7.4f}"
         )
-    if datasets[0] != study.dataset:
-        study = DemoStudy(**{**study.__dict__, "dataset": datasets[0]})
-    return TrainSettings(
-        project_root=ProjectLocation.resolve(args.project_root).root,
-        study=study,
-        device=args.device,
-        force=args.force,
-        progress=args.progress,
-    )
+
+
+STAGE = Stage(
+    name="train_demo_models",
+    settings=TrainSettings,
+    description="Train the demo's own small real models on digits (W0, fine-tuned, branched).",
+    details="Writes models/<id>.safetensors + models/<id>.json for every run of the study; "
+    "runs whose content key is current are reused (local launcher only).",
+    examples=(
+        "python scripts/train_demo_models.py --project_root project_root",
+        "python scripts/train_demo_models.py --study my_study.json "
+        "--write_models_config configs/models/demo_trained.json",
+    ),
+    plan=plan,
+    run=run_item,
+    outputs=lambda item: [],
+    label=lambda item: item.run.model_id,
+    output_root=lambda settings: settings.location.models,
+    track=_track,
+    finish=_finish,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, plan, train; print a summary table. Returns the exit code."""
-    args = parse_stage_args(__doc__, add_arguments, argv, needs_models=False)
-
-    def body() -> int:
-        if args.launcher != "local":
-            raise ConfigError(
-                "--launcher slurm is not available for train_demo_models (a few CPU minutes); "
-                "use --launcher local."
-            )
-        settings = settings_from_args(args)
-        with start_tracking(
-            args.wandb,
-            stage="train_demo_models",
-            config={"study": asdict(settings.study), "device": settings.device},
-            location=settings.location,
-        ) as tracker:
-            items = plan(settings)
-            data: dict[str, TrainingData] = {}
-            for item in items:
-                if item.run.arch not in data:
-                    data[item.run.arch] = _training_data(settings, item.run.arch)
-                run_item(settings, item, data[item.run.arch])
-            tracker.log_metrics({"n_trained": len(items)})
-            tracker.log_table("checkpoints", summary_rows(settings))
-        if args.write_models_config:
-            written = write_models_config(settings.study, args.write_models_config)
-            print(f"train_demo_models: models config written to {written}")
-        print(f"train_demo_models: {len(items)} run(s) trained under {settings.location.models}")
-        print(f"{'model_id':<24} {'role':<10} {'epoch':>5} {'val':>6} {'test':>6} {'dist':>7}")
-        for row in summary_rows(settings):
-            print(
-                f"{row['model_id']:<24} {row['role'] or '-':<10} {row['analysis_epoch'] or 0:>5} "
-                f"{row['val_acc'] or 0:>6.3f} {row['test_acc'] or 0:>6.3f} "
-                f"{row['distance_to_start'] or 0:>7.4f}"
-            )
-        return 0
-
-    return run_main(body)
+    return run_stage(STAGE, argv)

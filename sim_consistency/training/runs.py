@@ -16,7 +16,6 @@ checkpoint that looks finished.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ import torch
 from sim_consistency.errors import ConfigError
 from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.models.checkpoints import load_state_dict_file, state_dict_sha256
+from sim_consistency.outputs import json_digest
 from sim_consistency.project import ProjectLocation
 from sim_consistency.training.loop import FitOptions
 
@@ -137,10 +137,6 @@ class TrainingRun:
         }
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
 def run_key(
     run: TrainingRun, *, arch_recipe: Mapping[str, Any], dataset: str, parent_key: str | None
 ) -> str:
@@ -154,7 +150,7 @@ def run_key(
     """
     from sim_consistency.data.digits import BUILDER_VERSION
 
-    return _digest(
+    return json_digest(
         {
             "schema_version": TRAINING_SCHEMA_VERSION,
             "recipe": run.recipe(),

@@ -221,12 +221,9 @@ def test_metadata_edit_relabels_tables_without_recomputing(probe_project, tmp_pa
     entries = json.loads(Path(config).read_text())
     entries["vit"]["metadata"] = {"role": "finetuned", "run_group": "g1"}
     Path(config).write_text(json.dumps(entries))
-    specs_settings = stage.settings_from_args(
-        stage.parse_stage_args(
-            stage.__doc__, stage.add_arguments,
-            ["--project_root", str(location.root), "--models_config", config,
-             "--datasets", DATASET, "--seeds", "0"],
-        )
+    specs_settings = stage.STAGE.parse(
+        ["--project_root", str(location.root), "--models_config", config,
+         "--datasets", DATASET, "--seeds", "0"],
     )  # fmt: skip
     assert [(i.model_id, i.reason) for i in plan(specs_settings)] == [("vit", "metadata")]
     assert _main(location, config, "--seeds", "0") == 0

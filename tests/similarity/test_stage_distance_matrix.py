@@ -123,37 +123,18 @@ def test_each_cache_read_once_per_job(similarity_project, metrics_config, tmp_pa
 
 
 def test_up_to_date_outputs_are_skipped_stale_ones_rebuilt(computed, metrics_config):
-    settings = stage.settings_from_args(_parse(_args(computed, metrics_config)))
+    settings = stage.STAGE.parse(_args(computed, metrics_config))
     assert stage.plan(settings) == []
-    forced = stage.plan(
-        stage.settings_from_args(_parse(_args(computed, metrics_config, "--force")))
-    )
+    forced = stage.plan(stage.STAGE.parse(_args(computed, metrics_config, "--force")))
     assert [o.reason for o in forced[0].outputs] == ["forced"] * 5
-    other = stage.plan(
-        stage.settings_from_args(_parse(_args(computed, metrics_config, "--no-normalize")))
-    )
+    other = stage.plan(stage.STAGE.parse(_args(computed, metrics_config, "--no-normalize")))
     assert [o.reason for o in other[0].outputs] == ["stale"] * 5
     block = stage.plan(
-        stage.settings_from_args(
-            _parse(
-                _args(
-                    computed, metrics_config, "--block", "blocks.0", "--model_key", "vit_a", "vit_b"
-                )
-            )
+        stage.STAGE.parse(
+            _args(computed, metrics_config, "--block", "blocks.0", "--model_key", "vit_a", "vit_b")
         )
     )
     assert [o.reason for o in block[0].outputs] == ["stale"] * 5
-
-
-def _parse(argv):
-    import argparse
-
-    from sim_consistency.stages.cli import add_common_arguments
-
-    parser = argparse.ArgumentParser()
-    add_common_arguments(parser)
-    stage.add_arguments(parser)
-    return parser.parse_args(argv)
 
 
 def test_mismatched_keys_name_both_files_and_write_nothing(
@@ -221,14 +202,14 @@ def test_wandb_writes_an_offline_run(similarity_project, metrics_config, tmp_pat
 
 def test_planner_removes_a_killed_runs_partial_files(tmp_path):
     from sim_consistency.io import atomic_output, partial_path
-    from sim_consistency.stages._similarity_io import plan_reason
+    from sim_consistency.outputs import folder_plan_reason
 
     folder = tmp_path / "out"
     folder.mkdir()
     leftover = partial_path(folder / "similarity_matrix.h5")
     leftover.write_bytes(b"half")
     with atomic_output(folder / "model_ids.txt") as live:  # a concurrent writer's: kept
-        assert plan_reason(folder, "k", ("similarity_matrix.h5", "model_ids.txt"), False)
+        assert folder_plan_reason(folder, "k", ("similarity_matrix.h5", "model_ids.txt"), False)
         assert not leftover.exists() and live.exists()
 
 

@@ -106,21 +106,15 @@ def test_heatmaps_and_profile_plot_are_png_and_pdf(computed):
 
 
 def test_pairs_all_skip_and_force(computed):
-    import argparse
-
-    from sim_consistency.stages.cli import add_common_arguments
-
     def settings(*extra):
-        parser = argparse.ArgumentParser()
-        add_common_arguments(parser)
-        stage.add_arguments(parser)
-        return stage.settings_from_args(parser.parse_args(_args(computed, *extra)))
+        return stage.STAGE.parse(_args(computed, *extra))
 
     assert stage.plan(settings()) == []
     assert [i.reason for i in stage.plan(settings("--force"))] == ["forced"]
-    (item,) = stage.plan(settings("--pairs", "all", "--unbiased"))
+    all_pairs = settings("--pairs", "all", "--unbiased")
+    (item,) = stage.plan(all_pairs)
     assert item.reason == "stale" and len(item.pairs) == 6
-    stage.run_item(item)
+    stage.run_item(all_pairs, item)
     with h5py.File(item.folder / "cka_grids.h5") as f:
         assert len(f["grids"]) == 6
         cnx_clip = f["grids"]["cnx__vs__clip"][()]

@@ -99,7 +99,7 @@ def test_uniform_soup_and_monosoup_materialised_with_recipes(project, models_con
         }
     )
     assert _build(project, config) == 0
-    assert "3 variant(s) built" in capsys.readouterr().out
+    assert "3 output(s) computed, 0 reused" in capsys.readouterr().out
     a, b = _state_dict(project, config, "a"), _state_dict(project, config, "b")
     soup = load_state_dict_file(project.model_weights_file("soup"))
     expected = uniform_soup({"a": a, "b": b})
@@ -136,9 +136,9 @@ def test_uniform_soup_and_monosoup_materialised_with_recipes(project, models_con
     # Up to date: a second run builds nothing; --force rebuilds only the selected one.
     mtime = project.model_weights_file("mono").stat().st_mtime_ns
     assert _build(project, config) == 0
-    assert "0 variant(s) built" in capsys.readouterr().out
+    assert "0 output(s) computed, 3 reused" in capsys.readouterr().out
     assert _build(project, config, "--model_key", "soup", "--force") == 0
-    assert "1 variant(s) built" in capsys.readouterr().out
+    assert "1 output(s) computed, 0 reused" in capsys.readouterr().out
     assert project.model_weights_file("mono").stat().st_mtime_ns == mtime
 
 
@@ -464,7 +464,7 @@ def test_moving_the_project_root_re_merges_nothing(project, tmp_path, models_con
     }
     config = models_config(entries)
     assert _build(project, config) == 0
-    assert "1 variant(s) built" in capsys.readouterr().out
+    assert "1 output(s) computed" in capsys.readouterr().out
     key = _recipe(project, "soup")["variant_key"]
     moved = tmp_path / "moved_root"
     project.root.rename(moved)
@@ -472,5 +472,5 @@ def test_moving_the_project_root_re_merges_nothing(project, tmp_path, models_con
 
     new = ProjectLocation.resolve(moved)
     assert build_variants.main(["--project_root", str(moved), "--models_config", str(config)]) == 0
-    assert "0 variant(s) built" in capsys.readouterr().out
+    assert "0 output(s) computed, 1 reused" in capsys.readouterr().out
     assert _recipe(new, "soup")["variant_key"] == key

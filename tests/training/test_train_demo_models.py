@@ -91,7 +91,9 @@ def test_models_config_loads_and_create_model_gets_the_trained_weights(trained_p
 
 def test_rerun_skips_everything_and_leaves_files_alone(trained_project):
     location = trained_project.location
-    settings = TrainSettings(location.root, tiny_study(), device="cpu", progress=False)
+    settings = TrainSettings(
+        project_root=location.root, study=tiny_study(), device="cpu", progress=False
+    )
     assert plan(settings) == []
     before = {p: p.stat().st_mtime_ns for p in location.models.iterdir()}
     code = train_demo_models.main(
@@ -105,20 +107,21 @@ def test_rerun_skips_everything_and_leaves_files_alone(trained_project):
     )
     assert code == 0
     assert {p: p.stat().st_mtime_ns for p in location.models.iterdir()} == before
-    assert [i.reason for i in plan(TrainSettings(location.root, tiny_study(), force=True))] == [
-        "forced"
-    ] * 3
+    assert [
+        i.reason
+        for i in plan(TrainSettings(project_root=location.root, study=tiny_study(), force=True))
+    ] == ["forced"] * 3
 
 
 def test_recipe_change_retrains_the_run_and_its_children(trained_project):
     location = trained_project.location
-    changed = plan(TrainSettings(location.root, tiny_study(pretrain_lr=0.001)))
+    changed = plan(TrainSettings(project_root=location.root, study=tiny_study(pretrain_lr=0.001)))
     assert [(i.run.model_id, i.reason.split(" (")[0]) for i in changed] == [
         ("rn_w0", "rn_w0_e1: recipe changed"),
         ("rn_ft_lr0.002_s0", "parent rn_w0 is retrained"),
         ("rn_br_e1_s0", "parent rn_w0_e1 is retrained"),
     ]
-    only_ft = plan(TrainSettings(location.root, tiny_study(finetune_epochs=2)))
+    only_ft = plan(TrainSettings(project_root=location.root, study=tiny_study(finetune_epochs=2)))
     assert [i.run.model_id for i in only_ft] == ["rn_ft_lr0.002_s0", "rn_br_e1_s0"]
 
 
@@ -131,7 +134,7 @@ def test_changed_recipe_is_retrained_in_place(tmp_path, digits_root, trained_pro
             source = trained_project.location.models / path.name
             path.write_bytes(source.read_bytes())
     study = tiny_study(finetune_lrs=[0.002], seeds=[0], finetune_fraction=0.3)
-    settings = TrainSettings(location.root, study, device="cpu", progress=False)
+    settings = TrainSettings(project_root=location.root, study=study, device="cpu", progress=False)
     items = plan(settings)
     assert [i.run.model_id for i in items] == ["rn_ft_lr0.002_s0", "rn_br_e1_s0"]
     old = json.loads(location.model_recipe_file("rn_ft_lr0.002_s0").read_text())
@@ -142,7 +145,9 @@ def test_changed_recipe_is_retrained_in_place(tmp_path, digits_root, trained_pro
     assert new["n_train_rows"] == round(0.3 * 1078)
     assert plan(settings) == []
     assert not list(location.models.glob("*.partial"))
-    back = TrainSettings(location.root, tiny_study(), device="cpu", progress=False)
+    back = TrainSettings(
+        project_root=location.root, study=tiny_study(), device="cpu", progress=False
+    )
     item = plan(back)[0]
     train_demo_models.run_item(back, item)
     again = json.loads(location.model_recipe_file("rn_ft_lr0.002_s0").read_text())

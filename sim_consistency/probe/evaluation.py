@@ -1,0 +1,300 @@
+"""A linear-probe result folder: probe one model's cached features, write its tables.
+
+The work of the single-model evaluation stage
+(:mod:`sim_consistency.stages.single_model_evaluation`, which plans the items and owns the
+flags): :func:`evaluate_item` loads one model's train and test caches once, checks they belong
+together, probes every requested block and writes ``results.csv`` (+ ``accuracy_vs_depth.csv``)
+and ``results.json`` last, through :func:`~sim_consistency.io.atomic_output`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from sim_consistency.data import dataset_dir
+from sim_consistency.errors import CacheError, ConfigError, DataError
+from sim_consistency.features import open_cache, require_cache_attrs
+from sim_consistency.features.cache import FeatureCache
+from sim_consistency.finite import check_finite
+from sim_consistency.io import atomic_output, atomic_write_text
+from sim_consistency.jsonable import jsonable
+from sim_consistency.outputs import read_json_record
+from sim_consistency.probe.head import CLASS_MASK_FILE, cache_head_accuracy, read_class_mask
+from sim_consistency.probe.linear_probe import linear_probe_blocks
+from sim_consistency.stages.single_model_evaluation import PROBE_CODE_VERSION
+from sim_consistency.threads import threads_metadata
+
+if TYPE_CHECKING:
+    from sim_consistency.stages.single_model_evaluation import EvaluationSettings, WorkItem
+
+__all__ = ["RESULTS_SCHEMA_VERSION", "evaluate_item"]
+
+log = logging.getLogger("sim_consistency.single_model_evaluation")
+
+#: Version of the layout of ``results.json``.
+RESULTS_SCHEMA_VERSION = 1
+
+
+def _relabel(settings: EvaluationSettings, item: WorkItem) -> Path:
+    """Rewrite a current result's tables with the model's new metadata (numbers unchanged)."""
+    record = read_json_record(item.output_dir / "results.json")
+    assert record is not None
+    record["metadata"] = settings.metadata_of(item.model_id)
+    all_blocks = list(require_cache_attrs(item.train_file)["block_names"])
+    return _write_results(item, settings, record, all_blocks)
+
+
+def _check_pair(train: FeatureCache, test: FeatureCache) -> None:
+    """Raise if the train and test caches cannot be probed together (names both files)."""
+    where = f"{train.path} and {test.path}"
+    if train.model_id != test.model_id or train.attrs.get("weights_sha256") != test.attrs.get(
+        "weights_sha256"
+    ):
+        raise CacheError(
+            f"{where}: train and test come from different models (model_id "
+            f"{train.model_id!r} vs {test.model_id!r}, weights "
+            f"{str(train.attrs.get('weights_sha256'))[:10]}… vs "
+            f"{str(test.attrs.get('weights_sha256'))[:10]}…). Re-extract both with the same "
+            "model."
+        )
+    for attr in ("preprocessing", "pooling"):
+        if train.attrs.get(attr) != test.attrs.get(attr):
+            raise CacheError(
+                f"{where}: the caches were extracted with different {attr} "
+                f"({train.attrs.get(attr)!r} vs {test.attrs.get(attr)!r}); re-extract both "
+                "with the same config."
+            )
+    if train.block_names != test.block_names:
+        raise CacheError(
+            f"{where}: the caches hold different blocks ({train.block_names} vs "
+            f"{test.block_names}); re-extract both with the same config."
+        )
+    for cache in (train, test):
+        if len(cache.keys) != len(cache.labels) or len(set(cache.keys)) != len(cache.keys):
+            raise CacheError(
+                f"{cache.path}: /keys has {len(cache.keys)} entries "
+                f"({len(set(cache.keys))} distinct) for {len(cache.labels)} labels; the file is "
+                "corrupt. Rebuild it with feature_extraction --force."
+            )
+    shared = np.intersect1d(train.keys, test.keys)
+    if shared.size:
+        raise CacheError(
+            f"{where}: {shared.size} row key(s) occur in both train and test (e.g. "
+            f"{shared[0]!r}); the splits overlap, so test accuracy would be inflated. Check the "
+            "dataset's splits."
+        )
+
+
+def _select_blocks(cache: FeatureCache, blocks: tuple[str, ...]) -> list[str]:
+    if blocks == ("last",):
+        return [cache.block_names[-1]]
+    if blocks == ("all",):
+        return list(cache.block_names)
+    unknown = [b for b in blocks if b not in cache.block_names]
+    if unknown:
+        raise ConfigError(
+            f"{cache.path}: --blocks {' '.join(unknown)} not in the cache. Use last, all or "
+            f"names from: {', '.join(cache.block_names)}."
+        )
+    return list(blocks)
+
+
+def _load_block(cache: FeatureCache, name: str) -> np.ndarray:
+    X = cache.block(name)
+    check_finite(
+        X,
+        f"{cache.path}: block {name!r}",
+        row_names=cache.keys,
+        hint="Re-extract with feature_extraction --force.",
+    )
+    return X
+
+
+def _head_metrics(
+    settings: EvaluationSettings, dataset: str, test: FeatureCache, n_classes: int
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Return ``(metrics, None)`` or ``(None, why the head was not scored)``."""
+    if not test.has_logits:
+        return None, "no /logits in the cache (model without a classification head)"
+    try:
+        mask = read_class_mask(dataset_dir(dataset, location=settings.location))
+    except ConfigError:  # a dataset kind without a folder of its own
+        mask = None
+    n_columns = test.logits.shape[1]
+    if mask is None and n_columns != n_classes:
+        return None, (
+            f"head scores {n_columns} classes but the dataset has {n_classes} and there is "
+            f"no {CLASS_MASK_FILE} in its folder"
+        )
+    return {**cache_head_accuracy(test, class_mask=mask), "class_mask": mask is not None}, None
+
+
+def evaluate_item(settings: EvaluationSettings, item: WorkItem) -> Path:
+    """Probe one model on one dataset with one seed; return the ``results.json`` path.
+
+    An item planned only because the model's config metadata changed is relabelled: its
+    tables are rewritten with the new metadata, no number is recomputed.
+    """
+    if item.reason == "metadata":
+        return _relabel(settings, item)
+    with open_cache(item.train_file) as train, open_cache(item.test_file) as test:
+        _check_pair(train, test)
+        blocks = _select_blocks(train, settings.blocks)
+        X_train = {name: _load_block(train, name) for name in blocks}
+        X_test = {name: _load_block(test, name) for name in blocks}
+        try:
+            probes = linear_probe_blocks(
+                X_train,
+                train.labels,
+                X_test,
+                test.labels,
+                protocol=settings.protocol,
+                seed=item.seed,
+                val_proportion=settings.val_proportion,
+                fewshot_k=settings.fewshot_k,
+                fewshot_seed=settings.fewshot_seed,
+                device=settings.device,
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                progress=True,
+            )
+        except DataError as exc:
+            raise DataError(f"{train.path} / {test.path}: {exc}") from None
+        first = probes[blocks[0]]
+        head, head_skipped = _head_metrics(settings, item.dataset, test, first["n_classes"])
+        metadata = settings.metadata_of(item.model_id)
+        if metadata is None:
+            metadata = json.loads(train.attrs.get("metadata") or "{}")
+        fewshot_keys = val_keys = None
+        if settings.fewshot_k is not None:  # saved so that the absence of leakage is checkable
+            fewshot_keys = train.keys[first["train_indices"]].tolist()
+            val_keys = train.keys[first["val_indices"]].tolist()
+        train_key, test_key = train.content_key, test.content_key
+        all_blocks = list(train.block_names)
+    block_results = {}
+    for name, result in probes.items():
+        block_results[name] = {
+            k: v
+            for k, v in result.items()
+            if k not in ("train_indices", "search_indices", "val_indices")
+        }
+    record = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "content_key": item.content_key,
+        "dataset": item.dataset,
+        "model_id": item.model_id,
+        "hp_slug": item.output_dir.name,
+        "hyper_parameters": settings.hyper_parameters(item.seed),
+        "train_file": str(item.train_file),
+        "test_file": str(item.test_file),
+        "train_content_key": train_key,
+        "test_content_key": test_key,
+        "metadata": metadata,
+        "block_names": blocks,
+        "blocks": block_results,
+        "head": head,
+        "head_skipped": head_skipped,
+        "fewshot_keys": fewshot_keys,
+        "validation_keys": val_keys,
+        "code_version": PROBE_CODE_VERSION,
+        "device": settings.device,
+        **threads_metadata(),
+    }
+    path = _write_results(item, settings, record, all_blocks)
+    best = max(block_results.values(), key=lambda r: r["top1"])
+    log.info(
+        "%s: %d block(s), best top-1 %.4f (%s), %s",
+        path,
+        len(blocks),
+        best["top1"],
+        settings.protocol,
+        f"head top-1 {head['top1']:.4f}" if head else "no head",
+    )
+    return path
+
+
+def _write_results(
+    item: WorkItem, settings: EvaluationSettings, record: dict[str, Any], all_blocks: list[str]
+) -> Path:
+    """Write results.csv (+ accuracy_vs_depth.csv), then results.json last (it marks done)."""
+    blocks = list(record["block_names"])
+    rows = _tidy_rows(item, settings, record, all_blocks)
+    out = item.output_dir
+    frame = pd.DataFrame(rows)
+    (out / "results.json").unlink(missing_ok=True)  # the old run is no longer complete
+    with atomic_output(out / "results.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    (out / "accuracy_vs_depth.csv").unlink(missing_ok=True)  # never left from an older run
+    if len(blocks) > 1:
+        depth = frame[frame["kind"] == "probe"][
+            ["block_index", "block", "depth_fraction", "top1", "balanced_acc", "weight_decay"]
+        ]
+        with atomic_output(out / "accuracy_vs_depth.csv") as tmp:
+            depth.to_csv(tmp, index=False)
+    return atomic_write_text(
+        out / "results.json",
+        json.dumps(jsonable(record, nonfinite_as_none=True), indent=1, allow_nan=False),
+    )
+
+
+def _tidy_rows(
+    item: WorkItem, settings: EvaluationSettings, record: dict[str, Any], all_blocks: list[str]
+) -> list[dict[str, Any]]:
+    common = {
+        "dataset": item.dataset,
+        "model_id": item.model_id,
+        "protocol": settings.protocol,
+        "seed": item.seed,
+        "fewshot_k": settings.fewshot_k,
+        "val_proportion": settings.val_proportion,
+        "hp_slug": item.output_dir.name,
+        **{f"meta_{k}": v for k, v in record["metadata"].items()},
+    }
+    rows = []
+    n_blocks = len(all_blocks)
+    for name, r in record["blocks"].items():
+        index = all_blocks.index(name)
+        rows.append(
+            {
+                **common,
+                "kind": "probe",
+                "block": name,
+                "block_index": index,
+                "n_blocks": n_blocks,
+                "depth_fraction": (index + 1) / n_blocks,
+                "top1": r["top1"],
+                "top5": r["top5"],
+                "balanced_acc": r["balanced_acc"],
+                "weight_decay": r["weight_decay"],
+                "lr": r["lr"],
+                "val_top1": r["val_top1"],
+                "n_train": r["n_train"],
+                "n_val": r["n_val"],
+                "n_test": r["n_test"],
+                "n_classes": r["n_classes"],
+            }
+        )
+    head = record["head"]
+    if head is not None:
+        rows.append(
+            {
+                **common,
+                "kind": "head",
+                "block": "logits",
+                "block_index": n_blocks,
+                "n_blocks": n_blocks,
+                "depth_fraction": None,
+                "top1": head["top1"],
+                "top5": head["top5"],
+                "balanced_acc": head["balanced_acc"],
+                "n_test": next(iter(record["blocks"].values()))["n_test"],
+                "n_classes": head["n_classes"],
+            }
+        )
+    return rows
