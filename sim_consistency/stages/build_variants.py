@@ -11,6 +11,10 @@ here or as SLURM jobs (:func:`~sim_consistency.launch.launch`). On SLURM, a job 
 references another variant of the plan builds that one itself if its own job has not finished
 (both write atomically, the same bytes). Non-variant
 entries among ``--model_key`` are ignored (logged): they need no building.
+
+The generate step (``--generate OUT --interpolate A:B … --barrier_models … --n_alphas N``) first
+writes the models config plus a soup study's generated variants (interpolation points, branching
+soups; :mod:`sim_consistency.stages.soup_metrics.generate`) to ``OUT`` and then builds ``OUT``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from sim_consistency.merging import is_materialised, materialise_variant
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages.cli import launch_planned, parse_stage_args, run_main
 from sim_consistency.stages.feature_extraction import resolve_device
+from sim_consistency.stages.soup_metrics.generate import add_generate_arguments, generate_step
 from sim_consistency.tracking import Tracker
 
 __all__ = ["BuildSettings", "WorkItem", "add_arguments", "main", "plan", "run_item"]
@@ -95,7 +100,8 @@ def run_item(settings: BuildSettings, item: WorkItem) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """This stage has no flags beyond the shared ones."""
+    """The generate step's flags (generated soup-study variants); the rest are shared."""
+    add_generate_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> BuildSettings:
@@ -129,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     def body() -> int:
+        generated = generate_step(args)  # --generate: the config plus generated variants
+        if generated is not None:
+            args.models_config = str(generated)
         settings = settings_from_args(args)
         items, report = launch_planned(
             args,
