@@ -113,23 +113,33 @@ def interpolation_entries(
     return entries
 
 
-def branching_runs(specs: Mapping[str, ModelSpec]) -> list[dict[str, Any]]:
+def branching_runs(
+    entries: Mapping[str, ModelSpec] | Mapping[str, Mapping[str, Any]],
+) -> list[dict[str, Any]]:
     """Return the branched runs declared in model metadata, one dict per run.
 
     A run is a non-variant entry whose metadata has non-null ``branch_epoch`` and
     ``analysis_epoch``; ``run_group`` (default ``"all"``) separates independent studies, e.g.
-    one per architecture — runs of different groups are never souped together.
+    one per architecture — runs of different groups are never souped together. ``entries`` are
+    loaded specs or the raw JSON entries of a models config.
     """
-    return [
-        {
-            "run_group": str(s.metadata.get("run_group") or "all"),
-            "model_id": m,
-            "branch_epoch": s.metadata["branch_epoch"],
-            "analysis_epoch": s.metadata["analysis_epoch"],
-        }
-        for m, s in specs.items()
-        if not s.is_variant and all(s.metadata.get(k) is not None for k in BRANCH_KEYS)
-    ]
+    runs = []
+    for model_id, entry in entries.items():
+        if isinstance(entry, ModelSpec):
+            metadata, is_variant = entry.metadata, entry.is_variant
+        else:
+            metadata, is_variant = entry.get("metadata") or {}, "variant" in entry
+        if is_variant or any(metadata.get(k) is None for k in BRANCH_KEYS):
+            continue
+        runs.append(
+            {
+                "run_group": str(metadata.get("run_group") or "all"),
+                "model_id": model_id,
+                "branch_epoch": metadata["branch_epoch"],
+                "analysis_epoch": metadata["analysis_epoch"],
+            }
+        )
+    return runs
 
 
 def branching_soup_id(group: str, branch_epoch: Any, analysis_epoch: Any) -> str:
