@@ -26,10 +26,9 @@ from sim_consistency.stages.soup_metrics.study import Study, write_csv
 def references(study: Study) -> dict[str, list[str]]:
     """Return ``{soup_id: [ingredients…, base]}`` (the base only if of the soup's architecture)."""
     base = study.base
-    out = {}
+    out: dict[str, list[str]] = {}
     for soup_id, ingredients in study.soups.items():
-        with_base = base is not None and base not in ingredients
-        if with_base and study.same_architecture(base, soup_id):  # type: ignore[arg-type]
+        if base is not None and base not in ingredients and study.same_architecture(base, soup_id):
             out[soup_id] = [*ingredients, base]
         else:
             out[soup_id] = list(ingredients)
