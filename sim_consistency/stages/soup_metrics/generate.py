@@ -18,7 +18,13 @@ from sim_consistency.config import load_models_config
 from sim_consistency.merging.generate import SoupStudy, generated_entries, write_generated_config
 from sim_consistency.project import ProjectLocation
 
-__all__ = ["add_generate_arguments", "add_pair_arguments", "generate_step", "model_pair"]
+__all__ = [
+    "add_generate_arguments",
+    "add_pair_arguments",
+    "generate_config",
+    "generate_step",
+    "model_pair",
+]
 
 log = logging.getLogger("sim_consistency.build_variants")
 
@@ -61,19 +67,31 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def generate_config(
+    models_config: Path, out: Path, study: SoupStudy, *, project_root: str | Path | None = None
+) -> Path:
+    """Write ``models_config`` plus ``study``'s generated variants to ``out``; return its path.
+
+    The whole generate step, independent of argparse (a settings-driven stage calls this).
+    """
+    location = ProjectLocation.resolve(project_root)
+    specs = load_models_config(models_config, base_dir=location.root)
+    entries = generated_entries(specs, study)
+    written = write_generated_config(Path(models_config), entries, Path(out))
+    log.info("%s: models config + %d generated variant(s)", written, len(entries))
+    return written.resolve()
+
+
 def generate_step(args: argparse.Namespace) -> Path | None:
-    """Write the generated models config (``--generate``); return its path (None: no step)."""
+    """Run the generate step of parsed flags (``--generate``); None when it was not asked for."""
     if not args.generate:
         return None
-    location = ProjectLocation.resolve(args.project_root)
-    specs = load_models_config(args.models_config, base_dir=location.root)
     study = SoupStudy(
         interpolate=tuple(args.interpolate),
         barrier_models=tuple(args.barrier_models),
         n_alphas=args.n_alphas,
         bn_policy=args.bn_policy,
     )
-    entries = generated_entries(specs, study)
-    out = write_generated_config(Path(args.models_config), entries, Path(args.generate))
-    log.info("%s: models config + %d generated variant(s)", out, len(entries))
-    return out.resolve()
+    return generate_config(
+        Path(args.models_config), Path(args.generate), study, project_root=args.project_root
+    )

@@ -48,9 +48,12 @@ class Needs:
         """Raise one MissingInputError listing every missing input and its command."""
         if not self.items:
             return
+        by_command: dict[str, list[str]] = {}
+        for what, command in self.items:  # one command may produce several inputs
+            by_command.setdefault(command, []).append(what)
         lines = [f"soup_metrics: {len(self.items)} input(s) missing or stale; run, in order:"]
-        for what, command in self.items:
-            lines.append(f"  * {what}:\n      {command}")
+        for command, whats in by_command.items():
+            lines.append(f"  * {'; '.join(whats)}:\n      {command}")
         raise MissingInputError("\n".join(lines))
 
 
