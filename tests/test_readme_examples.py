@@ -3,8 +3,8 @@
 The shell blocks (```bash) are split into commands (continuation lines joined, comments
 dropped). Stage commands (``uv run python scripts/…``) run in order, as written, with this
 interpreter, from the repository root, against a copy of the session's quick demo root
-(``SIMC_ROOT``) — the one substitution: ``configs/models/demo.json`` becomes the quick study's
-models config, and every model id the examples name is checked to exist in the real
+(``SIMC_ROOT``) — the substitutions: ``configs/models/demo.json`` becomes the quick study's
+models config and ``project_root/`` the copy's root, and every model id the examples name is checked to exist in the real
 ``configs/models/demo.json`` too. Commands that cannot run inside a test (building the
 container, releasing, the make targets that run this suite or the demo) must be listed in
 ``NOT_RUN`` with the reason; any other command fails the test, so a new example is run or
@@ -29,6 +29,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DEMO_CONFIG = "configs/models/demo.json"
+#: The examples' generated soup-study config (build_variants --generate), under the root.
+GENERATED_CONFIG = "project_root/models/generated/demo.json"
 
 #: Commands the test does not run, by their first words, with the reason.
 NOT_RUN: dict[str, str] = {
@@ -96,7 +98,8 @@ def test_example_model_ids_exist_in_the_demo_config():
     for command in filter(_is_stage, _shell_commands()):
         argv = shlex.split(command)
         if "--models_config" in argv:
-            assert argv[argv.index("--models_config") + 1] == DEMO_CONFIG, command
+            config = argv[argv.index("--models_config") + 1]
+            assert config in (DEMO_CONFIG, GENERATED_CONFIG), command
         assert _ids_named(argv) <= demo_ids, (command, _ids_named(argv) - demo_ids)
 
 
@@ -110,7 +113,8 @@ def example_root(demo_root, tmp_path_factory):
 
 
 def _run(command: str, root: Path, config: str) -> subprocess.CompletedProcess:
-    argv = shlex.split(command.replace(DEMO_CONFIG, config))
+    command = command.replace(DEMO_CONFIG, config).replace("project_root/", f"{root}/")
+    argv = shlex.split(command)
     assert argv[:3] in (["uv", "run", "python"], ["uv", "run", "simc"]), command
     # `simc` is the installed console script of this same interpreter's environment.
     program = (

@@ -21,6 +21,7 @@ from sim_consistency.merging.build import (
     is_materialised,
     materialise_variant,
     variant_key,
+    weights_identity,
 )
 from sim_consistency.merging.evaluate import PreprocessedSplit, accuracy
 from sim_consistency.merging.monosoup import (
@@ -60,5 +61,6 @@ __all__ = [
     "ties_merge",
     "uniform_soup",
     "variant_key",
+    "weights_identity",
     "wise_ft",
 ]

@@ -81,6 +81,7 @@ __all__ = [
     "materialise_variant",
     "variant_key",
     "is_materialised",
+    "weights_identity",
 ]
 
 log = logging.getLogger("sim_consistency.merging.build")
@@ -498,6 +499,17 @@ def _identity(model_id: str, specs: Mapping[str, ModelSpec], location: ProjectLo
     if spec.arch is not None:
         out["arch"] = _identity(spec.arch, specs, location)
     return out
+
+
+def weights_identity(
+    model_id: str, specs: Mapping[str, ModelSpec], *, location: ProjectLocation
+) -> Any:
+    """Return what identifies entry ``model_id``'s weights by content (JSON-able).
+
+    A variant: its :func:`variant_key`; another entry: its recipe without absolute paths plus the
+    SHA-256 of its weights/checkpoint file (and of its ``arch`` entry's). Never sizes or times.
+    """
+    return _identity(model_id, specs, location)
 
 
 def variant_key(

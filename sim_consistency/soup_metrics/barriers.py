@@ -28,6 +28,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from sim_consistency.errors import ConfigError
+from sim_consistency.merging.generate import interpolation_alphas
 
 __all__ = [
     "BARRIER_DEFINITIONS",
@@ -37,15 +38,6 @@ __all__ = [
     "cross_entropy",
     "interpolation_alphas",
 ]
-
-
-def interpolation_alphas(n_points: int = 11) -> npt.NDArray[np.float64]:
-    """Return ``n_points`` evenly spaced α in [0, 1], endpoints included (default 11)."""
-    if n_points < 3:
-        raise ConfigError(
-            f"interpolation grid: needs at least 3 points to see a barrier (got {n_points})."
-        )
-    return np.linspace(0.0, 1.0, n_points)
 
 
 #: The default α grid (11 points, step 0.1).

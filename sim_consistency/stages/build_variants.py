@@ -11,16 +11,21 @@ here or as SLURM jobs (:func:`~sim_consistency.launch.launch`). On SLURM, a job 
 references another variant of the plan builds that one itself if its own job has not finished
 (both write atomically, the same bytes). Non-variant
 entries among ``--model_key`` are ignored (logged): they need no building.
+
+The generate step (``--generate OUT --interpolate A:B … --barrier_models … --n_alphas N``) first
+writes the models config plus a soup study's generated variants (interpolation points, branching
+soups; :mod:`sim_consistency.stages.soup_metrics.generate`) to ``OUT`` and then builds ``OUT``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sim_consistency.errors import ConfigError
 from sim_consistency.outputs import note_reused
 from sim_consistency.runtime import (
     Device,
@@ -30,8 +35,10 @@ from sim_consistency.runtime import (
     Stage,
     Threads,
     Wandb,
+    option,
     run_stage,
 )
+from sim_consistency.stages.soup_metrics.settings import SoupStudyPaths
 
 if TYPE_CHECKING:
     from sim_consistency.config import ModelSpec
@@ -42,23 +49,64 @@ log = logging.getLogger("sim_consistency.build_variants")
 
 
 @dataclass(frozen=True, kw_only=True)
-class BuildSettings(Models, Device, Threads, Force, Launcher, Wandb):
+class BuildSettings(SoupStudyPaths, Models, Device, Threads, Force, Launcher, Wandb):
     """Everything a build_variants run depends on (picklable for SLURM).
 
     Without ``--model_key`` every variant entry of the config is built; entries among
-    ``--model_key`` that are not variants are logged and skipped.
+    ``--model_key`` that are not variants are logged and skipped. With ``--generate OUT`` the
+    generate step runs first, while the settings are validated: ``OUT`` (the models config plus
+    the soup study's generated variants) is written and becomes ``models_config``, so that
+    ``--model_key`` and the plan see the generated entries.
     """
+
+    generate: Path | None = option(
+        "write the models config plus generated soup-study variants (interpolation points of "
+        "--interpolate/--barrier_models, one uniform soup per group of branched runs) to "
+        "OUT_JSON and build its variants; pass OUT_JSON to the later stages",
+        default=None,
+        metavar="OUT_JSON",
+    )
+    bn_policy: str | None = option(
+        "BatchNorm policy of the generated variants",
+        default=None,
+        choices=("reset", "average", "from_anchor"),
+        shown_default="the method's",
+    )
 
     def default_model_ids(self, specs: dict[str, ModelSpec]) -> list[str]:
         return [m for m, s in specs.items() if s.is_variant]
 
     def validated(self) -> BuildSettings:
-        s = super().validated()
+        s = self._generated() if self.generate is not None else self
+        s = super(BuildSettings, s).validated()
         specs = s.load_specs()
         plain = [m for m in s.model_ids if not specs[m].is_variant]
         if plain:
             log.info("not variants, nothing to build: %s", ", ".join(plain))
         return s
+
+    def _generated(self) -> BuildSettings:
+        """Run the generate step; return the settings with ``OUT`` as the models config."""
+        from sim_consistency.merging.generate import SoupStudy
+        from sim_consistency.stages.soup_metrics.generate import generate_config
+
+        if self.models_config is None:
+            raise ConfigError("--generate needs --models_config (the config it extends).")
+        if self.n_alphas < 3:
+            raise ConfigError(f"--n_alphas: needs at least 3 points (got {self.n_alphas}).")
+        study = SoupStudy(
+            interpolate=tuple((a, b) for a, b in self.interpolate),
+            barrier_models=tuple(self.barrier_models),
+            n_alphas=self.n_alphas,
+            bn_policy=self.bn_policy,
+        )
+        out = generate_config(
+            Path(self.models_config),
+            Path(self.generate),  # type: ignore[arg-type]
+            study,
+            project_root=self.project_root,
+        )
+        return replace(self, models_config=out, generate=None)
 
 
 @dataclass(frozen=True)
@@ -120,6 +168,8 @@ STAGE = Stage(
     examples=(
         "python scripts/build_variants.py --models_config configs/models/demo.json",
         "python scripts/build_variants.py --models_config M.json --model_key soup_uniform --force",
+        "python scripts/build_variants.py --models_config M.json --generate study.json "
+        "--interpolate ft1:ft2 --n_alphas 11",
     ),
     plan=plan,
     run=run_item,

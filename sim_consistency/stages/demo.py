@@ -47,34 +47,52 @@ DEMO_DATASETS: tuple[str, ...] = ("wds/digits", "wds/digits_noisy")
 #: The demo's reference model: W0 of the ResNet group (BatchNorm, so every BN policy matters).
 DEMO_REFERENCE = "rn_w0"
 _PROFILE_METHODS = ("monosoup", "highonly", "lowonly", "uniform")
+_SOUP_METHODS = ("uniform", "weighted", "greedy", "pruned")
 #: The probe seeds the README recommends (``--seeds 0 1 2``): each seed draws its own validation
 #: split (and, for the rep2rep protocol, initialisation), so the report shows a spread over seeds.
 DEMO_PROBE_SEEDS: tuple[int, ...] = (0, 1, 2)
 
 
-def demo_models(models_config: Path) -> dict[str, list[str]]:
-    """Pick the models of the layer-CKA profile and the barrier set from the demo config.
+def demo_models(models_config: Path, *, quick: bool = False) -> dict[str, list[str]]:
+    """Pick the models of the layer-CKA grids, the barriers and the generated soup study.
 
-    Layer CKA (the MonoSoup paper's profile): W0, the first fine-tuned run of its group, and every
-    MonoSoup / high-only / low-only variant and uniform soup of that group. Barriers: the
-    first two fine-tuned runs (one basin: expect ≈ 0) and the first branched run (forked early: a barrier). Ids follow the demo study's naming
-    (``<group>_w0``, ``<group>_ft_*``, ``<group>_br_*``), read from the file as JSON.
+    Layer CKA: the MonoSoup paper's profile (W0, the first fine-tuned run of its group, and every
+    MonoSoup / high-only / low-only variant and uniform soup of that group), plus every soup with
+    its ingredients (the soup-metrics block CKA reads their grids). Barriers: the first two
+    fine-tuned runs (one basin: expect ≈ 0) and the first branched run (forked early: a
+    barrier); ``quick`` keeps the first two. Ids follow the demo study's naming (``<group>_w0``,
+    ``<group>_ft_*``, ``<group>_br_*``), read from the file as JSON; ``interpolation`` and
+    ``branching`` are the ids ``build_variants --generate`` adds for them.
     """
     import json
+
+    from sim_consistency.merging.generate import (
+        barrier_pairs,
+        branching_runs,
+        branching_soup_entries,
+        interpolation_alphas,
+        interpolation_id,
+    )
 
     raw = json.loads(Path(models_config).read_text())
     group = DEMO_REFERENCE.split("_")[0]
     finetuned = [m for m in raw if m.startswith(f"{group}_ft_")]
     branched = [m for m in raw if m.startswith(f"{group}_br_")]
-    variants = [
-        m
-        for m, entry in raw.items()
-        if m.startswith(f"{group}_")
-        and (entry.get("variant") or {}).get("method") in _PROFILE_METHODS
-    ]
+    methods = {m: (entry.get("variant") or {}).get("method") for m, entry in raw.items()}
+    profile = [m for m in raw if m.startswith(f"{group}_") and methods[m] in _PROFILE_METHODS]
+    soups = [m for m in raw if methods[m] in _SOUP_METHODS]
+    ingredients = [i for m in soups for i in raw[m]["variant"]["ingredients"]]
+    barriers = [*finetuned[:2], *branched[:1]][: 2 if quick else 3]
+    alphas = interpolation_alphas(5 if quick else 11)
     return {
-        "layer_cka": [DEMO_REFERENCE, *finetuned[:1], *variants],
-        "barriers": [*finetuned[:2], *branched[:1]],
+        "layer_cka": list(
+            dict.fromkeys([DEMO_REFERENCE, *finetuned[:1], *profile, *soups, *ingredients])
+        ),
+        "barriers": barriers,
+        "interpolation": [
+            interpolation_id(a, b, x) for a, b in barrier_pairs((), barriers) for x in alphas
+        ],
+        "branching": list(branching_soup_entries(branching_runs(raw), None)),
     }
 
 
@@ -99,34 +117,49 @@ def demo_steps(
 
     root = ["--project_root", str(location.root)]
     models = [*root, "--models_config", str(models_config)]
+    # The demo's config plus the soup study's generated variants (interpolation points,
+    # branching soups): the stages that analyse those read this one.
+    generated = location.models / "generated" / "demo_soup_study.json"
+    study_models = [*root, "--models_config", str(generated)]
     datasets = ["--datasets", *DEMO_DATASETS]
     similarity = ["--similarity_config", str(DEFAULT_SIMILARITY_CONFIG)]
     seeds = ["--seeds", *map(str, DEMO_PROBE_SEEDS)]
-    picked = demo_models(models_config)
-    return [
+    picked = demo_models(models_config, quick=quick)
+    barriers = ["--barrier_models", *picked["barriers"], "--n_alphas", "5" if quick else "11"]
+    steps: list[tuple[str, Callable[[list[str]], int], list[str]]] = [
         (
             "train the demo models",
             train_demo_models.main,
             [*root, *(["--study", str(study)] if study else [])],
         ),
-        ("build every variant", build_variants.main, [*models]),
+        (
+            "build every variant (+ the soup study's interpolation points and branching soups)",
+            build_variants.main,
+            [*models, "--generate", str(generated), *barriers],
+        ),
         ("extract block-wise features", feature_extraction.main, [*models, *datasets]),
+        (
+            "extract the interpolation points (test split)",
+            feature_extraction.main,
+            [*study_models, *datasets, "--splits", "test", "--model_key", *picked["interpolation"]],
+        ),
         (
             "model×model similarity matrices",
             distance_matrix_computation.main,
             [*models, *datasets, *similarity],
         ),
         (
-            "block×block CKA vs W0",
+            "block×block CKA grids (W0 profile, soups and ingredients)",
             layer_cka.main,
             [
                 *models,
-                "--datasets",
-                DEMO_DATASETS[0],
+                *datasets,
                 "--model_key",
                 *picked["layer_cka"],
                 "--reference",
                 DEMO_REFERENCE,
+                "--pairs",
+                "all",
             ],
         ),
         (
@@ -134,24 +167,40 @@ def demo_steps(
             single_model_evaluation.main,
             [*models, *datasets, "--blocks", "last", *seeds],
         ),
+    ]
+    if picked["branching"]:
+        steps[4:4] = [
+            (
+                "extract the branching soups",
+                feature_extraction.main,
+                [*study_models, *datasets, "--model_key", *picked["branching"]],
+            )
+        ]
+        steps.append(
+            (
+                "linear probes of the branching soups",
+                single_model_evaluation.main,
+                [*study_models, *datasets, "--blocks", "last", *seeds, "--model_key",
+                 *picked["branching"]],
+            )
+        )  # fmt: skip
+    steps += [
         (
             "soup metrics",
             soup_metrics.main,
             [
-                *models,
+                *study_models,
                 *datasets,
                 "--ood_datasets",
                 DEMO_DATASETS[1],
                 "--base",
                 DEMO_REFERENCE,
-                "--barrier_models",
-                *(picked["barriers"][:2] if quick else picked["barriers"]),
-                "--n_alphas",
-                "5" if quick else "11",
+                *barriers,
             ],
         ),
         ("Rep2Rep consistency", consistency.main, [*models, *datasets, *similarity]),
     ]
+    return steps
 
 
 @dataclass(frozen=True, kw_only=True)

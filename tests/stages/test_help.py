@@ -23,6 +23,7 @@ STAGES = (
     "train_demo_models",
     "import_rep2rep",
     "demo",
+    "soup_metrics",
 )
 
 _PROBE = """

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import timm
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from sim_consistency.errors import MissingInputError
 from sim_consistency.features import open_cache
 from sim_consistency.probe import head_accuracy, linear_probe
-from sim_consistency.stages import soup_metrics
+from sim_consistency.similarity import cka
+from sim_consistency.stages import (
+    build_variants,
+    feature_extraction,
+    layer_cka,
+    single_model_evaluation,
+    soup_metrics,
+)
 
-pytestmark = pytest.mark.slow  # a module-wide study: ~1 min of set-up
+# A module-wide study (~2 min of set-up idle, past 10 min on a loaded 2-core machine).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _checkpoint(path, seed: int, perturb_from=None):
@@ -82,26 +93,27 @@ def study(tmp_path_factory, digits_root):
     }
     config_path = tmp / "models.json"
     config_path.write_text(json.dumps(config))
+    generated = location.models / "generated" / "soups.json"
+    root = ["--project_root", str(location.root)]
+    models = [*root, "--models_config", str(generated)]
+    data = ["--datasets", "wds/digits", "--device", "cpu"]
+    pairs = ["--interpolate", "ft1:ft1_copy", "--barrier_models", "w0", "ft1", "--n_alphas", "3"]
+    # the soup study's pipeline: generate + build, extract, probe, layer CKA, soup metrics
+    build = [*root, "--models_config", str(config_path), "--generate", str(generated), *pairs]
+    assert build_variants.main([*build, "--bn_policy", "average", "--device", "cpu"]) == 0
+    points = [m for m in json.loads(generated.read_text()) if m.startswith("interp__")]
+    probed = [m for m in json.loads(generated.read_text()) if m not in points and m != "arch"]
+    extract = [*models, *data, "--max_samples", "100", "--model_key"]
+    assert feature_extraction.main([*extract, *probed]) == 0
+    assert feature_extraction.main([*extract, *points, "--splits", "test"]) == 0  # logits only
+    assert single_model_evaluation.main([*models, *data, "--model_key", *probed]) == 0
+    cka_models = ["soup_same", "soup_ft", "ft1", "ft1_copy", "ft2", "w0"]
+    cka_argv = ["--model_key", *cka_models, "--reference", "soup_same", "--pairs", "all"]
+    assert layer_cka.main([*models, *data[:2], *cka_argv, "--no-normalize"]) == 0
     argv = [
-        "--project_root",
-        str(location.root),
-        "--models_config",
-        str(config_path),
-        "--datasets",
-        "wds/digits",
-        "--max_samples",
-        "100",
-        "--device",
-        "cpu",
-        "--interpolate",
-        "ft1:ft1_copy",
-        "--barrier_models",
-        "w0",
-        "ft1",
-        "--n_alphas",
-        "3",
-        "--bn_policy",
-        "average",
+        *models,
+        *data[:2],
+        *pairs,
         "--retention_ks",
         "4",
         "96",
@@ -110,7 +122,7 @@ def study(tmp_path_factory, digits_root):
         "soup_ft",
     ]
     assert soup_metrics.main(argv) == 0
-    return location, config_path, argv
+    return location, generated, argv
 
 
 def _csv(location, name):
@@ -248,13 +260,86 @@ def test_metadata_only_edit_relabels_without_recomputing(study, tmp_path):
     assert soup_metrics.main(args) == 0  # now up to date: nothing written
     assert json.loads((out / "summary.json").read_text()) == summary
 
-    settings = soup_metrics.settings_from_args(
-        soup_metrics.parse_stage_args(soup_metrics.__doc__, soup_metrics.add_arguments, args)
-    )
-    from sim_consistency.config import load_models_config
-
+    settings = soup_metrics.STAGE.parse(args)
     config["ft1"]["metadata"]["run_group"] = "other"  # splits the branched runs: other soups
     edited_path.write_text(json.dumps(config))
-    specs = load_models_config(edited_path, base_dir=location.root)
-    key = soup_metrics._inputs_key(settings, specs)
-    assert soup_metrics.rerun_reason(settings, specs, summary, key) == "stale"
+    with pytest.raises(MissingInputError, match="generated branching soups") as error:
+        soup_metrics.plan(replace(settings, parts=soup_metrics.PARTS))
+    assert "scripts/build_variants.py" in str(error.value) and "--generate" in str(error.value)
+
+
+def test_block_cka_equals_the_direct_estimator(study):
+    """The grids of ``layer_cka --no-normalize`` give the CKA the stage used to compute itself
+    (biased linear CKA of the cached features, float64)."""
+    location, _, _ = study
+    table = _csv(location, "block_cka.csv")
+    assert len(table) == 2 * 3 * len(table["block"].unique())  # 2 soups × 3 references
+    for row in table.itertuples(index=False):
+        with (
+            open_cache(location.feature_file("wds/digits", "test", row.soup_id)) as a,
+            open_cache(location.feature_file("wds/digits", "test", row.reference)) as b,
+        ):
+            direct = cka(a.block(row.block), b.block(row.block), unbiased=False)
+        assert row.cka == pytest.approx(direct, abs=1e-10)
+
+
+def test_missing_upstream_inputs_name_the_command(study, capsys):
+    """Nothing upstream is recomputed: each missing input is named with the command that
+    produces it, for every requested part at once (exit 2)."""
+    location, generated, argv = study
+    user_config = location.root.parent / "models.json"
+    plain = [*argv[:2], "--models_config", str(user_config), *argv[4:]]
+    assert soup_metrics.main([*plain, "--parts", "barriers", "branching"]) == 2
+    err = capsys.readouterr().err
+    assert "generated interpolation variants of ft1:ft1_copy, w0:ft1" in err
+    assert "generated branching soups" in err
+    assert f"scripts/build_variants.py --project_root {location.root}" in err
+    assert "--generate" in err and "--interpolate ft1:ft1_copy --barrier_models w0 ft1" in err
+    assert soup_metrics.main([*argv, "--parts", "accuracy", "--probe_seed", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "scripts/single_model_evaluation.py" in err and "--seeds 7" in err
+    assert soup_metrics.main([*argv, "--parts", "cka", "--split", "train"]) == 2
+    err = capsys.readouterr().err
+    assert "scripts/layer_cka.py" in err and "--pairs all --split train" in err
+    assert not list(location.soup_metrics.glob("*.partial"))
+
+
+def test_unrelated_extraction_keeps_results(study):
+    """Extracting a model no part reads (a new cache of the same dataset) recomputes nothing."""
+    location, generated, argv = study
+    assert soup_metrics.main(argv) == 0  # current (an earlier test relabelled the summary)
+    summary = location.soup_metrics / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+    cache = location.feature_file("wds/digits", "test", "arch")
+    assert not cache.exists()
+    extract = [*argv[:4], "--datasets", "wds/digits", "--model_key", "arch", "--device", "cpu"]
+    assert feature_extraction.main([*extract, "--max_samples", "50", "--splits", "test"]) == 0
+    assert cache.is_file()
+    assert soup_metrics.main(argv) == 0
+    assert summary.stat().st_mtime_ns == stamp
+
+
+def test_checkpoint_content_change_recomputes(study):
+    """A checkpoint whose bytes change, with its size and modification time kept, is a new
+    input: the parts that read its weights are recomputed."""
+    location, _, argv = study
+    path = location.root.parent / "w0.safetensors"
+    original, stat = path.read_bytes(), path.stat()
+    weights = location.soup_metrics / "weight_pairs.csv"
+    before = weights.read_text()
+    state = load_file(str(path))
+    name = next(k for k, v in state.items() if v.dtype.is_floating_point and v.ndim == 4)
+    state[name] = state[name] + 1.0
+    try:
+        save_file(state, str(path))
+        assert path.stat().st_size == stat.st_size
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert soup_metrics.main([*argv, "--parts", "weights"]) == 0
+        summary = json.loads((location.soup_metrics / "summary.json").read_text())
+        assert summary["reason"] == {"weights": "stale"}
+        assert weights.read_text() != before
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert soup_metrics.main([*argv, "--parts", "weights"]) == 0
+    assert weights.read_text() == before
