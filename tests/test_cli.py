@@ -42,8 +42,10 @@ def test_table_covers_every_stage_script():
     assert {c.script for c in cli.COMMANDS.values()} == scripts
     for command in [*cli.COMMANDS.values(), *cli.DATASETS_COMMANDS.values()]:
         assert command.description and "\n" not in command.description
-        module_file = REPO / (command.module.replace(".", "/") + ".py")
-        assert module_file.is_file(), command.module
+        module_path = REPO / command.module.replace(".", "/")
+        assert (
+            module_path.with_suffix(".py").is_file() or (module_path / "__init__.py").is_file()
+        ), command.module
         if command.script:
             assert f'run_main("{command.module}")' in (REPO / command.script).read_text()
 

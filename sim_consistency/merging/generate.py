@@ -52,13 +52,31 @@ BRANCH_KEYS: tuple[str, str] = ("branch_epoch", "analysis_epoch")
 class SoupStudy:
     """What to generate: interpolation paths (explicit pairs + all pairs of ``barrier_models``)
     on an ``n_alphas`` grid, and (``branching``) one soup per branched-run group; ``bn_policy``
-    (None: the method default) applies to every generated entry."""
+    (None: the method default) applies to every generated entry, ``bn_split`` (the
+    ``'<dataset>:<split>'`` on which running statistics are recomputed) with ``reset``."""
 
     interpolate: tuple[tuple[str, str], ...] = ()
     barrier_models: tuple[str, ...] = ()
     n_alphas: int = 11
     bn_policy: str | None = None
+    bn_split: str | None = None
     branching: bool = True
+
+    def __post_init__(self) -> None:
+        if self.bn_policy == "reset" and self.bn_split is None:
+            raise ConfigError(
+                "--bn_policy reset needs --bn_split, the '<dataset>:<split>' on which the "
+                "generated variants' running statistics are recomputed (e.g. wds/digits:train)."
+            )
+
+
+def _bn_options(bn_policy: str | None, bn_split: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if bn_policy:
+        options["bn_policy"] = bn_policy
+        if bn_policy == "reset" and bn_split is not None:
+            options["bn_split"] = bn_split
+    return options
 
 
 def interpolation_alphas(n_points: int = 11) -> npt.NDArray[np.float64]:
@@ -87,7 +105,11 @@ def interpolation_id(a: str, b: str, alpha: float) -> str:
 
 
 def interpolation_entries(
-    pairs: Sequence[tuple[str, str]], alphas: Iterable[float], bn_policy: str | None
+    pairs: Sequence[tuple[str, str]],
+    alphas: Iterable[float],
+    bn_policy: str | None,
+    *,
+    bn_split: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Return ``interpolate`` variant entries ``{id: entry}`` for every pair × α."""
     entries = {}
@@ -98,9 +120,8 @@ def interpolation_entries(
                 "base": a,
                 "finetuned": b,
                 "alpha": float(alpha),
+                **_bn_options(bn_policy, bn_split),
             }
-            if bn_policy:
-                variant["bn_policy"] = bn_policy
             entries[interpolation_id(a, b, alpha)] = {
                 "variant": variant,
                 "metadata": {
@@ -148,7 +169,7 @@ def branching_soup_id(group: str, branch_epoch: Any, analysis_epoch: Any) -> str
 
 
 def branching_soup_entries(
-    runs: Sequence[Mapping[str, Any]], bn_policy: str | None
+    runs: Sequence[Mapping[str, Any]], bn_policy: str | None, *, bn_split: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """Return uniform-soup entries, one per (run_group, branch_epoch, analysis_epoch), sorted."""
     cells: dict[tuple[str, Any, Any], list[str]] = {}
@@ -157,9 +178,11 @@ def branching_soup_entries(
         cells.setdefault(cell, []).append(run["model_id"])
     entries: dict[str, dict[str, Any]] = {}
     for (group, branch, analysis), ids in sorted(cells.items(), key=lambda c: c[0]):
-        variant: dict[str, Any] = {"method": "uniform", "ingredients": sorted(ids)}
-        if bn_policy:
-            variant["bn_policy"] = bn_policy
+        variant: dict[str, Any] = {
+            "method": "uniform",
+            "ingredients": sorted(ids),
+            **_bn_options(bn_policy, bn_split),
+        }
         entries[branching_soup_id(group, branch, analysis)] = {
             "variant": variant,
             "metadata": {
@@ -188,9 +211,11 @@ def generated_entries(
             f"--interpolate/--barrier_models: unknown model id(s) {unknown}. "
             f"Known: {', '.join(specs)}."
         )
-    entries = interpolation_entries(pairs, interpolation_alphas(study.n_alphas), study.bn_policy)
+    alphas = interpolation_alphas(study.n_alphas)
+    bn = {"bn_policy": study.bn_policy, "bn_split": study.bn_split}
+    entries = interpolation_entries(pairs, alphas, **bn)
     if study.branching:
-        entries.update(branching_soup_entries(branching_runs(specs), study.bn_policy))
+        entries.update(branching_soup_entries(branching_runs(specs), **bn))
     return entries
 
 

@@ -72,6 +72,11 @@ class BuildSettings(SoupStudyPaths, Models, Device, Threads, Force, Launcher, Wa
         choices=("reset", "average", "from_anchor"),
         shown_default="the method's",
     )
+    bn_split: str | None = option(
+        "with --bn_policy reset: the DATASET:SPLIT on which running statistics are recomputed",
+        default=None,
+        metavar="DATASET:SPLIT",
+    )
 
     def default_model_ids(self, specs: dict[str, ModelSpec]) -> list[str]:
         return [m for m, s in specs.items() if s.is_variant]
@@ -99,6 +104,7 @@ class BuildSettings(SoupStudyPaths, Models, Device, Threads, Force, Launcher, Wa
             barrier_models=tuple(self.barrier_models),
             n_alphas=self.n_alphas,
             bn_policy=self.bn_policy,
+            bn_split=self.bn_split,
         )
         out = generate_config(
             Path(self.models_config),

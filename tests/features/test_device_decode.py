@@ -120,7 +120,9 @@ def test_encoded_rows_through_a_dataloader_match_the_pil_dataset(tmp_path):
     ours = [(list(k), lab, x) for k, lab, x in batches]
     ref = list(
         torch.utils.data.DataLoader(
-            ds.with_transform(transform), batch_size=3, collate_fn=collate_samples
+            WdsDataset(folder, "test", transform=transform),
+            batch_size=3,
+            collate_fn=collate_samples,
         )
     )
     for (keys, labels, x), r in zip(ours, ref, strict=True):

@@ -56,7 +56,11 @@ def test_generated_entries_and_config(tmp_path):
     specs = load_models_config(path, base_dir=tmp_path)
     assert [r["model_id"] for r in branching_runs(specs)] == ["r1", "r2", "r3", "v1"]
     assert branching_runs(config) == branching_runs(specs)  # raw entries read the same
-    study = SoupStudy(interpolate=(("a", "b"),), n_alphas=3, bn_policy="reset")
+    with pytest.raises(ConfigError, match="--bn_policy reset needs --bn_split"):
+        SoupStudy(bn_policy="reset")
+    study = SoupStudy(
+        interpolate=(("a", "b"),), n_alphas=3, bn_policy="reset", bn_split="wds/digits:train"
+    )
     entries = generated_entries(specs, study)
     assert list(entries) == [
         "interp__a__b__0p000",
@@ -73,6 +77,7 @@ def test_generated_entries_and_config(tmp_path):
         "finetuned": "b",
         "alpha": 0.5,
         "bn_policy": "reset",
+        "bn_split": "wds/digits:train",
     }
     assert entries["branchsoup__rn__e1__a4"]["variant"]["ingredients"] == ["r1", "r2"]
     out = write_generated_config(path, entries, tmp_path / "gen" / "study.json")
