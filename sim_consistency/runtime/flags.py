@@ -119,10 +119,10 @@ def parser_text(description: str, examples: Sequence[str], details: str) -> dict
 
 def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type) -> None:
     """Add one flag per :func:`option` field of ``settings_cls`` to ``parser``."""
-    shared_names = {
+    shared_names = {  # the runtime's field groups; a stage family's own groups stay "own"
         f.name
         for base in settings_cls.__mro__[1:]
-        if dataclasses.is_dataclass(base)
+        if dataclasses.is_dataclass(base) and base.__module__ == _GROUPS_MODULE
         for f in dataclasses.fields(base)
     }
     own = parser.add_argument_group("options of this stage")
@@ -136,6 +136,8 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type) -> N
         if f.name in shared_names:
             _add_flag(shared, f, opt)
 
+
+_GROUPS_MODULE = "sim_consistency.runtime.groups"
 
 #: The order of the shared flags in ``--help``.
 _SHARED_ORDER = (
@@ -161,7 +163,7 @@ def _add_flag(group: Any, f: dataclasses.Field, opt: Option) -> None:
     help_text = opt.help
     if opt.shown_default is not None:
         help_text += f" (default: {opt.shown_default})"
-    elif not required and default not in (None, False) and not isinstance(default, bool):
+    elif not required and default not in (None, False, ()) and not isinstance(default, bool):
         help_text += f" (default: {_shown(default)})"
     elif isinstance(default, bool) and default and opt.negatable:
         help_text += " (default: on)"
