@@ -163,7 +163,7 @@ def _add_flag(group: Any, f: dataclasses.Field, opt: Option) -> None:
     help_text = opt.help
     if opt.shown_default is not None:
         help_text += f" (default: {opt.shown_default})"
-    elif not required and default not in (None, False, ()) and not isinstance(default, bool):
+    elif not required and default is not None and not isinstance(default, bool) and default != ():
         help_text += f" (default: {_shown(default)})"
     elif isinstance(default, bool) and default and opt.negatable:
         help_text += " (default: on)"
