@@ -188,7 +188,13 @@ def _hatch_wide(ax: Any, half_widths: np.ndarray, wide: float) -> None:
     for i, j in zip(*np.nonzero(~(hw <= wide)), strict=True):
         ax.add_patch(
             Rectangle(
-                (j - 0.5, i - 0.5), 1.0, 1.0, fill=False, hatch="///", edgecolor="white", lw=0
+                (j - 0.5, i - 0.5),
+                1.0,
+                1.0,
+                fill=False,
+                hatch="//",
+                edgecolor=(1.0, 1.0, 1.0, 0.35),  # faint: the annotation stays readable
+                lw=0,
             )
         )
 
@@ -226,9 +232,10 @@ def save_profile_plot(
     shown += [v for low, high in bands.values() for v in (*low, *high)]
     lo, hi = data_limits(shown)
     ax.set_ylim(lo, hi)
-    ax.set_title(title, fontsize=9)
+    band_note = "\n(shaded bands: 95% confidence intervals)" if bands else ""
+    ax.set_title(title + band_note, fontsize=9)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"{ylabel} (axis zoomed to the data)" + ("; bands: 95% CI" if bands else ""))
+    ax.set_ylabel(f"{ylabel} (axis zoomed to the data)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
