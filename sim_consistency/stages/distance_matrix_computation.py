@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -317,7 +317,7 @@ def _compute(
     from sim_consistency.similarity import similarity_matrix
     from sim_consistency.uncertainty import similarity_matrix_ci
 
-    options = {
+    options: dict[str, Any] = {
         "normalize": item.normalize,
         "progress": True,
         "memory_budget": item.memory_budget,
@@ -340,12 +340,18 @@ def _compute(
 def run_item(settings: MatrixSettings, item: WorkItem) -> list[Path]:
     """Compute and write every matrix of one dataset; return the output folders."""
     from sim_consistency.features import load_aligned_blocks
+
+    # One read per cache file; keys checked to be identical across caches (else CacheError).
+    _, _, features = load_aligned_blocks(item.cache_paths, item.block)
+    return write_matrices(item, features)
+
+
+def write_matrices(item: WorkItem, features: list[np.ndarray]) -> list[Path]:
+    """Compute and write every matrix of ``item`` from its features; return the folders."""
     from sim_consistency.similarity import describe_estimator
     from sim_consistency.similarity.streamed import resolve_device
     from sim_consistency.threads import threads_metadata
 
-    # One read per cache file; keys checked to be identical across caches (else CacheError).
-    _, _, features = load_aligned_blocks(item.cache_paths, item.block)
     n = features[0].shape[0]
     written: list[Path] = []
     for out in item.outputs:
