@@ -17,6 +17,12 @@ once per metric and reused for every pair, and every metric's matrix is written 
 Undefined similarities (a constant representation) are written as NaN and listed in the
 metadata, never as a number.
 
+``--ci [--ci_groups K] [--ci_seed S]`` adds a 95 % delete-a-group jackknife interval per entry
+(:mod:`sim_consistency.stages._similarity_ci`): ``se``, ``ci_low``, ``ci_high`` and
+``ci_groups`` in ``similarity_matrix.h5``, the long ``similarity_ci.csv`` and the annotated
+``similarity_ci.png|.pdf`` heatmap; the matrix itself is bitwise the one without ``--ci``.
+Mutual k-NN gets no interval (``ci_unavailable`` in its metadata says why).
+
 RBF CKA and RSA matrices take all their pairs' cross terms in one streamed Gram product
 (:mod:`sim_consistency.similarity.streamed`): each model's kernel is formed once per slab, not
 once per pair, and the working set stays under ``--memory_budget``. ``--device cuda`` (or

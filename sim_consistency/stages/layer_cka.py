@@ -14,6 +14,12 @@ every dataset, ``results/layer_cka/<dataset_slug>/`` with
 * ``metadata.json`` — estimator, normalisation, input content keys and the content key the
   planner compares to skip finished outputs (written last; removed first when rebuilding).
 
+``--ci [--ci_groups K] [--ci_seed S]`` adds a 95 % delete-a-group jackknife interval per cell
+(:mod:`sim_consistency.stages._similarity_ci`): ``/se``, ``/ci_low``, ``/ci_high`` next to
+``/grids`` in ``cka_grids.h5``, the same columns in ``layer_cka.csv``, ``ci_low``/``ci_high`` in
+the profile, ``0.83±0.02`` annotations, hatched wide cells and profile bands in the figures; the
+grids themselves are bitwise those without ``--ci``.
+
 One work item is one dataset: each model's cache is read once, each block's CKA statistics
 (:func:`~sim_consistency.similarity.block_stats`) are computed once and reused for every pair.
 """
