@@ -28,6 +28,12 @@ SIMILARITY_CODE_VERSION = "4"
 MATRIX_H5 = "similarity_matrix.h5"
 MATRIX_CSV = "similarity_matrix.csv"
 MODEL_IDS = "model_ids.txt"
+#: Long table of a matrix with its intervals (written with ``--ci``).
+MATRIX_CI_CSV = "similarity_ci.csv"
+#: Heatmap of a matrix with its intervals (written with ``--ci``), ``.png`` and ``.pdf``.
+MATRIX_CI_FIGURE = "similarity_ci"
+#: Heatmap cells whose 95% interval is wider than ± this are hatched.
+WIDE_INTERVAL = 0.05
 
 
 def cache_attrs(
@@ -127,11 +133,16 @@ def save_heatmap(
     ylabel: str = "",
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
+    half_widths: np.ndarray | None = None,
+    wide: float = WIDE_INTERVAL,
 ) -> list[Path]:
     """Save an annotated viridis heatmap as ``<stem>.png`` and ``<stem>.pdf``.
 
     The colour scale is fixed (``vmin``..``vmax``, default 0–1) so that heatmaps of different
-    pairs can be compared by eye; cells are annotated with two decimals up to 20×20.
+    pairs can be compared by eye; cells are annotated with two decimals up to 20×20. With
+    ``half_widths`` (confidence intervals' half-widths, same shape) the annotation reads
+    ``0.83±0.02`` and cells whose half-width exceeds ``wide`` (or is NaN: no interval) are
+    hatched at every size; the title says so.
     """
     rows, cols = values.shape
     lo = float(np.nanmin(values)) if vmin is None else vmin
@@ -148,20 +159,48 @@ def save_heatmap(
             for j in range(cols):
                 v = values[i, j]
                 text = "nan" if not np.isfinite(v) else f"{v:.2f}"
+                if half_widths is not None and np.isfinite(half_widths[i, j]):
+                    text += f"\n±{half_widths[i, j]:.2f}"
                 ax.text(
                     j,
                     i,
                     text,
                     ha="center",
                     va="center",
-                    fontsize=6,
+                    fontsize=6 if half_widths is None else 5,
                     color="black" if np.isfinite(v) and (v - lo) / (hi - lo) > 0.6 else "white",
                 )
+    if half_widths is not None:
+        _hatch_wide(ax, half_widths, wide)
+        title += f"\n(±: 95% CI half-width; hatched: half-width > {wide:g} or no interval)"
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     fig.tight_layout()
     return save_figure(fig, path_stem)
+
+
+def _hatch_wide(ax: Any, half_widths: np.ndarray, wide: float) -> None:
+    """Hatch (faint white ``//``) the cells whose half-width exceeds ``wide`` or is undefined.
+
+    One patch collection, not a patch per cell: cheap to draw and to save at any size.
+    """
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    hw = np.asarray(half_widths, dtype=np.float64)
+    rows, cols = np.nonzero(~(hw <= wide))
+    cells = [Rectangle((j - 0.5, i - 0.5), 1.0, 1.0) for i, j in zip(rows, cols, strict=True)]
+    if cells:
+        ax.add_collection(
+            PatchCollection(
+                cells,
+                facecolor="none",
+                edgecolor=(1.0, 1.0, 1.0, 0.35),  # faint: the annotation stays readable
+                linewidth=0,
+                hatch="//",
+            )
+        )
 
 
 def save_profile_plot(
@@ -172,8 +211,12 @@ def save_profile_plot(
     xlabel: str,
     ylabel: str,
     xticklabels: Sequence[str] | None = None,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> list[Path]:
     """Save one line per series as ``<stem>.png`` and ``<stem>.pdf``.
+
+    ``bands`` (``{series: (low, high)}``, e.g. 95% confidence intervals) are drawn as shaded
+    bands in the series' colour and included in the y range.
 
     The y axis spans the data (not a fixed 0–1: CKA profiles of related models all lie near 1,
     where a 0–1 axis would show nothing); the ylabel says so. Each series has its own colour,
@@ -181,13 +224,20 @@ def save_profile_plot(
     """
     length = max((len(v) for v in profiles.values()), default=1)
     fig, ax = subplots(figsize=(max(5.5, 0.45 * length + 3.5), 4.0))
+    bands = bands or {}
     for i, (label, values) in enumerate(profiles.items()):
-        ax.plot(range(len(values)), values, label=label, **series_style(i))
+        (line,) = ax.plot(range(len(values)), values, label=label, **series_style(i))
+        if label in bands:
+            low, high = bands[label]
+            ax.fill_between(range(len(values)), low, high, color=line.get_color(), alpha=0.2)
     if xticklabels is not None:
         ax.set_xticks(range(len(xticklabels)), labels=list(xticklabels), rotation=90, fontsize=7)
-    lo, hi = data_limits([v for values in profiles.values() for v in values])
+    shown = [v for values in profiles.values() for v in values]
+    shown += [v for low, high in bands.values() for v in (*low, *high)]
+    lo, hi = data_limits(shown)
     ax.set_ylim(lo, hi)
-    ax.set_title(title, fontsize=9)
+    band_note = "\n(shaded bands: 95% confidence intervals)" if bands else ""
+    ax.set_title(title + band_note, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{ylabel} (axis zoomed to the data)")
     ax.grid(alpha=0.3)

@@ -17,6 +17,12 @@ once per metric and reused for every pair, and every metric's matrix is written 
 Undefined similarities (a constant representation) are written as NaN and listed in the
 metadata, never as a number.
 
+``--ci [--ci_groups K] [--ci_seed S]`` adds a 95 % delete-a-group jackknife interval per entry
+(:mod:`sim_consistency.stages._similarity_ci`): ``se``, ``ci_low``, ``ci_high`` and
+``ci_groups`` in ``similarity_matrix.h5``, the long ``similarity_ci.csv`` and the annotated
+``similarity_ci.png|.pdf`` heatmap; the matrix itself is bitwise the one without ``--ci``.
+Mutual k-NN gets no interval (``ci_unavailable`` in its metadata says why).
+
 RBF CKA and RSA matrices take all their pairs' cross terms in one streamed Gram product
 (:mod:`sim_consistency.similarity.streamed`): each model's kernel is formed once per slab, not
 once per pair, and the working set stays under ``--memory_budget``. ``--device cuda`` (or
@@ -32,13 +38,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sim_consistency.errors import ConfigError
 from sim_consistency.io import atomic_output, atomic_write_text
-from sim_consistency.outputs import METADATA_FILE, folder_plan_reason, json_digest
+from sim_consistency.outputs import METADATA_FILE, json_digest
 from sim_consistency.runtime import (
     Datasets,
     Device,
@@ -51,7 +57,19 @@ from sim_consistency.runtime import (
     option,
     run_stage,
 )
+from sim_consistency.stages._similarity_ci import (
+    CI_LEVEL,
+    POINT_KEY,
+    CiSettings,
+    ci_key_fields,
+    ci_metadata,
+    ci_plan_reason,
+    half_width,
+    no_interval_reason,
+)
 from sim_consistency.stages._similarity_io import (
+    MATRIX_CI_CSV,
+    MATRIX_CI_FIGURE,
     MATRIX_CSV,
     MATRIX_H5,
     MODEL_IDS,
@@ -59,11 +77,15 @@ from sim_consistency.stages._similarity_io import (
     cache_attrs,
     read_similarity_matrix,
     resolve_block,
+    save_heatmap,
     write_json,
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from sim_consistency.config.similarity import MetricSpec
+    from sim_consistency.uncertainty import Interval
 
 __all__ = [
     "STAGE",
@@ -80,7 +102,7 @@ log = logging.getLogger("sim_consistency.distance_matrix_computation")
 
 
 @dataclass(frozen=True, kw_only=True)
-class MatrixSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb):
+class MatrixSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb, CiSettings):
     """Everything a run depends on; :meth:`validated` loads the metrics and checks the flags."""
 
     similarity_config: Path = option(
@@ -139,6 +161,7 @@ class MetricOutput:
     folder: Path
     content_key: str
     reason: str  # "missing" | "stale" | "forced"
+    point_key: str = ""  # the content key of the same matrix without intervals
 
 
 @dataclass(frozen=True)
@@ -156,6 +179,9 @@ class WorkItem:
     outputs: tuple[MetricOutput, ...]
     device: str = "auto"
     memory_budget: int = 2 << 30
+    ci: bool = False
+    ci_groups: int = 20
+    ci_seed: int = 0
 
 
 def plan(settings: MatrixSettings) -> list[WorkItem]:
@@ -175,22 +201,25 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
         for spec in settings.metrics:
             slug = metric_slug(spec)
             folder = loc.similarity_dir(dataset, slug)
-            key = json_digest(
-                {
-                    "inputs": [[m, keys[m]] for m in settings.model_ids],
-                    "metric": spec.to_json(),
-                    "blocks": list(blocks),
-                    "normalize": settings.normalize,
-                    "split": settings.split,
-                    "code_version": SIMILARITY_CODE_VERSION,
-                }
-            )
-            reason = folder_plan_reason(
-                folder, key, (MATRIX_H5, MATRIX_CSV, MODEL_IDS), settings.force
+            fields = {
+                "inputs": [[m, keys[m]] for m in settings.model_ids],
+                "metric": spec.to_json(),
+                "blocks": list(blocks),
+                "normalize": settings.normalize,
+                "split": settings.split,
+                "code_version": SIMILARITY_CODE_VERSION,
+            }
+            point_key = json_digest(fields)
+            key = json_digest({**fields, **ci_key_fields(settings)})
+            files = [MATRIX_H5, MATRIX_CSV, MODEL_IDS]
+            if settings.ci and no_interval_reason(spec) is None:
+                files += [MATRIX_CI_CSV, MATRIX_CI_FIGURE + ".png"]
+            reason = ci_plan_reason(
+                folder, key, point_key, files, force=settings.force, ci=settings.ci
             )
             if reason is None:
                 continue
-            outputs.append(MetricOutput(spec, slug, folder, key, reason))
+            outputs.append(MetricOutput(spec, slug, folder, key, reason, point_key))
         if outputs:
             items.append(
                 WorkItem(
@@ -207,59 +236,133 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
                     outputs=tuple(outputs),
                     device=settings.device,
                     memory_budget=int(settings.memory_budget),
+                    ci=settings.ci,
+                    ci_groups=settings.ci_groups,
+                    ci_seed=settings.ci_seed,
                 )
             )
     return items
 
 
 def write_similarity_matrix(
-    folder: Path, matrix: np.ndarray, model_ids: Sequence[str], metadata: dict
+    folder: Path,
+    matrix: np.ndarray,
+    model_ids: Sequence[str],
+    metadata: dict,
+    interval: Interval | None = None,
 ) -> None:
     """Write ``model_ids.txt``, the matrix as HDF5 and CSV, then ``metadata.json`` (last).
 
-    The old ``metadata.json`` is removed first, so a run that dies half-way leaves a folder
-    without a content key, which the next plan rebuilds instead of trusting.
+    With ``interval`` (``--ci``) the HDF5 file also holds ``se``, ``ci_low``, ``ci_high`` (M, M)
+    and ``ci_groups`` (n,), and ``similarity_ci.csv`` (long: one row per ordered model pair)
+    and the ``similarity_ci`` heatmap are written. The old ``metadata.json`` is removed first,
+    so a run that dies half-way leaves a folder without a content key, which the next plan
+    rebuilds instead of trusting.
     """
     import h5py
     import pandas as pd
 
     (folder / METADATA_FILE).unlink(missing_ok=True)
+    for stale in (MATRIX_CI_CSV, MATRIX_CI_FIGURE + ".png", MATRIX_CI_FIGURE + ".pdf"):
+        (folder / stale).unlink(missing_ok=True)
     atomic_write_text(folder / MODEL_IDS, "\n".join(model_ids) + "\n")
+    needed = matrix.nbytes * (4 if interval is not None else 1)
     with (
-        atomic_output(folder / MATRIX_H5, needed=matrix.nbytes, what="the matrix") as tmp,
+        atomic_output(folder / MATRIX_H5, needed=needed, what="the matrix") as tmp,
         h5py.File(tmp, "w", locking=False) as f,
     ):
         f.create_dataset("similarity_matrix", data=matrix)
         f.create_dataset("model_ids", data=list(model_ids), dtype=h5py.string_dtype())
+        if interval is not None:
+            for name in ("se", "ci_low", "ci_high"):
+                f.create_dataset(name, data=getattr(interval, name))
+            f.create_dataset("ci_groups", data=interval.groups)
+            f.attrs["ci_method"] = interval.method
+            f.attrs["ci_level"] = interval.level
         f.attrs["metric_slug"] = metadata["metric_slug"]
         f.attrs["content_key"] = metadata["content_key"]
     frame = pd.DataFrame(matrix, index=list(model_ids), columns=list(model_ids))
     atomic_write_text(folder / MATRIX_CSV, frame.to_csv(index_label="model_id"))
+    if interval is not None:
+        atomic_write_text(
+            folder / MATRIX_CI_CSV, ci_table(matrix, interval, model_ids).to_csv(index=False)
+        )
+        save_heatmap(
+            matrix,
+            folder / MATRIX_CI_FIGURE,
+            row_labels=model_ids,
+            col_labels=model_ids,
+            title=f"{metadata['metric_slug']}, {metadata['dataset']}",
+            half_widths=half_width(interval),
+        )
     write_json(folder / METADATA_FILE, metadata)
+
+
+def ci_table(matrix: np.ndarray, interval: Interval, model_ids: Sequence[str]) -> pd.DataFrame:
+    """Return the long table: ``model_a, model_b, similarity, se, ci_low, ci_high``."""
+    import pandas as pd
+
+    m = len(model_ids)
+    a, b = np.divmod(np.arange(m * m), m)
+    return pd.DataFrame(
+        {
+            "model_a": np.asarray(model_ids, dtype=object)[a],
+            "model_b": np.asarray(model_ids, dtype=object)[b],
+            "similarity": matrix.ravel(),
+            "se": np.asarray(interval.se).ravel(),
+            "ci_low": np.asarray(interval.ci_low).ravel(),
+            "ci_high": np.asarray(interval.ci_high).ravel(),
+        }
+    )
+
+
+def _compute(
+    item: WorkItem, out: MetricOutput, features: list
+) -> tuple[np.ndarray, Interval | None]:
+    """Return one metric's matrix, with its jackknife interval when ``--ci`` gives one."""
+    from sim_consistency.similarity import similarity_matrix
+    from sim_consistency.uncertainty import similarity_matrix_ci
+
+    options: dict[str, Any] = {
+        "normalize": item.normalize,
+        "progress": True,
+        "memory_budget": item.memory_budget,
+        "device": item.device,
+        "scratch_dir": out.folder,  # RSA ranks past the budget spill here (removed after)
+    }
+    if not item.ci or no_interval_reason(out.spec) is not None:
+        return similarity_matrix(features, out.spec, **options), None
+    interval = similarity_matrix_ci(
+        features,
+        out.spec,
+        n_groups=item.ci_groups,
+        seed=item.ci_seed,
+        level=CI_LEVEL,
+        **options,
+    )
+    return interval.point, interval
 
 
 def run_item(settings: MatrixSettings, item: WorkItem) -> list[Path]:
     """Compute and write every matrix of one dataset; return the output folders."""
     from sim_consistency.features import load_aligned_blocks
-    from sim_consistency.similarity import describe_estimator, similarity_matrix
-    from sim_consistency.similarity.streamed import resolve_device
-    from sim_consistency.threads import threads_metadata
 
     # One read per cache file; keys checked to be identical across caches (else CacheError).
     _, _, features = load_aligned_blocks(item.cache_paths, item.block)
+    return write_matrices(item, features)
+
+
+def write_matrices(item: WorkItem, features: list[np.ndarray]) -> list[Path]:
+    """Compute and write every matrix of ``item`` from its features; return the folders."""
+    from sim_consistency.similarity import describe_estimator
+    from sim_consistency.similarity.streamed import resolve_device
+    from sim_consistency.threads import threads_metadata
+
     n = features[0].shape[0]
     written: list[Path] = []
     for out in item.outputs:
         start = time.perf_counter()
-        matrix = similarity_matrix(
-            features,
-            out.spec,
-            normalize=item.normalize,
-            progress=True,
-            memory_budget=item.memory_budget,
-            device=item.device,
-            scratch_dir=out.folder,  # RSA ranks past the budget spill here (removed after)
-        )
+        matrix, interval = _compute(item, out, features)
         seconds = time.perf_counter() - start
         if np.isnan(matrix).any():
             log.warning(
@@ -269,6 +372,7 @@ def run_item(settings: MatrixSettings, item: WorkItem) -> list[Path]:
             )
         metadata = {
             "content_key": out.content_key,
+            POINT_KEY: out.point_key,
             "dataset": item.dataset,
             "split": item.split,
             "metric_slug": out.slug,
@@ -291,14 +395,21 @@ def run_item(settings: MatrixSettings, item: WorkItem) -> list[Path]:
             "seconds": round(seconds, 3),
             **threads_metadata(),
         }
-        write_similarity_matrix(out.folder, matrix, item.model_ids, metadata)
+        if item.ci:
+            metadata["ci"] = item.ci
+            if interval is not None:
+                metadata.update(ci_metadata(interval, n))
+            else:
+                metadata["ci_unavailable"] = no_interval_reason(out.spec)
+        write_similarity_matrix(out.folder, matrix, item.model_ids, metadata, interval)
         log.info(
-            "%s: %d models, n=%d, %.2f s (%s)",
+            "%s: %d models, n=%d, %.2f s (%s%s)",
             out.folder,
             len(item.model_ids),
             n,
             seconds,
             out.reason,
+            ", with intervals" if interval is not None else "",
         )
         written.append(out.folder)
     return written

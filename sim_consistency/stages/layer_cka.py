@@ -14,6 +14,12 @@ every dataset, ``results/layer_cka/<dataset_slug>/`` with
 * ``metadata.json`` — estimator, normalisation, input content keys and the content key the
   planner compares to skip finished outputs (written last; removed first when rebuilding).
 
+``--ci [--ci_groups K] [--ci_seed S]`` adds a 95 % delete-a-group jackknife interval per cell
+(:mod:`sim_consistency.stages._similarity_ci`): ``/se``, ``/ci_low``, ``/ci_high`` next to
+``/grids`` in ``cka_grids.h5``, the same columns in ``layer_cka.csv``, ``ci_low``/``ci_high`` in
+the profile, ``0.83±0.02`` annotations, hatched wide cells and profile bands in the figures; the
+grids themselves are bitwise those without ``--ci``.
+
 One work item is one dataset: each model's cache is read once, each block's CKA statistics
 (:func:`~sim_consistency.similarity.block_stats`) are computed once and reused for every pair.
 """
@@ -25,13 +31,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from sim_consistency.errors import ConfigError
 from sim_consistency.io import atomic_output, atomic_write_text
-from sim_consistency.outputs import METADATA_FILE, folder_plan_reason, json_digest
+from sim_consistency.outputs import METADATA_FILE, json_digest
 from sim_consistency.project import dataset_slug
 from sim_consistency.runtime import (
     Datasets,
@@ -44,6 +50,15 @@ from sim_consistency.runtime import (
     option,
     run_stage,
 )
+from sim_consistency.stages._similarity_ci import (
+    CI_LEVEL,
+    POINT_KEY,
+    CiSettings,
+    ci_key_fields,
+    ci_metadata,
+    ci_plan_reason,
+    half_width,
+)
 from sim_consistency.stages._similarity_io import (
     SIMILARITY_CODE_VERSION,
     cache_attrs,
@@ -51,6 +66,9 @@ from sim_consistency.stages._similarity_io import (
     save_profile_plot,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from sim_consistency.uncertainty import Interval
 
 __all__ = [
     "STAGE",
@@ -74,7 +92,7 @@ OUTPUT_FILES = (GRIDS_H5, TIDY_CSV, PROFILE_CSV, PROFILE_STEM + ".png", PROFILE_
 
 
 @dataclass(frozen=True, kw_only=True)
-class LayerCkaSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
+class LayerCkaSettings(Models, Datasets, Threads, Force, Launcher, Wandb, CiSettings):
     """Everything a run depends on; :meth:`validated` puts the reference among the models."""
 
     reference: str = option("model id every grid is taken against", default=None, required=True)
@@ -125,6 +143,10 @@ class WorkItem:
     folder: Path
     content_key: str
     reason: str  # "missing" | "stale" | "forced"
+    point_key: str = ""  # the content key of the same grids without intervals
+    ci: bool = False
+    ci_groups: int = 20
+    ci_seed: int = 0
 
 
 #: Bump when the figures change (names, axes): the folder's outputs are rebuilt, not reused.
@@ -154,19 +176,21 @@ def plan(settings: LayerCkaSettings) -> list[WorkItem]:
         attrs = cache_attrs(loc, dataset, settings.split, settings.model_ids)
         keys = tuple(str(attrs[m].get("content_key", "")) for m in settings.model_ids)
         folder = loc.layer_cka / dataset_slug(dataset)
-        key = json_digest(
-            {
-                "inputs": [list(p) for p in zip(settings.model_ids, keys, strict=True)],
-                "reference": settings.reference,
-                "pairs": [list(p) for p in pairs],
-                "unbiased": settings.unbiased,
-                "normalize": settings.normalize,
-                "split": settings.split,
-                "code_version": SIMILARITY_CODE_VERSION,
-                "figures_version": FIGURES_VERSION,
-            }
+        fields = {
+            "inputs": [list(p) for p in zip(settings.model_ids, keys, strict=True)],
+            "reference": settings.reference,
+            "pairs": [list(p) for p in pairs],
+            "unbiased": settings.unbiased,
+            "normalize": settings.normalize,
+            "split": settings.split,
+            "code_version": SIMILARITY_CODE_VERSION,
+            "figures_version": FIGURES_VERSION,
+        }
+        point_key = json_digest(fields)
+        key = json_digest({**fields, **ci_key_fields(settings)})
+        reason = ci_plan_reason(
+            folder, key, point_key, OUTPUT_FILES, force=settings.force, ci=settings.ci
         )
-        reason = folder_plan_reason(folder, key, OUTPUT_FILES, settings.force)
         if reason is None:
             continue
         items.append(
@@ -185,6 +209,10 @@ def plan(settings: LayerCkaSettings) -> list[WorkItem]:
                 folder=folder,
                 content_key=key,
                 reason=reason,
+                point_key=point_key,
+                ci=settings.ci,
+                ci_groups=settings.ci_groups,
+                ci_seed=settings.ci_seed,
             )
         )
     return items
@@ -219,6 +247,17 @@ def _diagonal(
     ]
 
 
+def _ci_cells(interval: Interval | None, i: int, j: int) -> dict[str, float]:
+    """Return the tidy row's ``se``, ``ci_low``, ``ci_high`` of cell (i, j) ({} without)."""
+    if interval is None:
+        return {}
+    return {
+        "se": float(interval.se[i, j]),
+        "ci_low": float(interval.ci_low[i, j]),
+        "ci_high": float(interval.ci_high[i, j]),
+    }
+
+
 def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
     """Compute every grid of one dataset and write the outputs; return the folder."""
     import h5py
@@ -232,6 +271,12 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
         l2_normalize,
     )
     from sim_consistency.threads import threads_metadata
+    from sim_consistency.uncertainty import (
+        grid_leave_out,
+        jackknife_interval,
+        linear_group_stats,
+        row_groups,
+    )
 
     start = time.perf_counter()
     (item.folder / METADATA_FILE).unlink(missing_ok=True)
@@ -240,15 +285,25 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
     involved = list(dict.fromkeys(m for pair in item.pairs for m in pair))
     widths = [X.shape[1] for m in involved for X in blocks[m][1]]
     space = choose_space(n, widths)
+    groups = row_groups(n, item.ci_groups, seed=item.ci_seed) if item.ci else None
     stats = {}
+    group_stats = {}
     for model_id in progress_bar(involved, desc=f"layer_cka {item.dataset}: block statistics"):
         arrays = blocks[model_id][1]
         if item.normalize:
             arrays = [l2_normalize(X) for X in arrays]
         stats[model_id] = block_stats(arrays, space=space)
+        if groups is not None:
+            group_stats[model_id] = [linear_group_stats(X, groups) for X in arrays]
     grids: dict[tuple[str, str], np.ndarray] = {}
+    intervals: dict[tuple[str, str], Interval] = {}
     for a, b in progress_bar(item.pairs, desc=f"layer_cka {item.dataset}: grids"):
         grids[(a, b)] = cka_grid_from_stats(stats[a], stats[b], unbiased=item.unbiased)
+        if groups is not None:
+            theta = grid_leave_out(group_stats[a], group_stats[b], unbiased=item.unbiased)
+            intervals[(a, b)] = jackknife_interval(
+                grids[(a, b)], theta, level=CI_LEVEL, seed=item.ci_seed, groups=groups
+            )
     common = {"dataset": item.dataset, "split": item.split}
     tidy = [
         {
@@ -260,6 +315,7 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
             "block_index_b": j,
             "block_b": blocks[b][0][j],
             "cka": float(grid[i, j]),
+            **_ci_cells(intervals.get((a, b)), i, j),
         }
         for (a, b), grid in grids.items()
         for i in range(grid.shape[0])
@@ -267,14 +323,21 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
     ]
     profile_rows = []
     profiles: dict[str, list[float]] = {}
+    bands: dict[str, tuple[list[float], list[float]]] = {}
     ref_names = blocks[item.reference][0]
     for model_id in item.model_ids:
         if model_id == item.reference:
             continue
         if (item.reference, model_id) in grids:
             grid = grids[(item.reference, model_id)]
+            interval = intervals.get((item.reference, model_id))
+            low, high = (None, None) if interval is None else (interval.ci_low, interval.ci_high)
         else:  # --pairs all lists (other, reference) when the other comes first
             grid = grids[(model_id, item.reference)].T
+            interval = intervals.get((model_id, item.reference))
+            low, high = (
+                (None, None) if interval is None else (interval.ci_low.T, interval.ci_high.T)
+            )
         diagonal = _diagonal(ref_names, blocks[model_id][0], grid)
         if not diagonal:
             log.warning(
@@ -285,6 +348,15 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
             )
             continue
         profiles[model_id] = [value for _, _, value in diagonal]
+        ci_rows: list[dict[str, float]] = [{} for _ in diagonal]
+        if low is not None and high is not None:
+            ci_low = _diagonal(ref_names, blocks[model_id][0], low)
+            ci_high = _diagonal(ref_names, blocks[model_id][0], high)
+            bands[model_id] = ([v for _, _, v in ci_low], [v for _, _, v in ci_high])
+            ci_rows = [
+                {"ci_low": lo, "ci_high": hi}
+                for (_, _, lo), (_, _, hi) in zip(ci_low, ci_high, strict=True)
+            ]
         profile_rows += [
             {
                 **common,
@@ -293,8 +365,9 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
                 "block": name,
                 "block_index": i,
                 "cka": value,
+                **extra,
             }
-            for name, i, value in diagonal
+            for (name, i, value), extra in zip(diagonal, ci_rows, strict=True)
         ]
     estimator = (
         "linear CKA, "
@@ -312,12 +385,20 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
             ds.attrs["model_a"], ds.attrs["model_b"] = a, b
             ds.attrs["block_names_a"] = blocks[a][0]
             ds.attrs["block_names_b"] = blocks[b][0]
+        if groups is not None:  # /se, /ci_low, /ci_high mirror /grids
+            for name in ("se", "ci_low", "ci_high"):
+                ci_group = f.create_group(name)
+                for (a, b), interval in intervals.items():
+                    ci_group.create_dataset(pair_name(a, b), data=getattr(interval, name))
+            f.create_dataset("ci_groups", data=groups)
+            f.attrs["ci_level"] = CI_LEVEL
         f.attrs["content_key"] = item.content_key
         f.attrs["estimator"] = estimator
     atomic_write_text(item.folder / TIDY_CSV, pd.DataFrame(tidy).to_csv(index=False))
     profile_frame = pd.DataFrame(
         profile_rows,
-        columns=["dataset", "split", "reference", "model_id", "block", "block_index", "cka"],
+        columns=["dataset", "split", "reference", "model_id", "block", "block_index", "cka"]
+        + (["ci_low", "ci_high"] if groups is not None else []),
     )
     atomic_write_text(item.folder / PROFILE_CSV, profile_frame.to_csv(index=False))
     # The folder belongs to this item: figures of pairs from an earlier run must not linger
@@ -334,6 +415,7 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
             title=f"linear CKA, {item.dataset}: {a} vs {b}",
             xlabel=f"{b} block",
             ylabel=f"{a} block",
+            half_widths=half_width(intervals[(a, b)]) if (a, b) in intervals else None,
         )
     save_profile_plot(
         profiles,
@@ -343,6 +425,7 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
         xlabel="block",
         ylabel="linear CKA",
         xticklabels=ref_names,
+        bands=bands or None,
     )
     seconds = time.perf_counter() - start
     write_json(
@@ -362,6 +445,9 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
             "n_samples": n,
             "code_version": SIMILARITY_CODE_VERSION,
             "seconds": round(seconds, 3),
+            POINT_KEY: item.point_key,
+            "ci": item.ci,
+            **(ci_metadata(next(iter(intervals.values())), n) if intervals else {}),
             **threads_metadata(),
         },
     )

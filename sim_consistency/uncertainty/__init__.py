@@ -10,8 +10,8 @@
   supported / not supported / inconclusive verdict, Wilson intervals for probe accuracies.
 
 Like the other math packages these take arrays and return numbers or small dataclasses; every
-stochastic function takes a ``seed``. Nothing here is wired into the stages yet; the intended
-wiring (issue 20) is:
+stochastic function takes a ``seed``. The similarity stages use it with ``--ci``
+(:mod:`sim_consistency.stages._similarity_ci`); the intended wiring (issue 20) is:
 
 * similarity stage with ``--ci``: ``ci = similarity_matrix_ci(features, spec, n_groups=K,
   seed=s, normalize=..., memory_budget=..., device=...)`` in place of ``similarity_matrix``;
@@ -58,6 +58,7 @@ from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out
 from sim_consistency.uncertainty.rsa import RdmRanks, rdm_ranks, rsa_leave_out
 from sim_consistency.uncertainty.similarity import (
     cka_grid_ci,
+    grid_leave_out,
     leave_out_matrix,
     similarity_matrix_ci,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "wilson_interval",
     "RdmRanks",
     "cka_grid_ci",
+    "grid_leave_out",
     "jackknife_interval",
     "leave_out_matrix",
     "linear_cka_leave_out",

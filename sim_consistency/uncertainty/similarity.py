@@ -45,11 +45,39 @@ from sim_consistency.uncertainty.jackknife import (
     jackknife_interval,
     row_groups,
 )
-from sim_consistency.uncertainty.linear_cka import linear_cka_leave_out, linear_group_stats
+from sim_consistency.uncertainty.linear_cka import (
+    LinearGroupStats,
+    linear_cka_leave_out,
+    linear_group_stats,
+)
 from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out
 from sim_consistency.uncertainty.rsa import rdm_ranks, rsa_leave_out
 
-__all__ = ["similarity_matrix_ci", "cka_grid_ci", "leave_out_matrix"]
+__all__ = ["similarity_matrix_ci", "cka_grid_ci", "grid_leave_out", "leave_out_matrix"]
+
+
+def grid_leave_out(
+    stats_a: Sequence[LinearGroupStats],
+    stats_b: Sequence[LinearGroupStats],
+    *,
+    unbiased: bool = False,
+    budget: int = DEFAULT_MEMORY_BUDGET,
+) -> np.ndarray:
+    """Return the (La, Lb, K) leave-group-out linear CKA of two models' blocks.
+
+    ``stats_a``/``stats_b``: :func:`linear_group_stats` of each block (same row groups); when
+    they are the same sequence object only the upper triangle is computed.
+    """
+    same = stats_b is stats_a
+    k = stats_a[0].n_groups
+    theta = np.empty((len(stats_a), len(stats_b), k))
+    for i, x in enumerate(stats_a):
+        for j, y in enumerate(stats_b):
+            if same and j < i:
+                theta[i, j] = theta[j, i]
+            else:
+                theta[i, j] = linear_cka_leave_out(x, y, unbiased=unbiased, budget=budget)
+    return theta
 
 
 def leave_out_matrix(
@@ -109,6 +137,7 @@ def similarity_matrix_ci(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     device: str = "cpu",
     bias_correct: bool = True,
+    **point_options: Any,
 ) -> Interval:
     """Return the (M, M) similarity matrix with jackknife standard errors and intervals.
 
@@ -123,6 +152,8 @@ def similarity_matrix_ci(
         device: for the point estimate, as :func:`similarity_matrix`.
         bias_correct: centre the intervals on the jackknife bias-corrected estimate (see
             :mod:`~sim_consistency.uncertainty.jackknife`; the point stays as it is).
+        point_options: further keywords of :func:`similarity_matrix` for the point estimate
+            (``progress``, ``scratch_dir``, ``space``; none changes its numbers).
 
     Returns:
         :class:`~sim_consistency.uncertainty.jackknife.Interval` with ``point`` (bitwise
@@ -131,7 +162,12 @@ def similarity_matrix_ci(
         ``n_groups``, ``seed``, ``method``.
     """
     point = similarity_matrix(
-        features, spec, normalize=normalize, memory_budget=memory_budget, device=device
+        features,
+        spec,
+        normalize=normalize,
+        memory_budget=memory_budget,
+        device=device,
+        **point_options,
     )
     mats = [as_matrix(X, f"features[{i}]") for i, X in enumerate(features)]
     if normalize:
@@ -170,13 +206,7 @@ def cka_grid_ci(
     groups = row_groups(mats_a[0].shape[0], n_groups, seed=seed)
     sa = [linear_group_stats(X, groups, budget=memory_budget) for X in mats_a]
     sb = sa if same else [linear_group_stats(X, groups, budget=memory_budget) for X in mats_b]
-    theta = np.empty(point.shape + (n_groups,))
-    for i, x in enumerate(sa):
-        for j, y in enumerate(sb):
-            if same and j < i:
-                theta[i, j] = theta[j, i]
-            else:
-                theta[i, j] = linear_cka_leave_out(x, y, unbiased=unbiased, budget=memory_budget)
+    theta = grid_leave_out(sa, sb, unbiased=unbiased, budget=memory_budget)
     return jackknife_interval(
         point, theta, level=level, seed=seed, groups=groups, bias_correct=bias_correct
     )
