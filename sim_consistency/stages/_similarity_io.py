@@ -127,11 +127,15 @@ def save_heatmap(
     ylabel: str = "",
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
+    hatch: np.ndarray | None = None,
+    hatch_label: str = "",
 ) -> list[Path]:
     """Save an annotated viridis heatmap as ``<stem>.png`` and ``<stem>.pdf``.
 
     The colour scale is fixed (``vmin``..``vmax``, default 0–1) so that heatmaps of different
-    pairs can be compared by eye; cells are annotated with two decimals up to 20×20.
+    pairs can be compared by eye; cells are annotated with two decimals up to 20×20. Cells
+    where the boolean mask ``hatch`` is True are hatched, explained by ``hatch_label`` in a
+    legend below the axes.
     """
     rows, cols = values.shape
     lo = float(np.nanmin(values)) if vmin is None else vmin
@@ -157,11 +161,27 @@ def save_heatmap(
                     fontsize=6,
                     color="black" if np.isfinite(v) and (v - lo) / (hi - lo) > 0.6 else "white",
                 )
+    if hatch is not None and hatch.any():
+        _hatch_cells(ax, hatch, hatch_label)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     fig.tight_layout()
     return save_figure(fig, path_stem)
+
+
+def _hatch_cells(ax: Any, mask: np.ndarray, label: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    for i, j in zip(*np.nonzero(mask), strict=True):
+        ax.add_patch(
+            Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.85", lw=0)
+        )
+    proxy = Rectangle((0, 0), 1, 1, fill=False, hatch="///", edgecolor="0.3")
+    ax.legend(
+        [proxy], [label], loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=7,
+        frameon=False,
+    )  # fmt: skip
 
 
 def save_profile_plot(

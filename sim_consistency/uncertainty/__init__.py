@@ -49,9 +49,11 @@ from sim_consistency.uncertainty.linear_cka import (
     linear_group_stats,
 )
 from sim_consistency.uncertainty.mantel import (
+    ALPHA,
     MantelResult,
     bootstrap_models_ci,
     consistency_ci,
+    consistency_tests,
     mantel_test,
 )
 from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out
@@ -63,6 +65,7 @@ from sim_consistency.uncertainty.similarity import (
 )
 
 __all__ = [
+    "ALPHA",
     "DEFAULT_GROUPS",
     "Interval",
     "LinearGroupStats",
@@ -71,6 +74,7 @@ __all__ = [
     "Verdict",
     "bootstrap_models_ci",
     "consistency_ci",
+    "consistency_tests",
     "mantel_test",
     "mcnemar_exact",
     "paired_bootstrap_diff",
