@@ -10,7 +10,9 @@ collect, so a notebook run before its stage says which stage to run.
 * :func:`collect_probes` — ``results/linear_probe/single_model/**/results.csv``.
 * :func:`collect_layer_cka` — ``results/layer_cka/<dataset>/{layer_cka,diagonal_profile}.csv``.
 * :func:`collect_consistency` — ``results/consistency/<metric>/<restriction>/consistency_*.csv``
-  → long format (metric, restriction, method, dataset_a, dataset_b, value).
+  → long format (metric, restriction, method, dataset_a, dataset_b, value), with the Mantel
+  p-value, bootstrap interval and ``resolved`` of ``uncertainty_<method>.csv`` where the stage
+  wrote them (NaN otherwise).
 * :func:`collect_soup_metrics` — the CSV tables of ``results/soup_metrics/``.
 * :func:`similarity_vs_performance` — Rep2Rep's relation between similarity and performance:
   per dataset and metric, the Pearson/Spearman correlation over model pairs between the pair's
@@ -109,14 +111,34 @@ def collect_layer_cka(location: ProjectLocation) -> dict[str, pd.DataFrame]:
     return {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in out.items()}
 
 
+#: Columns of ``uncertainty_<method>.csv`` carried into the long consistency table.
+UNCERTAINTY_COLUMNS = ("p_value", "ci_low", "ci_high", "resolved")
+
+
+def _uncertainty_rows(path: Path) -> dict[tuple[str, str], dict[str, object]]:
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path)
+    return {
+        (str(r["dataset_a"]), str(r["dataset_b"])): {c: r[c] for c in UNCERTAINTY_COLUMNS}
+        for r in frame.to_dict("records")
+    }
+
+
 def collect_consistency(location: ProjectLocation) -> pd.DataFrame:
-    """Return every D×D consistency table in long format (off-diagonal entries, a < b)."""
+    """Return every D×D consistency table in long format (off-diagonal entries, a < b).
+
+    Columns ``metric, restriction, method, dataset_a, dataset_b, consistency, p_value, ci_low,
+    ci_high, resolved`` (the last four NaN / None where the stage ran without them).
+    """
     rows = []
+    absent = dict.fromkeys(UNCERTAINTY_COLUMNS, float("nan")) | {"resolved": None}
     for csv in sorted(location.consistency.glob("*/*/consistency_*.csv")):
         if not (csv.parent / "metadata.json").is_file():
             continue
         table = pd.read_csv(csv, index_col=0)
         method = csv.stem.removeprefix("consistency_")
+        tests = _uncertainty_rows(csv.parent / f"uncertainty_{method}.csv")
         names = list(table.index)
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
@@ -128,6 +150,7 @@ def collect_consistency(location: ProjectLocation) -> pd.DataFrame:
                         "dataset_a": a,
                         "dataset_b": b,
                         "consistency": float(table.loc[a, b]),
+                        **tests.get((a, b), absent),
                     }
                 )
     if not rows:
@@ -327,13 +350,43 @@ def plot_soup_improvement(table: pd.DataFrame, plots: Path, *, n_test: int | Non
 
 
 def plot_consistency(consistency: pd.DataFrame, plots: Path) -> Path:
-    """Bars of every cross-dataset consistency value (metric × dataset pair × method)."""
+    """Bars of every cross-dataset consistency value (metric × dataset pair × method).
+
+    Where the table has bootstrap intervals (``ci_low``, ``ci_high``) they are error bars, and
+    bars not ``resolved`` (Mantel p ≥ 0.05 or an interval including 0) are hatched.
+    """
     labels = [
         f"{r.metric} | {r.restriction}\n{r.dataset_a} vs {r.dataset_b} ({r.method})"
         for r in consistency.itertuples(index=False)
     ]
     fig, ax = subplots(figsize=(max(6, 0.6 * len(consistency)), 4.5))
-    ax.bar(range(len(consistency)), consistency["consistency"])
+    values = consistency["consistency"].to_numpy(dtype=float)
+    bars = ax.bar(range(len(consistency)), values)
+    if {"ci_low", "ci_high", "resolved"} <= set(consistency.columns):
+        low = consistency["ci_low"].to_numpy(dtype=float)
+        high = consistency["ci_high"].to_numpy(dtype=float)
+        has = np.isfinite(low) & np.isfinite(high)
+        if has.any():
+            ax.errorbar(
+                np.arange(len(values))[has],
+                values[has],
+                yerr=[values[has] - low[has], high[has] - values[has]],
+                fmt="none",
+                ecolor="black",
+                capsize=2,
+                label="95% bootstrap-over-models interval",
+            )
+        unresolved = consistency["resolved"].map(lambda v: str(v) == "False")
+        for bar, flag in zip(bars, unresolved, strict=True):
+            if flag:
+                bar.set_hatch("///")
+                bar.set_edgecolor("white")
+        if unresolved.any():
+            bars[int(np.argmax(unresolved.to_numpy()))].set_label(
+                "hatched: Mantel p ≥ 0.05 or interval includes 0"
+            )
+        if has.any() or unresolved.any():
+            ax.legend(fontsize=7, loc="lower right")
     ax.set_xticks(range(len(consistency)), labels, rotation=90, fontsize=6)
     ax.set_ylabel("correlation of the two datasets' model×model matrices")
     ax.set_ylim(-1, 1)

@@ -254,17 +254,38 @@ def barrier_findings(barriers: pd.DataFrame, n: Mapping[str, int]) -> list[str]:
     return out
 
 
+def _interval(row: pd.Series) -> str:
+    low, high = row.get("ci_low"), row.get("ci_high")
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return ""
+    return f" [95% CI {low:.3f}, {high:.3f}; Mantel p = {row['p_value']:.3g}]"
+
+
 def consistency_findings(consistency: pd.DataFrame) -> list[str]:
-    """Return the range of cross-dataset consistency per correlation method."""
+    """Return the range of cross-dataset consistency per correlation method.
+
+    With the stage's intervals (``ci_low``, ``ci_high``, ``p_value``, ``resolved``), the ends
+    of the range carry their interval and the sentence says how many values are resolved (p <
+    0.05 and an interval excluding 0).
+    """
     out = []
     for method, part in consistency.groupby("method", sort=True):
         lo = part.loc[part["consistency"].idxmin()]
         hi = part.loc[part["consistency"].idxmax()]
-        out.append(
+        sentence = (
             f"{method}: consistency over {len(part)} metric × restriction × dataset-pair values "
-            f"ranges {lo['consistency']:.3f} ({lo['metric']}, {lo['restriction']}) to "
-            f"{hi['consistency']:.3f} ({hi['metric']}, {hi['restriction']})."
+            f"ranges {lo['consistency']:.3f}{_interval(lo)} ({lo['metric']}, "
+            f"{lo['restriction']}) to {hi['consistency']:.3f}{_interval(hi)} ({hi['metric']}, "
+            f"{hi['restriction']})."
         )
+        if "resolved" in part and part["resolved"].notna().any():
+            tested = part[part["resolved"].notna()]
+            resolved = int(tested["resolved"].map(lambda v: str(v) == "True").sum())
+            sentence += (
+                f" {resolved} of {len(tested)} tested values are resolved (Mantel p < 0.05 and "
+                "the bootstrap-over-models 95% interval excludes 0)."
+            )
+        out.append(sentence)
     return out
 
 

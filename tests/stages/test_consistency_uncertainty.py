@@ -111,3 +111,22 @@ def test_restricted_pairs_keep_their_value_with_a_note(project: ProjectLocation,
     rows = pd.read_csv(folder / "uncertainty_pearson.csv")
     assert rows["consistency"].notna().all() and rows["p_value"].isna().all()
     assert rows["note"].str.contains("restriction").all() and not rows["resolved"].any()
+
+
+def test_aggregation_carries_the_intervals(project: ProjectLocation, study) -> None:
+    from sim_consistency.aggregate import collect_consistency, plot_consistency
+    from sim_consistency.findings import consistency_findings
+
+    args, _ = study
+    assert stage.main([*args, "--n_permutations", "99", "--n_bootstrap", "200"]) == 0
+    table = collect_consistency(project)
+    assert len(table) == 6  # 3 dataset pairs × 2 methods
+    assert table[["p_value", "ci_low", "ci_high"]].notna().all().all()
+    close = table[(table["dataset_a"] == "wds/base") & (table["dataset_b"] == "wds/close")]
+    assert close["resolved"].tolist() == [True, True]
+    assert (table["ci_low"] <= table["consistency"]).all()
+    assert (table["consistency"] <= table["ci_high"]).all()
+    sentences = consistency_findings(table)
+    assert all("2 of 6" not in s and "1 of 3 tested values are resolved" in s for s in sentences)
+    assert "95% CI" in sentences[0]
+    assert plot_consistency(table, project.plots).stat().st_size > 0
