@@ -215,14 +215,27 @@ def _last_block_rows(probes: pd.DataFrame) -> pd.DataFrame:
 
 
 def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds of the last block's probe top-1, per dataset and model."""
-    return (
-        _last_block_rows(probes)
-        .groupby(["dataset", "model_id"])["top1"]
+    """Mean ± std over seeds of the last block's probe top-1, per dataset and model.
+
+    ``top1_std`` is the spread over probe seeds (training randomness); with the stage's Wilson
+    intervals, ``top1_ci_halfwidth`` is the mean over seeds of their half-widths (test-set
+    sampling), so both sources of uncertainty stand side by side.
+    """
+    rows = _last_block_rows(probes)
+    summary = (
+        rows.groupby(["dataset", "model_id"])["top1"]
         .agg(["mean", "std", "count"])
         .reset_index()
         .rename(columns={"mean": "top1_mean", "std": "top1_std", "count": "n_seeds"})
     )
+    if {"top1_ci_low", "top1_ci_high"} <= set(rows.columns):
+        half = (rows["top1_ci_high"] - rows["top1_ci_low"]) / 2
+        width = half.groupby([rows["dataset"], rows["model_id"]]).mean()
+        summary["top1_ci_halfwidth"] = [
+            width.get((d, m), np.nan)
+            for d, m in zip(summary["dataset"], summary["model_id"], strict=True)
+        ]
+    return summary
 
 
 #: The overview figures are written as PNG only (the report embeds them).
@@ -272,9 +285,14 @@ def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
     """Probe top-1 vs relative block depth → ``probe_accuracy_vs_depth_<dataset>.png``.
 
     One figure per dataset, one panel per model group (:func:`model_group`), each model a line
-    with its own colour/line style/marker, mean over seeds; error bars span min–max over seeds.
+    with its own colour/line style/marker, mean over seeds. Error bars span, over seeds, the
+    lowest to the highest Wilson 95 % bound (``top1_ci_low``/``top1_ci_high``: test-set sampling
+    and seed spread together), or min–max over seeds for results without intervals.
     """
     paths = []
+    with_ci = {"top1_ci_low", "top1_ci_high"} <= set(probes.columns) and bool(
+        probes["top1_ci_low"].notna().all()
+    )
     for dataset, part in probes[probes["kind"] == "probe"].groupby("dataset"):
         groups = sorted({model_group(m) for m in part["model_id"]})
         fig, axes = subplots(
@@ -283,8 +301,10 @@ def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
         for ax, group in zip(axes[0], groups, strict=True):
             members = sorted(m for m in part["model_id"].unique() if model_group(m) == group)
             for i, model_id in enumerate(members):
-                curve = part[part["model_id"] == model_id].groupby("depth_fraction")["top1"]
-                mean, low, high = curve.mean(), curve.min(), curve.max()
+                rows = part[part["model_id"] == model_id].groupby("depth_fraction")
+                mean, low, high = rows["top1"].mean(), rows["top1"].min(), rows["top1"].max()
+                if with_ci:
+                    low, high = rows["top1_ci_low"].min(), rows["top1_ci_high"].max()
                 ax.errorbar(
                     mean.index,
                     100 * mean.values,
@@ -305,7 +325,12 @@ def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
             else 1
         )
         fig.suptitle(
-            f"Linear-probe accuracy vs depth — {dataset} ({n_seeds} seed(s); bars: min–max)",
+            f"Linear-probe accuracy vs depth — {dataset} ({n_seeds} seed(s); bars: "
+            + (
+                "Wilson 95% test-set interval, lowest–highest bound over seeds)"
+                if with_ci
+                else "min–max over seeds)"
+            ),  # fmt: skip
             fontsize=10,
         )
         slug = dataset.replace("/", "_")

@@ -32,6 +32,7 @@ wiring (issue 20) is:
 from sim_consistency.uncertainty.accuracy import (
     PairedDiff,
     Verdict,
+    bootstrap_mean_diff,
     mcnemar_exact,
     paired_bootstrap_diff,
     verdict,
@@ -72,6 +73,7 @@ __all__ = [
     "MantelResult",
     "PairedDiff",
     "Verdict",
+    "bootstrap_mean_diff",
     "bootstrap_models_ci",
     "consistency_ci",
     "consistency_tests",

@@ -14,12 +14,14 @@ import json
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sim_consistency.io import atomic_write_text
 from sim_consistency.merging.generate import branching_soup_entries
 from sim_consistency.soup_metrics import basin_summary, branching_tables, weight_geometry
 from sim_consistency.soup_metrics.plots import plot_branching, save_figure
+from sim_consistency.stages.soup_metrics.accuracy import aligned_correctness
 from sim_consistency.stages.soup_metrics.inputs import (
     Needs,
     accuracy_record,
@@ -83,7 +85,26 @@ def inputs(study: Study, needs: Needs) -> dict[str, Any] | None:
         "runs": runs.to_dict("records"),
         "results": probe_results(study, models, [dataset], needs),
         "weights": weight_identities(study, list(runs["model_id"])),
+        "n_bootstrap": study.settings.n_bootstrap,
+        "ci_seed": study.settings.ci_seed,
     }
+
+
+def _per_image_gains(
+    study: Study, runs: pd.DataFrame, soup_results: pd.DataFrame, dataset: str
+) -> np.ndarray:
+    """Per soup row: per test image, soup correctness minus its runs' mean correctness."""
+    models = [*runs["model_id"], *soup_results["soup_id"]]
+    correct = aligned_correctness(study, list(dict.fromkeys(models)), [dataset])
+    rows = []
+    for soup in soup_results.itertuples(index=False):
+        members = runs[
+            (runs["branch_epoch"] == soup.branch_epoch)
+            & (runs["analysis_epoch"] == soup.analysis_epoch)
+        ]["model_id"]
+        ingredients = np.mean([correct[(m, dataset)] for m in members], axis=0)
+        rows.append(correct[(soup.soup_id, dataset)] - ingredients)
+    return np.asarray(rows, dtype=np.float64)
 
 
 def run(study: Study) -> None:
@@ -115,7 +136,13 @@ def run(study: Study) -> None:
             collected.setdefault(name, []).append(table.assign(run_group=group))
         if tables["soup_results"]["branch_epoch"].nunique() >= 2:
             n_test = int(acc[group_runs["model_id"].iloc[0]]["n_samples"])
-            summaries[group] = basin_summary(tables["soup_results"], n_test=n_test)
+            summaries[group] = basin_summary(
+                tables["soup_results"],
+                n_test=n_test,
+                per_image=_per_image_gains(study, group_runs, tables["soup_results"], dataset),
+                n_bootstrap=study.settings.n_bootstrap,
+                seed=study.settings.ci_seed,
+            )
             log.info("branching (%s): %s", group, summaries[group]["statement"])
         suffix = "" if len(groups) == 1 else f"_{group}"
         for stem, fig in plot_branching(tables, group=group, dataset=dataset).items():
