@@ -344,15 +344,22 @@ def plot_soup_improvement(table: pd.DataFrame, plots: Path, *, n_test: int | Non
     """Bars of each soup's improvement over the mean and the best ingredient, per dataset.
 
     With ``n_test`` (test images), dotted lines mark ± one image, the smallest accuracy
-    difference the test set can show.
+    difference the test set can show. Where the table has the stage's paired bootstrap
+    intervals (``over_mean_ci_*``, ``over_best_ci_*``) they are error bars.
     """
     labels = [
         f"{s}\n{d.split('/')[-1]}" for s, d in zip(table["soup_id"], table["dataset"], strict=True)
     ]
     x = np.arange(len(table))
     fig, ax = subplots(figsize=(max(5, 0.9 * len(table)), 4))
-    ax.bar(x - 0.2, 100 * table["improvement_over_mean"], width=0.4, label="vs mean ingredient")
-    ax.bar(x + 0.2, 100 * table["improvement_over_best"], width=0.4, label="vs best ingredient")
+    for offset, what in ((-0.2, "mean"), (0.2, "best")):
+        value = 100 * table[f"improvement_over_{what}"].to_numpy(dtype=float)
+        bounds = (f"over_{what}_ci_low", f"over_{what}_ci_high")
+        yerr = None
+        if set(bounds) <= set(table.columns):
+            low, high = (100 * table[b].to_numpy(dtype=float) for b in bounds)
+            yerr = [value - low, high - value]
+        ax.bar(x + offset, value, width=0.4, yerr=yerr, capsize=2, label=f"vs {what} ingredient")
     ax.axhline(0, color="black", linewidth=1)
     if n_test:
         for sign in (1, -1):
@@ -366,7 +373,10 @@ def plot_soup_improvement(table: pd.DataFrame, plots: Path, *, n_test: int | Non
                 else None,
             )
     ax.set_xticks(x, labels, fontsize=6, rotation=90)
-    ax.set_ylabel("soup − ingredient test top-1 (pp)")
+    ax.set_ylabel(
+        "soup − ingredient test top-1 (pp)"
+        + ("\nbars: paired 95% bootstrap interval" if "over_best_ci_low" in table else "")
+    )
     ax.set_title(
         "Each soup's test top-1 minus its ingredients' mean and best, per dataset", fontsize=9
     )

@@ -90,11 +90,30 @@ def soup_findings(table: pd.DataFrame, n: Mapping[str, int] | int | None) -> lis
             else:
                 parts.append(f"{int(np.sum(values > 0))} above their {what} ingredient")
         rng = part["improvement_over_best"].to_numpy(dtype=float)
-        out.append(
+        sentence = (
             f"{dataset}: of {len(part)} soups, {parts[0]}; {parts[1]}. Soup − best ingredient "
             f"ranges {100 * rng.min():+.2f} to {100 * rng.max():+.2f} pp."
         )
+        if "over_best_verdict" in part:
+            sentence += " " + _verdict_counts(part)
+        out.append(sentence)
     return out
+
+
+def _verdict_counts(part: pd.DataFrame) -> str:
+    """How many soups the paired bootstrap intervals support beating their best / mean."""
+    said = []
+    for what in ("best", "mean"):
+        counts = part[f"over_{what}_verdict"].value_counts()
+        said.append(
+            f"{counts.get('supported', 0)} supported, {counts.get('not supported', 0)} not "
+            f"supported, {counts.get('inconclusive', 0)} inconclusive vs the {what} ingredient"
+        )
+    significant = int((part["mcnemar_p"] < 0.05).sum()) if "mcnemar_p" in part else 0
+    return (
+        f"Paired 95% bootstrap intervals over test images: {'; '.join(said)}; McNemar's exact "
+        f"test soup vs best p < 0.05 for {significant} of {len(part)}."
+    )
 
 
 def monosoup_table(
