@@ -240,7 +240,8 @@ def evaluate_item(settings: EvaluationSettings, item: WorkItem) -> Path:
     if head is not None:
         predictions["head_pred"] = head.pop("_pred")
     with atomic_output(item.output_dir / PREDICTIONS_FILE) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **predictions)
+        save: Any = np.savez  # numpy's stub types **kwds as its allow_pickle flag
+        save(fh, **predictions)
     record = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "content_key": item.content_key,
