@@ -203,6 +203,9 @@ def test_branching_outputs(study):
     location, _, _ = study
     soups = _csv(location, "branching_soup_results.csv")
     assert sorted(soups["branch_epoch"]) == [0, 1] and (soups["n_models"] == 2).all()
+    same = soups.set_index("branch_epoch").loc[1]  # ft1 and its copy: the soup is ft1
+    assert (same["over_mean_ci_low"], same["over_mean_ci_high"]) == (0.0, 0.0)
+    assert same["over_mean_verdict"] == "inconclusive"
     summary = json.loads((location.soup_metrics / "branching_summary.json").read_text())["all"]
     assert summary["early_epochs"] == [0] and summary["late_epochs"] == [1]
     assert summary["ci_low"] <= summary["difference"] <= summary["ci_high"]
