@@ -112,7 +112,7 @@ def collect_layer_cka(location: ProjectLocation) -> dict[str, pd.DataFrame]:
 
 
 #: Columns of ``uncertainty_<method>.csv`` carried into the long consistency table.
-UNCERTAINTY_COLUMNS = ("p_value", "ci_low", "ci_high", "resolved")
+UNCERTAINTY_COLUMNS = ("p_value", "ci_low", "ci_high", "tested", "resolved")
 
 
 def _uncertainty_rows(path: Path) -> dict[tuple[str, str], dict[str, object]]:
@@ -129,10 +129,10 @@ def collect_consistency(location: ProjectLocation) -> pd.DataFrame:
     """Return every D×D consistency table in long format (off-diagonal entries, a < b).
 
     Columns ``metric, restriction, method, dataset_a, dataset_b, consistency, p_value, ci_low,
-    ci_high, resolved`` (the last four NaN / None where the stage ran without them).
+    ci_high, tested, resolved`` (NaN / False / None where the stage ran without them).
     """
     rows = []
-    absent = dict.fromkeys(UNCERTAINTY_COLUMNS, float("nan")) | {"resolved": None}
+    absent = dict.fromkeys(UNCERTAINTY_COLUMNS, float("nan")) | {"tested": False, "resolved": None}
     for csv in sorted(location.consistency.glob("*/*/consistency_*.csv")):
         if not (csv.parent / "metadata.json").is_file():
             continue
@@ -411,7 +411,10 @@ def plot_consistency(consistency: pd.DataFrame, plots: Path) -> Path:
                 capsize=2,
                 label="95% bootstrap-over-models interval",
             )
-        unresolved = consistency["resolved"].map(lambda v: str(v) == "False")
+        tested = consistency.get("tested", pd.Series(True, index=consistency.index))
+        unresolved = consistency["resolved"].map(lambda v: str(v) == "False") & tested.map(
+            lambda v: str(v) == "True"
+        )
         for bar, flag in zip(bars, unresolved, strict=True):
             if flag:
                 bar.set_hatch("///")

@@ -297,8 +297,8 @@ def consistency_findings(consistency: pd.DataFrame) -> list[str]:
             f"{lo['restriction']}) to {hi['consistency']:.3f}{_interval(hi)} ({hi['metric']}, "
             f"{hi['restriction']})."
         )
-        if "resolved" in part and part["resolved"].notna().any():
-            tested = part[part["resolved"].notna()]
+        if "tested" in part and part["tested"].map(lambda v: str(v) == "True").any():
+            tested = part[part["tested"].map(lambda v: str(v) == "True")]
             resolved = int(tested["resolved"].map(lambda v: str(v) == "True").sum())
             sentence += (
                 f" {resolved} of {len(tested)} tested values are resolved (Mantel p < 0.05 and "

@@ -13,7 +13,7 @@ metric, ``results/consistency/<metric_slug>/<restriction>/`` with
   the correlation (bitwise the table's entry), its Mantel permutation p-value (models permuted,
   one-sided, ``--n_permutations``), its bootstrap-over-models 95 % interval (``--n_bootstrap``),
   ``resolved`` (p < 0.05 and the interval excludes 0); both seeded by ``--ci_seed``. The
-  heatmaps hatch the cells that are not resolved. ``--n_permutations 0 --n_bootstrap 0``
+  heatmaps hatch the tested cells that are not resolved. ``--n_permutations 0 --n_bootstrap 0``
   turns both off (then no file and no hatching);
 * ``summary.csv`` — mean, median, std, min, max of the off-diagonal entries, per method;
 * ``metadata.json`` — datasets, models, pairs, the input matrices' content keys and the content
@@ -317,7 +317,7 @@ def run_item(settings: ConsistencySettings, item: WorkItem) -> Path:
             )
             atomic_write_text(item.folder / f"uncertainty_{method}.csv", tests.to_csv(index=False))
             hatch = _unresolved_cells(table, tests)
-            unresolved[method] = int((~tests["resolved"]).sum())
+            unresolved[method] = int((tests["tested"] & ~tests["resolved"]).sum())
         save_heatmap(
             table.to_numpy(),
             item.folder / f"heatmap_{method}",
@@ -359,14 +359,14 @@ def run_item(settings: ConsistencySettings, item: WorkItem) -> Path:
 
 
 def _unresolved_cells(table: pd.DataFrame, tests: pd.DataFrame) -> Any:
-    """Boolean (D, D) mask of the off-diagonal cells whose consistency is not resolved."""
+    """Boolean (D, D) mask of the tested cells whose consistency is not resolved."""
     import numpy as np
 
     names = list(table.index)
     mask = np.zeros((len(names), len(names)), dtype=bool)
     for r in tests.itertuples(index=False):
         i, j = names.index(r.dataset_a), names.index(r.dataset_b)
-        mask[i, j] = mask[j, i] = not r.resolved
+        mask[i, j] = mask[j, i] = r.tested and not r.resolved
     return mask
 
 

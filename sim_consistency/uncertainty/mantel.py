@@ -280,11 +280,12 @@ def consistency_tests(
     """Return :func:`consistency_ci` of every pair of datasets as one row each (a before b).
 
     Columns ``dataset_a, dataset_b, consistency, p_value, ci_low, ci_high, n_models,
-    n_permutations, n_bootstrap, resolved, note``. ``consistency`` is bitwise the entry of
-    :func:`~sim_consistency.similarity.consistency`'s table; ``resolved`` is ``p_value <
-    ALPHA`` and an interval that excludes 0. Pairs where the procedures do not apply keep
-    their correlation with NaN p-value and interval, ``resolved`` False and the reason in
-    ``note``: a model-pair restriction (permuting models of a bipartite pair set is not
+    n_permutations, n_bootstrap, note, tested, resolved``. ``consistency`` is bitwise the entry
+    of :func:`~sim_consistency.similarity.consistency`'s table; ``resolved`` is ``p_value <
+    ALPHA`` (when the test ran) and an interval that excludes 0 (when it was computed; an
+    undefined interval is not resolved). Pairs where the procedures do not apply keep their
+    correlation with NaN p-value and interval, ``tested`` and ``resolved`` False and the
+    reason in ``note``: a model-pair restriction (permuting models of a bipartite pair set is not
     implemented), NaN similarities, fewer than 3 shared models. The seed is the same for
     every pair of datasets.
     """
@@ -330,8 +331,9 @@ def consistency_tests(
                     row.update(p_value=r.p_value, ci_low=r.ci_low, ci_high=r.ci_high)
                     if np.isnan(r.ci_low) and n_bootstrap:
                         row["note"] = "bootstrap undefined in more than half of the replicates"
-            row["resolved"] = bool(
-                row["p_value"] < ALPHA and (row["ci_low"] > 0 or row["ci_high"] < 0)
-            )
+            row["tested"] = bool(np.isfinite(row["p_value"]) or np.isfinite(row["ci_low"]))
+            p_ok = row["p_value"] < ALPHA if n_permutations else True
+            ci_ok = row["ci_low"] > 0 or row["ci_high"] < 0 if n_bootstrap else True
+            row["resolved"] = bool(row["tested"] and p_ok and ci_ok)
             rows.append(row)
     return pd.DataFrame(rows)

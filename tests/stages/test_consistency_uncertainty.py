@@ -99,6 +99,9 @@ def test_settings_are_part_of_the_content_key_and_off_writes_no_file(
     assert meta["content_key"] != key_off  # recomputed, not reused
     rows = pd.read_csv(folder / "uncertainty_pearson.csv")
     assert rows["p_value"].notna().all() and rows["ci_low"].isna().all()
+    # only the test ran: the near-identical pair is resolved by its p-value alone
+    close = rows[(rows["dataset_a"] == "wds/base") & (rows["dataset_b"] == "wds/close")]
+    assert close["resolved"].tolist() == [True]
     assert (folder / "consistency_pearson.csv").read_bytes() == table_off  # bitwise unchanged
     assert stage.main([*args, "--n_bootstrap", "5"]) == 2  # too few replicates: exit 2
 
@@ -111,6 +114,8 @@ def test_restricted_pairs_keep_their_value_with_a_note(project: ProjectLocation,
     rows = pd.read_csv(folder / "uncertainty_pearson.csv")
     assert rows["consistency"].notna().all() and rows["p_value"].isna().all()
     assert rows["note"].str.contains("restriction").all() and not rows["resolved"].any()
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert not rows["tested"].any() and meta["unresolved_pairs"] == {"pearson": 0, "spearman": 0}
 
 
 def test_aggregation_carries_the_intervals(project: ProjectLocation, study) -> None:
