@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,7 +42,11 @@ show(consistency, "consistency across datasets")
 # ## Consistency per metric
 # `results/plots/consistency.png`: each bar is the correlation between two datasets'
 # model×model similarity matrices (strict upper triangles, Pearson or Spearman). High values:
-# the metric ranks model pairs the same way on both datasets.
+# the metric ranks model pairs the same way on both datasets. Error bars: the 95 % bootstrap
+# interval over models (`ci_low`, `ci_high`); hatched bars are not resolved — the Mantel
+# permutation p-value (models permuted) is ≥ 0.05 or the interval includes 0. The model pairs
+# share models, so a correlation's textbook p-value would be far too small; both procedures
+# resample models instead.
 
 # %%
 show(plot_consistency(consistency, location.plots))

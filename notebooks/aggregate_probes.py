@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -16,8 +18,9 @@
 #
 # Reads every `results/linear_probe/single_model/…/results.csv` (one per model × dataset ×
 # hyper-parameter setting) and writes the tidy union to `results/aggregated/probes.csv` and a
-# model × dataset summary (mean ± std over seeds of the last block's top-1) to
-# `results/aggregated/probe_summary.csv`. The root is found as by every stage (`SIMC_ROOT`, else
+# model × dataset summary (mean ± std over seeds of the last block's top-1 — training
+# randomness — and `top1_ci_halfwidth`, the mean half-width of Wilson's 95 % interval over test
+# rows — test-set sampling) to `results/aggregated/probe_summary.csv`. The root is found as by every stage (`SIMC_ROOT`, else
 # `project_root` in this checkout).
 
 # %%
@@ -42,7 +45,8 @@ show(summary, "last-block probe top-1, mean ± std over seeds")
 # ## Accuracy vs depth
 # `results/plots/probe_accuracy_vs_depth_<dataset>.png`: test top-1 of a linear probe on each
 # block's features against the block's relative depth (1 = last block), one panel per model
-# group. With probes of the last block only, each model is one point at depth 1.
+# group. With probes of the last block only, each model is one point at depth 1. Error bars
+# span the lowest to the highest Wilson 95 % bound over seeds.
 
 # %%
 show(plot_accuracy_vs_depth(probes, location.plots))

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -41,10 +43,17 @@ show(tables["soup_vs_ingredients"], "soups vs their ingredients")
 # ## Soup improvement
 # `results/plots/soup_improvement.png`: per soup and dataset, the soup's accuracy minus the mean
 # (left bar) and the best (right bar) of its ingredients, in percentage points; the dotted lines
-# mark ± one test image, the smallest difference the test set can show.
+# mark ± one test image, the smallest difference the test set can show. Error bars: the paired
+# 95 % bootstrap interval over test images (`over_mean_ci_*`, `over_best_ci_*`); the verdict
+# columns say "supported" only when the interval lies above 0, "not supported" when below,
+# else "inconclusive"; `mcnemar_p` is McNemar's exact test of soup vs best ingredient.
 
 # %%
 n_test = n_test_images(location)
+verdicts = [c for c in ("over_best_verdict", "over_mean_verdict", "mcnemar_p")
+            if c in tables["soup_vs_ingredients"]]  # fmt: skip
+if verdicts:
+    show(tables["soup_vs_ingredients"][["soup_id", "dataset", *verdicts]], "verdicts")
 show(plot_soup_improvement(tables["soup_vs_ingredients"], location.plots, n_test=n_test))
 
 # %% [markdown]

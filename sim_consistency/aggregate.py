@@ -10,7 +10,9 @@ collect, so a notebook run before its stage says which stage to run.
 * :func:`collect_probes` — ``results/linear_probe/single_model/**/results.csv``.
 * :func:`collect_layer_cka` — ``results/layer_cka/<dataset>/{layer_cka,diagonal_profile}.csv``.
 * :func:`collect_consistency` — ``results/consistency/<metric>/<restriction>/consistency_*.csv``
-  → long format (metric, restriction, method, dataset_a, dataset_b, value).
+  → long format (metric, restriction, method, dataset_a, dataset_b, value), with the Mantel
+  p-value, bootstrap interval and ``resolved`` of ``uncertainty_<method>.csv`` where the stage
+  wrote them (NaN otherwise).
 * :func:`collect_soup_metrics` — the CSV tables of ``results/soup_metrics/``.
 * :func:`similarity_vs_performance` — Rep2Rep's relation between similarity and performance:
   per dataset and metric, the Pearson/Spearman correlation over model pairs between the pair's
@@ -109,14 +111,34 @@ def collect_layer_cka(location: ProjectLocation) -> dict[str, pd.DataFrame]:
     return {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in out.items()}
 
 
+#: Columns of ``uncertainty_<method>.csv`` carried into the long consistency table.
+UNCERTAINTY_COLUMNS = ("p_value", "ci_low", "ci_high", "tested", "resolved")
+
+
+def _uncertainty_rows(path: Path) -> dict[tuple[str, str], dict[str, object]]:
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path)
+    return {
+        (str(r["dataset_a"]), str(r["dataset_b"])): {c: r[c] for c in UNCERTAINTY_COLUMNS}
+        for r in frame.to_dict("records")
+    }
+
+
 def collect_consistency(location: ProjectLocation) -> pd.DataFrame:
-    """Return every D×D consistency table in long format (off-diagonal entries, a < b)."""
+    """Return every D×D consistency table in long format (off-diagonal entries, a < b).
+
+    Columns ``metric, restriction, method, dataset_a, dataset_b, consistency, p_value, ci_low,
+    ci_high, tested, resolved`` (NaN / False / None where the stage ran without them).
+    """
     rows = []
+    absent = dict.fromkeys(UNCERTAINTY_COLUMNS, float("nan")) | {"tested": False, "resolved": None}
     for csv in sorted(location.consistency.glob("*/*/consistency_*.csv")):
         if not (csv.parent / "metadata.json").is_file():
             continue
         table = pd.read_csv(csv, index_col=0)
         method = csv.stem.removeprefix("consistency_")
+        tests = _uncertainty_rows(csv.parent / f"uncertainty_{method}.csv")
         names = list(table.index)
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
@@ -128,6 +150,7 @@ def collect_consistency(location: ProjectLocation) -> pd.DataFrame:
                         "dataset_a": a,
                         "dataset_b": b,
                         "consistency": float(table.loc[a, b]),
+                        **tests.get((a, b), absent),
                     }
                 )
     if not rows:
@@ -192,14 +215,27 @@ def _last_block_rows(probes: pd.DataFrame) -> pd.DataFrame:
 
 
 def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds of the last block's probe top-1, per dataset and model."""
-    return (
-        _last_block_rows(probes)
-        .groupby(["dataset", "model_id"])["top1"]
+    """Mean ± std over seeds of the last block's probe top-1, per dataset and model.
+
+    ``top1_std`` is the spread over probe seeds (training randomness); with the stage's Wilson
+    intervals, ``top1_ci_halfwidth`` is the mean over seeds of their half-widths (test-set
+    sampling), so both sources of uncertainty stand side by side.
+    """
+    rows = _last_block_rows(probes)
+    summary = (
+        rows.groupby(["dataset", "model_id"])["top1"]
         .agg(["mean", "std", "count"])
         .reset_index()
         .rename(columns={"mean": "top1_mean", "std": "top1_std", "count": "n_seeds"})
     )
+    if {"top1_ci_low", "top1_ci_high"} <= set(rows.columns):
+        half = (rows["top1_ci_high"] - rows["top1_ci_low"]) / 2
+        width = half.groupby([rows["dataset"], rows["model_id"]]).mean()
+        summary["top1_ci_halfwidth"] = [
+            width.get((d, m), np.nan)
+            for d, m in zip(summary["dataset"], summary["model_id"], strict=True)
+        ]
+    return summary
 
 
 #: The overview figures are written as PNG only (the report embeds them).
@@ -249,9 +285,14 @@ def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
     """Probe top-1 vs relative block depth → ``probe_accuracy_vs_depth_<dataset>.png``.
 
     One figure per dataset, one panel per model group (:func:`model_group`), each model a line
-    with its own colour/line style/marker, mean over seeds; error bars span min–max over seeds.
+    with its own colour/line style/marker, mean over seeds. Error bars span, over seeds, the
+    lowest to the highest Wilson 95 % bound (``top1_ci_low``/``top1_ci_high``: test-set sampling
+    and seed spread together), or min–max over seeds for results without intervals.
     """
     paths = []
+    with_ci = {"top1_ci_low", "top1_ci_high"} <= set(probes.columns) and bool(
+        probes["top1_ci_low"].notna().all()
+    )
     for dataset, part in probes[probes["kind"] == "probe"].groupby("dataset"):
         groups = sorted({model_group(m) for m in part["model_id"]})
         fig, axes = subplots(
@@ -260,8 +301,10 @@ def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
         for ax, group in zip(axes[0], groups, strict=True):
             members = sorted(m for m in part["model_id"].unique() if model_group(m) == group)
             for i, model_id in enumerate(members):
-                curve = part[part["model_id"] == model_id].groupby("depth_fraction")["top1"]
-                mean, low, high = curve.mean(), curve.min(), curve.max()
+                rows = part[part["model_id"] == model_id].groupby("depth_fraction")
+                mean, low, high = rows["top1"].mean(), rows["top1"].min(), rows["top1"].max()
+                if with_ci:
+                    low, high = rows["top1_ci_low"].min(), rows["top1_ci_high"].max()
                 ax.errorbar(
                     mean.index,
                     100 * mean.values,
@@ -282,7 +325,12 @@ def plot_accuracy_vs_depth(probes: pd.DataFrame, plots: Path) -> list[Path]:
             else 1
         )
         fig.suptitle(
-            f"Linear-probe accuracy vs depth — {dataset} ({n_seeds} seed(s); bars: min–max)",
+            f"Linear-probe accuracy vs depth — {dataset} ({n_seeds} seed(s); bars: "
+            + (
+                "Wilson 95% test-set interval, lowest–highest bound over seeds)"
+                if with_ci
+                else "min–max over seeds)"
+            ),  # fmt: skip
             fontsize=10,
         )
         slug = dataset.replace("/", "_")
@@ -296,15 +344,22 @@ def plot_soup_improvement(table: pd.DataFrame, plots: Path, *, n_test: int | Non
     """Bars of each soup's improvement over the mean and the best ingredient, per dataset.
 
     With ``n_test`` (test images), dotted lines mark ± one image, the smallest accuracy
-    difference the test set can show.
+    difference the test set can show. Where the table has the stage's paired bootstrap
+    intervals (``over_mean_ci_*``, ``over_best_ci_*``) they are error bars.
     """
     labels = [
         f"{s}\n{d.split('/')[-1]}" for s, d in zip(table["soup_id"], table["dataset"], strict=True)
     ]
     x = np.arange(len(table))
     fig, ax = subplots(figsize=(max(5, 0.9 * len(table)), 4))
-    ax.bar(x - 0.2, 100 * table["improvement_over_mean"], width=0.4, label="vs mean ingredient")
-    ax.bar(x + 0.2, 100 * table["improvement_over_best"], width=0.4, label="vs best ingredient")
+    for offset, what in ((-0.2, "mean"), (0.2, "best")):
+        value = 100 * table[f"improvement_over_{what}"].to_numpy(dtype=float)
+        bounds = (f"over_{what}_ci_low", f"over_{what}_ci_high")
+        yerr = None
+        if set(bounds) <= set(table.columns):
+            low, high = (100 * table[b].to_numpy(dtype=float) for b in bounds)
+            yerr = [value - low, high - value]
+        ax.bar(x + offset, value, width=0.4, yerr=yerr, capsize=2, label=f"vs {what} ingredient")
     ax.axhline(0, color="black", linewidth=1)
     if n_test:
         for sign in (1, -1):
@@ -318,7 +373,10 @@ def plot_soup_improvement(table: pd.DataFrame, plots: Path, *, n_test: int | Non
                 else None,
             )
     ax.set_xticks(x, labels, fontsize=6, rotation=90)
-    ax.set_ylabel("soup − ingredient test top-1 (pp)")
+    ax.set_ylabel(
+        "soup − ingredient test top-1 (pp)"
+        + ("\nbars: paired 95% bootstrap interval" if "over_best_ci_low" in table else "")
+    )
     ax.set_title(
         "Each soup's test top-1 minus its ingredients' mean and best, per dataset", fontsize=9
     )
@@ -327,13 +385,46 @@ def plot_soup_improvement(table: pd.DataFrame, plots: Path, *, n_test: int | Non
 
 
 def plot_consistency(consistency: pd.DataFrame, plots: Path) -> Path:
-    """Bars of every cross-dataset consistency value (metric × dataset pair × method)."""
+    """Bars of every cross-dataset consistency value (metric × dataset pair × method).
+
+    Where the table has bootstrap intervals (``ci_low``, ``ci_high``) they are error bars, and
+    bars not ``resolved`` (Mantel p ≥ 0.05 or an interval including 0) are hatched.
+    """
     labels = [
         f"{r.metric} | {r.restriction}\n{r.dataset_a} vs {r.dataset_b} ({r.method})"
         for r in consistency.itertuples(index=False)
     ]
     fig, ax = subplots(figsize=(max(6, 0.6 * len(consistency)), 4.5))
-    ax.bar(range(len(consistency)), consistency["consistency"])
+    values = consistency["consistency"].to_numpy(dtype=float)
+    bars = ax.bar(range(len(consistency)), values)
+    if {"ci_low", "ci_high", "resolved"} <= set(consistency.columns):
+        low = consistency["ci_low"].to_numpy(dtype=float)
+        high = consistency["ci_high"].to_numpy(dtype=float)
+        has = np.isfinite(low) & np.isfinite(high)
+        if has.any():
+            ax.errorbar(
+                np.arange(len(values))[has],
+                values[has],
+                yerr=[values[has] - low[has], high[has] - values[has]],
+                fmt="none",
+                ecolor="black",
+                capsize=2,
+                label="95% bootstrap-over-models interval",
+            )
+        tested = consistency.get("tested", pd.Series(True, index=consistency.index))
+        unresolved = consistency["resolved"].map(lambda v: str(v) == "False") & tested.map(
+            lambda v: str(v) == "True"
+        )
+        for bar, flag in zip(bars, unresolved, strict=True):
+            if flag:
+                bar.set_hatch("///")
+                bar.set_edgecolor("white")
+        if unresolved.any():
+            bars[int(np.argmax(unresolved.to_numpy()))].set_label(
+                "hatched: Mantel p ≥ 0.05 or interval includes 0"
+            )
+        if has.any() or unresolved.any():
+            ax.legend(fontsize=7, loc="lower right")
     ax.set_xticks(range(len(consistency)), labels, rotation=90, fontsize=6)
     ax.set_ylabel("correlation of the two datasets' model×model matrices")
     ax.set_ylim(-1, 1)

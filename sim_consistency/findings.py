@@ -90,11 +90,30 @@ def soup_findings(table: pd.DataFrame, n: Mapping[str, int] | int | None) -> lis
             else:
                 parts.append(f"{int(np.sum(values > 0))} above their {what} ingredient")
         rng = part["improvement_over_best"].to_numpy(dtype=float)
-        out.append(
+        sentence = (
             f"{dataset}: of {len(part)} soups, {parts[0]}; {parts[1]}. Soup − best ingredient "
             f"ranges {100 * rng.min():+.2f} to {100 * rng.max():+.2f} pp."
         )
+        if "over_best_verdict" in part:
+            sentence += " " + _verdict_counts(part)
+        out.append(sentence)
     return out
+
+
+def _verdict_counts(part: pd.DataFrame) -> str:
+    """How many soups the paired bootstrap intervals support beating their best / mean."""
+    said = []
+    for what in ("best", "mean"):
+        counts = part[f"over_{what}_verdict"].value_counts()
+        said.append(
+            f"{counts.get('supported', 0)} supported, {counts.get('not supported', 0)} not "
+            f"supported, {counts.get('inconclusive', 0)} inconclusive vs the {what} ingredient"
+        )
+    significant = int((part["mcnemar_p"] < 0.05).sum()) if "mcnemar_p" in part else 0
+    return (
+        f"Paired 95% bootstrap intervals over test images: {'; '.join(said)}; McNemar's exact "
+        f"test soup vs best p < 0.05 for {significant} of {len(part)}."
+    )
 
 
 def monosoup_table(
@@ -254,17 +273,38 @@ def barrier_findings(barriers: pd.DataFrame, n: Mapping[str, int]) -> list[str]:
     return out
 
 
+def _interval(row: pd.Series) -> str:
+    low, high = row.get("ci_low"), row.get("ci_high")
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return ""
+    return f" [95% CI {low:.3f}, {high:.3f}; Mantel p = {row['p_value']:.3g}]"
+
+
 def consistency_findings(consistency: pd.DataFrame) -> list[str]:
-    """Return the range of cross-dataset consistency per correlation method."""
+    """Return the range of cross-dataset consistency per correlation method.
+
+    With the stage's intervals (``ci_low``, ``ci_high``, ``p_value``, ``resolved``), the ends
+    of the range carry their interval and the sentence says how many values are resolved (p <
+    0.05 and an interval excluding 0).
+    """
     out = []
     for method, part in consistency.groupby("method", sort=True):
         lo = part.loc[part["consistency"].idxmin()]
         hi = part.loc[part["consistency"].idxmax()]
-        out.append(
+        sentence = (
             f"{method}: consistency over {len(part)} metric × restriction × dataset-pair values "
-            f"ranges {lo['consistency']:.3f} ({lo['metric']}, {lo['restriction']}) to "
-            f"{hi['consistency']:.3f} ({hi['metric']}, {hi['restriction']})."
+            f"ranges {lo['consistency']:.3f}{_interval(lo)} ({lo['metric']}, "
+            f"{lo['restriction']}) to {hi['consistency']:.3f}{_interval(hi)} ({hi['metric']}, "
+            f"{hi['restriction']})."
         )
+        if "tested" in part and part["tested"].map(lambda v: str(v) == "True").any():
+            tested = part[part["tested"].map(lambda v: str(v) == "True")]
+            resolved = int(tested["resolved"].map(lambda v: str(v) == "True").sum())
+            sentence += (
+                f" {resolved} of {len(tested)} tested values are resolved (Mantel p < 0.05 and "
+                "the bootstrap-over-models 95% interval excludes 0)."
+            )
+        out.append(sentence)
     return out
 
 

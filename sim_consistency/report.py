@@ -136,8 +136,10 @@ def build_sections(location: ProjectLocation) -> tuple[list[Section], list[str],
             "Models and soups: accuracy",
             "Test top-1 of every model — soups, MonoSoup and its ablations, WiSE-FT, TIES, their "
             "ingredients and W0 — from its own classification head (cached logits). Each soup is "
-            "compared with the mean and the best of its ingredients (Wortsman et al. 2022). One "
-            "training run per model: differences are observations, resolved to one test image.",
+            "compared with the mean and the best of its ingredients (Wortsman et al. 2022), "
+            "with a paired 95% bootstrap interval over test images, McNemar's exact test vs the "
+            "best and a verdict (supported / not supported / inconclusive) from the interval. "
+            "One training run per model: the intervals cover test-set sampling, not retraining.",
             findings.accuracy_findings(accuracy),
             [_derived(location, "accuracy of every model", _accuracy_wide(accuracy))],
             _existing([soups / "id_vs_ood.png", location.plots / "soup_improvement.png"]),
@@ -253,7 +255,9 @@ def build_sections(location: ProjectLocation) -> tuple[list[Section], list[str],
             Section(
                 "Linear probes",
                 "Test top-1 of a linear probe on frozen features (fast L-BFGS protocol, weight "
-                "decay chosen on a seeded validation split), mean ± std over probe seeds.",
+                "decay chosen on a seeded validation split), mean ± std over probe seeds "
+                "(training randomness) and top1_ci_halfwidth, the mean half-width of Wilson's "
+                "95% interval over test rows (test-set sampling); error bars in the figures.",
                 findings.probe_findings(summary, n) if summary is not None else [],
                 [Table("probe summary", summary, location.aggregated / "probe_summary.csv")]
                 if summary is not None
@@ -287,7 +291,8 @@ def build_sections(location: ProjectLocation) -> tuple[list[Section], list[str],
             "Branching and basins",
             "Runs forked from W0's training at different epochs, souped per branching point "
             "and run group; the figures show distance and soup accuracy against the branching "
-            "epoch.",
+            "epoch. The verdict on 'late branching makes better soups' comes from a paired 95% "
+            "bootstrap interval over test images of the late − early difference.",
             [],
             [Table("soups per branching point", branching, soups / "branching_soup_results.csv")],
             sorted(soups.glob("*branching*.png")) + sorted(soups.glob("soup_vs_distance*.png")),

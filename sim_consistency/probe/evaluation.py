@@ -3,8 +3,15 @@
 The work of the single-model evaluation stage
 (:mod:`sim_consistency.stages.single_model_evaluation`, which plans the items and owns the
 flags): :func:`evaluate_item` loads one model's train and test caches once, checks they belong
-together, probes every requested block and writes ``results.csv`` (+ ``accuracy_vs_depth.csv``)
-and ``results.json`` last, through :func:`~sim_consistency.io.atomic_output`.
+together, probes every requested block and writes ``test_predictions.npz``, ``results.csv`` (+
+``accuracy_vs_depth.csv``) and ``results.json`` last, through
+:func:`~sim_consistency.io.atomic_output`.
+
+Every accuracy comes with Wilson's 95 % score interval over the test rows (``top1_ci_low``,
+``top1_ci_high``; :func:`~sim_consistency.uncertainty.wilson_interval`): it covers the
+sampling of test images given the trained probe, not the training randomness (the spread over
+seeds, which the aggregation reports). ``test_predictions.npz`` holds the per-row predictions
+(:data:`PREDICTIONS_FILE`) from which paired tests between models are made.
 """
 
 from __future__ import annotations
@@ -33,12 +40,46 @@ from sim_consistency.threads import threads_metadata
 if TYPE_CHECKING:
     from sim_consistency.stages.single_model_evaluation import EvaluationSettings, WorkItem
 
-__all__ = ["RESULTS_SCHEMA_VERSION", "evaluate_item"]
+__all__ = [
+    "PREDICTIONS_FILE",
+    "RESULTS_SCHEMA_VERSION",
+    "evaluate_item",
+    "read_test_predictions",
+    "top1_interval",
+]
 
 log = logging.getLogger("sim_consistency.single_model_evaluation")
 
-#: Version of the layout of ``results.json``.
-RESULTS_SCHEMA_VERSION = 1
+#: Version of the layout of ``results.json``. 2: ``top1_ci_low``/``top1_ci_high`` per block and
+#: head, ``predictions_file`` (the per-row predictions next to it).
+RESULTS_SCHEMA_VERSION = 2
+
+#: Per-row test predictions, one file per results folder: ``keys`` (test row keys, cache
+#: order), ``labels`` (true labels), ``blocks`` (probed block names), ``probe_pred_<i>`` (the
+#: probe of ``blocks[i]``'s predicted label per row) and, when the head was scored,
+#: ``head_pred`` (its predicted label). Correct = prediction == label.
+PREDICTIONS_FILE = "test_predictions.npz"
+
+
+def top1_interval(top1: float, n_test: int) -> dict[str, float]:
+    """Return Wilson's 95 % interval of a top-1 accuracy over ``n_test`` rows."""
+    from sim_consistency.uncertainty import wilson_interval
+
+    low, high = wilson_interval(int(round(top1 * n_test)), n_test)
+    return {"top1_ci_low": low, "top1_ci_high": high}
+
+
+def read_test_predictions(folder: Path) -> dict[str, np.ndarray]:
+    """Return the arrays of ``folder``'s :data:`PREDICTIONS_FILE` (raises CacheError)."""
+    path = folder / PREDICTIONS_FILE
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise CacheError(
+            f"{path}: cannot read the per-row test predictions ({exc}); rerun "
+            "scripts/single_model_evaluation.py for this model and dataset."
+        ) from None
 
 
 def _relabel(settings: EvaluationSettings, item: WorkItem) -> Path:
@@ -132,7 +173,15 @@ def _head_metrics(
             f"head scores {n_columns} classes but the dataset has {n_classes} and there is "
             f"no {CLASS_MASK_FILE} in its folder"
         )
-    return {**cache_head_accuracy(test, class_mask=mask), "class_mask": mask is not None}, None
+    metrics = cache_head_accuracy(test, class_mask=mask)
+    logits = np.asarray(test.logits)
+    columns = logits if mask is None else logits[:, np.asarray(mask, dtype=np.int64)]
+    return {
+        **metrics,
+        **top1_interval(metrics["top1"], len(test.labels)),
+        "class_mask": mask is not None,
+        "_pred": columns.argmax(axis=1),
+    }, None
 
 
 def evaluate_item(settings: EvaluationSettings, item: WorkItem) -> Path:
@@ -177,13 +226,22 @@ def evaluate_item(settings: EvaluationSettings, item: WorkItem) -> Path:
             val_keys = train.keys[first["val_indices"]].tolist()
         train_key, test_key = train.content_key, test.content_key
         all_blocks = list(train.block_names)
+        test_keys, test_labels = np.asarray(test.keys), np.asarray(test.labels)
+    predictions = {"keys": test_keys.astype(str), "labels": test_labels, "blocks": np.array(blocks)}
     block_results = {}
-    for name, result in probes.items():
+    for i, (name, result) in enumerate(probes.items()):
+        predictions[f"probe_pred_{i}"] = np.asarray(result["test_predictions"])
         block_results[name] = {
             k: v
             for k, v in result.items()
-            if k not in ("train_indices", "search_indices", "val_indices")
+            if k not in ("train_indices", "search_indices", "val_indices", "test_predictions")
         }
+        block_results[name].update(top1_interval(result["top1"], result["n_test"]))
+    if head is not None:
+        predictions["head_pred"] = head.pop("_pred")
+    with atomic_output(item.output_dir / PREDICTIONS_FILE) as tmp, open(tmp, "wb") as fh:
+        save: Any = np.savez  # numpy's stub types **kwds as its allow_pickle flag
+        save(fh, **predictions)
     record = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "content_key": item.content_key,
@@ -200,6 +258,7 @@ def evaluate_item(settings: EvaluationSettings, item: WorkItem) -> Path:
         "blocks": block_results,
         "head": head,
         "head_skipped": head_skipped,
+        "predictions_file": PREDICTIONS_FILE,
         "fewshot_keys": fewshot_keys,
         "validation_keys": val_keys,
         "code_version": PROBE_CODE_VERSION,
@@ -269,6 +328,8 @@ def _tidy_rows(
                 "n_blocks": n_blocks,
                 "depth_fraction": (index + 1) / n_blocks,
                 "top1": r["top1"],
+                "top1_ci_low": r.get("top1_ci_low"),
+                "top1_ci_high": r.get("top1_ci_high"),
                 "top5": r["top5"],
                 "balanced_acc": r["balanced_acc"],
                 "weight_decay": r["weight_decay"],
@@ -291,6 +352,8 @@ def _tidy_rows(
                 "n_blocks": n_blocks,
                 "depth_fraction": None,
                 "top1": head["top1"],
+                "top1_ci_low": head.get("top1_ci_low"),
+                "top1_ci_high": head.get("top1_ci_high"),
                 "top5": head["top5"],
                 "balanced_acc": head["balanced_acc"],
                 "n_test": next(iter(record["blocks"].values()))["n_test"],

@@ -438,6 +438,7 @@ def linear_probe_blocks(
             "n_test": int(y_test.size),
             "fewshot_k": fewshot_k,
             "fit_seconds": time.perf_counter() - start,
+            "test_predictions": classes[scores.argmax(axis=1)],
             "train_indices": final_rows,
             "search_indices": search_rows,
             "val_indices": val_rows,

@@ -13,6 +13,7 @@ from sim_consistency.soup_metrics.barriers import (
 )
 from sim_consistency.soup_metrics.branching import basin_summary, branching_tables
 from sim_consistency.soup_metrics.improvement import id_ood_averages, soup_improvement
+from sim_consistency.soup_metrics.paired import PAIRED_COLUMNS, soup_paired_tests
 from sim_consistency.soup_metrics.purity import (
     abs_cosine_stats,
     orthogonality_scores,
@@ -25,6 +26,7 @@ from sim_consistency.soup_metrics.weights import WeightGeometry, weight_geometry
 __all__ = [
     "BARRIER_DEFINITIONS",
     "DEFAULT_ALPHAS",
+    "PAIRED_COLUMNS",
     "WeightGeometry",
     "abs_cosine_stats",
     "barrier",
@@ -38,5 +40,6 @@ __all__ = [
     "select_dimensions",
     "silhouette",
     "soup_improvement",
+    "soup_paired_tests",
     "weight_geometry",
 ]

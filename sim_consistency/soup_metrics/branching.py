@@ -18,7 +18,10 @@ distances within each group, soup results with improvement over the mean/best an
 distance) and :func:`basin_summary` the observation: the mean soup improvement over the mean
 ingredient for early (branch epochs below the median) vs late (at or above it) branching, their
 difference in percentage points and in test images, and the Spearman correlation of improvement
-with branching epoch. A difference smaller than one test image is reported as not resolved.
+with branching epoch. The verdict on "late branching makes better soups" is ``supported`` /
+``not supported`` / ``inconclusive`` from a paired bootstrap interval over test images of that
+difference (:func:`~sim_consistency.uncertainty.bootstrap_mean_diff`), never from the bare
+difference of means; without per-image correctness it is ``inconclusive`` (not tested).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from sim_consistency.errors import ConfigError
+from sim_consistency.uncertainty import Verdict, bootstrap_mean_diff, verdict
 
 __all__ = ["GROUP", "basin_summary", "branching_tables"]
 
@@ -122,24 +126,39 @@ def branching_tables(
     }
 
 
-def basin_summary(soup_results: pd.DataFrame, *, n_test: int | None = None) -> dict[str, object]:
-    """Return how late- and early-branching soups compare, with the numbers and their resolution.
+def basin_summary(
+    soup_results: pd.DataFrame,
+    *,
+    n_test: int | None = None,
+    per_image: np.ndarray | None = None,
+    n_bootstrap: int = 10_000,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Return how late- and early-branching soups compare, with the numbers and their verdict.
 
     Early = branch epochs below the median of the distinct branch epochs; late = the rest.
     Improvement = soup accuracy − mean ingredient accuracy, averaged over analysis epochs.
-    The statement is an observation, not a test: with ``n_test`` test images the smallest
-    accuracy difference one soup can show is one image, ``1 / n_test``; a difference below
-    that is reported as not resolved (``late_branching_better`` is then ``None``).
+    With ``per_image`` — per soup row, the per-image improvement ``c_soup − mean_i c_i`` over
+    the same test images — the difference late − early is a mean over images of
+    ``mean_late(row) − mean_early(row)``, so a paired bootstrap over images gives its 95 %
+    interval (``ci_low``, ``ci_high``) and :func:`~sim_consistency.uncertainty.verdict` the
+    ``verdict``; ``late_branching_better`` is True / False / None for supported / not
+    supported / inconclusive. With ``n_test`` the statement also gives the difference in test
+    images (one image is ``1 / n_test`` of accuracy).
 
     Args:
         soup_results: the ``soup_results`` table of :func:`branching_tables`.
         n_test: number of test images the accuracies were measured on (None: unknown).
+        per_image: (len(soup_results), n_images) per-image improvements over the mean
+            ingredient, rows in ``soup_results`` order (None: no test, verdict inconclusive).
+        n_bootstrap, seed: of the paired bootstrap.
 
     Returns:
         ``early_epochs, late_epochs, early_improvement, late_improvement, difference,
         n_test, resolution, difference_in_images, n_soups_early, n_soups_late,
         runs_per_soup, spearman_improvement_vs_branch_epoch,
-        spearman_distance_vs_branch_epoch, late_branching_better, statement``.
+        spearman_distance_vs_branch_epoch, ci_low, ci_high, n_bootstrap, seed, verdict,
+        late_branching_better, statement``.
     """
     from scipy.stats import spearmanr
 
@@ -171,8 +190,20 @@ def basin_summary(soup_results: pd.DataFrame, *, n_test: int | None = None) -> d
 
     resolution = 1.0 / n_test if n_test else None
     in_images = difference * n_test if n_test else None
-    resolved = resolution is not None and abs(difference) >= resolution * (1 - 1e-9)
-    better = bool(difference > 0) if resolved else None
+    ci_low = ci_high = float("nan")
+    outcome: Verdict = "inconclusive"
+    if per_image is not None:
+        rows = np.asarray(per_image, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[0] != len(soup_results):
+            raise ConfigError(
+                f"basin_summary: per_image must have one row per soup ({len(soup_results)}), "
+                f"got shape {rows.shape}."
+            )
+        d = rows[is_late.to_numpy()].mean(axis=0) - rows[is_early.to_numpy()].mean(axis=0)
+        paired = bootstrap_mean_diff(d, n_bootstrap=n_bootstrap, seed=seed)
+        ci_low, ci_high = paired.ci_low, paired.ci_high
+        outcome = verdict(ci_low, ci_high)
+    better = {"supported": True, "not supported": False}.get(outcome)
     observed = (
         f"Observed: soups of runs forked late (epochs {late}, {int(is_late.sum())} soup(s)) "
         f"improved on their mean ingredient by {100 * late_value:+.2f} pp on average, soups of "
@@ -185,14 +216,16 @@ def basin_summary(soup_results: pd.DataFrame, *, n_test: int | None = None) -> d
             f" = {in_images:+.1f} test image(s) (n = {n_test} test images, so one image is "
             f"{100 / n_test:.2f} pp; {runs}, one training seed per run, no repeats). "
         )
-        observed += (
-            f"Late branching souped {'better' if better else 'worse'} here by more than one "
-            "test image."
-            if resolved
-            else "That is less than one test image: not resolved."
-        )
     else:
-        observed += f" ({runs}; test-set size unknown, so its resolution is not stated)."
+        observed += f" ({runs}; test-set size unknown, so its resolution is not stated). "
+    if per_image is None:
+        observed += "Not tested (no per-image correctness): inconclusive."
+    else:
+        observed += (
+            f"95% paired bootstrap interval over test images {100 * ci_low:+.2f} to "
+            f"{100 * ci_high:+.2f} pp: 'late branching makes better soups' is {outcome}"
+            + " (test-set sampling only; one training seed per run)."
+        )
     return {
         "early_epochs": early,
         "late_epochs": late,
@@ -207,6 +240,11 @@ def basin_summary(soup_results: pd.DataFrame, *, n_test: int | None = None) -> d
         "runs_per_soup": runs_per_soup,
         "spearman_improvement_vs_branch_epoch": _spearman("improvement_over_mean"),
         "spearman_distance_vs_branch_epoch": _spearman("mean_l2_distance"),
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "n_bootstrap": n_bootstrap if per_image is not None else 0,
+        "seed": seed,
+        "verdict": outcome,
         "late_branching_better": better,
         "statement": observed,
     }

@@ -135,6 +135,8 @@ def save_heatmap(
     vmax: float | None = 1.0,
     half_widths: np.ndarray | None = None,
     wide: float = WIDE_INTERVAL,
+    hatch: np.ndarray | None = None,
+    hatch_label: str = "",
 ) -> list[Path]:
     """Save an annotated viridis heatmap as ``<stem>.png`` and ``<stem>.pdf``.
 
@@ -142,7 +144,8 @@ def save_heatmap(
     pairs can be compared by eye; cells are annotated with two decimals up to 20×20. With
     ``half_widths`` (confidence intervals' half-widths, same shape) the annotation reads
     ``0.83±0.02`` and cells whose half-width exceeds ``wide`` (or is NaN: no interval) are
-    hatched at every size; the title says so.
+    hatched at every size; the title says so. Cells where the boolean mask ``hatch`` is True
+    are hatched (``///``), explained by ``hatch_label`` in a legend below the axes.
     """
     rows, cols = values.shape
     lo = float(np.nanmin(values)) if vmin is None else vmin
@@ -173,6 +176,8 @@ def save_heatmap(
     if half_widths is not None:
         _hatch_wide(ax, half_widths, wide)
         title += f"\n(±: 95% CI half-width; hatched: half-width > {wide:g} or no interval)"
+    if hatch is not None and hatch.any():
+        _hatch_cells(ax, hatch, hatch_label)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -201,6 +206,20 @@ def _hatch_wide(ax: Any, half_widths: np.ndarray, wide: float) -> None:
                 hatch="//",
             )
         )
+
+
+def _hatch_cells(ax: Any, mask: np.ndarray, label: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    for i, j in zip(*np.nonzero(mask), strict=True):
+        ax.add_patch(
+            Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.85", lw=0)
+        )
+    proxy = Rectangle((0, 0), 1, 1, fill=False, hatch="///", edgecolor="0.3")
+    ax.legend(
+        [proxy], [label], loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=7,
+        frameon=False,
+    )  # fmt: skip
 
 
 def save_profile_plot(

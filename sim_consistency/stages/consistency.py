@@ -9,6 +9,12 @@ metric, ``results/consistency/<metric_slug>/<restriction>/`` with
   of the strict upper triangles of two datasets' matrices (models intersected and aligned by
   id), or of the entries of the chosen model pairs;
 * ``heatmap_pearson.png|.pdf`` and ``heatmap_spearman.png|.pdf`` — annotated viridis heatmaps;
+* ``uncertainty_pearson.csv`` and ``uncertainty_spearman.csv`` — one row per pair of datasets:
+  the correlation (bitwise the table's entry), its Mantel permutation p-value (models permuted,
+  one-sided, ``--n_permutations``), its bootstrap-over-models 95 % interval (``--n_bootstrap``),
+  ``resolved`` (p < 0.05 and the interval excludes 0); both seeded by ``--ci_seed``. The
+  heatmaps hatch the tested cells that are not resolved. ``--n_permutations 0 --n_bootstrap 0``
+  turns both off (then no file and no hatching);
 * ``summary.csv`` — mean, median, std, min, max of the off-diagonal entries, per method;
 * ``metadata.json`` — datasets, models, pairs, the input matrices' content keys and the content
   key the planner compares to skip finished outputs (written last; removed first on rebuild).
@@ -68,6 +74,9 @@ log = logging.getLogger("sim_consistency.consistency")
 METHODS: tuple[Literal["pearson", "spearman"], ...] = ("pearson", "spearman")
 SUMMARY_CSV = "summary.csv"
 OUTPUT_FILES = (SUMMARY_CSV, *(f"consistency_{m}.csv" for m in METHODS))
+UNCERTAINTY_FILES = tuple(f"uncertainty_{m}.csv" for m in METHODS)
+#: Nominal coverage of the bootstrap-over-models interval.
+CI_LEVEL = 0.95
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +104,21 @@ class ConsistencySettings(Models, Datasets, Threads, Force, Launcher, Wandb):
         "… and b matching these", default=(), nargs="+", metavar="KEY=VALUE",
         shown_default="same as --set_a",
     )  # fmt: skip
+    n_permutations: int = option(
+        "Mantel permutations (models permuted) per pair of datasets, for the p-value of each "
+        "consistency; 0: no test",
+        default=999,
+        type=int,
+    )
+    n_bootstrap: int = option(
+        "bootstrap-over-models replicates per pair of datasets, for the 95%% interval of each "
+        "consistency; 0: no interval",
+        default=1000,
+        type=int,
+    )
+    ci_seed: int = option(
+        "seed of the permutations and bootstrap draws", default=0, type=int, shown_default="0"
+    )
     #: Filled in by :meth:`validated`: the metrics, and each model's config metadata.
     metrics: tuple[MetricSpec, ...] = ()
     model_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -107,6 +131,12 @@ class ConsistencySettings(Models, Datasets, Threads, Force, Launcher, Wandb):
             raise ConfigError(
                 f"--datasets: consistency compares at least 2 datasets (got {list(s.datasets)})."
             )
+        for flag, value, least in (
+            ("--n_permutations", s.n_permutations, 1),
+            ("--n_bootstrap", s.n_bootstrap, 10),
+        ):
+            if value != 0 and value < least:
+                raise ConfigError(f"{flag}: 0 (off) or at least {least} (got {value}).")
         if s.set_b and not s.set_a:
             raise ConfigError("--set_b needs --set_a (the first model set of the pairs).")
         set_a = parse_model_set("--set_a", s.set_a)
@@ -204,9 +234,11 @@ def plan(settings: ConsistencySettings) -> list[WorkItem]:
                 "model_ids": list(settings.model_ids),
                 "pairs": None if pairs is None else [list(p) for p in pairs],
                 "code_version": SIMILARITY_CODE_VERSION,
+                "uncertainty": uncertainty_settings(settings),
             }
         )
-        reason = folder_plan_reason(folder, key, OUTPUT_FILES, settings.force)
+        files = OUTPUT_FILES + (UNCERTAINTY_FILES if uncertainty_on(settings) else ())
+        reason = folder_plan_reason(folder, key, files, settings.force)
         if reason is None:
             continue
         items.append(
@@ -226,12 +258,36 @@ def plan(settings: ConsistencySettings) -> list[WorkItem]:
     return items
 
 
+def uncertainty_on(settings: ConsistencySettings) -> bool:
+    """Whether the Mantel test or the bootstrap interval is computed."""
+    return bool(settings.n_permutations or settings.n_bootstrap)
+
+
+def uncertainty_settings(settings: ConsistencySettings) -> dict[str, Any] | None:
+    """The settings of the p-values and intervals (part of the content key), None when off."""
+    if not uncertainty_on(settings):
+        return None
+    return {
+        "p_value": "Mantel permutation test (Mantel 1967), models permuted (rows and columns "
+        "together), one-sided (greater), p = (1 + #{r_perm >= r}) / (1 + n_permutations)",
+        "n_permutations": settings.n_permutations,
+        "interval": "percentile bootstrap over models (Efron & Tibshirani 1993); pairs of a "
+        "model with its own copy dropped",
+        "n_bootstrap": settings.n_bootstrap,
+        "level": CI_LEVEL,
+        "seed": settings.ci_seed,
+        "resolved": "p_value < 0.05 and the interval excludes 0; heatmap cells not resolved "
+        "are hatched",
+    }
+
+
 def run_item(settings: ConsistencySettings, item: WorkItem) -> Path:
     """Compute the consistency tables of one metric and write them; return the folder."""
     import pandas as pd
 
     from sim_consistency.similarity import consistency, consistency_summary
     from sim_consistency.threads import threads_metadata
+    from sim_consistency.uncertainty import consistency_tests
 
     (item.folder / METADATA_FILE).unlink(missing_ok=True)
     wanted = set(item.model_ids)
@@ -241,11 +297,27 @@ def run_item(settings: ConsistencySettings, item: WorkItem) -> Path:
         keep = [m for m in frame.index if m in wanted]
         matrices[dataset] = frame.loc[keep, keep]
     summary_rows = []
+    unresolved: dict[str, int] = {}
     for method in METHODS:
         table = consistency(matrices, method=method, model_pairs=item.model_pairs)
         atomic_write_text(
             item.folder / f"consistency_{method}.csv", table.to_csv(index_label="dataset")
         )
+        hatch = None
+        (item.folder / f"uncertainty_{method}.csv").unlink(missing_ok=True)
+        if uncertainty_on(settings):
+            tests = consistency_tests(
+                matrices,
+                method,
+                model_pairs=item.model_pairs,
+                n_permutations=settings.n_permutations,
+                n_bootstrap=settings.n_bootstrap,
+                level=CI_LEVEL,
+                seed=settings.ci_seed,
+            )
+            atomic_write_text(item.folder / f"uncertainty_{method}.csv", tests.to_csv(index=False))
+            hatch = _unresolved_cells(table, tests)
+            unresolved[method] = int((tests["tested"] & ~tests["resolved"]).sum())
         save_heatmap(
             table.to_numpy(),
             item.folder / f"heatmap_{method}",
@@ -254,6 +326,8 @@ def run_item(settings: ConsistencySettings, item: WorkItem) -> Path:
             title=f"{method} consistency, {item.slug} ({item.restriction})",
             vmin=-1.0,
             vmax=1.0,
+            hatch=hatch,
+            hatch_label="hatched: Mantel p ≥ 0.05 or 95% CI includes 0",
         )
         summary_rows.append({"method": method, **consistency_summary(table)})
     atomic_write_text(item.folder / SUMMARY_CSV, pd.DataFrame(summary_rows).to_csv(index=False))
@@ -274,12 +348,26 @@ def run_item(settings: ConsistencySettings, item: WorkItem) -> Path:
             "triangles (or chosen model pairs) of the datasets' model×model matrices, models "
             "intersected by id; NaN pairs left out (Ciernik et al. 2025)",
             "summary": summary_rows,
+            "uncertainty": uncertainty_settings(settings),
+            "unresolved_pairs": unresolved,
             "code_version": SIMILARITY_CODE_VERSION,
             **threads_metadata(),
         },
     )
     log.info("%s: %d datasets (%s)", item.folder, len(item.datasets), item.reason)
     return item.folder
+
+
+def _unresolved_cells(table: pd.DataFrame, tests: pd.DataFrame) -> Any:
+    """Boolean (D, D) mask of the tested cells whose consistency is not resolved."""
+    import numpy as np
+
+    names = list(table.index)
+    mask = np.zeros((len(names), len(names)), dtype=bool)
+    for r in tests.itertuples(index=False):
+        i, j = names.index(r.dataset_a), names.index(r.dataset_b)
+        mask[i, j] = mask[j, i] = r.tested and not r.resolved
+    return mask
 
 
 STAGE = Stage(

@@ -9,11 +9,16 @@ seed, ``results/linear_probe/single_model/<dataset_slug>/<model_id>/<hp_slug>/``
   head's accuracy from cached ``/logits`` (when the head scores the dataset's classes, directly
   or through ``class_index_mask.json`` in the dataset folder), the few-shot sample's keys and the
   validation keys (so the absence of leakage can be checked), the
-  input caches' content keys and this output's ``content_key``;
+  input caches' content keys and this output's ``content_key``; every top-1 has Wilson's 95 %
+  interval over the test rows (``top1_ci_low``, ``top1_ci_high``; test-set sampling only);
 * ``results.csv`` — the same as a tidy table, one row per block (``kind=probe``) plus one for the
   head (``kind=head``), with everything needed to aggregate (dataset, model, metadata, seed,
   protocol, block index and depth fraction);
-* ``accuracy_vs_depth.csv`` — with more than one block: block index, name, top-1, balanced acc.
+* ``accuracy_vs_depth.csv`` — with more than one block: block index, name, top-1, balanced acc;
+* ``test_predictions.npz`` — per test row its key, label and each probe's (and the head's)
+  predicted label, for paired comparisons of models on the same images (soup metrics). A
+  result folder without it (written before it existed) is rebuilt once; its numbers do not
+  change, so :data:`PROBE_CODE_VERSION` does not either.
 
 Flow: :func:`plan` reads only the caches' attributes, derives each output's content key (input
 content keys + protocol and hyper-parameters + :data:`PROBE_CODE_VERSION`) and keeps outputs that
@@ -78,7 +83,7 @@ PROTOCOLS: tuple[str, ...] = ("fast", "rep2rep")
 #: Seeds run when ``--seeds`` is not given: Rep2Rep reports the mean over seeds 0, 1, 2.
 DEFAULT_SEEDS: dict[str, tuple[int, ...]] = {"rep2rep": (0, 1, 2), "fast": (0,)}
 
-_OUTPUT_FILES = ("results.csv", "accuracy_vs_depth.csv", "results.json")
+_OUTPUT_FILES = ("test_predictions.npz", "results.csv", "accuracy_vs_depth.csv", "results.json")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,8 +230,11 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
                 record = read_json_record(out / "results.json")
                 stored = None if record is None else record.get("content_key")
                 current = settings.metadata_of(model_id)
+                # results written before per-row predictions were stored are rebuilt once
+                complete = (out / _OUTPUT_FILES[0]).is_file()
                 if (
-                    stored == key
+                    complete
+                    and stored == key
                     and not settings.force
                     and record is not None
                     and (current is not None and record.get("metadata") != current)
@@ -234,7 +242,7 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
                     reason: str | None = "metadata"
                     log.info("%s: model metadata changed; relabelling (no recompute)", out)
                 else:
-                    reason = plan_reason(out, key, stored, force=settings.force)
+                    reason = plan_reason(out, key, stored, force=settings.force, complete=complete)
                 if reason is None:
                     continue
                 items.append(

@@ -32,6 +32,7 @@ stochastic function takes a ``seed``. The similarity stages use it with ``--ci``
 from sim_consistency.uncertainty.accuracy import (
     PairedDiff,
     Verdict,
+    bootstrap_mean_diff,
     mcnemar_exact,
     paired_bootstrap_diff,
     verdict,
@@ -49,9 +50,11 @@ from sim_consistency.uncertainty.linear_cka import (
     linear_group_stats,
 )
 from sim_consistency.uncertainty.mantel import (
+    ALPHA,
     MantelResult,
     bootstrap_models_ci,
     consistency_ci,
+    consistency_tests,
     mantel_test,
 )
 from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out
@@ -64,14 +67,17 @@ from sim_consistency.uncertainty.similarity import (
 )
 
 __all__ = [
+    "ALPHA",
     "DEFAULT_GROUPS",
     "Interval",
     "LinearGroupStats",
     "MantelResult",
     "PairedDiff",
     "Verdict",
+    "bootstrap_mean_diff",
     "bootstrap_models_ci",
     "consistency_ci",
+    "consistency_tests",
     "mantel_test",
     "mcnemar_exact",
     "paired_bootstrap_diff",

@@ -38,6 +38,7 @@ from sim_consistency.errors import ConfigError
 
 __all__ = [
     "PairedDiff",
+    "bootstrap_mean_diff",
     "paired_bootstrap_diff",
     "mcnemar_exact",
     "verdict",
@@ -120,22 +121,49 @@ def paired_bootstrap_diff(
             f"paired_bootstrap_diff: need n_bootstrap >= 10 and 0 < level < 1 (got "
             f"{n_bootstrap!r}, {level!r})."
         )
-    d = a - ref
+    lo, hi, se = _bootstrap_mean(a - ref, n_bootstrap, level, seed)
+    return PairedDiff(
+        float(a.mean() - ref.mean()), lo, hi, se, float(level), n_bootstrap, seed, a.size
+    )
+
+
+def _bootstrap_mean(
+    d: npt.NDArray[np.float64], n_bootstrap: int, level: float, seed: int
+) -> tuple[float, float, float]:
+    """Percentile interval and standard error of ``mean(d)`` resampling its entries."""
     n = d.size
     values, counts = np.unique(d, return_counts=True)
     draws = np.random.default_rng(seed).multinomial(n, counts / n, size=n_bootstrap)
     boot = draws @ values / n
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return PairedDiff(
-        float(a.mean() - ref.mean()),
-        float(lo),
-        float(hi),
-        float(boot.std(ddof=1)),
-        float(level),
-        n_bootstrap,
-        seed,
-        n,
-    )
+    return float(lo), float(hi), float(boot.std(ddof=1))
+
+
+def bootstrap_mean_diff(
+    per_image: Any, *, n_bootstrap: int = 10_000, level: float = 0.95, seed: int = 0
+) -> PairedDiff:
+    """Return the percentile bootstrap over test images of the mean of per-image differences.
+
+    For statistics that are means over images of a per-image difference already formed (e.g.
+    late-minus-early soup gains, each a mean of soup-minus-ingredient correctness): the same
+    resampling as :func:`paired_bootstrap_diff`, whose ``a - reference`` is such a vector.
+
+    Args:
+        per_image: (n,) finite per-image differences.
+        n_bootstrap, level, seed: as in :func:`paired_bootstrap_diff`.
+    """
+    d = np.asarray(per_image, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0 or not np.isfinite(d).all():
+        raise ConfigError(
+            f"bootstrap_mean_diff: expected a non-empty finite 1-D vector (got {d.shape})."
+        )
+    if not (isinstance(n_bootstrap, int) and n_bootstrap >= 10) or not 0 < level < 1:
+        raise ConfigError(
+            f"bootstrap_mean_diff: need n_bootstrap >= 10 and 0 < level < 1 (got "
+            f"{n_bootstrap!r}, {level!r})."
+        )
+    lo, hi, se = _bootstrap_mean(d, n_bootstrap, level, seed)
+    return PairedDiff(float(d.mean()), lo, hi, se, float(level), n_bootstrap, seed, d.size)
 
 
 def mcnemar_exact(correct_a: Any, correct_b: Any) -> tuple[int, int, float]:

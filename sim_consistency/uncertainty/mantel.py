@@ -27,6 +27,7 @@ change the pair set between permutations): a NaN entry is an error naming the mo
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,7 +38,14 @@ from scipy import stats
 from sim_consistency.errors import ConfigError
 from sim_consistency.similarity.consistency import MIN_PAIRS, _check_matrix, pair_values
 
-__all__ = ["MantelResult", "mantel_test", "bootstrap_models_ci", "consistency_ci"]
+__all__ = [
+    "ALPHA",
+    "MantelResult",
+    "mantel_test",
+    "bootstrap_models_ci",
+    "consistency_ci",
+    "consistency_tests",
+]
 
 
 @dataclass(frozen=True)
@@ -252,3 +260,80 @@ def consistency_ci(
     return MantelResult(
         stat, method, p, n_permutations, alternative, lo, hi, level, n_bootstrap, seed, len(common)
     )
+
+
+#: A consistency value counts as resolved when its Mantel p-value is below this and its
+#: bootstrap interval excludes 0 (heatmap cells that fail either are hatched).
+ALPHA = 0.05
+
+
+def consistency_tests(
+    matrices: Mapping[str, pd.DataFrame],
+    method: Literal["pearson", "spearman"] = "pearson",
+    *,
+    model_pairs: Sequence[tuple[str, str]] | None = None,
+    n_permutations: int = 999,
+    n_bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Return :func:`consistency_ci` of every pair of datasets as one row each (a before b).
+
+    Columns ``dataset_a, dataset_b, consistency, p_value, ci_low, ci_high, n_models,
+    n_permutations, n_bootstrap, note, tested, resolved``. ``consistency`` is bitwise the entry
+    of :func:`~sim_consistency.similarity.consistency`'s table; ``resolved`` is ``p_value <
+    ALPHA`` (when the test ran) and an interval that excludes 0 (when it was computed; an
+    undefined interval is not resolved). Pairs where the procedures do not apply keep their
+    correlation with NaN p-value and interval, ``tested`` and ``resolved`` False and the
+    reason in ``note``: a model-pair restriction (permuting models of a bipartite pair set is not
+    implemented), NaN similarities, fewer than 3 shared models. The seed is the same for
+    every pair of datasets.
+    """
+    import warnings
+
+    from sim_consistency.similarity import consistency
+
+    with warnings.catch_warnings():  # the caller's own consistency() call warns once already
+        warnings.simplefilter("ignore")
+        table = consistency(matrices, method=method, model_pairs=model_pairs)
+    names = list(matrices)
+    rows = []
+    for i, da in enumerate(names):
+        for db in names[i + 1 :]:
+            row: dict[str, Any] = {
+                "dataset_a": da,
+                "dataset_b": db,
+                "consistency": float(table.loc[da, db]),
+                "p_value": float("nan"),
+                "ci_low": float("nan"),
+                "ci_high": float("nan"),
+                "n_models": len(set(matrices[da].index) & set(matrices[db].index)),
+                "n_permutations": n_permutations,
+                "n_bootstrap": n_bootstrap,
+                "note": "",
+            }
+            if model_pairs is not None:
+                row["note"] = "not computed under a model-pair restriction"
+            else:
+                try:
+                    r = consistency_ci(
+                        matrices[da],
+                        matrices[db],
+                        method=method,
+                        n_permutations=n_permutations,
+                        n_bootstrap=n_bootstrap,
+                        level=level,
+                        seed=seed,
+                    )
+                except ConfigError as exc:
+                    row["note"] = str(exc)
+                else:
+                    row.update(p_value=r.p_value, ci_low=r.ci_low, ci_high=r.ci_high)
+                    if np.isnan(r.ci_low) and n_bootstrap:
+                        row["note"] = "bootstrap undefined in more than half of the replicates"
+            row["tested"] = bool(np.isfinite(row["p_value"]) or np.isfinite(row["ci_low"]))
+            p_ok = row["p_value"] < ALPHA if n_permutations else True
+            ci_ok = row["ci_low"] > 0 or row["ci_high"] < 0 if n_bootstrap else True
+            row["resolved"] = bool(row["tested"] and p_ok and ci_ok)
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -233,3 +233,54 @@ def test_metadata_edit_relabels_tables_without_recomputing(probe_project, tmp_pa
     frame = pd.read_csv(out / "results.csv")
     assert set(frame["meta_role"]) == {"finetuned"} and set(frame["meta_run_group"]) == {"g1"}
     assert plan(specs_settings) == []  # refreshed: nothing left to do
+
+
+def test_wilson_intervals_and_per_row_predictions_match_the_accuracies(evaluated):
+    from scipy.stats import binomtest
+
+    from sim_consistency.probe.evaluation import read_test_predictions
+
+    location, _ = evaluated
+    out = _result_dir(location, "vit", hp_slug("fast", 0))
+    record = json.loads((out / "results.json").read_text())
+    predictions = read_test_predictions(out)
+    labels = predictions["labels"]
+    with open_cache(location.feature_file(DATASET, "test", "vit")) as test:
+        assert predictions["keys"].tolist() == [str(k) for k in test.keys]
+        assert labels.tolist() == test.labels.tolist()
+    assert predictions["blocks"].tolist() == record["block_names"]
+    frame = pd.read_csv(out / "results.csv").set_index("block")
+    scored = [(name, predictions[f"probe_pred_{i}"], record["blocks"][name])
+              for i, name in enumerate(record["block_names"])]  # fmt: skip
+    scored.append(("logits", predictions["head_pred"], record["head"]))
+    for name, pred, metrics in scored:
+        n = labels.size
+        k = int((pred == labels).sum())
+        assert k / n == metrics["top1"]  # the stored predictions are the scored ones
+        low, high = metrics["top1_ci_low"], metrics["top1_ci_high"]
+        assert 0 <= low < metrics["top1"] < high <= 1
+        # Wilson's interval: a little narrower than Clopper-Pearson's exact interval here
+        exact = binomtest(k, n).proportion_ci(0.95, method="exact")
+        wilson = binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert (low, high) == pytest.approx((wilson.low, wilson.high), abs=1e-12)
+        assert exact.low - 0.01 < low and high < exact.high + 0.01
+        assert frame.loc[name, "top1_ci_low"] == pytest.approx(low, abs=1e-15)
+
+
+def test_results_without_predictions_are_rebuilt_with_the_same_numbers(evaluated):
+    location, config = evaluated
+    out = _result_dir(location, "rn", hp_slug("fast", 0))
+    before = json.loads((out / "results.json").read_text())
+    (out / "test_predictions.npz").unlink()
+    settings = EvaluationSettings(
+        project_root=location.root, model_ids=("rn",), datasets=(DATASET,),
+        blocks=("all",), seeds=(0,), device="cpu",
+    )  # fmt: skip
+    items = [i for i in plan(settings) if i.model_id == "rn" and i.seed == 0]
+    assert [i.reason for i in items] == ["missing"]
+    assert _main(location, config, "--blocks", "all", "--seeds", "0", "--model_key", "rn") == 0
+    after = json.loads((out / "results.json").read_text())
+    assert (out / "test_predictions.npz").is_file()
+    assert after["content_key"] == before["content_key"]
+    for name, metrics in before["blocks"].items():
+        assert after["blocks"][name]["top1"] == metrics["top1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -69,22 +70,60 @@ def test_basin_summary_by_hand(study):
     assert summary["spearman_distance_vs_branch_epoch"] == pytest.approx(-1.0)
     assert summary["statement"].startswith("Observed: soups of runs forked late (epochs [2, 4]")
     assert "resolution is not stated" in summary["statement"]
-    resolved = basin_summary(branching_tables(*study)["soup_results"], n_test=100)
-    assert resolved["late_branching_better"] is True
-    assert resolved["difference_in_images"] == pytest.approx(100 * (0.015 + 0.35))
-    assert "n = 100 test images" in resolved["statement"] and "1.00 pp" in resolved["statement"]
-    assert "2 run(s) per soup" in resolved["statement"]
+    sized = basin_summary(branching_tables(*study)["soup_results"], n_test=100)
+    # a large difference of means, but without per-image correctness there is no verdict
+    assert sized["late_branching_better"] is None and sized["verdict"] == "inconclusive"
+    assert "Not tested" in sized["statement"]
+    assert sized["difference_in_images"] == pytest.approx(100 * (0.015 + 0.35))
+    assert "n = 100 test images" in sized["statement"] and "1.00 pp" in sized["statement"]
+    assert "2 run(s) per soup" in sized["statement"]
 
 
-def test_difference_below_one_test_image_is_not_resolved(study):
-    soups = branching_tables(*study)["soup_results"].copy()
-    # late soups 0.15 pp better than early ones; one image of 360 is 0.28 pp
-    soups["improvement_over_mean"] = [0.0010, 0.0025, 0.0025]
-    summary = basin_summary(soups, n_test=360)
-    assert summary["late_branching_better"] is None
-    assert summary["difference_in_images"] == pytest.approx(0.0015 * 360)
-    assert "less than one test image: not resolved" in summary["statement"]
-    assert "better" not in summary["statement"].split("pp:")[-1]
+def _correct(rng: np.random.Generator, n: int, accuracy: float) -> np.ndarray:
+    """A 0/1 vector with exactly round(accuracy * n) ones in random positions."""
+    out = np.zeros(n)
+    out[rng.permutation(n)[: round(accuracy * n)]] = 1
+    return out
+
+
+def _per_image(study, n: int, seed: int = 0) -> np.ndarray:
+    """Per soup row: soup correctness minus its two runs' mean, at the tables' accuracies."""
+    runs, _, soups = study
+    rng = np.random.default_rng(seed)
+    rows = []
+    for soup in soups.itertuples(index=False):
+        members = runs[runs["branch_epoch"] == soup.branch_epoch]["accuracy"]
+        mean = np.mean([_correct(rng, n, a) for a in members], axis=0)
+        rows.append(_correct(rng, n, soup.soup_accuracy) - mean)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize(
+    ("early_soup", "n", "expected", "better"),
+    [
+        (0.50, 400, "supported", True),  # late − early = +0.37: far outside the noise
+        (0.99, 400, "not supported", False),  # early soup beats its runs by +0.14
+        (0.84, 100, "inconclusive", None),  # +0.025 on 100 images: the interval straddles 0
+    ],
+)
+def test_verdict_comes_from_the_paired_interval(study, early_soup, n, expected, better):
+    runs, distances, soups = study
+    soups = soups.assign(soup_accuracy=[early_soup, 0.86, 0.92])
+    per_image = _per_image((runs, distances, soups), n)
+    results = branching_tables(runs, distances, soups)["soup_results"]
+    summary = basin_summary(results, n_test=n, per_image=per_image, n_bootstrap=2000, seed=1)
+    assert summary["verdict"] == expected and summary["late_branching_better"] is better
+    assert summary["ci_low"] <= summary["difference"] <= summary["ci_high"]
+    assert (expected == "inconclusive") == (summary["ci_low"] <= 0 <= summary["ci_high"])
+    assert f"is {expected}" in summary["statement"] and summary["n_bootstrap"] == 2000
+    late = per_image[1:].mean(axis=0) - per_image[0]  # late = epochs 2 and 4, early = 0
+    assert late.mean() == pytest.approx(summary["difference"], abs=1e-12)
+
+
+def test_per_image_rows_must_match_the_soups(study):
+    results = branching_tables(*study)["soup_results"]
+    with pytest.raises(ConfigError, match="one row per soup"):
+        basin_summary(results, per_image=np.zeros((2, 10)))
 
 
 def test_missing_pair_distance_is_named(study):

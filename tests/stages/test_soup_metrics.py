@@ -134,6 +134,18 @@ def test_identical_ingredients_give_zero_distance_and_improvement(study):
     table = _csv(location, "soup_vs_ingredients.csv").set_index("soup_id")
     assert table.loc["soup_same", "improvement_over_mean"] == 0.0
     assert table.loc["soup_same", "improvement_over_best"] == 0.0
+    # identical predictions: a zero-width interval, no discordant image, no verdict
+    same = table.loc["soup_same"]
+    assert (same["over_best_ci_low"], same["over_best_ci_high"]) == (0.0, 0.0)
+    assert (same["mcnemar_soup_only"], same["mcnemar_best_only"], same["mcnemar_p"]) == (0, 0, 1)
+    assert same["over_best_verdict"] == same["over_mean_verdict"] == "inconclusive"
+    ft = table.loc["soup_ft"]
+    assert ft["over_best_ci_low"] <= ft["improvement_over_best"] <= ft["over_best_ci_high"]
+    assert ft["over_mean_ci_low"] <= ft["improvement_over_mean"] <= ft["over_mean_ci_high"]
+    assert ft["over_best_verdict"] in ("supported", "not supported", "inconclusive")
+    assert 0 < ft["mcnemar_p"] <= 1 and ft["n_bootstrap"] == 10_000
+    records = json.loads((location.soup_metrics / "soup_vs_ingredients.json").read_text())
+    assert {"over_best_ci_low", "mcnemar_p", "over_mean_verdict"} <= set(records[0])
     pairs = _csv(location, "weight_pairs.csv")
     same = pairs[
         (pairs["kind"] == "weights")
@@ -191,8 +203,14 @@ def test_branching_outputs(study):
     location, _, _ = study
     soups = _csv(location, "branching_soup_results.csv")
     assert sorted(soups["branch_epoch"]) == [0, 1] and (soups["n_models"] == 2).all()
+    same = soups.set_index("branch_epoch").loc[1]  # ft1 and its copy: the soup is ft1
+    assert (same["over_mean_ci_low"], same["over_mean_ci_high"]) == (0.0, 0.0)
+    assert same["over_mean_verdict"] == "inconclusive"
     summary = json.loads((location.soup_metrics / "branching_summary.json").read_text())["all"]
     assert summary["early_epochs"] == [0] and summary["late_epochs"] == [1]
+    assert summary["ci_low"] <= summary["difference"] <= summary["ci_high"]
+    assert summary["verdict"] in ("supported", "not supported", "inconclusive")
+    assert summary["n_bootstrap"] == 10_000 and "paired bootstrap" in summary["statement"]
     pairs = _csv(location, "branching_pairwise_distances.csv").set_index("branch_epoch")
     assert pairs.loc[1, "l2_distance"] == 0.0  # ft1 and its copy
     for stem in ("distance_vs_branching", "soup_performance_vs_branching", "soup_vs_distance"):

@@ -29,6 +29,11 @@ branching soups as variant entries of a generated models config) → ``feature_e
 ``single_model_evaluation`` / ``layer_cka`` → ``soup_metrics``. Nothing upstream is recomputed
 here: a missing or stale input stops the run (exit 2) with the exact command that produces it.
 ``summary.json`` records every estimator, setting and each part's inputs key.
+
+``accuracy`` and ``branching`` also read each model's per-row test predictions
+(``test_predictions.npz`` of its probe results) for paired bootstrap intervals over test images
+(``--n_bootstrap``, ``--ci_seed``), McNemar's exact test of soup vs best ingredient and the
+supported / not supported / inconclusive verdicts.
 """
 
 from __future__ import annotations

@@ -56,7 +56,9 @@ assert tuple(PART_MODULES) == PARTS
 # 6: figure names keep every character of the ids, barrier columns named after their papers;
 # 7: parts read upstream outputs (probe results, layer_cka grids, generated variants);
 # 8: the fast probe's solver is torch.optim.LBFGS (strong Wolfe).
-PARTS_CODE_VERSION = "8"
+# 9: soup_vs_ingredients gets paired bootstrap intervals, McNemar and verdicts; the branching
+#    verdict comes from a paired bootstrap interval (reads the per-row test predictions).
+PARTS_CODE_VERSION = "9"
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from sim_consistency.errors import MissingInputError
+from sim_consistency.errors import CacheError, MissingInputError
 from sim_consistency.features import read_cache_attrs
 from sim_consistency.merging import is_materialised, weights_identity
+from sim_consistency.probe.evaluation import PREDICTIONS_FILE, read_test_predictions
 from sim_consistency.project import dataset_slug
 from sim_consistency.stages.soup_metrics.study import Study
 
@@ -27,6 +28,7 @@ __all__ = [
     "Needs",
     "accuracy_record",
     "cache_keys",
+    "correctness",
     "layer_cka_grid",
     "layer_cka_inputs",
     "probe_results",
@@ -114,9 +116,11 @@ def probe_results(
             test = caches.get(f"{dataset}:{split}:{model_id}")
             if train is None or test is None:
                 continue  # the extraction command comes first
-            record = _read_json(_probe_dir(study, dataset, model_id) / "results.json")
+            folder = _probe_dir(study, dataset, model_id)
+            record = _read_json(folder / "results.json")
             if (
                 record is None
+                or not (folder / PREDICTIONS_FILE).is_file()
                 or record.get("train_content_key") != train
                 or record.get("test_content_key") != test
             ):
@@ -158,6 +162,38 @@ def accuracy_record(study: Study, model_id: str, dataset: str) -> dict[str, Any]
         metrics, source = blocks[last[0]], f"probe:{last[0]}"
     scalars = {k: float(metrics[k]) for k in ("top1", "top5", "balanced_acc") if k in metrics}
     return {"source": source, "n_samples": n_samples, **scalars}
+
+
+def correctness(study: Study, model_id: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(test row keys, per-row correctness)`` of the model :func:`accuracy_record`
+    scores (head, else the last block's probe), from the stored per-row predictions.
+
+    Raises:
+        CacheError: the predictions do not give the recorded top-1 (a stale file).
+    """
+    folder = _probe_dir(study, dataset, model_id)
+    record = accuracy_record(study, model_id, dataset)
+    data = read_test_predictions(folder)
+    if record["source"] == "head":
+        pred = data.get("head_pred")
+    else:
+        blocks = [str(b) for b in data["blocks"]]
+        block = record["source"].removeprefix("probe:")
+        pred = data.get(f"probe_pred_{blocks.index(block)}") if block in blocks else None
+    if pred is None:
+        raise CacheError(
+            f"{folder / PREDICTIONS_FILE}: no predictions of the {record['source']}; rerun "
+            + study.commands.probe([model_id], [dataset])
+        )
+    correct = np.asarray(pred == data["labels"])
+    if abs(float(correct.mean()) - record["top1"]) > 1e-12:
+        raise CacheError(
+            f"{folder / PREDICTIONS_FILE}: predictions give top-1 {correct.mean():.6f} but "
+            f"results.json records {record['top1']:.6f}; rerun "
+            + study.commands.probe([model_id], [dataset])
+            + " --force"
+        )
+    return data["keys"], correct
 
 
 def layer_cka_inputs(

@@ -80,6 +80,12 @@ class SoupMetricsSettings(SoupStudyPaths, Datasets, Force, Launcher, Wandb):
         "purity models", default=(), nargs="+", shown_default="soups + base"
     )
     probe_seed: int = option("seed of the probe results read (and purity)", default=0, type=int)
+    n_bootstrap: int = option(
+        "paired bootstrap replicates over test images (soup vs ingredients, branching)",
+        default=10_000,
+        type=int,
+    )
+    ci_seed: int = option("seed of the paired bootstrap", default=0, type=int, shown_default="0")
 
     @property
     def out_dir(self) -> Path:
@@ -89,6 +95,8 @@ class SoupMetricsSettings(SoupStudyPaths, Datasets, Force, Launcher, Wandb):
         s = super().validated()
         if s.models_config is None:
             raise ConfigError("--models_config is required.")
+        if s.n_bootstrap < 10:
+            raise ConfigError(f"--n_bootstrap: at least 10 (got {s.n_bootstrap}).")
         unknown_ood = sorted(set(s.ood_datasets) - set(s.datasets))
         if unknown_ood:
             raise ConfigError(
