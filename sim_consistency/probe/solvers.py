@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -219,8 +220,14 @@ def fit_logreg(
     return LogRegFit(W.to(dt), b.to(dt), n_evals)
 
 
-def _cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
-    return 0.5 * (1.0 + math.cos(math.pi * step / total_steps)) * base_lr
+def _cosine_lr(base_lr: float, step: int, total_steps: int, *, numpy_cos: bool = False) -> float:
+    # Rep2Rep computes the cosine with numpy (``np.cos``), whose last bit may differ from libm's.
+    cos = (
+        float(np.cos(np.pi * step / total_steps))
+        if numpy_cos
+        else math.cos(math.pi * step / total_steps)
+    )
+    return 0.5 * (1.0 + cos) * base_lr
 
 
 #: Rep2Rep's ``--regularization`` choices: AdamW's decoupled decay, or a penalty in the loss.
@@ -326,7 +333,7 @@ def fit_rep2rep(
         for start in range(0, n, batch_size):
             rows = order[start : start + batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = _cosine_lr(lr, step, total_steps)
+                group["lr"] = _cosine_lr(lr, step, total_steps, numpy_cos=rng == "rep2rep")
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(layer(X[rows]), y[rows])
             if regularization == "L1":
