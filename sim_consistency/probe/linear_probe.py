@@ -132,12 +132,12 @@ def validation_split(
         from sklearn.model_selection import train_test_split
 
         try:
-            fit, val = train_test_split(
+            fit_part, val_part = train_test_split(
                 np.arange(y.size), test_size=val_proportion, stratify=y, random_state=seed
             )
         except ValueError as exc:  # a class too small to stratify, or too few rows
             raise DataError(f"validation split (Rep2Rep's train_test_split): {exc}") from None
-        return np.asarray(fit, dtype=np.int64), np.asarray(val, dtype=np.int64)
+        return np.asarray(fit_part, dtype=np.int64), np.asarray(val_part, dtype=np.int64)
     rng = np.random.default_rng(seed)
     val: list[np.ndarray] = []
     for label in np.unique(y):
@@ -615,7 +615,7 @@ def _probe_one(
             "_params": (W, b),
         }
 
-    trainer = {
+    trainer: dict[str, Any] = {
         "epochs": epochs, "batch_size": batch_size, "seed": seed,
         "regularization": regularization, "rng": search,
     }  # fmt: skip

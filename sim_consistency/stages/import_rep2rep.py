@@ -58,7 +58,9 @@ def _load_tensor(path: Path, ndim: int) -> np.ndarray:
     # Rep2Rep saves its similarity matrices as pickled numpy arrays: allow exactly numpy's
     # array reconstruction, nothing else, in the weights-only unpickler.
     # (numpy 1, Rep2Rep's, names the function numpy.core.multiarray._reconstruct).
-    reconstruct = np._core.multiarray._reconstruct
+    import importlib
+
+    reconstruct = importlib.import_module("numpy._core.multiarray")._reconstruct
     numpy_array: list = [np.ndarray, np.dtype, reconstruct]
     numpy_array += [(reconstruct, "numpy.core.multiarray._reconstruct")]
     numpy_array += [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64")]
