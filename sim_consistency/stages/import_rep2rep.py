@@ -52,14 +52,14 @@ _BLOCK = "rep2rep"
 
 
 def _load_tensor(path: Path, ndim: int) -> np.ndarray:
+    import importlib
+
     import numpy as np
     import torch
 
     # Rep2Rep saves its similarity matrices as pickled numpy arrays: allow exactly numpy's
-    # array reconstruction, nothing else, in the weights-only unpickler.
+    # array reconstruction, nothing else, in the weights-only unpickler
     # (numpy 1, Rep2Rep's, names the function numpy.core.multiarray._reconstruct).
-    import importlib
-
     reconstruct = importlib.import_module("numpy._core.multiarray")._reconstruct
     numpy_array: list = [np.ndarray, np.dtype, reconstruct]
     numpy_array += [(reconstruct, "numpy.core.multiarray._reconstruct")]
