@@ -132,14 +132,12 @@ class MatrixSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb, 
 
     def validated(self) -> MatrixSettings:
         from sim_consistency.config.similarity import load_similarity_config
-        from sim_consistency.runtime.profiles import resolve_profile
         from sim_consistency.similarity.streamed import check_device, parse_memory_budget
 
-        s = super().validated()
-        s = resolve_profile(s, "distance_matrix_computation", {"split": "test"})
+        s = super().validated().with_defaults()
         if s.max_samples is not None and s.max_samples < 0:
             raise ConfigError(f"--max_samples must be >= 0 (got {s.max_samples}); 0: all rows.")
-        s = replace(s, max_samples=s.max_samples or None)
+        s = replace(s, max_samples=s.max_samples or None)  # 0: all rows
         if len(s.model_ids) < 2:
             raise ConfigError(
                 f"--model_key: a similarity matrix needs at least 2 models (got {list(s.model_ids)})."
@@ -153,6 +151,12 @@ class MatrixSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb, 
             device=check_device(s.device),
             memory_budget=parse_memory_budget(s.memory_budget),
         )
+
+    def with_defaults(self) -> MatrixSettings:
+        """Fill the flags left unset: from ``--profile``, else our defaults (idempotent)."""
+        from sim_consistency.runtime.profiles import resolve_profile
+
+        return resolve_profile(self, "distance_matrix_computation", {"split": "test"})
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,7 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
     """Return one work item per dataset with the metrics whose output is missing or stale."""
     from sim_consistency.similarity import metric_slug
 
+    settings = settings.with_defaults()  # settings built in code may skip validated()
     items: list[WorkItem] = []
     loc = settings.location
     for dataset in settings.datasets:

@@ -166,10 +166,7 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
     model_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def validated(self) -> EvaluationSettings:
-        from sim_consistency.runtime.profiles import resolve_profile
-
-        s = super().validated()
-        s = resolve_profile(s, "single_model_evaluation", {"protocol": "fast", "search": "simc"})
+        s = super().validated().with_defaults()
         if s.fewshot_k is not None and s.fewshot_k < 1:
             raise ConfigError(f"--fewshot_k must be a positive integer (got {s.fewshot_k}).")
         s = _check_probe_flags(s)
@@ -187,6 +184,14 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
             s,
             seeds=tuple(dict.fromkeys(s.seeds or DEFAULT_SEEDS[s.protocol])),
             model_metadata={m: dict(specs[m].metadata) for m in s.model_ids},
+        )
+
+    def with_defaults(self) -> EvaluationSettings:
+        """Fill the flags left unset: from ``--profile``, else our defaults (idempotent)."""
+        from sim_consistency.runtime.profiles import resolve_profile
+
+        return resolve_profile(
+            self, "single_model_evaluation", {"protocol": "fast", "search": "simc"}
         )
 
     def metadata_of(self, model_id: str) -> dict[str, Any] | None:
@@ -212,7 +217,8 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
             "test_split": self.test_split,
         }
         if self.protocol == "rep2rep":
-            hp.update(lrs=list(self.lrs), epochs=self.epochs, batch_size=self.batch_size)
+            lrs = self.lrs or REP2REP_LRS
+            hp.update(lrs=list(lrs), epochs=self.epochs, batch_size=self.batch_size)
         return hp
 
 
@@ -341,6 +347,7 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
     """
     from sim_consistency.features import require_cache_attrs
 
+    settings = settings.with_defaults()  # settings built in code may skip validated()
     items: list[WorkItem] = []
     loc = settings.location
     for dataset in settings.datasets:
