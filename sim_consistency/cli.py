@@ -18,6 +18,7 @@ Commands::
     simc build-variants     scripts/build_variants.py
     simc train-demo-models  scripts/train_demo_models.py
     simc import-rep2rep     scripts/import_rep2rep.py
+    simc export-rep2rep     scripts/export_rep2rep.py
     simc demo               scripts/demo.py
     simc datasets check     validate a dataset folder (sim_consistency.data.check)
     simc datasets download  scripts/download_ds/download_webdatasets.py
@@ -96,6 +97,11 @@ COMMANDS: dict[str, Command] = {
         "sim_consistency.stages.import_rep2rep",
         "scripts/import_rep2rep.py",
         "import Rep2Rep's stored features or similarity matrices into this project",
+    ),
+    "export-rep2rep": Command(
+        "sim_consistency.stages.export_rep2rep",
+        "scripts/export_rep2rep.py",
+        "write our similarity matrices in Rep2Rep's layout for its notebooks",
     ),
     "demo": Command(
         "sim_consistency.stages.demo",

@@ -162,6 +162,22 @@ def _parse_entry(
     return MetricSpec("mknn", k=settings["k"])
 
 
+def _check_distinct_slugs(specs: list[MetricSpec], problems: list[str]) -> None:
+    """Two entries with one output folder (Rep2Rep names cosine RSA without its correlation)."""
+    from sim_consistency.similarity.slugs import metric_slug
+
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        slug = metric_slug(spec)
+        if slug in seen and specs[seen[slug]] != spec:
+            problems.append(
+                f"entries {seen[slug]} and {i} would both write model_similarities/<dataset>/"
+                f"{slug}/ (Rep2Rep's name; a cosine RSA is named without its corr_method): "
+                "keep one of them."
+            )
+        seen.setdefault(slug, i)
+
+
 def parse_similarity_config(
     entries: Any, source: str = "<similarity config>", *, biased_cka: bool = False
 ) -> list[MetricSpec]:
@@ -190,6 +206,7 @@ def parse_similarity_config(
             if spec in specs:
                 problems.append(f"entry {i}: duplicates an earlier entry ({entry}).")
             specs.append(spec)
+    _check_distinct_slugs(specs, problems)
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
     if notes:

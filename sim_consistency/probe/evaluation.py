@@ -211,6 +211,10 @@ def evaluate_item(settings: EvaluationSettings, item: WorkItem) -> Path:
                 device=settings.device,
                 epochs=settings.epochs,
                 batch_size=settings.batch_size,
+                lrs=settings.lrs or None,
+                search=settings.search,
+                regularization=settings.regularization,
+                reg_lambda=settings.reg_lambda,
                 progress=True,
             )
         except DataError as exc:

@@ -23,6 +23,21 @@ decade apart, then around the best so far its neighbours at ±8, ±4, ±2 and ±
 best validation top-1 wins and **ties go to the larger decay** (then to the larger learning
 rate). Every point scored is kept in ``val_curve``.
 
+``search="rep2rep"`` reproduces Rep2Rep's own choices instead (its ``RegularizationTuner`` and
+``HyperparameterTuner``, ``lciernik/similarity_consistency``,
+``sim_consistency/tasks/{regularization,hyperparameter}_tuner.py``): the validation split is
+scikit-learn's ``train_test_split(stratify=y, random_state=seed)`` (in its row order); the
+coarse points are scored in ascending order and a tie goes to the later (larger) decay; then
+only the two neighbours at ±4, ±2, ±1 steps are scored and the peak moves only to a strictly
+better one (a tie between the two goes to the larger decay); across learning rates (in the
+order given) a later rate wins only if strictly better; and the Rep2Rep trainer draws its
+initialisation and shuffles in Rep2Rep's random order
+(:func:`~sim_consistency.probe.solvers.fit_rep2rep` ``rng="rep2rep"``).
+
+``val_proportion=0`` (Rep2Rep's ``--val_proportion 0``) searches nothing: one fit on all
+training rows with the fixed ``reg_lambda`` (and the single learning rate in ``lrs``).
+``regularization`` (``weight_decay``, ``L1``, ``L2``; Rep2Rep protocol only) says what λ is.
+
 Metrics (:func:`classification_metrics`): top-1, top-5 (NaN with fewer than 5 classes),
 balanced accuracy (mean recall over the classes present in the test labels) and per-class
 recall (:mod:`sim_consistency.probe.head` scores a model's own logits the same way).
@@ -43,6 +58,7 @@ from sim_consistency.errors import ConfigError, DataError
 from sim_consistency.finite import check_finite
 from sim_consistency.jsonable import jsonable
 from sim_consistency.probe.solvers import (
+    REGULARIZATIONS,
     LogRegFit,
     feature_spectrum,
     fit_logreg,
@@ -55,6 +71,7 @@ from sim_consistency.progress import progress_bar
 __all__ = [
     "PROTOCOLS",
     "REP2REP_LRS",
+    "SEARCH_RULES",
     "WEIGHT_DECAY_GRID",
     "classification_metrics",
     "coarse_to_fine_search",
@@ -72,34 +89,55 @@ WEIGHT_DECAY_GRID: npt.NDArray[np.float64] = np.logspace(-6, 1, 64)
 #: Learning rates of the Rep2Rep protocol.
 REP2REP_LRS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)
 
+#: How hyper-parameters are searched: ours, or exactly as Rep2Rep does (module docstring).
+SEARCH_RULES = ("simc", "rep2rep")
+
 #: Coarse points (one per decade of the 64-point grid) and the refinement half-widths.
 _N_COARSE = 8
 _SPANS = (8, 4, 2, 1)
+#: Rep2Rep's refinement half-widths (``RegularizationTuner.tune_lambda``: 4, halved to 1).
+_REP2REP_SPANS = (4, 2, 1)
 
 
 # -- splits -----------------------------------------------------------------------------------
 
 
 def validation_split(
-    y: npt.ArrayLike, *, val_proportion: float = 0.2, seed: int = 0
+    y: npt.ArrayLike, *, val_proportion: float = 0.2, seed: int = 0, rule: str = "simc"
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Return ``(fit_rows, val_rows)``: a seeded, class-stratified split of the training rows.
 
-    Each class sends ``round(count · val_proportion)`` of its rows, drawn with
+    ``rule="simc"``: each class sends ``round(count · val_proportion)`` of its rows, drawn with
     ``np.random.default_rng(seed)``, to validation, but always keeps at least one row for
-    fitting (a class with a single row is never validated on).
+    fitting (a class with a single row is never validated on); both arrays sorted.
+    ``rule="rep2rep"``: Rep2Rep's ``train_test_split(arange(n), test_size=val_proportion,
+    stratify=y, random_state=seed)``, both arrays in the order it returns them (the order of
+    the rows Rep2Rep's ``Subset`` feeds its data loader).
 
     Args:
         y: labels of the training rows, (n,).
         val_proportion: fraction of each class held out, in (0, 1).
         seed: the run seed.
+        rule: one of :data:`SEARCH_RULES`.
 
     Returns:
-        Two sorted, disjoint int64 index arrays that together cover ``range(n)``.
+        Two disjoint int64 index arrays that together cover ``range(n)``.
     """
     if not 0.0 < val_proportion < 1.0:
         raise ConfigError(f"val_proportion must be in (0, 1) (got {val_proportion!r}).")
+    if rule not in SEARCH_RULES:
+        raise ConfigError(f"search rule must be one of {', '.join(SEARCH_RULES)} (got {rule!r}).")
     y = np.asarray(y)
+    if rule == "rep2rep":
+        from sklearn.model_selection import train_test_split
+
+        try:
+            fit_part, val_part = train_test_split(
+                np.arange(y.size), test_size=val_proportion, stratify=y, random_state=seed
+            )
+        except ValueError as exc:  # a class too small to stratify, or too few rows
+            raise DataError(f"validation split (Rep2Rep's train_test_split): {exc}") from None
+        return np.asarray(fit_part, dtype=np.int64), np.asarray(val_part, dtype=np.int64)
     rng = np.random.default_rng(seed)
     val: list[np.ndarray] = []
     for label in np.unique(y):
@@ -184,32 +222,61 @@ def classification_metrics(
 
 
 def coarse_to_fine_search(
-    evaluate: Callable[[int], float], n_grid: int = 64
+    evaluate: Callable[[int], float], n_grid: int = 64, *, rule: str = "simc"
 ) -> tuple[int, dict[int, float]]:
     """Return ``(best_index, scores)`` of a coarse-to-fine search over grid indices.
 
-    Scores 8 evenly spaced indices (largest first), then, around the best so far, the indices
-    ±8, ±4, ±2, ±1 away (CLIP_benchmark's ``find_peak`` halving). Higher scores win; a tie goes
-    to the larger index (the larger weight decay on an ascending grid). Each index is evaluated
-    at most once.
+    ``rule="simc"``: scores 8 evenly spaced indices (largest first), then, around the best so
+    far, the indices ±8, ±4, ±2, ±1 away (CLIP_benchmark's ``find_peak`` halving). Higher
+    scores win; a tie goes to the larger index (the larger weight decay on an ascending grid).
+
+    ``rule="rep2rep"``: Rep2Rep's ``RegularizationTuner.tune_lambda``: the 8 coarse indices in
+    ascending order (a tie goes to the later one), then for spans 4, 2, 1 only the two
+    neighbours (never the peak itself; a tie between them goes to the larger), and the peak
+    moves only when a neighbour scores strictly higher.
+
+    Each index is evaluated at most once.
 
     Args:
         evaluate: grid index -> validation score.
         n_grid: grid size.
+        rule: one of :data:`SEARCH_RULES`.
 
     Returns:
         The chosen index and every evaluated ``{index: score}``.
     """
+    if rule not in SEARCH_RULES:
+        raise ConfigError(f"search rule must be one of {', '.join(SEARCH_RULES)} (got {rule!r}).")
     scores: dict[int, float] = {}
+
+    def score(i: int) -> float:
+        if i not in scores:
+            scores[i] = evaluate(i)
+        return scores[i]
 
     def peak(indices: Sequence[int]) -> int:
         for i in indices:
-            if i not in scores:
-                scores[i] = evaluate(i)
+            score(i)
         return max(indices, key=lambda i: (scores[i], i))
 
-    coarse = np.linspace(0, n_grid - 1, _N_COARSE).round().astype(int)[::-1].tolist()
-    best = peak(coarse)
+    coarse = np.linspace(0, n_grid - 1, _N_COARSE).round().astype(int)
+    if rule == "rep2rep":
+        best = int(coarse[0])
+        for i in coarse.tolist():  # find_peak: `if max_acc <= acc` keeps the later of ties
+            if score(i) >= scores[best]:
+                best = i
+        for span in _REP2REP_SPANS:
+            sides = [i for i in (max(best - span, 0), min(best + span, n_grid - 1)) if i != best]
+            if not sides:
+                break
+            challenger = sides[0]
+            for i in sides:
+                if score(i) >= scores[challenger]:
+                    challenger = i
+            if scores[challenger] > scores[best]:
+                best = challenger
+        return best, scores
+    best = peak(coarse[::-1].tolist())
     for span in _SPANS:
         around = sorted({max(best - span, 0), best, min(best + span, n_grid - 1)}, reverse=True)
         best = peak(around)
@@ -284,7 +351,8 @@ def linear_probe(
         y_test: test labels, (m,); every test class must occur in ``y_train``.
         protocol: ``"fast"`` (exact L-BFGS logistic regression) or ``"rep2rep"``.
         seed: run seed: validation split, probe initialisation and shuffling.
-        val_proportion: stratified fraction of the training rows held out for the search.
+        val_proportion: stratified fraction of the training rows held out for the search, in
+            [0, 1); 0 searches nothing (fixed ``reg_lambda`` and a single learning rate).
         **options: keyword options of :func:`linear_probe_blocks`:
 
             fewshot_k: train on ``k`` rows per class drawn (``fewshot_seed``) from the rows outside
@@ -299,6 +367,9 @@ def linear_probe(
             tol: ``fast`` gradient tolerance of the final (float64) fit.
             search_tol: ``fast`` gradient tolerance of the (float32) fits scored on validation
                 during the search: they only rank weight decays, so they stop earlier.
+            search: ``"simc"`` or ``"rep2rep"`` (:data:`SEARCH_RULES`, module docstring).
+            regularization: ``rep2rep``: ``"weight_decay"``, ``"L1"`` or ``"L2"``.
+            reg_lambda: the fixed λ when ``val_proportion`` is 0 (required then).
 
     Returns:
         A dict with ``top1``, ``top5``, ``balanced_acc``, ``per_class_recall``,
@@ -347,6 +418,9 @@ def linear_probe_blocks(
     max_iter: int = 1000,
     tol: float = 1e-6,
     search_tol: float = 1e-4,
+    search: str = "simc",
+    regularization: str = "weight_decay",
+    reg_lambda: float | None = None,
     progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Return :func:`linear_probe`'s result for every block, sharing labels and splits.
@@ -361,7 +435,8 @@ def linear_probe_blocks(
         blocks_test: ``{block: (m, d_block)}`` test features with the same block names.
         y_test: (m,) labels.
         protocol, seed, val_proportion, fewshot_k, fewshot_seed, device, weight_decays, lrs,
-            epochs, batch_size, max_iter, tol, search_tol: as in :func:`linear_probe`.
+            epochs, batch_size, max_iter, tol, search_tol, search, regularization, reg_lambda:
+            as in :func:`linear_probe`.
         progress: show a progress bar over blocks.
 
     Returns:
@@ -376,10 +451,20 @@ def linear_probe_blocks(
             f"linear_probe: train blocks {sorted(blocks_train)} differ from test blocks "
             f"{sorted(blocks_test)}."
         )
+    lr_list = tuple(REP2REP_LRS if lrs is None else lrs)
+    fixed = _check_search_options(
+        protocol, val_proportion, search, regularization, reg_lambda, lr_list
+    )
     y_train = np.asarray(y_train)
     y_test = np.asarray(y_test)
     classes, yi_train, yi_test = _prepare_labels(y_train, y_test)
-    fit_rows, val_rows = validation_split(yi_train, val_proportion=val_proportion, seed=seed)
+    if fixed is None:
+        fit_rows, val_rows = validation_split(
+            yi_train, val_proportion=val_proportion, seed=seed, rule=search
+        )
+    else:
+        fit_rows = np.arange(y_train.size, dtype=np.int64)
+        val_rows = np.zeros(0, dtype=np.int64)
     if fewshot_k is not None:
         search_rows = fewshot_indices(yi_train, fewshot_k, seed=fewshot_seed, candidates=fit_rows)
         final_rows = search_rows
@@ -388,7 +473,6 @@ def linear_probe_blocks(
     grid = WEIGHT_DECAY_GRID if weight_decays is None else np.asarray(weight_decays, float)
     if grid.ndim != 1 or grid.size < 1 or (grid <= 0).any() or (np.diff(grid) <= 0).any():
         raise ConfigError("linear_probe: weight_decays must be a 1-D ascending positive grid.")
-    lr_list = tuple(REP2REP_LRS if lrs is None else lrs)
     dev = resolve_device(device)
     out: dict[str, dict[str, Any]] = {}
     bar = progress_bar(blocks_train.items(), desc=f"probe ({protocol})", unit="block",
@@ -422,6 +506,9 @@ def linear_probe_blocks(
             max_iter=max_iter,
             tol=tol,
             search_tol=search_tol,
+            search=search,
+            regularization=regularization,
+            fixed=fixed,
         )
         W, b = result.pop("_params")
         scores = _predict(_normalize(X_te, dev).to(W.dtype), W, b).cpu().numpy()
@@ -430,6 +517,8 @@ def linear_probe_blocks(
             **metrics,
             **result,
             "protocol": protocol,
+            "search": search if fixed is None else None,
+            "regularization": regularization,
             "seed": seed,
             "classes": jsonable(list(classes)),
             "n_classes": int(classes.size),
@@ -463,6 +552,9 @@ def _probe_one(
     max_iter: int,
     tol: float,
     search_tol: float,
+    search: str,
+    regularization: str,
+    fixed: tuple[float, float] | None,
 ) -> dict[str, Any]:
     X_fit, y_fit = X[search_rows], y[search_rows]
     X_val, y_val = X[val_rows], y[val_rows]
@@ -473,6 +565,22 @@ def _probe_one(
         # and by the refit; one rotation (X − μ) U of the search rows, shared by the path.
         spectrum = feature_spectrum(X_fit)
         rotated = rotate_features(X_fit, spectrum)
+
+        if fixed is not None:
+            wd = fixed[1]
+            W, b, *_ = fit_logreg(
+                X[final_rows].double(), y[final_rows], n_classes, l2=wd, max_iter=max_iter,
+                tol=tol,
+            )  # fmt: skip
+            return {
+                "estimator": _fast_estimator(search_tol, tol),
+                "weight_decay": wd,
+                "lr": None,
+                "val_top1": None,
+                "val_curve": [],
+                "sklearn_C": sklearn_C(wd, int(final_rows.numel())),
+                "_params": (W, b),
+            }
 
         def evaluate(i: int) -> float:
             init = None
@@ -485,7 +593,7 @@ def _probe_one(
             solutions[i] = fit
             return _accuracy(X_val, y_val, fit.W, fit.b) if val_rows.numel() else 0.0
 
-        best, scores = coarse_to_fine_search(evaluate, grid.size)
+        best, scores = coarse_to_fine_search(evaluate, grid.size, rule=search)
         curve = [
             {"lr": None, "weight_decay": float(grid[i]), "val_top1": s}
             for i, s in sorted(scores.items())
@@ -499,12 +607,7 @@ def _probe_one(
             spectrum=spectrum, max_iter=max_iter, tol=tol,
         )  # fmt: skip
         return {
-            "estimator": (
-                "multinomial logistic regression, L2 penalty weight_decay on W (sklearn "
-                f"C=1/(n*weight_decay)), full-batch L-BFGS (torch, strong Wolfe) in the centred whitened eigenbasis; "
-                f"search float32 tol {search_tol:g}, refit float64 tol {tol:g}; "
-                "L2-normalised rows"
-            ),
+            "estimator": _fast_estimator(search_tol, tol),
             "weight_decay": wd,
             "lr": None,
             "val_top1": scores[best],
@@ -513,35 +616,44 @@ def _probe_one(
             "_params": (W, b),
         }
 
-    best_key: tuple[float, int, float] | None = None
-    for lr in lrs:
+    trainer: dict[str, Any] = {
+        "epochs": epochs, "batch_size": batch_size, "seed": seed,
+        "regularization": regularization, "rng": search,
+    }  # fmt: skip
+    if fixed is not None:
+        lr, wd = fixed
+        val_top1: float | None = None
+    else:
+        best_key: tuple[float, int, float] | None = None
+        for position, lr in enumerate(lrs):
 
-        def evaluate_at_lr(i: int, lr: float = lr) -> float:
-            W, b = fit_rep2rep(
-                X_fit, y_fit, n_classes, lr=lr, weight_decay=float(grid[i]),
-                epochs=epochs, batch_size=batch_size, seed=seed,
-            )  # fmt: skip
-            return _accuracy(X_val, y_val, W, b) if val_rows.numel() else 0.0
+            def evaluate_at_lr(i: int, lr: float = lr) -> float:
+                W, b = fit_rep2rep(X_fit, y_fit, n_classes, lr=lr, weight_decay=float(grid[i]),
+                                   **trainer)  # fmt: skip
+                return _accuracy(X_val, y_val, W, b) if val_rows.numel() else 0.0
 
-        best, scores = coarse_to_fine_search(evaluate_at_lr, grid.size)
-        curve.extend(
-            {"lr": lr, "weight_decay": float(grid[i]), "val_top1": s}
-            for i, s in sorted(scores.items())
-        )
-        key = (scores[best], best, lr)
-        if best_key is None or key > best_key:
-            best_key = key
-    assert best_key is not None
-    val_top1, best, lr = best_key
-    wd = float(grid[best])
-    W, b = fit_rep2rep(
-        X[final_rows], y[final_rows], n_classes, lr=lr, weight_decay=wd,
-        epochs=epochs, batch_size=batch_size, seed=seed,
-    )  # fmt: skip
+            best, scores = coarse_to_fine_search(evaluate_at_lr, grid.size, rule=search)
+            curve.extend(
+                {"lr": lr, "weight_decay": float(grid[i]), "val_top1": s}
+                for i, s in sorted(scores.items())
+            )
+            # simc: ties to the larger decay, then the larger lr; rep2rep
+            # (HyperparameterTuner.tune: `if max_acc < acc1`): the earlier lr keeps a tie.
+            key = (scores[best], best, lr) if search == "simc" else (scores[best], -position, lr)
+            if best_key is None or key > best_key:
+                best_key = key
+                best_index = best
+        assert best_key is not None
+        val_top1, lr = best_key[0], best_key[2]
+        wd = float(grid[best_index])
+    W, b = fit_rep2rep(X[final_rows], y[final_rows], n_classes, lr=lr, weight_decay=wd, **trainer)
+    penalty = {"weight_decay": "AdamW(lr, weight_decay)", "L1": "AdamW(lr) + weight_decay*sum|W|",
+               "L2": "AdamW(lr) + weight_decay*sum W^2"}[regularization]  # fmt: skip
     return {
         "estimator": (
-            f"nn.Linear, AdamW(lr, weight_decay), per-step cosine schedule, batch {batch_size}, "
+            f"nn.Linear, {penalty}, per-step cosine schedule, batch {batch_size}, "
             f"{epochs} epochs, cross-entropy; L2-normalised rows"
+            + ("; Rep2Rep's random stream" if search == "rep2rep" else "")
         ),
         "weight_decay": wd,
         "lr": lr,
@@ -550,3 +662,56 @@ def _probe_one(
         "sklearn_C": None,
         "_params": (W, b),
     }
+
+
+def _fast_estimator(search_tol: float, tol: float) -> str:
+    return (
+        "multinomial logistic regression, L2 penalty weight_decay on W (sklearn "
+        "C=1/(n*weight_decay)), full-batch L-BFGS (torch, strong Wolfe) in the centred whitened "
+        f"eigenbasis; search float32 tol {search_tol:g}, refit float64 tol {tol:g}; "
+        "L2-normalised rows"
+    )
+
+
+def _check_search_options(
+    protocol: str,
+    val_proportion: float,
+    search: str,
+    regularization: str,
+    reg_lambda: float | None,
+    lrs: tuple[float, ...],
+) -> tuple[float, float] | None:
+    """Validate the search options; return the fixed ``(lr, λ)`` when nothing is searched."""
+    if search not in SEARCH_RULES:
+        raise ConfigError(
+            f"linear_probe: unknown search rule {search!r}. Choose one of {', '.join(SEARCH_RULES)}."
+        )
+    if regularization not in REGULARIZATIONS:
+        raise ConfigError(
+            f"linear_probe: unknown regularization {regularization!r}. Choose one of "
+            f"{', '.join(REGULARIZATIONS)}."
+        )
+    if protocol == "fast" and regularization != "weight_decay":
+        raise ConfigError(
+            f"linear_probe: regularization {regularization!r} needs the rep2rep protocol (the "
+            "fast protocol's weight_decay is already an L2 penalty on W)."
+        )
+    if not lrs or any(not np.isfinite(lr) or lr <= 0 for lr in lrs):
+        raise ConfigError(f"linear_probe: learning rates must be positive numbers (got {lrs}).")
+    if not 0.0 <= val_proportion < 1.0:
+        raise ConfigError(f"linear_probe: val_proportion must be in [0, 1) (got {val_proportion}).")
+    if val_proportion > 0:
+        return None
+    if reg_lambda is None or not np.isfinite(reg_lambda) or reg_lambda < 0:
+        raise ConfigError(
+            f"linear_probe: val_proportion 0 trains once with a fixed reg_lambda >= 0 (got "
+            f"{reg_lambda!r})."
+        )
+    if protocol == "fast" and reg_lambda == 0:
+        raise ConfigError("linear_probe: the fast protocol needs reg_lambda > 0 (got 0).")
+    if protocol == "rep2rep" and len(lrs) != 1:
+        raise ConfigError(
+            f"linear_probe: val_proportion 0 trains once: give exactly one learning rate (got "
+            f"{list(lrs)})."
+        )
+    return (lrs[0] if protocol == "rep2rep" else float("nan")), float(reg_lambda)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +38,8 @@ __all__ = [
     "Spectrum",
     "feature_spectrum",
     "fit_logreg",
+    "REGULARIZATIONS",
+    "RNG_STREAMS",
     "fit_rep2rep",
     "l2_from_sklearn_C",
     "rotate_features",
@@ -217,8 +220,51 @@ def fit_logreg(
     return LogRegFit(W.to(dt), b.to(dt), n_evals)
 
 
-def _cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
-    return 0.5 * (1.0 + math.cos(math.pi * step / total_steps)) * base_lr
+def _cosine_lr(base_lr: float, step: int, total_steps: int, *, numpy_cos: bool = False) -> float:
+    # Rep2Rep computes the cosine with numpy (``np.cos``), whose last bit may differ from libm's.
+    cos = (
+        float(np.cos(np.pi * step / total_steps))
+        if numpy_cos
+        else math.cos(math.pi * step / total_steps)
+    )
+    return 0.5 * (1.0 + cos) * base_lr
+
+
+#: Rep2Rep's ``--regularization`` choices: AdamW's decoupled decay, or a penalty in the loss.
+REGULARIZATIONS: tuple[str, ...] = ("weight_decay", "L1", "L2")
+
+#: Random streams of :func:`fit_rep2rep`: our own generator, or Rep2Rep's global-RNG sequence.
+RNG_STREAMS: tuple[str, ...] = ("simc", "rep2rep")
+
+
+def _rep2rep_init(
+    d: int, n_classes: int, generator: torch.Generator, stream: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the initial ``(weight (C, d), bias (C,))`` of an ``nn.Linear(d, C)``, on the CPU."""
+    if stream == "rep2rep":  # nn.Linear.reset_parameters, drawn from our generator
+        W = torch.empty(n_classes, d)
+        torch.nn.init.kaiming_uniform_(W, a=math.sqrt(5), generator=generator)
+        bound = 1 / math.sqrt(d)
+        b = torch.empty(n_classes).uniform_(-bound, bound, generator=generator)
+        return W, b
+    bound = 1.0 / math.sqrt(d)
+    W = (torch.rand(n_classes, d, generator=generator) * 2 - 1) * bound
+    b = (torch.rand(n_classes, generator=generator) * 2 - 1) * bound
+    return W, b
+
+
+def _epoch_order(n: int, generator: torch.Generator, stream: str) -> torch.Tensor:
+    """Return one epoch's row order.
+
+    ``"rep2rep"``: what a ``DataLoader(shuffle=True)`` without its own generator draws from the
+    global RNG per epoch — one int64 for the iterator's base seed, one for the
+    ``RandomSampler``'s seed, then ``randperm`` from a fresh generator with that seed.
+    """
+    if stream == "rep2rep":
+        torch.empty((), dtype=torch.int64).random_(generator=generator)  # the base seed
+        seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return torch.randperm(n, generator=generator)
 
 
 def fit_rep2rep(
@@ -231,48 +277,70 @@ def fit_rep2rep(
     epochs: int = 20,
     batch_size: int = 1024,
     seed: int = 0,
+    regularization: str = "weight_decay",
+    rng: str = "simc",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(W, b)`` of an ``nn.Linear`` probe trained the Rep2Rep / CLIP_benchmark way.
 
-    AdamW (decoupled weight decay ``weight_decay`` on weight and bias, as ``model.parameters()``
-    in CLIP_benchmark), cross-entropy, learning rate ``lr · ½(1 + cos(π·step/steps))`` set
-    before every step, rows reshuffled every epoch, the last partial batch kept. The layer's
-    initialisation and the shuffles come from a ``torch.Generator`` seeded with ``seed``.
+    AdamW, cross-entropy, learning rate ``lr · ½(1 + cos(π·step/steps))`` set before every
+    step, rows reshuffled every epoch, the last partial batch kept. ``regularization`` (Rep2Rep's
+    ``--regularization``) says what ``weight_decay`` (its ``reg_lambda``) is: ``"weight_decay"``
+    — AdamW's decoupled decay on weight and bias (``model.parameters()``); ``"L1"`` / ``"L2"`` —
+    AdamW without decay and ``λ·Σ|W|`` / ``λ·Σ W²`` over the weight (not the bias) added to
+    each batch's mean loss.
+
+    The initialisation and the shuffles come from a ``torch.Generator`` seeded with ``seed``;
+    ``rng="rep2rep"`` draws them in Rep2Rep's order (``torch.manual_seed(seed)``, then
+    ``nn.Linear``'s own init, then a ``DataLoader(shuffle=True)``'s draws per epoch), so
+    the same rows in the same order train the same probe as Rep2Rep's ``LinearProbe.train``
+    on the CPU; the global RNG is never touched.
 
     Args:
         X: features, (n, d) float tensor (already L2-normalised by the caller).
         y: class indices, (n,) int64 tensor on the same device.
         n_classes: number of classes C.
         lr: peak learning rate.
-        weight_decay: AdamW weight decay.
+        weight_decay: the regularisation strength λ.
         epochs: passes over the data.
         batch_size: rows per step.
         seed: seed of initialisation and shuffling.
+        regularization: one of :data:`REGULARIZATIONS`.
+        rng: one of :data:`RNG_STREAMS`.
 
     Returns:
         ``W`` (d, C) and ``b`` (C,).
     """
+    if regularization not in REGULARIZATIONS:
+        raise ValueError(
+            f"regularization must be one of {REGULARIZATIONS} (got {regularization!r})"
+        )
+    if rng not in RNG_STREAMS:
+        raise ValueError(f"rng must be one of {RNG_STREAMS} (got {rng!r})")
     n, d = X.shape
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    bound = 1.0 / math.sqrt(d)  # nn.Linear's default init, drawn from our generator
-    W = (torch.rand(n_classes, d, generator=generator) * 2 - 1) * bound
-    b = (torch.rand(n_classes, generator=generator) * 2 - 1) * bound
+    W, b = _rep2rep_init(d, n_classes, generator, rng)
     layer = torch.nn.Linear(d, n_classes, device=X.device, dtype=X.dtype)
     with torch.no_grad():
         layer.weight.copy_(W)
         layer.bias.copy_(b)
-    optimizer = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay)
+    decoupled = weight_decay if regularization == "weight_decay" else 0.0
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=decoupled)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = epochs * steps_per_epoch
     step = 0
     for _ in range(epochs):
-        order = torch.randperm(n, generator=generator).to(X.device)
+        order = _epoch_order(n, generator, rng).to(X.device)
         for start in range(0, n, batch_size):
             rows = order[start : start + batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = _cosine_lr(lr, step, total_steps)
+                group["lr"] = _cosine_lr(lr, step, total_steps, numpy_cos=rng == "rep2rep")
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(layer(X[rows]), y[rows]).backward()
+            loss = F.cross_entropy(layer(X[rows]), y[rows])
+            if regularization == "L1":
+                loss = loss + weight_decay * layer.weight.abs().sum()
+            elif regularization == "L2":
+                loss = loss + weight_decay * layer.weight.pow(2).sum()
+            loss.backward()
             optimizer.step()
             step += 1
     return layer.weight.detach().T.contiguous(), layer.bias.detach().clone()

@@ -7,7 +7,8 @@ A **stage** is
   generated from them. Shared flags come from reusable field groups — :class:`Models`
   (``--models_config``, ``--model_key``), :class:`Datasets`, :class:`Launcher`
   (``--launcher``, ``--slurm_config``, ``--no_wait``), :class:`Force`, :class:`Device`,
-  :class:`Threads`, :class:`Wandb`; every stage has ``--project_root`` and ``-v``
+  :class:`Threads`, :class:`Wandb`, :class:`Profile` (``--profile``, filled in by
+  :func:`~sim_consistency.runtime.profiles.resolve_profile`); every stage has ``--project_root`` and ``-v``
   (:class:`StageSettings`). A stage inherits only the groups it uses. Fields without
   :func:`option` are derived values that :meth:`StageSettings.validated` fills in.
 * ``plan(settings) -> list[item]``: the work items (small picklable dataclasses) whose outputs
@@ -86,6 +87,7 @@ from sim_consistency.runtime.groups import (
     Force,
     Launcher,
     Models,
+    Profile,
     StageSettings,
     Threads,
     Wandb,
@@ -99,6 +101,7 @@ __all__ = [
     "Launcher",
     "Models",
     "Option",
+    "Profile",
     "Stage",
     "StageSettings",
     "Threads",

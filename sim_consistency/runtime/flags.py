@@ -151,6 +151,7 @@ _SHARED_ORDER = (
     "force",
     "device",
     "num_threads",
+    "profile",
     "wandb",
     "verbose",
 )

@@ -19,6 +19,7 @@ __all__ = [
     "Force",
     "Launcher",
     "Models",
+    "Profile",
     "StageSettings",
     "Threads",
     "Wandb",
@@ -158,4 +159,21 @@ class Wandb(StageSettings):
 
     wandb: bool = option(
         "log to Weights & Biases (offline mode unless configured)", default=False, negatable=True
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile(StageSettings):
+    """``--profile``: fill the flags left unset the way another code base does by default.
+
+    :mod:`sim_consistency.runtime.profiles` lists what each profile sets; the stage calls
+    :func:`~sim_consistency.runtime.profiles.resolve_profile` in its ``validated``.
+    """
+
+    profile: str | None = option(
+        "rep2rep: Rep2Rep's defaults for the flags you leave unset (train split with its 10k "
+        "subset for similarities; rep2rep probes, seeds 0 1 2, Rep2Rep's own search)",
+        default=None,
+        choices=("rep2rep",),
+        shown_default="none: our defaults",
     )

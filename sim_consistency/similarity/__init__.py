@@ -33,7 +33,7 @@ from sim_consistency.similarity.matrix import (
     similarity_matrix,
 )
 from sim_consistency.similarity.rsa import rdm_upper, rsa
-from sim_consistency.similarity.slugs import metric_slug
+from sim_consistency.similarity.slugs import legacy_metric_slugs, metric_slug
 
 __all__ = [
     "SIMILARITY_METRICS",
@@ -51,6 +51,7 @@ __all__ = [
     "describe_estimator",
     "knn_table",
     "l2_normalize",
+    "legacy_metric_slugs",
     "linear_cka_from_stats",
     "linear_stats",
     "median_sq_distance",

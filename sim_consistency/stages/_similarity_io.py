@@ -6,6 +6,7 @@ Cheap to import (the stages' ``--help`` path): h5py, pandas and matplotlib load 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -263,3 +264,44 @@ def save_profile_plot(
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return save_figure(fig, path_stem)
+
+
+def similarity_folder(location: ProjectLocation, dataset: str, spec: Any) -> Path:
+    """Return ``model_similarities/<dataset_slug>/<metric_slug>/``, migrating an older slug.
+
+    A folder written under an older slug of the metric
+    (:func:`~sim_consistency.similarity.legacy_metric_slugs`) and no folder under the current
+    one: the old folder is renamed (its ``metadata.json`` and HDF5 ``metric_slug`` updated), so
+    finished matrices are neither orphaned nor recomputed. Its content key does not involve
+    the slug, so it stays current.
+    """
+    from sim_consistency.similarity import legacy_metric_slugs, metric_slug
+
+    slug = metric_slug(spec)
+    folder = location.similarity_dir(dataset, slug)
+    if folder.exists():
+        return folder
+    for old in legacy_metric_slugs(spec):
+        legacy = location.similarity_dir(dataset, old)
+        meta_path = legacy / METADATA_FILE
+        if not meta_path.is_file():
+            continue
+        try:
+            metadata = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # not a finished matrix: left alone, the stage computes a new one
+        if metadata.get("metric") not in (None, spec.to_json()):
+            continue  # another metric under that name (a cosine RSA with the other corr_method)
+        legacy.rename(folder)
+        if (folder / MATRIX_H5).is_file():
+            import h5py
+
+            with h5py.File(folder / MATRIX_H5, "a", locking=False) as f:
+                f.attrs["metric_slug"] = slug
+        metadata["metric_slug"] = slug
+        write_json(folder / METADATA_FILE, metadata)
+        logging.getLogger("sim_consistency.similarity").warning(
+            "%s: renamed to %s (Rep2Rep's metric slug)", legacy, folder
+        )
+        return folder
+    return folder

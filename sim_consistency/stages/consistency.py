@@ -50,6 +50,7 @@ from sim_consistency.stages._similarity_io import (
     SIMILARITY_CODE_VERSION,
     read_similarity_matrix,
     save_heatmap,
+    similarity_folder,
     write_json,
 )
 
@@ -217,7 +218,7 @@ def plan(settings: ConsistencySettings) -> list[WorkItem]:
     items: list[WorkItem] = []
     for spec in settings.metrics:
         slug = metric_slug(spec)
-        folders = tuple(loc.similarity_dir(d, slug) for d in settings.datasets)
+        folders = tuple(similarity_folder(loc, d, spec) for d in settings.datasets)
         keys = []
         for folder in folders:
             key = stored_key(folder)

@@ -2,8 +2,8 @@
 
 ``python scripts/distance_matrix_computation.py --models_config … --datasets …
 --similarity_config configs/similarity/<name>.json [--block NAME] [--split test]
-[--normalize/--no-normalize] [--device auto|cpu|cuda] [--memory_budget 4G]
-[--launcher local|slurm]`` writes, for every dataset and metric,
+[--max_samples N] [--profile rep2rep] [--normalize/--no-normalize] [--device auto|cpu|cuda]
+[--memory_budget 4G] [--launcher local|slurm]`` writes, for every dataset and metric,
 ``model_similarities/<dataset_slug>/<metric_slug>/`` with ``model_ids.txt`` (matrix order),
 ``similarity_matrix.h5`` and ``similarity_matrix.csv`` (the same matrix) and ``metadata.json``
 (estimator, blocks, normalisation, input content keys, NaN entries). ``metadata.json`` is
@@ -22,6 +22,13 @@ metadata, never as a number.
 ``ci_groups`` in ``similarity_matrix.h5``, the long ``similarity_ci.csv`` and the annotated
 ``similarity_ci.png|.pdf`` heatmap; the matrix itself is bitwise the one without ``--ci``.
 Mutual k-NN gets no interval (``ci_unavailable`` in its metadata says why).
+
+Our defaults compare the ``test`` split, all rows. ``--profile rep2rep`` compares what Rep2Rep
+does (for the flags left unset): the ``train`` split with its 10k subset rule
+(``--max_samples 10000``: a split of more than 10 000 rows is cut to a seeded, class-stratified
+subset of 10 000 rows, at most ``ceil(10000 / C)`` per class,
+:func:`~sim_consistency.data.stratified_subset` with seed 0; smaller splits are used whole).
+The subset's size and key fingerprint are in ``metadata.json``.
 
 RBF CKA and RSA matrices take all their pairs' cross terms in one streamed Gram product
 (:mod:`sim_consistency.similarity.streamed`): each model's kernel is formed once per slab, not
@@ -51,6 +58,7 @@ from sim_consistency.runtime import (
     Force,
     Launcher,
     Models,
+    Profile,
     Stage,
     Threads,
     Wandb,
@@ -78,6 +86,7 @@ from sim_consistency.stages._similarity_io import (
     read_similarity_matrix,
     resolve_block,
     save_heatmap,
+    similarity_folder,
     write_json,
 )
 
@@ -102,7 +111,9 @@ log = logging.getLogger("sim_consistency.distance_matrix_computation")
 
 
 @dataclass(frozen=True, kw_only=True)
-class MatrixSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb, CiSettings):
+class MatrixSettings(
+    Models, Datasets, Device, Threads, Force, Launcher, Wandb, CiSettings, Profile
+):
     """Everything a run depends on; :meth:`validated` loads the metrics and checks the flags."""
 
     similarity_config: Path = option(
@@ -113,7 +124,18 @@ class MatrixSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb, 
         "Rep2Rep)",
         default=False,
     )
-    split: str = option("dataset split of the caches", default="test")
+    split: str = option(
+        "dataset split of the caches",
+        default=None,
+        shown_default="test (ours); train with --profile rep2rep",
+    )
+    max_samples: int | None = option(
+        "compare a seeded class-stratified subset of at most N rows of larger splits "
+        "(Rep2Rep's 10k rule); 0: all rows",
+        default=None,
+        type=int,
+        shown_default="all rows; 10000 with --profile rep2rep",
+    )
     block: str | None = option(
         "block compared for every model",
         default=None,
@@ -136,7 +158,10 @@ class MatrixSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb, 
         from sim_consistency.config.similarity import load_similarity_config
         from sim_consistency.similarity.streamed import check_device, parse_memory_budget
 
-        s = super().validated()
+        s = super().validated().with_defaults()
+        if s.max_samples is not None and s.max_samples < 0:
+            raise ConfigError(f"--max_samples must be >= 0 (got {s.max_samples}); 0: all rows.")
+        s = replace(s, max_samples=s.max_samples or None)  # 0: all rows
         if len(s.model_ids) < 2:
             raise ConfigError(
                 f"--model_key: a similarity matrix needs at least 2 models (got {list(s.model_ids)})."
@@ -150,6 +175,12 @@ class MatrixSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb, 
             device=check_device(s.device),
             memory_budget=parse_memory_budget(s.memory_budget),
         )
+
+    def with_defaults(self) -> MatrixSettings:
+        """Fill the flags left unset: from ``--profile``, else our defaults (idempotent)."""
+        from sim_consistency.runtime.profiles import resolve_profile
+
+        return resolve_profile(self, "distance_matrix_computation", {"split": "test"})
 
 
 @dataclass(frozen=True)
@@ -182,12 +213,14 @@ class WorkItem:
     ci: bool = False
     ci_groups: int = 20
     ci_seed: int = 0
+    max_samples: int | None = None
 
 
 def plan(settings: MatrixSettings) -> list[WorkItem]:
     """Return one work item per dataset with the metrics whose output is missing or stale."""
     from sim_consistency.similarity import metric_slug
 
+    settings = settings.with_defaults()  # settings built in code may skip validated()
     items: list[WorkItem] = []
     loc = settings.location
     for dataset in settings.datasets:
@@ -200,7 +233,7 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
         outputs: list[MetricOutput] = []
         for spec in settings.metrics:
             slug = metric_slug(spec)
-            folder = loc.similarity_dir(dataset, slug)
+            folder = similarity_folder(loc, dataset, spec)
             fields = {
                 "inputs": [[m, keys[m]] for m in settings.model_ids],
                 "metric": spec.to_json(),
@@ -208,6 +241,8 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
                 "normalize": settings.normalize,
                 "split": settings.split,
                 "code_version": SIMILARITY_CODE_VERSION,
+                # only when set, so that the keys of full-split matrices stay as they were
+                **({"max_samples": settings.max_samples} if settings.max_samples else {}),
             }
             point_key = json_digest(fields)
             key = json_digest({**fields, **ci_key_fields(settings)})
@@ -239,6 +274,7 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
                     ci=settings.ci,
                     ci_groups=settings.ci_groups,
                     ci_seed=settings.ci_seed,
+                    max_samples=settings.max_samples,
                 )
             )
     return items
@@ -348,12 +384,19 @@ def run_item(settings: MatrixSettings, item: WorkItem) -> list[Path]:
     from sim_consistency.features import load_aligned_blocks
 
     # One read per cache file; keys checked to be identical across caches (else CacheError).
-    _, _, features = load_aligned_blocks(item.cache_paths, item.block)
-    return write_matrices(item, features)
+    keys, labels, features = load_aligned_blocks(item.cache_paths, item.block)
+    subset = _subset_rows(labels, item.max_samples)
+    if subset is not None:
+        features = [f[subset] for f in features]
+        keys = keys[subset]
+    return write_matrices(item, features, keys)
 
 
-def write_matrices(item: WorkItem, features: list[np.ndarray]) -> list[Path]:
+def write_matrices(
+    item: WorkItem, features: list[np.ndarray], keys: np.ndarray | None = None
+) -> list[Path]:
     """Compute and write every matrix of ``item`` from its features; return the folders."""
+    from sim_consistency.data import keys_fingerprint
     from sim_consistency.similarity import describe_estimator
     from sim_consistency.similarity.streamed import resolve_device
     from sim_consistency.threads import threads_metadata
@@ -383,6 +426,8 @@ def write_matrices(item: WorkItem, features: list[np.ndarray]) -> list[Path]:
             "blocks": dict(zip(item.model_ids, item.blocks, strict=True)),
             "input_content_keys": dict(zip(item.model_ids, item.input_keys, strict=True)),
             "n_samples": n,
+            "max_samples": item.max_samples,
+            "rows_fingerprint": None if keys is None else keys_fingerprint([str(k) for k in keys]),
             # NaN marks an undefined similarity (a constant representation), never a number.
             "nan_model_ids": [
                 m for m, row in zip(item.model_ids, matrix, strict=True) if np.isnan(row).all()
@@ -415,6 +460,15 @@ def write_matrices(item: WorkItem, features: list[np.ndarray]) -> list[Path]:
     return written
 
 
+def _subset_rows(labels: np.ndarray, max_samples: int | None) -> np.ndarray | None:
+    """Return the rows of Rep2Rep's subset rule, or ``None`` when the split is used whole."""
+    from sim_consistency.data import stratified_subset
+
+    if max_samples is None or labels.size <= max_samples:
+        return None
+    return stratified_subset(np.asarray(labels), max_samples=max_samples, seed=0)
+
+
 STAGE = Stage(
     name="distance_matrix_computation",
     settings=MatrixSettings,
@@ -426,6 +480,8 @@ STAGE = Stage(
         "--datasets wds/digits --similarity_config default",
         "python scripts/distance_matrix_computation.py --models_config M.json --datasets D.txt "
         "--similarity_config default --block blocks.5 --launcher slurm --slurm_config debug",
+        "python scripts/distance_matrix_computation.py --models_config M.json --datasets D.txt "
+        "--similarity_config default --profile rep2rep",
     ),
     plan=plan,
     run=run_item,

@@ -52,11 +52,21 @@ _BLOCK = "rep2rep"
 
 
 def _load_tensor(path: Path, ndim: int) -> np.ndarray:
+    import importlib
+
     import numpy as np
     import torch
 
+    # Rep2Rep saves its similarity matrices as pickled numpy arrays: allow exactly numpy's
+    # array reconstruction, nothing else, in the weights-only unpickler
+    # (numpy 1, Rep2Rep's, names the function numpy.core.multiarray._reconstruct).
+    reconstruct = importlib.import_module("numpy._core.multiarray")._reconstruct
+    numpy_array: list = [np.ndarray, np.dtype, reconstruct]
+    numpy_array += [(reconstruct, "numpy.core.multiarray._reconstruct")]
+    numpy_array += [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64")]
     try:
-        value = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(numpy_array):
+            value = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ConfigError(
             f"{path}: cannot read this Rep2Rep file ({type(exc).__name__}: {exc})."

@@ -1,7 +1,9 @@
 """Stage: linear probes (and head accuracy) of every model on cached features.
 
 ``python scripts/single_model_evaluation.py --models_config … --datasets …
-[--blocks last|all|<names>] [--seeds 0 1 2] [--protocol fast|rep2rep] [--fewshot_k K]``
+[--blocks last|all|<names>] [--seeds 0 1 2] [--protocol fast|rep2rep] [--fewshot_k K]
+[--profile rep2rep] [--search simc|rep2rep] [--fewshot_lr LR …] [--fewshot_epochs E]
+[--batch_size B] [--regularization weight_decay|L1|L2] [--val_proportion P] [--reg_lambda λ]``
 reads ``features/<dataset_slug>/{train,test}/<model_id>.h5`` and writes, per model x dataset x
 seed, ``results/linear_probe/single_model/<dataset_slug>/<model_id>/<hp_slug>/``:
 
@@ -19,6 +21,13 @@ seed, ``results/linear_probe/single_model/<dataset_slug>/<model_id>/<hp_slug>/``
   predicted label, for paired comparisons of models on the same images (soup metrics). A
   result folder without it (written before it existed) is rebuilt once; its numbers do not
   change, so :data:`PROBE_CODE_VERSION` does not either.
+
+Our defaults are the fast exact probe, seed 0 and our search; ``--profile rep2rep`` sets
+Rep2Rep's (``rep2rep`` protocol, seeds 0 1 2, ``--search rep2rep``) for every flag left unset
+(:mod:`sim_consistency.runtime.profiles`). The Rep2Rep flags keep its CLI's names:
+``--fewshot_lr`` (the learning rates searched; exactly one with ``--val_proportion 0``),
+``--fewshot_epochs``, ``--batch_size``, ``--regularization``, ``--reg_lambda`` (the fixed λ
+when ``--val_proportion 0`` turns the search off).
 
 Flow: :func:`plan` reads only the caches' attributes, derives each output's content key (input
 content keys + protocol and hyper-parameters + :data:`PROBE_CODE_VERSION`) and keeps outputs that
@@ -46,6 +55,7 @@ from sim_consistency.runtime import (
     Force,
     Launcher,
     Models,
+    Profile,
     Stage,
     Threads,
     Wandb,
@@ -80,6 +90,19 @@ PROBE_CODE_VERSION = "6"
 #: ``--help`` need not import torch).
 PROTOCOLS: tuple[str, ...] = ("fast", "rep2rep")
 
+#: The hyper-parameter search rules and Rep2Rep's regularisations
+#: (:data:`sim_consistency.probe.linear_probe.SEARCH_RULES`,
+#: :data:`sim_consistency.probe.solvers.REGULARIZATIONS`; here so that ``--help`` need not
+#: import torch).
+SEARCH_RULES: tuple[str, ...] = ("simc", "rep2rep")
+REGULARIZATIONS: tuple[str, ...] = ("weight_decay", "L1", "L2")
+
+#: Rep2Rep's learning rates (:data:`sim_consistency.probe.REP2REP_LRS`), its single default
+#: rate without a search (its CLI's ``--fewshot_lr`` default) and its default fixed λ.
+REP2REP_LRS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)
+FIXED_LR = 0.1
+FIXED_REG_LAMBDA = 0.2
+
 #: Seeds run when ``--seeds`` is not given: Rep2Rep reports the mean over seeds 0, 1, 2.
 DEFAULT_SEEDS: dict[str, tuple[int, ...]] = {"rep2rep": (0, 1, 2), "fast": (0,)}
 
@@ -87,7 +110,7 @@ _OUTPUT_FILES = ("test_predictions.npz", "results.csv", "accuracy_vs_depth.csv",
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb):
+class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb, Profile):
     """Everything a single-model evaluation run depends on, validated (picklable)."""
 
     blocks: tuple[str, ...] = option(
@@ -100,24 +123,58 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
         type=int,
         shown_default="0 1 2 for rep2rep as in Rep2Rep, 0 for fast",
     )
-    protocol: str = option("probe protocol", default="fast", choices=PROTOCOLS)
+    protocol: str = option(
+        "probe protocol",
+        default=None,
+        choices=PROTOCOLS,
+        shown_default="fast (ours); rep2rep with --profile rep2rep",
+    )
+    search: str = option(
+        "hyper-parameter search: ours, or exactly Rep2Rep's (its train_test_split validation "
+        "split, spans ±4 ±2 ±1, tie rules and random stream)",
+        default=None,
+        choices=SEARCH_RULES,
+        shown_default="simc; rep2rep with --profile rep2rep",
+    )
     fewshot_k: int | None = option("k training rows per class", default=None, type=int)
     fewshot_seed: int = option("seed of the few-shot draw", default=0, type=int)
-    val_proportion: float = option("validation fraction of train", default=0.2, type=float)
+    val_proportion: float = option(
+        "validation fraction of train, in [0, 1); 0: no search (--reg_lambda, one --fewshot_lr)",
+        default=0.2,
+        type=float,
+    )
     train_split: str = option("split the probes are trained on", default="train")
     test_split: str = option("split the probes are scored on", default="test")
-    epochs: int = 20
-    batch_size: int = 1024
+    lrs: tuple[float, ...] = option(
+        "rep2rep: learning rates searched (exactly one with --val_proportion 0)",
+        default=(),
+        flag="--fewshot_lr",
+        nargs="+",
+        type=float,
+        shown_default="0.1 0.01 0.001 0.0001; 0.1 with --val_proportion 0",
+    )
+    epochs: int = option("rep2rep: training epochs", default=20, flag="--fewshot_epochs", type=int)
+    batch_size: int = option("rep2rep: rows per training step", default=1024, type=int)
+    regularization: str = option(
+        "rep2rep: AdamW weight decay, or an L1/L2 penalty on W in the loss",
+        default="weight_decay",
+        choices=REGULARIZATIONS,
+    )
+    reg_lambda: float | None = option(
+        "the fixed λ (weight decay) with --val_proportion 0",
+        default=None,
+        type=float,
+        shown_default=f"{FIXED_REG_LAMBDA} as in Rep2Rep",
+    )
     #: Each model's free-form config metadata (role, run_group, …): it labels result rows and
     #: never changes a number, so an edit refreshes the tables without recomputing.
     model_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def validated(self) -> EvaluationSettings:
-        s = super().validated()
+        s = super().validated().with_defaults()
         if s.fewshot_k is not None and s.fewshot_k < 1:
             raise ConfigError(f"--fewshot_k must be a positive integer (got {s.fewshot_k}).")
-        if not 0.0 < s.val_proportion < 1.0:
-            raise ConfigError(f"--val_proportion must be in (0, 1) (got {s.val_proportion}).")
+        s = _check_probe_flags(s)
         if len(s.blocks) > 1 and ({"last", "all"} & set(s.blocks)):
             raise ConfigError(
                 f"--blocks: 'last' and 'all' cannot be combined with other names (got {s.blocks})."
@@ -134,6 +191,14 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
             model_metadata={m: dict(specs[m].metadata) for m in s.model_ids},
         )
 
+    def with_defaults(self) -> EvaluationSettings:
+        """Fill the flags left unset: from ``--profile``, else our defaults (idempotent)."""
+        from sim_consistency.runtime.profiles import resolve_profile
+
+        return resolve_profile(
+            self, "single_model_evaluation", {"protocol": "fast", "search": "simc"}
+        )
+
     def metadata_of(self, model_id: str) -> dict[str, Any] | None:
         """Return ``model_id``'s current config metadata (``None``: unknown, use the cache's)."""
         if model_id not in self.model_metadata:
@@ -142,10 +207,11 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
 
     def hyper_parameters(self, seed: int) -> dict[str, Any]:
         """Return the protocol settings that determine one seed's numbers (for the key)."""
-        from sim_consistency.probe import REP2REP_LRS, WEIGHT_DECAY_GRID
+        from sim_consistency.probe import WEIGHT_DECAY_GRID
 
         hp: dict[str, Any] = {
             "protocol": self.protocol,
+            **_non_default_hp(self),
             "seed": seed,
             "val_proportion": self.val_proportion,
             "fewshot_k": self.fewshot_k,
@@ -156,8 +222,69 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
             "test_split": self.test_split,
         }
         if self.protocol == "rep2rep":
-            hp.update(lrs=list(REP2REP_LRS), epochs=self.epochs, batch_size=self.batch_size)
+            lrs = self.lrs or REP2REP_LRS
+            hp.update(lrs=list(lrs), epochs=self.epochs, batch_size=self.batch_size)
         return hp
+
+
+def _check_probe_flags(s: EvaluationSettings) -> EvaluationSettings:
+    """Validate the Rep2Rep probe flags against the protocol; fill the learning rates and λ."""
+    import math
+
+    def bad(message: str) -> ConfigError:
+        return ConfigError(f"{message} (protocol {s.protocol}).")
+
+    if not 0.0 <= s.val_proportion < 1.0:
+        raise ConfigError(
+            f"--val_proportion must be in [0, 1) (got {s.val_proportion}); 0 turns the search off."
+        )
+    if s.epochs < 1:
+        raise ConfigError(f"--fewshot_epochs must be a positive integer (got {s.epochs}).")
+    if s.batch_size < 1:
+        raise ConfigError(f"--batch_size must be a positive integer (got {s.batch_size}).")
+    bad_lrs = [lr for lr in s.lrs if not (math.isfinite(lr) and lr > 0)]
+    if bad_lrs:
+        raise ConfigError(f"--fewshot_lr: learning rates must be positive numbers (got {bad_lrs}).")
+    if s.protocol == "fast":
+        if s.lrs:
+            raise bad("--fewshot_lr applies to --protocol rep2rep; the fast probe has no lr")
+        if s.regularization != "weight_decay":
+            raise bad(
+                f"--regularization {s.regularization} needs --protocol rep2rep; the fast probe's "
+                "weight decay is already an L2 penalty on W"
+            )
+    if s.reg_lambda is not None and s.val_proportion > 0:
+        raise ConfigError(
+            f"--reg_lambda {s.reg_lambda} is used only with --val_proportion 0 (no search); with "
+            f"--val_proportion {s.val_proportion} λ is searched."
+        )
+    reg_lambda = s.reg_lambda
+    lrs = s.lrs or REP2REP_LRS
+    if s.val_proportion == 0:
+        reg_lambda = FIXED_REG_LAMBDA if reg_lambda is None else reg_lambda
+        if not (math.isfinite(reg_lambda) and reg_lambda >= 0):
+            raise ConfigError(f"--reg_lambda must be a number >= 0 (got {reg_lambda}).")
+        if s.protocol == "fast" and reg_lambda == 0:
+            raise bad("--reg_lambda must be > 0: the fast probe needs a penalty")
+        lrs = s.lrs or (FIXED_LR,)
+        if s.protocol == "rep2rep" and len(lrs) != 1:
+            raise bad(
+                f"--val_proportion 0 trains once: give exactly one --fewshot_lr (got "
+                f"{' '.join(map(str, lrs))})"
+            )
+    return replace(s, lrs=tuple(lrs) if s.protocol == "rep2rep" else (), reg_lambda=reg_lambda)
+
+
+def _non_default_hp(s: EvaluationSettings) -> dict[str, Any]:
+    """The hyper-parameters whose default is left out of the content key (keeps old keys)."""
+    hp: dict[str, Any] = {}
+    if s.search != "simc":
+        hp["search"] = s.search
+    if s.regularization != "weight_decay":
+        hp["regularization"] = s.regularization
+    if s.val_proportion == 0:
+        hp["reg_lambda"] = s.reg_lambda
+    return hp
 
 
 @dataclass(frozen=True)
@@ -176,14 +303,23 @@ class WorkItem:
 
 def hp_slug(
     protocol: str, seed: int, *, val_proportion: float = 0.2, fewshot_k: int | None = None,
-    fewshot_seed: int = 0,
+    fewshot_seed: int = 0, search: str = "simc", regularization: str = "weight_decay",
+    reg_lambda: float | None = None, lr: float | None = None,
 ) -> str:  # fmt: skip
     """Return the results folder name of one run, e.g. ``fast_val_0.2_seed_0``.
 
-    Few-shot runs add ``_fewshot_<k>_fsseed_<s>``; the output folder depends only on the
-    settings that change the numbers.
+    Few-shot runs add ``_fewshot_<k>_fsseed_<s>``; Rep2Rep's search ``_search_rep2rep``; an
+    L1/L2 penalty ``_reg_<L1|L2>``; a run without search (``val_proportion`` 0) its fixed
+    ``_lambda_<λ>`` (and ``_lr_<lr>``). The output folder depends only on the settings that
+    change the numbers.
     """
     slug = f"{protocol}_val_{val_proportion:g}"
+    if val_proportion == 0:
+        slug += f"_lambda_{reg_lambda:g}" + (f"_lr_{lr:g}" if lr is not None else "")
+    elif search != "simc":
+        slug += f"_search_{search}"
+    if regularization != "weight_decay":
+        slug += f"_reg_{regularization}"
     if fewshot_k is not None:
         slug += f"_fewshot_{fewshot_k}_fsseed_{fewshot_seed}"
     return f"{slug}_seed_{seed}"
@@ -196,6 +332,10 @@ def _output_dir(settings: EvaluationSettings, dataset: str, model_id: str, seed:
         val_proportion=settings.val_proportion,
         fewshot_k=settings.fewshot_k,
         fewshot_seed=settings.fewshot_seed,
+        search=settings.search,
+        regularization=settings.regularization,
+        reg_lambda=settings.reg_lambda,
+        lr=settings.lrs[0] if settings.val_proportion == 0 and settings.lrs else None,
     )
     return settings.location.linear_probe / "single_model" / dataset_slug(dataset) / model_id / slug
 
@@ -212,6 +352,7 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
     """
     from sim_consistency.features import require_cache_attrs
 
+    settings = settings.with_defaults()  # settings built in code may skip validated()
     items: list[WorkItem] = []
     loc = settings.location
     for dataset in settings.datasets:
@@ -287,6 +428,10 @@ STAGE = Stage(
         "--datasets wds/digits --seeds 0 1 2",
         "python scripts/single_model_evaluation.py --models_config M.json --datasets D.txt "
         "--blocks all --protocol rep2rep --fewshot_k 10",
+        "python scripts/single_model_evaluation.py --models_config M.json --datasets D.txt "
+        "--profile rep2rep",
+        "python scripts/single_model_evaluation.py --models_config M.json --datasets D.txt "
+        "--protocol rep2rep --val_proportion 0 --fewshot_lr 0.01 --reg_lambda 0.001",
     ),
     plan=plan,
     run=run_item,

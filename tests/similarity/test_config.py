@@ -66,7 +66,7 @@ def test_slugs():
         "cka_kernel_rbf_biased_sigma_median_0.5"
     )
     assert metric_slug(MetricSpec("rsa", rsa_method="cosine", corr_method="pearson")) == (
-        "rsa_method_cosine_corr_method_pearson"
+        "rsa_method_cosine"  # Rep2Rep's name (tests/similarity/test_rep2rep_slugs.py)
     )
 
 

@@ -22,6 +22,7 @@ STAGES = (
     "build_variants",
     "train_demo_models",
     "import_rep2rep",
+    "export_rep2rep",
     "demo",
     "soup_metrics",
 )

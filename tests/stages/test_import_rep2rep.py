@@ -136,3 +136,44 @@ def test_similarity_matrix_without_model_ids_is_refused(project, tmp_path: Path)
     torch.save(torch.eye(3), folder / "similarity_matrix.pt")
     args = ["similarities", "--project_root", str(project.root), "--rep2rep_root"]
     assert import_rep2rep.main([*args, str(tmp_path / "r2r"), "--datasets", "wds/digits"]) == 2
+
+
+def _numpy1_pickle(path: Path, matrix: np.ndarray) -> None:
+    """``torch.save`` of an ndarray as Rep2Rep writes it under numpy 1 (``numpy.core`` names)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save(matrix, buffer)
+    source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
+    with zipfile.ZipFile(path, "w") as out:
+        for name in source.namelist():
+            data = source.read(name)
+            if name.endswith("data.pkl"):
+                assert b"numpy._core.multiarray" in data
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            out.writestr(name, data)
+    assert (
+        "numpy.core.multiarray._reconstruct"
+        in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    )
+
+
+@pytest.mark.parametrize("numpy1", [False, True])
+def test_rep2reps_numpy_pickled_matrices_import(project, tmp_path: Path, numpy1: bool) -> None:
+    """Rep2Rep saves ``compute_similarity_matrix``'s float64 ndarray, not a tensor."""
+    m = np.array([[1.0, 0.3, 0.2], [0.3, 1.0, 0.5], [0.2, 0.5, 1.0]])
+    folder = tmp_path / "r2r" / "model_similarities" / "wds_digits" / "rsa_method_cosine"
+    folder.mkdir(parents=True)
+    if numpy1:
+        _numpy1_pickle(folder / "similarity_matrix.pt", m)
+    else:
+        torch.save(m, folder / "similarity_matrix.pt")
+    (folder / "model_ids.txt").write_text("\n".join(IDS) + "\n")
+    args = ["similarities", "--project_root", str(project.root), "--rep2rep_root"]
+    assert import_rep2rep.main([*args, str(tmp_path / "r2r"), "--datasets", "wds/digits"]) == 0
+    from sim_consistency.stages._similarity_io import read_similarity_matrix
+
+    back = read_similarity_matrix(project.similarity_dir("wds/digits", "rsa_method_cosine"))
+    np.testing.assert_array_equal(back.to_numpy(), m)
+    assert list(back.index) == IDS
