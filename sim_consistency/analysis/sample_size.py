@@ -77,7 +77,7 @@ def subsample_curves(
             else:
                 idx = np.sort(np.random.default_rng(seed).choice(n_rows, size=n, replace=False))
                 matrix = similarity_matrix([f[idx] for f in features], spec, normalize=normalize)
-            for i, j in zip(*upper, strict=True):
+            for i, j in zip(upper[0].tolist(), upper[1].tolist(), strict=True):
                 rows.append(
                     {
                         "n": n,

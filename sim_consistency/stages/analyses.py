@@ -192,6 +192,15 @@ class AnalysesSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
                 f"--anchors: {unknown} are not models of this run ({list(s.model_ids)})."
             )
         specs = s.load_specs()
+        metadata = {m: dict(specs[m].metadata) for m in s.model_ids}
+        if "categories" in analyses and not any(
+            f in meta for meta in metadata.values() for f in s.category_fields
+        ):
+            raise ConfigError(
+                f"--category_fields {list(s.category_fields)}: no model of the config has any "
+                'of the metadata fields; set them in the models config (e.g. "objective": '
+                '"supervised") or choose others.'
+            )
         combined = s.combined_probes or (
             s.location.results / "combined_probes" / "combined_vs_single.csv"
         )
@@ -199,7 +208,7 @@ class AnalysesSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
             s,
             analyses=analyses,
             metrics=tuple(load_similarity_config(s.similarity_config, biased_cka=s.biased_cka)),
-            model_metadata={m: dict(specs[m].metadata) for m in s.model_ids},
+            model_metadata=metadata,
             dataset_category_map=_read_dataset_categories(s.dataset_categories),
             combined_probes=Path(combined).resolve(),
             set_sizes=s.set_sizes or (max(3, len(s.model_ids) // 2),),
@@ -264,7 +273,7 @@ def _matrix_inputs(settings: AnalysesSettings, slug: str) -> tuple[tuple[Path, .
 
 def _settings_key(settings: AnalysesSettings, analysis: str) -> dict[str, Any]:
     """The settings that change one analysis's numbers."""
-    per = {
+    per: dict[str, dict[str, Any]] = {
         "categories": {
             "fields": list(settings.category_fields),
             "metadata": {m: dict(v) for m, v in settings.model_metadata.items()},
