@@ -184,6 +184,11 @@ class AnalysesSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
             raise ConfigError(
                 f"--model_key: the analyses need at least 3 models (got {list(s.model_ids)})."
             )
+        too_big = [k for k in s.set_sizes if not 3 <= k <= len(s.model_ids)]
+        if "random_sets" in analyses and too_big:
+            raise ConfigError(
+                f"--set_sizes {too_big}: each k must be in 3..{len(s.model_ids)} (the models)."
+            )
         if s.n_draws < 1:
             raise ConfigError(f"--n_draws {s.n_draws}: must be at least 1.")
         unknown = [a for a in s.anchors if a not in s.model_ids]

@@ -94,3 +94,19 @@ def test_dataset_category_means():
     assert got.loc[("natural", "structured"), "n_dataset_pairs"] == 4
     with pytest.raises(ConfigError, match="none of the datasets"):
         dataset_category_consistency(table, {"other": "x"})
+
+
+def test_dataset_categories_file_formats(tmp_path):
+    from sim_consistency.stages.analyses import _read_dataset_categories
+
+    rep2rep = tmp_path / "dataset_info.json"  # Rep2Rep's layout: {dataset: {domain, name}}
+    rep2rep.write_text('{"wds/cars": {"domain": "Natural (single-domain)", "name": "Cars"}}')
+    assert _read_dataset_categories(rep2rep) == {"wds/cars": "Natural (single-domain)"}
+    plain = tmp_path / "plain.json"
+    plain.write_text('{"wds/digits": "structured"}')
+    assert _read_dataset_categories(plain) == {"wds/digits": "structured"}
+    plain.write_text('{"wds/digits": 3}')
+    with pytest.raises(ConfigError, match="entry 'wds/digits' must be a category string"):
+        _read_dataset_categories(plain)
+    with pytest.raises(ConfigError, match="not a readable JSON file"):
+        _read_dataset_categories(tmp_path / "absent.json")

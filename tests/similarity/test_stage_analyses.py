@@ -155,6 +155,8 @@ def test_errors_are_one_line_exit_2(computed, config, capsys):
     argv = _args(computed, config, "--analyses", "sample_size", "--sample_sizes", "2")
     assert stage.main(argv) == 2
     assert "--sample_sizes [2]" in capsys.readouterr().err
+    assert stage.main(_args(computed, config, "--set_sizes", "5")) == 2
+    assert "--set_sizes [5]: each k must be in 3..4" in capsys.readouterr().err
     assert stage.main(_args(computed, config, "--analyses", "categories",
                             "--category_fields", "size_class")) == 2  # fmt: skip
     assert "no model of the config has any of the metadata" in capsys.readouterr().err
@@ -174,3 +176,16 @@ def test_report_shows_the_analyses(computed):
     assert "analyses/clustering/cka_kernel_linear_unbiased/dendrogram_wds_digits.png" in text
     assert "Rep2Rep analyses (scripts/analyses.py)" not in text  # not listed as missing
     assert "data:image/png;base64" in page.read_text()
+
+
+def test_dataset_categories_average_the_consistency_table(computed, config, tmp_path):
+    categories = tmp_path / "dataset_info.json"
+    categories.write_text(json.dumps({d: {"domain": "digits"} for d in computed.datasets}))
+    argv = _args(computed, config, "--analyses", "categories", "--dataset_categories",
+                 str(categories))  # fmt: skip
+    assert stage.main(argv) == 0
+    folder = analysis_dir(computed.location, "categories") / CKA
+    table = pd.read_csv(folder / "dataset_category_consistency.csv")
+    expected = consistency(_matrices(computed, CKA)).iloc[0, 1]
+    assert table.loc[0, "category_a"] == table.loc[0, "category_b"] == "digits"
+    assert table.loc[0, "mean"] == pytest.approx(expected, abs=1e-12)
