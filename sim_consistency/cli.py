@@ -14,6 +14,7 @@ Commands::
     simc similarity         scripts/distance_matrix_computation.py
     simc layer-cka          scripts/layer_cka.py
     simc consistency        scripts/consistency.py
+    simc analyses           scripts/analyses.py
     simc soup-metrics       scripts/soup_metrics.py
     simc build-variants     scripts/build_variants.py
     simc train-demo-models  scripts/train_demo_models.py
@@ -87,6 +88,11 @@ COMMANDS: dict[str, Command] = {
         "sim_consistency.stages.consistency",
         "scripts/consistency.py",
         "Rep2Rep consistency: correlate similarity matrices across datasets",
+    ),
+    "analyses": Command(
+        "sim_consistency.stages.analyses",
+        "scripts/analyses.py",
+        "the Rep2Rep paper's analyses: categories, clustering, sample size, random sets, ...",
     ),
     "soup-metrics": Command(
         "sim_consistency.stages.soup_metrics",

@@ -248,6 +248,15 @@ def build_sections(location: ProjectLocation) -> tuple[list[Section], list[str],
     else:
         missing.append("similarity / consistency (distance_matrix_computation, consistency)")
 
+    from sim_consistency.analysis.report_section import analyses_section
+
+    rep2rep = analyses_section(location)
+    if rep2rep is not None:
+        headline += rep2rep.findings[:1]
+        sections.append(rep2rep)
+    else:
+        missing.append("Rep2Rep analyses (scripts/analyses.py)")
+
     summary = _read(location.aggregated / "probe_summary.csv")
     depth = sorted(location.plots.glob("probe_accuracy_vs_depth_*.png"))
     if summary is not None or depth:

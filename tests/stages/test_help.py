@@ -19,6 +19,7 @@ STAGES = (
     "distance_matrix_computation",
     "layer_cka",
     "consistency",
+    "analyses",
     "build_variants",
     "train_demo_models",
     "import_rep2rep",
