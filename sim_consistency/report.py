@@ -251,11 +251,9 @@ def build_sections(location: ProjectLocation) -> tuple[list[Section], list[str],
     from sim_consistency.analysis.report_section import analyses_section
 
     rep2rep = analyses_section(location)
-    if rep2rep is not None:
+    if rep2rep is not None:  # optional (not in the demo): never listed as missing
         headline += rep2rep.findings[:1]
         sections.append(rep2rep)
-    else:
-        missing.append("Rep2Rep analyses (scripts/analyses.py)")
 
     summary = _read(location.aggregated / "probe_summary.csv")
     depth = sorted(location.plots.glob("probe_accuracy_vs_depth_*.png"))
