@@ -3,8 +3,9 @@
 The work of the single-model evaluation stage
 (:mod:`sim_consistency.stages.single_model_evaluation`, which plans the items and owns the
 flags): :func:`evaluate_item` loads one model's train and test caches once, checks they belong
-together, probes every requested block and writes ``results.csv`` (+ ``accuracy_vs_depth.csv``)
-and ``results.json`` last, through :func:`~sim_consistency.io.atomic_output`.
+together, probes every requested block and writes ``probe_weights.safetensors``,
+``test_predictions.npz`` (:mod:`sim_consistency.probe.stored`), ``results.csv``
+(+ ``accuracy_vs_depth.csv``) and ``results.json`` last, through :func:`~sim_consistency.io.atomic_output`.
 """
 
 from __future__ import annotations
@@ -24,21 +25,60 @@ from sim_consistency.features.cache import FeatureCache
 from sim_consistency.finite import check_finite
 from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.jsonable import jsonable
-from sim_consistency.outputs import read_json_record
+from sim_consistency.outputs import file_digest, read_json_record
 from sim_consistency.probe.head import CLASS_MASK_FILE, cache_head_accuracy, read_class_mask
 from sim_consistency.probe.linear_probe import linear_probe_blocks
+from sim_consistency.probe.stored import (
+    PREDICTIONS_FILE,
+    WEIGHTS_FILE,
+    write_predictions,
+    write_probe_weights,
+)
 from sim_consistency.stages.single_model_evaluation import PROBE_CODE_VERSION
 from sim_consistency.threads import threads_metadata
 
 if TYPE_CHECKING:
     from sim_consistency.stages.single_model_evaluation import EvaluationSettings, WorkItem
 
-__all__ = ["RESULTS_SCHEMA_VERSION", "evaluate_item"]
+__all__ = ["RESULTS_SCHEMA_VERSION", "evaluate_item", "write_stored_probe"]
 
 log = logging.getLogger("sim_consistency.single_model_evaluation")
 
 #: Version of the layout of ``results.json``.
 RESULTS_SCHEMA_VERSION = 1
+
+
+#: Per-block result entries kept out of results.json (row indices, stored arrays).
+_NOT_IN_JSON = (
+    "train_indices", "search_indices", "val_indices", "weights", "bias", "test_scores",
+)  # fmt: skip
+
+
+def write_stored_probe(
+    out: Path,
+    probes: dict[str, dict[str, Any]],
+    block: str,
+    test_keys: np.ndarray,
+    test_labels: np.ndarray,
+) -> dict[str, dict[str, str]]:
+    """Write the probe weights of every block and ``block``'s test predictions into ``out``.
+
+    Returns ``{file name: {"sha256": …, "block"?: …}}`` for ``results.json``'s
+    ``stored_files`` (:mod:`sim_consistency.probe.stored` documents the layouts).
+    """
+    first = probes[block]
+    classes = np.asarray(first["classes"], dtype=np.int64)
+    weights = write_probe_weights(
+        out / WEIGHTS_FILE, {n: (r["weights"], r["bias"]) for n, r in probes.items()}, classes
+    )
+    predictions = write_predictions(
+        out / PREDICTIONS_FILE, keys=test_keys, targets=test_labels,
+        logits=first["test_scores"], classes=classes, block=block,
+    )  # fmt: skip
+    return {
+        WEIGHTS_FILE: {"sha256": file_digest(weights)},
+        PREDICTIONS_FILE: {"sha256": file_digest(predictions), "block": block},
+    }
 
 
 def _relabel(settings: EvaluationSettings, item: WorkItem) -> Path:
@@ -177,13 +217,12 @@ def evaluate_item(settings: EvaluationSettings, item: WorkItem) -> Path:
             val_keys = train.keys[first["val_indices"]].tolist()
         train_key, test_key = train.content_key, test.content_key
         all_blocks = list(train.block_names)
+        test_keys, test_labels = test.keys, test.labels
     block_results = {}
     for name, result in probes.items():
-        block_results[name] = {
-            k: v
-            for k, v in result.items()
-            if k not in ("train_indices", "search_indices", "val_indices")
-        }
+        block_results[name] = {k: v for k, v in result.items() if k not in _NOT_IN_JSON}
+    (item.output_dir / "results.json").unlink(missing_ok=True)  # no longer complete
+    stored = write_stored_probe(item.output_dir, probes, blocks[-1], test_keys, test_labels)
     record = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "content_key": item.content_key,
@@ -202,6 +241,7 @@ def evaluate_item(settings: EvaluationSettings, item: WorkItem) -> Path:
         "head_skipped": head_skipped,
         "fewshot_keys": fewshot_keys,
         "validation_keys": val_keys,
+        "stored_files": stored,
         "code_version": PROBE_CODE_VERSION,
         "device": settings.device,
         **threads_metadata(),

@@ -13,7 +13,10 @@ seed, ``results/linear_probe/single_model/<dataset_slug>/<model_id>/<hp_slug>/``
 * ``results.csv`` — the same as a tidy table, one row per block (``kind=probe``) plus one for the
   head (``kind=head``), with everything needed to aggregate (dataset, model, metadata, seed,
   protocol, block index and depth fraction);
-* ``accuracy_vs_depth.csv`` — with more than one block: block index, name, top-1, balanced acc.
+* ``accuracy_vs_depth.csv`` — with more than one block: block index, name, top-1, balanced acc;
+* ``probe_weights.safetensors`` (every probed block's fitted probe) and ``test_predictions.npz``
+  (keys, targets, logits, pred, classes of the deepest probed block), laid out as
+  :mod:`sim_consistency.probe.stored` documents; the ensemble and transfer stages read them.
 
 Flow: :func:`plan` reads only the caches' attributes, derives each output's content key (input
 content keys + protocol and hyper-parameters + :data:`PROBE_CODE_VERSION`) and keeps outputs that
@@ -78,7 +81,8 @@ PROTOCOLS: tuple[str, ...] = ("fast", "rep2rep")
 #: Seeds run when ``--seeds`` is not given: Rep2Rep reports the mean over seeds 0, 1, 2.
 DEFAULT_SEEDS: dict[str, tuple[int, ...]] = {"rep2rep": (0, 1, 2), "fast": (0,)}
 
-_OUTPUT_FILES = ("results.csv", "accuracy_vs_depth.csv", "results.json")
+_STORED_FILES = ("probe_weights.safetensors", "test_predictions.npz")
+_OUTPUT_FILES = ("results.csv", "accuracy_vs_depth.csv", *_STORED_FILES, "results.json")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -235,6 +239,8 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
                     log.info("%s: model metadata changed; relabelling (no recompute)", out)
                 else:
                     reason = plan_reason(out, key, stored, force=settings.force)
+                if reason is None and not all((out / f).is_file() for f in _STORED_FILES):
+                    reason = "missing"  # a result from before probes were stored
                 if reason is None:
                     continue
                 items.append(
@@ -273,7 +279,8 @@ STAGE = Stage(
     settings=EvaluationSettings,
     description="Linear probes (and head accuracy) of every model on cached features.",
     details="Writes results/linear_probe/single_model/<dataset_slug>/<model_id>/<hp_slug>/ "
-    "(results.json, results.csv, accuracy_vs_depth.csv); current results are reused.",
+    "(results.json, results.csv, accuracy_vs_depth.csv, probe_weights.safetensors, "
+    "test_predictions.npz); current results are reused.",
     examples=(
         "python scripts/single_model_evaluation.py --models_config configs/models/demo.json "
         "--datasets wds/digits --seeds 0 1 2",

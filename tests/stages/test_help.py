@@ -24,6 +24,8 @@ STAGES = (
     "import_rep2rep",
     "demo",
     "soup_metrics",
+    "combined_probe",
+    "probe_transfer",
 )
 
 _PROBE = """
