@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sim_consistency.errors import ConfigError
 from sim_consistency.config.schema import did_you_mean
+from sim_consistency.errors import ConfigError
 
 __all__ = ["load_model_sets", "parse_model_sets"]
 
@@ -55,7 +55,9 @@ def parse_model_sets(
             ids = _ids(entry, f"{where}: set #{i}")
             key = tuple(sorted(ids))
             sets.setdefault("__".join(key), key)
-    elif isinstance(raw, dict) and set(raw) == {"model_sets"} and isinstance(raw["model_sets"], dict):
+    elif (
+        isinstance(raw, dict) and set(raw) == {"model_sets"} and isinstance(raw["model_sets"], dict)
+    ):
         for name, entry in raw["model_sets"].items():
             if not _NAME.match(name):
                 raise ConfigError(
@@ -84,5 +86,7 @@ def parse_model_sets(
 
 def _ids(entry: Any, where: str) -> tuple[str, ...]:
     if not isinstance(entry, list) or not entry or not all(isinstance(m, str) for m in entry):
-        raise ConfigError(f"{where}: expected a non-empty list of model id strings (got {entry!r}).")
+        raise ConfigError(
+            f"{where}: expected a non-empty list of model id strings (got {entry!r})."
+        )
     return tuple(entry)

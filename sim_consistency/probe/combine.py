@@ -52,7 +52,7 @@ class Combined:
     explained_variance: float | None  #: concat_pca: their cumulative explained-variance ratio
 
 
-def _unit_rows(X: np.ndarray) -> np.ndarray:
+def _unit_rows(X: npt.ArrayLike) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
@@ -116,6 +116,4 @@ def combine_features(
     rank = int(np.sum(variances > variances[0] * 1e-12))
     k = min(int(np.searchsorted(cumulative, pca_variance, side="right")) + 1, rank)
     W = axes[:, :k]
-    return Combined(
-        Z_train @ W, Z_test @ W, method, dims, sum(dims), k, float(cumulative[k - 1])
-    )
+    return Combined(Z_train @ W, Z_test @ W, method, dims, sum(dims), k, float(cumulative[k - 1]))

@@ -96,17 +96,18 @@ def _label_block(cache: FeatureCache, block: str) -> str:
 
 
 def _combined_probe(settings: CombinedSettings, item: CombinedItem) -> dict[str, Any]:
-    trains, tests, blocks, keys = [], [], [], {}
-    y_train = y_test = test_keys = None
-    ref_train = ref_test = None
+    trains: list[np.ndarray] = []
+    tests: list[np.ndarray] = []
+    blocks: list[str] = []
+    keys: dict[str, list[str]] = {}
+    with open_cache(item.inputs[0]) as train0, open_cache(item.inputs[1]) as test0:
+        ref_train, ref_test = train0.keys, test0.keys
+        y_train, y_test = train0.labels, test0.labels
     for i, model_id in enumerate(item.model_ids):
         train_file, test_file = item.inputs[2 * i], item.inputs[2 * i + 1]
         with open_cache(train_file) as train, open_cache(test_file) as test:
             _check_pair(train, test)
             block = _label_block(train, settings.block)
-            if ref_train is None:
-                ref_train, ref_test = train.keys, test.keys
-                y_train, y_test, test_keys = train.labels, test.labels, test.keys
             o_tr = align_rows(ref_train, train.keys, str(train.path))
             o_te = align_rows(ref_test, test.keys, str(test.path))
             if not (np.array_equal(train.labels[o_tr], y_train) and
@@ -128,13 +129,19 @@ def _combined_probe(settings: CombinedSettings, item: CombinedItem) -> dict[str,
         )  # fmt: skip
     except DataError as exc:
         raise DataError(f"{item.output_dir}: {exc}") from None
-    assert test_keys is not None and y_test is not None
-    stored = write_stored_probe(item.output_dir, probes, "combined", test_keys, y_test)
+    stored = write_stored_probe(item.output_dir, probes, "combined", ref_test, y_test)
     result = {
         k: v
         for k, v in probes["combined"].items()
-        if k not in ("train_indices", "search_indices", "val_indices", "weights", "bias",
-                     "test_scores")  # fmt: skip
+        if k
+        not in (
+            "train_indices",
+            "search_indices",
+            "val_indices",
+            "weights",
+            "bias",
+            "test_scores",
+        )  # fmt: skip
     }
     return {
         "metrics": result,
@@ -147,8 +154,11 @@ def _combined_probe(settings: CombinedSettings, item: CombinedItem) -> dict[str,
             "explained_variance": combined.explained_variance,
             "pca_variance": settings.pca_variance if item.combiner == "concat_pca" else None,
             "normalisation": "each model's rows L2-normalised, then concatenated"
-            + ("; standardised and PCA-projected with train statistics"
-               if item.combiner == "concat_pca" else ""),  # fmt: skip
+            + (
+                "; standardised and PCA-projected with train statistics"
+                if item.combiner == "concat_pca"
+                else ""
+            ),  # fmt: skip
         },
         "stored_files": stored,
     }
@@ -198,7 +208,11 @@ def evaluate_combined(settings: CombinedSettings, item: CombinedItem) -> Path:
     """Build one combined result folder; return its ``results.json``."""
     out = item.output_dir
     (out / "results.json").unlink(missing_ok=True)  # no longer complete
-    part = _ensemble(settings, item) if item.combiner == "ensemble" else _combined_probe(settings, item)
+    part = (
+        _ensemble(settings, item)
+        if item.combiner == "ensemble"
+        else _combined_probe(settings, item)
+    )
     metrics = part.pop("metrics")
     record = {
         "content_key": item.content_key,

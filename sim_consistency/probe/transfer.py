@@ -68,7 +68,7 @@ def parse_class_map(raw: Any, where: str) -> ClassMap:
     entries = raw.get("map") if isinstance(raw, dict) else raw
     if not isinstance(entries, list) or not entries:
         raise ConfigError(
-            f"{where}: a class map is a non-empty JSON list (or an object with a \"map\" list) "
+            f'{where}: a class map is a non-empty JSON list (or an object with a "map" list) '
             "whose entry j is the source label (or list of labels) of target label j."
         )
     out = []
@@ -105,7 +105,9 @@ def shipped_class_map(dataset: str) -> ClassMap | None:
     name = SHIPPED_MAPS.get(dataset)
     if name is None:
         return None
-    text = resources.files("sim_consistency.probe").joinpath("class_maps", name).read_text()
+    text = (
+        resources.files("sim_consistency.probe").joinpath("class_maps").joinpath(name).read_text()
+    )
     return parse_class_map(json.loads(text), f"class_maps/{name}")
 
 

@@ -126,7 +126,9 @@ class CombinedItem:
     reason: str
 
 
-def output_dir(settings: CombinedSettings, combiner: str, dataset: str, name: str, seed: int) -> Path:
+def output_dir(
+    settings: CombinedSettings, combiner: str, dataset: str, name: str, seed: int
+) -> Path:
     """``results/linear_probe/combined/<combiner>/<dataset_slug>/<set>/<hp_slug>``."""
     return (
         settings.location.linear_probe / "combined" / combiner / dataset_slug(dataset) / name
@@ -235,7 +237,9 @@ STAGE = Stage(
     plan=plan,
     run=run_item,
     outputs=lambda item: [item.output_dir / "results.json"],
-    label=lambda item: f"{item.combiner}/{dataset_slug(item.dataset)}/{item.set_name}/seed_{item.seed}",
+    label=lambda item: (
+        f"{item.combiner}/{dataset_slug(item.dataset)}/{item.set_name}/seed_{item.seed}"
+    ),
     output_root=lambda settings: settings.location.linear_probe / "combined",
 )
 

@@ -155,7 +155,9 @@ def plan(settings: TransferSettings) -> list[TransferItem]:
                 )  # fmt: skip
                 for name in ("results.csv", "test_predictions.npz", "results.json"):
                     clean_stale_partial(out / name)
-                reason = plan_reason(out, key, stored_key(out / "results.json"), force=settings.force)
+                reason = plan_reason(
+                    out, key, stored_key(out / "results.json"), force=settings.force
+                )
                 if reason is not None:
                     items.append(
                         TransferItem(model_id, target, seed, source, target_file, out, key, reason)

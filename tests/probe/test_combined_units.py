@@ -79,7 +79,7 @@ def test_shipped_maps_have_the_published_class_counts(dataset, n):
     assert class_map is not None and len(class_map) == n
     flat = [c for labels in class_map for c in labels]
     assert all(len(labels) == 1 for labels in class_map)
-    assert flat == sorted(set(flat)) and 0 <= flat[0] and flat[-1] < 1000
+    assert flat == sorted(set(flat)) and flat[0] >= 0 and flat[-1] < 1000
 
 
 def test_shipped_subset_maps_match_the_wnid_lists_at_known_points():
