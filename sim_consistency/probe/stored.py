@@ -5,17 +5,12 @@ Every probe result folder (single-model, combined, transfer) holds, besides ``re
 * :data:`PREDICTIONS_FILE` (``test_predictions.npz``, plain ``np.savez``) — one row per test
   sample, in the test cache's row order:
 
-  ========== =========== =====================================================================
-  array      dtype/shape meaning
-  ========== =========== =====================================================================
-  ``keys``   str (m,)    the test rows' keys (the cache's ``/keys``), to align files
-  ``targets`` int64 (m,) the true labels (dataset label values)
-  ``logits`` float32     the probe's class scores (m, C); column j scores class ``classes[j]``
-             (m, C)
-  ``pred``   int64 (m,)  the predicted label, ``classes[argmax(logits)]`` (ties: first column)
-  ``classes`` int64 (C,) the label of each logit column
-  ``block``  str ()      the feature block the probe read
-  ========== =========== =====================================================================
+  * ``keys`` — str (m,): the test rows' keys (the cache's ``/keys``), to align files;
+  * ``targets`` — int64 (m,): the true labels (dataset label values);
+  * ``logits`` — float32 (m, C): the probe's class scores; column j scores ``classes[j]``;
+  * ``pred`` — int64 (m,): the predicted label, ``classes[argmax(logits)]`` (ties: first);
+  * ``classes`` — int64 (C,): the label of each logit column;
+  * ``block`` — str (0-d): the feature block the probe read.
 
   ``softmax(logits)`` are the probe's class probabilities; the ensemble stage averages them.
   With several blocks probed, the file holds the deepest one probed (the last of
@@ -255,9 +250,7 @@ def read_probe_weights(path: str | os.PathLike) -> dict[str, ProbeWeights]:
                 )
                 for block in blocks
             }
-    except (OSError, ValueError, KeyError) as exc:  # safetensors raises its own errors too
-        raise DataError(f"{path}: unreadable probe weights ({exc!r}). {rebuild}") from None
-    except Exception as exc:  # noqa: BLE001 - SafetensorError is not an OSError
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, KeyError, ValueError
         raise DataError(f"{path}: unreadable probe weights ({exc!r}). {rebuild}") from None
     for block, probe in out.items():
         C = classes.size
