@@ -11,6 +11,8 @@ Commands::
 
     simc extract            scripts/feature_extraction.py
     simc evaluate           scripts/single_model_evaluation.py
+    simc combined           scripts/combined_probe.py
+    simc transfer           scripts/probe_transfer.py
     simc similarity         scripts/distance_matrix_computation.py
     simc layer-cka          scripts/layer_cka.py
     simc consistency        scripts/consistency.py
@@ -73,6 +75,16 @@ COMMANDS: dict[str, Command] = {
         "sim_consistency.stages.single_model_evaluation",
         "scripts/single_model_evaluation.py",
         "linear probes on cached features; score the models' own heads",
+    ),
+    "combined": Command(
+        "sim_consistency.stages.combined_probe",
+        "scripts/combined_probe.py",
+        "probes of model sets: concatenated features (concat, concat_pca) and ensembles",
+    ),
+    "transfer": Command(
+        "sim_consistency.stages.probe_transfer",
+        "scripts/probe_transfer.py",
+        "score probes trained on one dataset on others (ImageNet-A/-R/-V2/-Sketch class maps)",
     ),
     "similarity": Command(
         "sim_consistency.stages.distance_matrix_computation",

@@ -59,7 +59,14 @@ PUBLIC = {
         "ties_merge",
         "monosoup",
     ],
-    "sim_consistency.probe": ["linear_probe", "head_accuracy"],
+    "sim_consistency.probe": [
+        "linear_probe",
+        "head_accuracy",
+        "read_predictions",
+        "read_probe_weights",
+        "combine_features",
+        "shipped_class_map",
+    ],
     "sim_consistency.soup_metrics": [
         "weight_geometry",
         "barrier",

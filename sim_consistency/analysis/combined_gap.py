@@ -3,8 +3,10 @@
 Input: a tidy table of combined-probe results, one row per (dataset, model pair) —
 :data:`COMBINED_COLUMNS`: ``dataset, model_a, model_b, combined_top1, top1_a, top1_b`` (the
 probe on the concatenated features of ``model_a`` and ``model_b``, and the single-model probes
-of each, on the same split). The combined-probe mode of the probe stage writes it (issue 21,
-branch ``r2r_probes``); any table with these columns works.
+of each, on the same split). The combined-probe stage writes it
+(``results/linear_probe/combined/combined_vs_single.csv``,
+:mod:`sim_consistency.probe.combined_table`); any table with these columns works. Rows that
+repeat a (dataset, ``combiner`` if present, pair) — several seeds — are averaged first.
 
 The *gap* is ``combined_top1 − max(top1_a, top1_b)``: what concatenation adds over the better
 model alone. :func:`gap_vs_similarity` joins it with ``S_D[a, b]`` of the dataset's similarity
@@ -41,7 +43,10 @@ COMBINED_COLUMNS: tuple[str, ...] = (
     "top1_b",
 )
 #: The command that writes the table (named in the skip message).
-PRODUCER = "python scripts/single_model_evaluation.py --mode combined … (branch r2r_probes)"
+PRODUCER = (
+    "python scripts/combined_probe.py --models_config M.json --model_sets S.json "
+    "--datasets D --combiners concat (sets of two models; after single_model_evaluation)"
+)
 
 
 def read_combined_probes(path: Path) -> pd.DataFrame:
@@ -69,6 +74,11 @@ def read_combined_probes(path: Path) -> pd.DataFrame:
                 f"({table[column].iloc[row]!r})."
             )
         table[column] = values.astype(np.float64)
+    keys = [c for c in ("dataset", "combiner", "model_a", "model_b") if c in table.columns]
+    if table.duplicated(keys).any():  # several seeds of one combination: their mean
+        means = table.groupby(keys, sort=False)[["combined_top1", "top1_a", "top1_b"]].mean()
+        counts = table.groupby(keys, sort=False).size().rename("n_runs")
+        table = means.join(counts).reset_index()
     return table
 
 
@@ -90,6 +100,7 @@ def gap_vs_similarity(combined: pd.DataFrame, matrices: Mapping[str, pd.DataFram
         rows.append(
             {
                 **{c: record[c] for c in COMBINED_COLUMNS},
+                **({"combiner": record["combiner"]} if "combiner" in record else {}),
                 "best_single_top1": best,
                 "gap": record["combined_top1"] - best,
                 "similarity": float(frame.loc[a, b]),
@@ -105,24 +116,26 @@ def gap_vs_similarity(combined: pd.DataFrame, matrices: Mapping[str, pd.DataFram
 
 
 def gap_summary(joined: pd.DataFrame) -> pd.DataFrame:
-    """Return per dataset the number of pairs and the Pearson/Spearman correlation of
-    similarity with the gap (NaN below 3 pairs or for constant columns)."""
+    """Return per dataset (and combiner, when the table has one) the number of pairs and the
+    Pearson/Spearman correlation of similarity with the gap (NaN below 3 pairs or for constant
+    columns)."""
     from scipy import stats
 
+    by = ["dataset", "combiner"] if "combiner" in joined.columns else ["dataset"]
     rows = []
-    for dataset, part in joined.groupby("dataset", sort=True):
+    for group, part in joined.groupby(by, sort=True):
         x, y = part["similarity"].to_numpy(), part["gap"].to_numpy()
         ok = len(part) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
         rows.append(
             {
-                "dataset": dataset,
+                **dict(zip(by, group, strict=True)),
                 "n_pairs": len(part),
                 "pearson": float(stats.pearsonr(x, y)[0]) if ok else float("nan"),
                 "spearman": float(stats.spearmanr(x, y)[0]) if ok else float("nan"),
                 "mean_gap": float(y.mean()),
             }
         )
-    return pd.DataFrame(rows, columns=["dataset", "n_pairs", "pearson", "spearman", "mean_gap"])
+    return pd.DataFrame(rows, columns=[*by, "n_pairs", "pearson", "spearman", "mean_gap"])
 
 
 def scatter_figure(joined: pd.DataFrame, metric: str) -> Any:
@@ -130,14 +143,15 @@ def scatter_figure(joined: pd.DataFrame, metric: str) -> Any:
     from sim_consistency.figures import series_style, subplots
 
     fig, ax = subplots(figsize=(5.5, 4.0))
-    for i, (dataset, part) in enumerate(joined.groupby("dataset", sort=True)):
+    by = ["dataset", "combiner"] if "combiner" in joined.columns else ["dataset"]
+    for i, (group, part) in enumerate(joined.groupby(by, sort=True)):
         style = series_style(i)
         ax.scatter(
             part["similarity"],
             100 * part["gap"],
             color=style["color"],
             marker=style["marker"],
-            label=str(dataset),
+            label=" / ".join(map(str, group)),
         )
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel(f"similarity ({metric})")

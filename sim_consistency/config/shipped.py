@@ -16,6 +16,7 @@ __all__ = ["SHIPPED_KINDS", "shipped_config", "shipped_config_dir", "shipped_nam
 #: The sub-folders of ``configs/`` and the file extension of their configs.
 SHIPPED_KINDS: dict[str, str] = {
     "datasets": ".txt",
+    "model_sets": ".json",
     "models": ".json",
     "similarity": ".json",
     "slurm": ".json",

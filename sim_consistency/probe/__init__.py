@@ -1,5 +1,7 @@
-"""Linear probes on cached features (Rep2Rep protocol and a fast exact solver) and head metrics."""
+"""Linear probes on cached features (Rep2Rep protocol and a fast exact solver), head metrics,
+stored probes and predictions, combined features and class maps for probe transfer."""
 
+from sim_consistency.probe.combine import COMBINERS, Combined, combine_features
 from sim_consistency.probe.head import (
     CLASS_MASK_FILE,
     cache_head_accuracy,
@@ -26,9 +28,42 @@ from sim_consistency.probe.solvers import (
     l2_from_sklearn_C,
     sklearn_C,
 )
+from sim_consistency.probe.stored import (
+    PREDICTIONS_FILE,
+    WEIGHTS_FILE,
+    Predictions,
+    ProbeWeights,
+    read_predictions,
+    read_probe_weights,
+    softmax,
+    write_predictions,
+    write_probe_weights,
+)
+from sim_consistency.probe.transfer import (
+    parse_class_map,
+    project_scores,
+    read_class_map,
+    shipped_class_map,
+)
 
 __all__ = [
     "CLASS_MASK_FILE",
+    "COMBINERS",
+    "Combined",
+    "PREDICTIONS_FILE",
+    "Predictions",
+    "ProbeWeights",
+    "WEIGHTS_FILE",
+    "combine_features",
+    "parse_class_map",
+    "project_scores",
+    "read_class_map",
+    "read_predictions",
+    "read_probe_weights",
+    "shipped_class_map",
+    "softmax",
+    "write_predictions",
+    "write_probe_weights",
     "LogRegFit",
     "PROTOCOLS",
     "REP2REP_LRS",

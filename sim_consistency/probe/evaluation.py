@@ -3,15 +3,16 @@
 The work of the single-model evaluation stage
 (:mod:`sim_consistency.stages.single_model_evaluation`, which plans the items and owns the
 flags): :func:`evaluate_item` loads one model's train and test caches once, checks they belong
-together, probes every requested block and writes ``test_predictions.npz``, ``results.csv`` (+
-``accuracy_vs_depth.csv``) and ``results.json`` last, through
+together, probes every requested block and writes ``test_predictions.npz`` and
+``probe_weights.safetensors`` (laid out as :mod:`sim_consistency.probe.stored` documents),
+``results.csv`` (+ ``accuracy_vs_depth.csv``) and ``results.json`` last, through
 :func:`~sim_consistency.io.atomic_output`.
 
 Every accuracy comes with Wilson's 95 % score interval over the test rows (``top1_ci_low``,
 ``top1_ci_high``; :func:`~sim_consistency.uncertainty.wilson_interval`): it covers the
 sampling of test images given the trained probe, not the training randomness (the spread over
-seeds, which the aggregation reports). ``test_predictions.npz`` holds the per-row predictions
-(:data:`PREDICTIONS_FILE`) from which paired tests between models are made.
+seeds, which the aggregation reports). The per-row predictions of every probed block (and the
+head) are what paired tests between models (soup metrics) and ensembles are made from.
 """
 
 from __future__ import annotations
@@ -31,9 +32,15 @@ from sim_consistency.features.cache import FeatureCache
 from sim_consistency.finite import check_finite
 from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.jsonable import jsonable
-from sim_consistency.outputs import read_json_record
+from sim_consistency.outputs import file_digest, read_json_record
 from sim_consistency.probe.head import CLASS_MASK_FILE, cache_head_accuracy, read_class_mask
 from sim_consistency.probe.linear_probe import linear_probe_blocks
+from sim_consistency.probe.stored import (
+    PREDICTIONS_FILE,
+    WEIGHTS_FILE,
+    write_predictions,
+    write_probe_weights,
+)
 from sim_consistency.stages.single_model_evaluation import PROBE_CODE_VERSION
 from sim_consistency.threads import threads_metadata
 
@@ -41,11 +48,11 @@ if TYPE_CHECKING:
     from sim_consistency.stages.single_model_evaluation import EvaluationSettings, WorkItem
 
 __all__ = [
-    "PREDICTIONS_FILE",
     "RESULTS_SCHEMA_VERSION",
     "evaluate_item",
-    "read_test_predictions",
+    "probe_metrics",
     "top1_interval",
+    "write_stored_probe",
 ]
 
 log = logging.getLogger("sim_consistency.single_model_evaluation")
@@ -53,12 +60,6 @@ log = logging.getLogger("sim_consistency.single_model_evaluation")
 #: Version of the layout of ``results.json``. 2: ``top1_ci_low``/``top1_ci_high`` per block and
 #: head, ``predictions_file`` (the per-row predictions next to it).
 RESULTS_SCHEMA_VERSION = 2
-
-#: Per-row test predictions, one file per results folder: ``keys`` (test row keys, cache
-#: order), ``labels`` (true labels), ``blocks`` (probed block names), ``probe_pred_<i>`` (the
-#: probe of ``blocks[i]``'s predicted label per row) and, when the head was scored,
-#: ``head_pred`` (its predicted label). Correct = prediction == label.
-PREDICTIONS_FILE = "test_predictions.npz"
 
 
 def top1_interval(top1: float, n_test: int) -> dict[str, float]:
@@ -69,17 +70,49 @@ def top1_interval(top1: float, n_test: int) -> dict[str, float]:
     return {"top1_ci_low": low, "top1_ci_high": high}
 
 
-def read_test_predictions(folder: Path) -> dict[str, np.ndarray]:
-    """Return the arrays of ``folder``'s :data:`PREDICTIONS_FILE` (raises CacheError)."""
-    path = folder / PREDICTIONS_FILE
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise CacheError(
-            f"{path}: cannot read the per-row test predictions ({exc}); rerun "
-            "scripts/single_model_evaluation.py for this model and dataset."
-        ) from None
+#: Per-block result entries kept out of results.json (row indices, stored arrays).
+_NOT_IN_JSON = (
+    "train_indices", "search_indices", "val_indices", "weights", "bias", "test_scores",
+    "test_predictions",
+)  # fmt: skip
+
+
+def probe_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """Return one block's probe result as results.json holds it: numbers and settings (no
+    row indices or stored arrays), with Wilson's interval of its top-1."""
+    metrics = {k: v for k, v in result.items() if k not in _NOT_IN_JSON}
+    return {**metrics, **top1_interval(result["top1"], result["n_test"])}
+
+
+def write_stored_probe(
+    out: Path,
+    probes: dict[str, dict[str, Any]],
+    block: str,
+    test_keys: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    head_pred: np.ndarray | None = None,
+) -> dict[str, dict[str, str]]:
+    """Write every block's probe weights and test predictions (``block``'s logits) into ``out``.
+
+    Returns ``{file name: {"sha256": …, "block"?: …}}`` for ``results.json``'s
+    ``stored_files`` (:mod:`sim_consistency.probe.stored` documents the layouts).
+    """
+    first = probes[block]
+    classes = np.asarray(first["classes"], dtype=np.int64)
+    weights = write_probe_weights(
+        out / WEIGHTS_FILE, {n: (r["weights"], r["bias"]) for n, r in probes.items()}, classes
+    )
+    predictions = write_predictions(
+        out / PREDICTIONS_FILE, keys=test_keys, labels=test_labels,
+        logits=first["test_scores"], classes=classes, block=block,
+        block_predictions={n: r["test_predictions"] for n, r in probes.items()},
+        head_pred=head_pred,
+    )  # fmt: skip
+    return {
+        WEIGHTS_FILE: {"sha256": file_digest(weights)},
+        PREDICTIONS_FILE: {"sha256": file_digest(predictions), "block": block},
+    }
 
 
 def _relabel(settings: EvaluationSettings, item: WorkItem) -> Path:
@@ -231,21 +264,14 @@ def evaluate_item(settings: EvaluationSettings, item: WorkItem) -> Path:
         train_key, test_key = train.content_key, test.content_key
         all_blocks = list(train.block_names)
         test_keys, test_labels = np.asarray(test.keys), np.asarray(test.labels)
-    predictions = {"keys": test_keys.astype(str), "labels": test_labels, "blocks": np.array(blocks)}
     block_results = {}
-    for i, (name, result) in enumerate(probes.items()):
-        predictions[f"probe_pred_{i}"] = np.asarray(result["test_predictions"])
-        block_results[name] = {
-            k: v
-            for k, v in result.items()
-            if k not in ("train_indices", "search_indices", "val_indices", "test_predictions")
-        }
-        block_results[name].update(top1_interval(result["top1"], result["n_test"]))
-    if head is not None:
-        predictions["head_pred"] = head.pop("_pred")
-    with atomic_output(item.output_dir / PREDICTIONS_FILE) as tmp, open(tmp, "wb") as fh:
-        save: Any = np.savez  # numpy's stub types **kwds as its allow_pickle flag
-        save(fh, **predictions)
+    for name, result in probes.items():
+        block_results[name] = probe_metrics(result)
+    head_pred = head.pop("_pred") if head is not None else None
+    (item.output_dir / "results.json").unlink(missing_ok=True)  # no longer complete
+    stored = write_stored_probe(
+        item.output_dir, probes, blocks[-1], test_keys, test_labels, head_pred=head_pred
+    )
     record = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "content_key": item.content_key,
@@ -265,6 +291,7 @@ def evaluate_item(settings: EvaluationSettings, item: WorkItem) -> Path:
         "predictions_file": PREDICTIONS_FILE,
         "fewshot_keys": fewshot_keys,
         "validation_keys": val_keys,
+        "stored_files": stored,
         "code_version": PROBE_CODE_VERSION,
         "device": settings.device,
         **threads_metadata(),

@@ -378,7 +378,8 @@ def linear_probe(
         ``n_classes``, ``n_train`` (rows of the final fit), ``n_val``, ``n_test``,
         ``estimator`` (the solver and its settings, in words),
         ``fit_seconds``, ``sklearn_C`` (``fast``: the equivalent scikit-learn ``C`` of the
-        final fit), and the row indices into ``X_train`` ``train_indices`` (final fit),
+        final fit), the probe ``weights`` (d, C) and ``bias`` (C,) acting on L2-normalised
+        rows, the ``test_scores`` (m, C), and the row indices into ``X_train`` ``train_indices`` (final fit),
         ``search_indices`` (fits during the search) and ``val_indices``.
 
     Raises:
@@ -531,6 +532,11 @@ def linear_probe_blocks(
             "train_indices": final_rows,
             "search_indices": search_rows,
             "val_indices": val_rows,
+            # The fitted probe (scores = normalize(X) @ weights + bias) and its test scores,
+            # stored by sim_consistency.probe.stored; never written into results.json.
+            "weights": W.detach().cpu().numpy(),
+            "bias": b.detach().cpu().numpy(),
+            "test_scores": scores,
         }
     return out
 

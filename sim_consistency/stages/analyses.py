@@ -43,7 +43,7 @@ from sim_consistency.outputs import (
     json_digest,
     stored_key,
 )
-from sim_consistency.project import dataset_slug
+from sim_consistency.project import ProjectLocation, dataset_slug
 from sim_consistency.runtime import (
     Datasets,
     Force,
@@ -68,7 +68,15 @@ if TYPE_CHECKING:
 
     from sim_consistency.config.similarity import MetricSpec
 
-__all__ = ["STAGE", "AnalysesSettings", "WorkItem", "main", "plan", "run_item"]
+__all__ = [
+    "STAGE",
+    "AnalysesSettings",
+    "WorkItem",
+    "default_combined_probes",
+    "main",
+    "plan",
+    "run_item",
+]
 
 log = logging.getLogger("sim_consistency.analyses")
 
@@ -93,6 +101,12 @@ OUTPUT_FILES: dict[str, tuple[str, ...]] = {
 }
 #: Analyses that compare datasets (need at least 2).
 _CROSS_DATASET = ("categories", "random_sets")
+
+
+def default_combined_probes(location: ProjectLocation) -> Path:
+    """The combined-probe stage's pair table, ``--combined_probes``' default
+    (:mod:`sim_consistency.probe.combined_table`)."""
+    return location.linear_probe / "combined" / "combined_vs_single.csv"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,7 +150,7 @@ class AnalysesSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
     combined_probes: Path | None = option(
         "combined_gap: CSV with dataset, model_a, model_b, combined_top1, top1_a, top1_b",
         default=None,
-        shown_default="results/combined_probes/combined_vs_single.csv",
+        shown_default="results/linear_probe/combined/combined_vs_single.csv",
     )
     split: str = option("sample_size: dataset split of the caches", default="test")
     block: str | None = option(
@@ -206,9 +220,7 @@ class AnalysesSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
                 'of the metadata fields; set them in the models config (e.g. "objective": '
                 '"supervised") or choose others.'
             )
-        combined = s.combined_probes or (
-            s.location.results / "combined_probes" / "combined_vs_single.csv"
-        )
+        combined = s.combined_probes or default_combined_probes(s.location)
         return replace(
             s,
             analyses=analyses,

@@ -17,10 +17,11 @@ seed, ``results/linear_probe/single_model/<dataset_slug>/<model_id>/<hp_slug>/``
   head (``kind=head``), with everything needed to aggregate (dataset, model, metadata, seed,
   protocol, block index and depth fraction);
 * ``accuracy_vs_depth.csv`` — with more than one block: block index, name, top-1, balanced acc;
-* ``test_predictions.npz`` — per test row its key, label and each probe's (and the head's)
-  predicted label, for paired comparisons of models on the same images (soup metrics). A
-  result folder without it (written before it existed) is rebuilt once; its numbers do not
-  change, so :data:`PROBE_CODE_VERSION` does not either.
+* ``test_predictions.npz`` — per test row its key and label, each probed block's predicted
+  label (and the head's), and the deepest probed block's logits; ``probe_weights.safetensors``
+  — every probed block's fitted probe. Both are laid out as :mod:`sim_consistency.probe.stored`
+  documents; soup metrics (paired comparisons), the ensemble and the transfer stages read them.
+  A result folder without them (written before they existed) is rebuilt once.
 
 Our defaults are the fast exact probe, seed 0 and our search; ``--profile rep2rep`` sets
 Rep2Rep's (``rep2rep`` protocol, seeds 0 1 2, ``--search rep2rep``) for every flag left unset
@@ -106,7 +107,8 @@ FIXED_REG_LAMBDA = 0.2
 #: Seeds run when ``--seeds`` is not given: Rep2Rep reports the mean over seeds 0, 1, 2.
 DEFAULT_SEEDS: dict[str, tuple[int, ...]] = {"rep2rep": (0, 1, 2), "fast": (0,)}
 
-_OUTPUT_FILES = ("test_predictions.npz", "results.csv", "accuracy_vs_depth.csv", "results.json")
+_STORED_FILES = ("test_predictions.npz", "probe_weights.safetensors")
+_OUTPUT_FILES = (*_STORED_FILES, "results.csv", "accuracy_vs_depth.csv", "results.json")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -371,8 +373,8 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
                 record = read_json_record(out / "results.json")
                 stored = None if record is None else record.get("content_key")
                 current = settings.metadata_of(model_id)
-                # results written before per-row predictions were stored are rebuilt once
-                complete = (out / _OUTPUT_FILES[0]).is_file()
+                # results written before the predictions and weights were stored: rebuilt once
+                complete = all((out / f).is_file() for f in _STORED_FILES)
                 if (
                     complete
                     and stored == key
@@ -422,7 +424,8 @@ STAGE = Stage(
     settings=EvaluationSettings,
     description="Linear probes (and head accuracy) of every model on cached features.",
     details="Writes results/linear_probe/single_model/<dataset_slug>/<model_id>/<hp_slug>/ "
-    "(results.json, results.csv, accuracy_vs_depth.csv); current results are reused.",
+    "(results.json, results.csv, accuracy_vs_depth.csv, probe_weights.safetensors, "
+    "test_predictions.npz); current results are reused.",
     examples=(
         "python scripts/single_model_evaluation.py --models_config configs/models/demo.json "
         "--datasets wds/digits --seeds 0 1 2",

@@ -49,7 +49,7 @@ def test_gap_is_combined_minus_best_single_and_correlates(tmp_path):
 
 
 def test_missing_and_bad_tables_are_named(tmp_path):
-    with pytest.raises(MissingInputError, match="--mode combined"):
+    with pytest.raises(MissingInputError, match="scripts/combined_probe.py"):
         read_combined_probes(tmp_path / "nope.csv")
     path = tmp_path / "bad.csv"
     pd.DataFrame({"dataset": ["x"], "model_a": ["a"]}).to_csv(path, index=False)
@@ -63,3 +63,25 @@ def test_missing_and_bad_tables_are_named(tmp_path):
     _, good = _table(tmp_path)
     with pytest.raises(ConfigError, match="no .* row matches the similarity"):
         gap_vs_similarity(read_combined_probes(good), {"other": _matrix()})
+
+
+def test_repeated_combinations_are_averaged_and_summarised_per_combiner(tmp_path):
+    rows = [
+        {"dataset": "d", "combiner": c, "model_a": "a", "model_b": b, "combined_top1": top1,
+         "top1_a": 0.5, "top1_b": 0.6, "seed": seed}
+        for c in ("concat", "ensemble")
+        for b in ("b", "c", "e")
+        for seed, top1 in ((0, 0.7), (1, 0.8))
+    ]  # fmt: skip
+    path = tmp_path / "t.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    table = read_combined_probes(path)
+    assert len(table) == 6 and set(table["n_runs"]) == {2}
+    assert table["combined_top1"].tolist() == pytest.approx([0.75] * 6, abs=1e-15)
+    ids = ["a", "b", "c", "e"]
+    matrix = pd.DataFrame(np.eye(4), index=ids, columns=ids)
+    matrix.loc["a", ["b", "c", "e"]] = [0.1, 0.5, 0.9]
+    summary = gap_summary(gap_vs_similarity(table, {"d": matrix}))
+    assert summary["combiner"].tolist() == ["concat", "ensemble"]
+    assert summary["n_pairs"].tolist() == [3, 3]
+    assert summary["mean_gap"].tolist() == pytest.approx([0.15, 0.15], abs=1e-12)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+from sim_consistency.config.model_sets import load_model_sets
 from sim_consistency.config.models import load_models_config
 from sim_consistency.config.shipped import (
     SHIPPED_KINDS,
@@ -60,6 +62,9 @@ def test_every_shipped_config_is_valid(tmp_path):
             assert problems and all(p.endswith(".safetensors does not exist.") for p in problems)
             refused.append(name)
     assert "demo" in refused  # the demo's own checkpoints are not in an empty root
+    demo_ids = json.loads(shipped_config("models", "demo").read_text())
+    for name in shipped_names("model_sets"):
+        assert load_model_sets(shipped_config("model_sets", name), demo_ids)
     for name in shipped_names("datasets"):
         names = read_dataset_list([str(shipped_config("datasets", name))])
         assert names and all(n.startswith("wds/") for n in names)

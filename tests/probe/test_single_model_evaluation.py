@@ -238,21 +238,27 @@ def test_metadata_edit_relabels_tables_without_recomputing(probe_project, tmp_pa
 def test_wilson_intervals_and_per_row_predictions_match_the_accuracies(evaluated):
     from scipy.stats import binomtest
 
-    from sim_consistency.probe.evaluation import read_test_predictions
+    from sim_consistency.probe.stored import read_predictions
 
     location, _ = evaluated
     out = _result_dir(location, "vit", hp_slug("fast", 0))
     record = json.loads((out / "results.json").read_text())
-    predictions = read_test_predictions(out)
-    labels = predictions["labels"]
+    predictions = read_predictions(out / "test_predictions.npz")
+    labels = predictions.labels
     with open_cache(location.feature_file(DATASET, "test", "vit")) as test:
-        assert predictions["keys"].tolist() == [str(k) for k in test.keys]
+        assert predictions.keys.tolist() == [str(k) for k in test.keys]
         assert labels.tolist() == test.labels.tolist()
-    assert predictions["blocks"].tolist() == record["block_names"]
+    assert list(predictions.block_predictions) == record["block_names"]
+    # the logits are the deepest block's, and their argmax is that block's prediction
+    assert predictions.block == record["block_names"][-1]
+    np.testing.assert_array_equal(
+        predictions.pred, predictions.block_predictions[predictions.block]
+    )
     frame = pd.read_csv(out / "results.csv").set_index("block")
-    scored = [(name, predictions[f"probe_pred_{i}"], record["blocks"][name])
-              for i, name in enumerate(record["block_names"])]  # fmt: skip
-    scored.append(("logits", predictions["head_pred"], record["head"]))
+    scored = [(name, predictions.block_predictions[name], record["blocks"][name])
+              for name in record["block_names"]]  # fmt: skip
+    assert predictions.head_pred is not None
+    scored.append(("logits", predictions.head_pred, record["head"]))
     for name, pred, metrics in scored:
         n = labels.size
         k = int((pred == labels).sum())

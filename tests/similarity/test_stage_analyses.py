@@ -136,7 +136,7 @@ def test_rerun_reuses_and_missing_combined_table_is_skipped_with_the_command(
     with caplog.at_level(logging.WARNING, logger="sim_consistency.analyses"):
         assert stage.main(argv) == 0
     assert (
-        "scripts/single_model_evaluation.py --mode combined"
+        "scripts/combined_probe.py"
         in caplog.text + capsys.readouterr().err
     )
     assert stage.main(argv) == 0

@@ -26,6 +26,8 @@ STAGES = (
     "export_rep2rep",
     "demo",
     "soup_metrics",
+    "combined_probe",
+    "probe_transfer",
 )
 
 _PROBE = """

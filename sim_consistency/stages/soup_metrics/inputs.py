@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from sim_consistency.errors import CacheError, MissingInputError
+from sim_consistency.errors import CacheError, DataError, MissingInputError
 from sim_consistency.features import read_cache_attrs
 from sim_consistency.merging import is_materialised, weights_identity
-from sim_consistency.probe.evaluation import PREDICTIONS_FILE, read_test_predictions
+from sim_consistency.probe.stored import PREDICTIONS_FILE, read_predictions
 from sim_consistency.project import dataset_slug
 from sim_consistency.stages.soup_metrics.study import Study
 
@@ -173,19 +173,20 @@ def correctness(study: Study, model_id: str, dataset: str) -> tuple[np.ndarray, 
     """
     folder = _probe_dir(study, dataset, model_id)
     record = accuracy_record(study, model_id, dataset)
-    data = read_test_predictions(folder)
+    try:
+        data = read_predictions(folder / PREDICTIONS_FILE)
+    except DataError as exc:
+        raise CacheError(f"{exc} ({study.commands.probe([model_id], [dataset])})") from None
     if record["source"] == "head":
-        pred = data.get("head_pred")
+        pred = data.head_pred
     else:
-        blocks = [str(b) for b in data["blocks"]]
-        block = record["source"].removeprefix("probe:")
-        pred = data.get(f"probe_pred_{blocks.index(block)}") if block in blocks else None
+        pred = data.block_predictions.get(record["source"].removeprefix("probe:"))
     if pred is None:
         raise CacheError(
             f"{folder / PREDICTIONS_FILE}: no predictions of the {record['source']}; rerun "
             + study.commands.probe([model_id], [dataset])
         )
-    correct = np.asarray(pred == data["labels"])
+    correct = np.asarray(pred == data.labels)
     if abs(float(correct.mean()) - record["top1"]) > 1e-12:
         raise CacheError(
             f"{folder / PREDICTIONS_FILE}: predictions give top-1 {correct.mean():.6f} but "
@@ -193,7 +194,7 @@ def correctness(study: Study, model_id: str, dataset: str) -> tuple[np.ndarray, 
             + study.commands.probe([model_id], [dataset])
             + " --force"
         )
-    return data["keys"], correct
+    return data.keys, correct
 
 
 def layer_cka_inputs(

@@ -1,0 +1,90 @@
+"""Flags and paths shared by the stages that build on single-model probes (combined, transfer).
+
+:class:`ProbeRuns` holds the protocol flags that name a single-model result folder
+(``--protocol``, ``--seeds``, ``--val_proportion``, the splits); :func:`single_model_dir`
+gives that folder, the one ``single_model_evaluation`` writes with the same flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sim_consistency.errors import ConfigError, MissingInputError
+from sim_consistency.outputs import read_json_record
+from sim_consistency.project import ProjectLocation, dataset_slug
+from sim_consistency.runtime import StageSettings, option
+from sim_consistency.stages.single_model_evaluation import DEFAULT_SEEDS, PROTOCOLS, hp_slug
+
+__all__ = ["ProbeRuns", "read_single_model_result", "single_model_dir"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeRuns(StageSettings):
+    """``--protocol``, ``--seeds``, ``--val_proportion`` and the splits of the probes."""
+
+    seeds: tuple[int, ...] = option(
+        "run seeds",
+        default=(),
+        nargs="+",
+        type=int,
+        shown_default="0 1 2 for rep2rep as in Rep2Rep, 0 for fast",
+    )
+    protocol: str = option("probe protocol", default="fast", choices=PROTOCOLS)
+    val_proportion: float = option("validation fraction of train", default=0.2, type=float)
+    train_split: str = option("split the probes are trained on", default="train")
+    test_split: str = option("split the probes are scored on", default="test")
+    epochs: int = 20
+    batch_size: int = 1024
+
+    def validated(self):
+        s = super().validated()
+        if not 0.0 < s.val_proportion < 1.0:
+            raise ConfigError(f"--val_proportion must be in (0, 1) (got {s.val_proportion}).")
+        return replace(s, seeds=tuple(dict.fromkeys(s.seeds or DEFAULT_SEEDS[s.protocol])))
+
+    def slug(self, seed: int) -> str:
+        """The result folder name of one seed (:func:`hp_slug`)."""
+        return hp_slug(self.protocol, seed, val_proportion=self.val_proportion)
+
+    def hyper_parameters(self, seed: int) -> dict[str, Any]:
+        """The settings that determine one seed's probe (for content keys)."""
+        from sim_consistency.probe import REP2REP_LRS, WEIGHT_DECAY_GRID
+
+        hp: dict[str, Any] = {
+            "protocol": self.protocol,
+            "seed": seed,
+            "val_proportion": self.val_proportion,
+            "weight_decay_grid": [float(x) for x in WEIGHT_DECAY_GRID],
+            "train_split": self.train_split,
+            "test_split": self.test_split,
+        }
+        if self.protocol == "rep2rep":
+            hp.update(lrs=list(REP2REP_LRS), epochs=self.epochs, batch_size=self.batch_size)
+        return hp
+
+
+def single_model_dir(location: ProjectLocation, dataset: str, model_id: str, slug: str) -> Path:
+    """``results/linear_probe/single_model/<dataset_slug>/<model_id>/<slug>``."""
+    return location.linear_probe / "single_model" / dataset_slug(dataset) / model_id / slug
+
+
+def read_single_model_result(folder: Path, *, needs: str, rerun: str) -> dict[str, Any]:
+    """Return a complete single-model ``results.json`` that records its stored files.
+
+    Raises:
+        MissingInputError: no complete result there, or one from before probes were stored
+            (the message says which command rebuilds it).
+    """
+    record = read_json_record(folder / "results.json")
+    if record is None or "content_key" not in record:
+        raise MissingInputError(
+            f"{folder}: no single-model probe result, which {needs} needs. Run first: {rerun}"
+        )
+    if not record.get("stored_files"):
+        raise MissingInputError(
+            f"{folder}: the result predates stored probes (no probe_weights.safetensors / "
+            f"test_predictions.npz). Re-run: {rerun}"
+        )
+    return record
