@@ -20,11 +20,13 @@ dataset                   classes map
 ``wds/imagenet1k``        1000    identity
 ========================= ======= =============================================================
 
-ObjectNet's 113-class map is **not shipped**: it is derived from ObjectNet's own metadata files
-(``objectnet_to_imagenet_1k.json`` and friends), which could not be obtained here. Give it as
-a file (``--class_map wds/objectnet=objectnet_map.json``, each entry a list of ImageNet
-indices). :func:`read_class_map` reads a user file in the same format as the shipped ones: a
-JSON list, or an object whose ``"map"`` is that list.
+ObjectNet's 113-class map is **not shipped** (ObjectNet's licence keeps its metadata with the
+dataset), but it is built from the ``mappings/`` folder every ObjectNet download has: give that
+folder (or the ``objectnet-1.0`` folder) as the map, ``--class_map
+wds/objectnet=/data/objectnet-1.0/mappings``
+(:func:`~sim_consistency.probe.objectnet_map.objectnet_class_map`, model-soups' recipe).
+:func:`read_class_map` reads a user file in the same format as the shipped ones: a JSON list,
+or an object whose ``"map"`` is that list; a directory is read as ObjectNet's mappings.
 """
 
 from __future__ import annotations
@@ -87,8 +89,13 @@ def parse_class_map(raw: Any, where: str) -> ClassMap:
 
 
 def read_class_map(path: str | Path) -> ClassMap:
-    """Read a class-map JSON file (see :func:`parse_class_map`)."""
+    """Read a class-map JSON file (see :func:`parse_class_map`), or build ObjectNet's map from
+    its ``mappings`` folder when ``path`` is a directory."""
     path = Path(path)
+    if path.is_dir():
+        from sim_consistency.probe.objectnet_map import objectnet_class_map
+
+        return objectnet_class_map(path)
     try:
         raw = json.loads(path.read_text())
     except OSError as exc:

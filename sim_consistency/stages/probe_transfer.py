@@ -60,8 +60,9 @@ class TransferSettings(Models, ProbeRuns, Device, Threads, Force, Launcher, Wand
         "datasets the probes are scored on", default=(), nargs="+", required=True
     )
     class_maps: tuple[str, ...] = option(
-        "DATASET=FILE class maps (JSON list: entry j = source label(s) of target label j); "
-        "override or add to the shipped ImageNet-A/-R/V2/Sketch maps",
+        "DATASET=FILE class maps (JSON list: entry j = source label(s) of target label j; or "
+        "ObjectNet's mappings/ folder); override or add to the shipped ImageNet-A/-R/V2/Sketch "
+        "maps",
         default=(),
         nargs="+",
         flag="--class_map",
@@ -99,7 +100,9 @@ class TransferSettings(Models, ProbeRuns, Device, Threads, Force, Launcher, Wand
                 raise ConfigError(
                     f"--target_datasets {target}: no class map is shipped for it (shipped: "
                     f"{', '.join(['wds/imagenet1k', 'wds/imagenetv2', 'wds/imagenet_sketch', *SHIPPED_MAPS])}"
-                    f"; ObjectNet's must be given). Give one: --class_map {target}=FILE.json."
+                    f"; ObjectNet's is built from its mappings/ folder: --class_map "
+                    f"{target}=/path/to/objectnet-1.0/mappings). Give one: --class_map "
+                    f"{target}=FILE.json."
                 )
             maps[target] = shipped
             sources[target] = f"shipped:{SHIPPED_MAPS.get(target, 'identity-1000')}"

@@ -135,10 +135,7 @@ def test_rerun_reuses_and_missing_combined_table_is_skipped_with_the_command(
     argv = _args(computed, config, *OPTIONS, "--analyses", "categories", "combined_gap")
     with caplog.at_level(logging.WARNING, logger="sim_consistency.analyses"):
         assert stage.main(argv) == 0
-    assert (
-        "scripts/combined_probe.py"
-        in caplog.text + capsys.readouterr().err
-    )
+    assert "scripts/combined_probe.py" in caplog.text + capsys.readouterr().err
     assert stage.main(argv) == 0
     assert "nothing to do" in capsys.readouterr().out
 
