@@ -275,6 +275,13 @@ def build_sections(location: ProjectLocation) -> tuple[list[Section], list[str],
     else:
         missing.append("linear probes (scripts/single_model_evaluation.py)")
 
+    from sim_consistency.probe.report_section import combined_and_transfer_section
+
+    combined = combined_and_transfer_section(location)
+    if combined is not None:  # optional stages: never listed as missing
+        headline += combined.findings[:1]
+        sections.append(combined)
+
     barriers = _read(soups / "barriers.csv")
     if barriers is not None:
         section = Section(

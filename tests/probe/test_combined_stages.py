@@ -271,3 +271,20 @@ def test_transfer_errors_name_the_dataset_and_the_fix(project, tmp_path, capsys)
     assert "the map does not fit this dataset" in capsys.readouterr().err
     assert _run_transfer(project, "--class_map", f"wds/other={small}") == 2
     assert "not among --target_datasets" in capsys.readouterr().err
+
+
+def test_report_section_shows_combined_and_transfer_results(project):
+    from sim_consistency.report import build_sections
+
+    location, _, _ = project
+    sections, missing, _ = build_sections(location)
+    section = next(s for s in sections if s.title.startswith("Combined probes"))
+    names = [t.name for t in section.tables]
+    assert names == ["combined_probes", "probe_transfer"]
+    combined = section.tables[0].frame
+    assert {"concat", "concat_pca", "ensemble"} <= set(combined["combiner"])
+    pair = combined[(combined["combiner"] == "concat") & (combined["model_set"] == "pair")]
+    assert pair["gain_pp"].notna().all()
+    assert any(f.startswith("concat:") and "pp" in f for f in section.findings)
+    assert any("→" in f for f in section.findings)
+    assert not any("combined" in m for m in missing)
