@@ -251,7 +251,7 @@ def build_sections(location: ProjectLocation) -> tuple[list[Section], list[str],
     from sim_consistency.analysis.report_section import analyses_section
 
     rep2rep = analyses_section(location)
-    if rep2rep is not None:  # optional (not in the demo): never listed as missing
+    if rep2rep is not None:  # optional stage: never listed as missing
         headline += rep2rep.findings[:1]
         sections.append(rep2rep)
 

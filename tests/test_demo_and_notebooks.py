@@ -37,6 +37,10 @@ def test_demo_writes_every_stage_and_the_report(demo_root):
     assert (location.soup_metrics / "soup_vs_ingredients.csv").is_file()
     assert (location.soup_metrics / "branching_summary.json").is_file()
     assert any(location.consistency.glob("*/*/consistency_pearson.csv"))
+    pairs = pd.read_csv(location.linear_probe / "combined" / "combined_vs_single.csv")
+    assert {"concat", "concat_pca", "ensemble"} <= set(pairs["combiner"])
+    gap = location.results / "analyses" / "combined_gap"
+    assert any(gap.glob("*/gap_vs_similarity.csv"))  # the analyses read the pair table
     report = (location.results / "report.md").read_text()
     for title in (
         "Summary",
@@ -45,6 +49,8 @@ def test_demo_writes_every_stage_and_the_report(demo_root):
         "Block-wise CKA",
         "Representational similarity and Rep2Rep consistency",
         "Linear probes",
+        "Combined probes, ensembles and probe transfer",
+        "Rep2Rep analyses",
         "Interpolation barriers",
         "Branching and basins",
         "Feature purity",

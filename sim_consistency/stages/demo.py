@@ -4,8 +4,9 @@ One command, no download, a 2-core CPU: builds ``wds/digits`` and its noisy copy
 demo's own small real models (W0, fine-tuned and branched runs), builds every variant (uniform,
 greedy and pruned soups, MonoSoup with both rank rules and its high-/low-only ablations, WiSE-FT,
 TIES), extracts block-wise features, computes model×model similarity matrices, block×block CKA
-against W0, linear probes, soup metrics (barriers, branching, purity) and Rep2Rep consistency
-across the two datasets, aggregates the results and writes ``results/report.{md,html}``.
+against W0, linear probes, soup metrics (barriers, branching, purity), Rep2Rep consistency
+across the two datasets, combined probes and ensembles of model pairs and the Rep2Rep paper's
+analyses, aggregates the results and writes ``results/report.{md,html}``.
 
 Every step is one stage's ``main`` with the same flags a user would type, so the demo is also
 the integration test of the stages. Re-running reuses everything cached (each stage skips
@@ -42,6 +43,10 @@ __all__ = [
 #: The demo's configs, shipped with the package (``configs/models/demo.json``, …).
 DEFAULT_MODELS_CONFIG = shipped_config("models", "demo")
 DEFAULT_SIMILARITY_CONFIG = shipped_config("similarity", "default")
+DEFAULT_MODEL_SETS = shipped_config("model_sets", "demo")
+#: The Rep2Rep analyses' light demo settings (seconds on the digits data).
+_ANALYSES_OPTIONS = ("--category_fields", "architecture_class", "--n_draws", "50",
+                     "--sample_sizes", "50", "--sample_seeds", "0", "1")  # fmt: skip
 #: The in-distribution dataset and its noisy copy (OOD: σ = 2 pixel noise) the study compares.
 DEMO_DATASETS: tuple[str, ...] = ("wds/digits", "wds/digits_noisy")
 #: The demo's reference model: W0 of the ResNet group (BatchNorm, so every BN policy matters).
@@ -51,6 +56,22 @@ _SOUP_METHODS = ("uniform", "weighted", "greedy", "pruned")
 #: The probe seeds the README recommends (``--seeds 0 1 2``): each seed draws its own validation
 #: split (and, for the rep2rep protocol, initialisation), so the report shows a spread over seeds.
 DEMO_PROBE_SEEDS: tuple[int, ...] = (0, 1, 2)
+
+
+def demo_model_sets(location: ProjectLocation, models_config: Path) -> Path | None:
+    """Write the shipped demo model sets whose models are all in ``models_config`` (a reduced
+    study has fewer) to ``models/generated/demo_model_sets.json``; None when none is left."""
+    import json
+
+    ids = set(json.loads(Path(models_config).read_text()))
+    sets = json.loads(DEFAULT_MODEL_SETS.read_text())["model_sets"]
+    kept = {name: members for name, members in sets.items() if set(members) <= ids}
+    if not kept:
+        return None
+    path = location.models / "generated" / "demo_model_sets.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"model_sets": kept}, indent=1) + "\n")
+    return path
 
 
 def demo_models(models_config: Path, *, quick: bool = False) -> dict[str, list[str]]:
@@ -105,7 +126,9 @@ def demo_steps(
 ) -> list[tuple[str, Callable[[list[str]], int], list[str]]]:
     """Return the demo's steps as ``(title, stage main, argv)``, in order."""
     from sim_consistency.stages import (
+        analyses,
         build_variants,
+        combined_probe,
         consistency,
         distance_matrix_computation,
         feature_extraction,
@@ -199,7 +222,22 @@ def demo_steps(
             ],
         ),
         ("Rep2Rep consistency", consistency.main, [*models, *datasets, *similarity]),
+        (
+            "the Rep2Rep paper's analyses (categories, clustering, sample size, random sets)",
+            analyses.main,
+            [*models, *datasets, *similarity, *_ANALYSES_OPTIONS],
+        ),
     ]
+    model_sets = demo_model_sets(location, models_config)
+    if model_sets is not None:  # before the analyses: their combined_gap reads its table
+        steps[-1:-1] = [
+            (
+                "combined probes and ensembles of model pairs",
+                combined_probe.main,
+                [*models, *datasets, "--model_sets", str(model_sets),
+                 "--combiners", "concat", "concat_pca", "ensemble", "--seeds", "0"],
+            )
+        ]  # fmt: skip
     return steps
 
 
