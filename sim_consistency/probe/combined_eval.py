@@ -132,6 +132,7 @@ def _combined_probe(settings: CombinedSettings, item: CombinedItem) -> dict[str,
             {"combined": combined.train}, y_train, {"combined": combined.test}, y_test,
             protocol=settings.protocol, seed=item.seed, val_proportion=settings.val_proportion,
             device=settings.device, epochs=settings.epochs, batch_size=settings.batch_size,
+            search=settings.search,
         )  # fmt: skip
     except DataError as exc:
         raise DataError(f"{item.output_dir}: {exc}") from None

@@ -14,6 +14,9 @@ always wins over the profile, and the profile over our own default.
   hyper-parameter search (``--search rep2rep``: its stratified ``train_test_split`` validation
   split, spans ±4 ±2 ±1, tie rules and random stream; see
   :mod:`sim_consistency.probe.linear_probe`).
+* ``combined_probe`` and ``probe_transfer``: the same protocol, search and seeds (the combined
+  probes are trained that way; the ensemble and the transfer read the single-model results
+  written that way).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "seeds": (0, 1, 2),
             "search": "rep2rep",
         },
+        # Rep2Rep's combined_models mode and the transfer read (or train) probes the same way
+        "combined_probe": {"protocol": "rep2rep", "seeds": (0, 1, 2), "search": "rep2rep"},
+        "probe_transfer": {"protocol": "rep2rep", "seeds": (0, 1, 2), "search": "rep2rep"},
     },
 }
 

@@ -1,28 +1,40 @@
 """Flags and paths shared by the stages that build on single-model probes (combined, transfer).
 
 :class:`ProbeRuns` holds the protocol flags that name a single-model result folder
-(``--protocol``, ``--seeds``, ``--val_proportion``, the splits); :func:`single_model_dir`
-gives that folder, the one ``single_model_evaluation`` writes with the same flags.
+(``--protocol``, ``--search``, ``--seeds``, ``--val_proportion``, the splits, and
+``--profile rep2rep``, which sets Rep2Rep's protocol, search and seeds as it does for
+``single_model_evaluation``); :func:`single_model_dir` gives that folder, the one
+``single_model_evaluation`` writes with the same flags.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sim_consistency.errors import ConfigError, MissingInputError
 from sim_consistency.outputs import read_json_record
 from sim_consistency.project import ProjectLocation, dataset_slug
-from sim_consistency.runtime import StageSettings, option
-from sim_consistency.stages.single_model_evaluation import DEFAULT_SEEDS, PROTOCOLS, hp_slug
+from sim_consistency.runtime import Profile, option
+from sim_consistency.stages.single_model_evaluation import (
+    DEFAULT_SEEDS,
+    PROTOCOLS,
+    SEARCH_RULES,
+    hp_slug,
+)
 
 __all__ = ["ProbeRuns", "read_single_model_result", "single_model_dir"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ProbeRuns(StageSettings):
-    """``--protocol``, ``--seeds``, ``--val_proportion`` and the splits of the probes."""
+class ProbeRuns(Profile):
+    """``--protocol``, ``--search``, ``--seeds``, ``--val_proportion``, the splits and
+    ``--profile`` of the probes (the stage's name keys the profile's table)."""
+
+    #: The stage name under which :data:`~sim_consistency.runtime.profiles.PROFILES` lists what
+    #: ``--profile`` sets (each subclass names its own).
+    profile_stage: ClassVar[str] = "single_model_evaluation"
 
     seeds: tuple[int, ...] = option(
         "run seeds",
@@ -31,7 +43,18 @@ class ProbeRuns(StageSettings):
         type=int,
         shown_default="0 1 2 for rep2rep as in Rep2Rep, 0 for fast",
     )
-    protocol: str = option("probe protocol", default="fast", choices=PROTOCOLS)
+    protocol: str = option(
+        "probe protocol",
+        default=None,
+        choices=PROTOCOLS,
+        shown_default="fast (ours); rep2rep with --profile rep2rep",
+    )
+    search: str = option(
+        "hyper-parameter search (as single_model_evaluation's --search)",
+        default=None,
+        choices=SEARCH_RULES,
+        shown_default="simc; rep2rep with --profile rep2rep",
+    )
     val_proportion: float = option("validation fraction of train", default=0.2, type=float)
     train_split: str = option("split the probes are trained on", default="train")
     test_split: str = option("split the probes are scored on", default="test")
@@ -39,14 +62,18 @@ class ProbeRuns(StageSettings):
     batch_size: int = 1024
 
     def validated(self):
-        s = super().validated()
+        from sim_consistency.runtime.profiles import resolve_profile
+
+        s = resolve_profile(
+            super().validated(), self.profile_stage, {"protocol": "fast", "search": "simc"}
+        )
         if not 0.0 < s.val_proportion < 1.0:
             raise ConfigError(f"--val_proportion must be in (0, 1) (got {s.val_proportion}).")
         return replace(s, seeds=tuple(dict.fromkeys(s.seeds or DEFAULT_SEEDS[s.protocol])))
 
     def slug(self, seed: int) -> str:
         """The result folder name of one seed (:func:`hp_slug`)."""
-        return hp_slug(self.protocol, seed, val_proportion=self.val_proportion)
+        return hp_slug(self.protocol, seed, val_proportion=self.val_proportion, search=self.search)
 
     def hyper_parameters(self, seed: int) -> dict[str, Any]:
         """The settings that determine one seed's probe (for content keys)."""
@@ -62,6 +89,8 @@ class ProbeRuns(StageSettings):
         }
         if self.protocol == "rep2rep":
             hp.update(lrs=list(REP2REP_LRS), epochs=self.epochs, batch_size=self.batch_size)
+        if self.search != "simc":  # as single_model_evaluation: simc keys stay as they were
+            hp["search"] = self.search
         return hp
 
 

@@ -36,7 +36,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sim_consistency.errors import ConfigError
 from sim_consistency.io import clean_stale_partial
@@ -83,6 +83,8 @@ _STORED = ("test_predictions.npz", "probe_weights.safetensors")
 @dataclass(frozen=True, kw_only=True)
 class CombinedSettings(Models, Datasets, ProbeRuns, Device, Threads, Force, Launcher, Wandb):
     """Everything a combined-probe run depends on, validated (picklable)."""
+
+    profile_stage: ClassVar[str] = "combined_probe"
 
     model_sets: Path = option(
         'model sets JSON: Rep2Rep\'s list of lists of model ids, or {"model_sets": {name: [ids]}}',

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 from sim_consistency.errors import ConfigError
 from sim_consistency.io import clean_stale_partial
@@ -54,6 +55,8 @@ TRANSFER_CODE_VERSION = "1"
 @dataclass(frozen=True, kw_only=True)
 class TransferSettings(Models, ProbeRuns, Device, Threads, Force, Launcher, Wandb):
     """Everything a transfer run depends on, validated (picklable)."""
+
+    profile_stage: ClassVar[str] = "probe_transfer"
 
     source_dataset: str = option("dataset the probes were trained on", default="wds/imagenet1k")
     target_datasets: tuple[str, ...] = option(
@@ -100,8 +103,8 @@ class TransferSettings(Models, ProbeRuns, Device, Threads, Force, Launcher, Wand
                 raise ConfigError(
                     f"--target_datasets {target}: no class map is shipped for it (shipped: "
                     f"{', '.join(['wds/imagenet1k', 'wds/imagenetv2', 'wds/imagenet_sketch', *SHIPPED_MAPS])}"
-                    f"; ObjectNet's is built from its mappings/ folder: --class_map "
-                    f"{target}=/path/to/objectnet-1.0/mappings). Give one: --class_map "
+                    "; ObjectNet's is built from its mappings/ folder: --class_map "
+                    "wds/objectnet=/path/to/objectnet-1.0/mappings). Give one: --class_map "
                     f"{target}=FILE.json."
                 )
             maps[target] = shipped

@@ -221,6 +221,35 @@ def test_unknown_model_in_a_set_is_refused_before_any_work(project, tmp_path, ca
     assert "unknown model id 'vitt'" in err and "did you mean 'vit'" in err
 
 
+def test_rep2rep_profile_sets_protocol_search_and_seeds_and_the_folders_follow(project, tmp_path):
+    location, config, sets = project
+    identity = tmp_path / "identity.json"
+    identity.write_text(json.dumps(list(range(10))))
+    common = dict(project_root=location.root, models_config=Path(config), datasets=(DATASET,))
+    s = combined_probe.CombinedSettings(**common, model_sets=Path(sets), profile="rep2rep")
+    s = s.validated()
+    assert (s.protocol, s.search, s.seeds) == ("rep2rep", "rep2rep", (0, 1, 2))
+    # the folder single_model_evaluation --profile rep2rep writes for the same seed
+    single = single_model_evaluation.EvaluationSettings(
+        **common, profile="rep2rep"
+    ).validated()  # fmt: skip
+    assert s.slug(1) == single_model_evaluation.hp_slug(
+        single.protocol, 1, val_proportion=single.val_proportion, search=single.search
+    ) == "rep2rep_val_0.2_search_rep2rep_seed_1"  # fmt: skip
+    # an explicit flag wins over the profile; without a profile our defaults
+    explicit = combined_probe.CombinedSettings(
+        **common, model_sets=Path(sets), profile="rep2rep", protocol="fast"
+    ).validated()  # fmt: skip
+    assert (explicit.protocol, explicit.search) == ("fast", "rep2rep")
+    ours = combined_probe.CombinedSettings(**common, model_sets=Path(sets)).validated()
+    assert (ours.protocol, ours.search, ours.seeds, ours.slug(0)) == ("fast", "simc", (0,), SLUG)
+    transfer = probe_transfer.TransferSettings(
+        **{k: v for k, v in common.items() if k != "datasets"}, source_dataset=DATASET,
+        target_datasets=(DATASET,), profile="rep2rep", class_maps=(f"{DATASET}={identity}",),
+    ).validated()  # fmt: skip
+    assert transfer.slug(0) == "rep2rep_val_0.2_search_rep2rep_seed_0"
+
+
 def _run_transfer(project, *extra: str) -> int:
     location, config, _ = project
     return probe_transfer.main(
