@@ -136,8 +136,8 @@ def test_pair_table_joins_each_pair_with_its_members_and_feeds_the_gap_analysis(
     import pandas as pd
 
     from sim_consistency.analysis import combined_gap
+    from sim_consistency.similarity.matrix_files import read_similarity_matrix
     from sim_consistency.stages import analyses, distance_matrix_computation
-    from sim_consistency.stages._similarity_io import read_similarity_matrix
 
     location, config, _ = project
     table = pd.read_csv(location.linear_probe / "combined" / "combined_vs_single.csv")

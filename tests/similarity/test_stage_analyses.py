@@ -13,9 +13,9 @@ import pytest
 from sim_consistency.analysis import analysis_dir
 from sim_consistency.project import dataset_slug
 from sim_consistency.similarity import consistency, consistency_summary, model_set_pairs
+from sim_consistency.similarity.matrix_files import read_similarity_matrix
 from sim_consistency.stages import analyses as stage
 from sim_consistency.stages import distance_matrix_computation
-from sim_consistency.stages._similarity_io import read_similarity_matrix
 
 from .conftest import N_ROWS, STAGE_MODELS
 
@@ -135,10 +135,7 @@ def test_rerun_reuses_and_missing_combined_table_is_skipped_with_the_command(
     argv = _args(computed, config, *OPTIONS, "--analyses", "categories", "combined_gap")
     with caplog.at_level(logging.WARNING, logger="sim_consistency.analyses"):
         assert stage.main(argv) == 0
-    assert (
-        "scripts/combined_probe.py"
-        in caplog.text + capsys.readouterr().err
-    )
+    assert "scripts/combined_probe.py" in caplog.text + capsys.readouterr().err
     assert stage.main(argv) == 0
     assert "nothing to do" in capsys.readouterr().out
 
