@@ -15,7 +15,7 @@ from sim_consistency.errors import ConfigError, MissingInputError
 from sim_consistency.outputs import read_json_record
 from sim_consistency.project import ProjectLocation, dataset_slug
 from sim_consistency.runtime import StageSettings, option
-from sim_consistency.stages.single_model_evaluation import DEFAULT_SEEDS, PROTOCOLS, hp_slug
+from sim_consistency.stages.single_model_evaluation import DEFAULT_SEEDS, PROTOCOLS
 
 __all__ = ["ProbeRuns", "read_single_model_result", "single_model_dir"]
 
@@ -45,7 +45,9 @@ class ProbeRuns(StageSettings):
         return replace(s, seeds=tuple(dict.fromkeys(s.seeds or DEFAULT_SEEDS[s.protocol])))
 
     def slug(self, seed: int) -> str:
-        """The result folder name of one seed (:func:`hp_slug`)."""
+        """The result folder name of one seed (:func:`~sim_consistency.probe.hp_slug`)."""
+        from sim_consistency.probe.result_folders import hp_slug
+
         return hp_slug(self.protocol, seed, val_proportion=self.val_proportion)
 
     def hyper_parameters(self, seed: int) -> dict[str, Any]:
