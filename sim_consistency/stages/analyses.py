@@ -359,7 +359,8 @@ STAGE = Stage(
     description="The Rep2Rep paper's analyses: consistency by category and anchor, clustering, "
     "combined-probe gap, CKA sample-size curves, random model sets.",
     details="Writes results/analyses/<analysis>/<metric_slug>/ (tidy CSVs, PNG/PDF figures, "
-    "metadata.json); up-to-date folders are reused.",
+    "metadata.json); up-to-date folders are reused. --split, --block and --normalize choose the "
+    "cached features sample_size recomputes CKA from (as the matrices were computed).",
     examples=(
         "python scripts/analyses.py --models_config configs/models/demo.json "
         "--datasets wds/digits wds/digits_noisy --similarity_config default",
