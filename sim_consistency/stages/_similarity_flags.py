@@ -68,7 +68,7 @@ class CachedBlock(StageSettings):
     split: str = option(
         "dataset split of the feature caches",
         default=None,
-        shown_default=f"{DEFAULT_SPLIT}; train with --profile rep2rep where the stage has it",
+        shown_default=f"{DEFAULT_SPLIT} (ours); train with --profile rep2rep where the stage has it",
     )
     block: str | None = option(
         "block compared for every model",
