@@ -285,12 +285,13 @@ def _compute(
 
 def run_item(settings: MatrixSettings, item: WorkItem) -> list[Path]:
     """Compute and write every matrix of one dataset; return the output folders."""
+    from sim_consistency.data import stratified_subset
     from sim_consistency.features import load_aligned_blocks
 
     # One read per cache file; keys checked to be identical across caches (else CacheError).
     keys, labels, features = load_aligned_blocks(item.cache_paths, item.block)
-    subset = _subset_rows(labels, item.max_samples)
-    if subset is not None:
+    if item.max_samples is not None and labels.size > item.max_samples:  # Rep2Rep's subset rule
+        subset = stratified_subset(np.asarray(labels), max_samples=item.max_samples, seed=0)
         features = [f[subset] for f in features]
         keys = keys[subset]
     return write_matrices(item, features, keys)
@@ -363,15 +364,6 @@ def write_matrices(
         )
         written.append(out.folder)
     return written
-
-
-def _subset_rows(labels: np.ndarray, max_samples: int | None) -> np.ndarray | None:
-    """Return the rows of Rep2Rep's subset rule, or ``None`` when the split is used whole."""
-    from sim_consistency.data import stratified_subset
-
-    if max_samples is None or labels.size <= max_samples:
-        return None
-    return stratified_subset(np.asarray(labels), max_samples=max_samples, seed=0)
 
 
 STAGE = Stage(
