@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import re
@@ -28,14 +29,16 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from sim_consistency.errors import OutputWriteError, StageTerminated
 
 __all__ = [
     "WRITE_ERRNOS",
     "atomic_output",
+    "atomic_write_json",
     "atomic_write_text",
     "check_free_space",
     "clean_stale_partial",
@@ -290,6 +293,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_output(path, needed=len(data), what=f"{Path(path).name}") as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
+    """Write ``payload`` as indented JSON (sorted keys; non-JSON values as ``str``), atomically."""
+    return atomic_write_text(
+        path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    )
 
 
 class SigtermState:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sim_consistency.similarity.grid_outputs import pair_name
 from sim_consistency.stages import demo
-from sim_consistency.stages.layer_cka import pair_name
 
 pytest.importorskip("nbconvert", reason="nbconvert (dev dependency) not installed")
 nbformat = pytest.importorskip("nbformat", reason="nbformat (dev dependency) not installed")

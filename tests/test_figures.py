@@ -12,10 +12,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from sim_consistency.aggregate import plot_accuracy_vs_depth
-from sim_consistency.figures import figure_path, save_figure, subplots
+from sim_consistency.figures import figure_path, save_figure, save_heatmap, subplots
+from sim_consistency.similarity.grid_outputs import pair_name
 from sim_consistency.soup_metrics import plots
-from sim_consistency.stages._similarity_io import save_heatmap
-from sim_consistency.stages.layer_cka import pair_name
 
 # The example: two fine-tuned runs whose ids differ only after a dot.
 A, B = "rn_ft_lr0.001_s0", "rn_ft_lr0.0003_s1"
@@ -76,7 +75,7 @@ def test_series_styles_differ_for_every_model_of_the_demo():
 def test_profile_axis_is_scaled_to_the_data(tmp_path):
     import matplotlib.image
 
-    from sim_consistency.stages._similarity_io import save_profile_plot
+    from sim_consistency.figures import save_profile_plot
 
     captured = {}
     original = Figure.savefig
@@ -136,7 +135,7 @@ def test_importing_the_package_and_saving_figures_keeps_the_users_backend(tmp_pa
         from sim_consistency.aggregate import plot_consistency
         from sim_consistency.figures import save_figure
         from sim_consistency.soup_metrics.plots import plot_retention_sweep
-        from sim_consistency.stages._similarity_io import save_heatmap
+        from sim_consistency.figures import save_heatmap
         out = Path({str(tmp_path)!r})
         save_heatmap(np.eye(2), out / "heatmap", row_labels=["a", "b"], col_labels=["a", "b"],
                      title="t")

@@ -17,8 +17,10 @@ All correlations use :func:`sim_consistency.similarity.consistency` (same pairin
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -243,3 +245,36 @@ def anchor_figure(anchors: pd.DataFrame, title: str) -> Any:
     ax.set_ylabel("row consistency over dataset pairs")
     ax.set_title(title)
     return fig
+
+
+def read_dataset_categories(path: Path | None) -> dict[str, str]:
+    """Return ``{dataset: category}`` from a JSON file (``--dataset_categories``).
+
+    The file is ``{dataset: category}`` or Rep2Rep's ``dataset_info.json``
+    (``{dataset: {"domain": …}}``); ``None`` gives ``{}``.
+
+    Raises:
+        ConfigError: unreadable JSON, or an entry that is neither form (naming it).
+    """
+    if path is None:
+        return {}
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"--dataset_categories {path}: not a readable JSON file ({exc})."
+        ) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--dataset_categories {path}: expected a JSON object.")
+    out = {}
+    for dataset, value in raw.items():
+        if isinstance(value, dict) and isinstance(value.get("domain"), str):
+            out[dataset] = value["domain"]
+        elif isinstance(value, str):
+            out[dataset] = value
+        else:
+            raise ConfigError(
+                f"--dataset_categories {path}: entry {dataset!r} must be a category string or "
+                f"an object with a 'domain' string (got {value!r})."
+            )
+    return out

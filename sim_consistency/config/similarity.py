@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from sim_consistency.config.schema import Key, boolean, check_keys, choice, integer, number
+from sim_consistency.config.shipped import shipped_config, shipped_config_dir, shipped_names
 from sim_consistency.errors import ConfigError, MissingInputError
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "MetricSpec",
     "load_similarity_config",
     "parse_similarity_config",
+    "resolve_similarity_config_path",
 ]
 
 #: The key every entry has.
@@ -217,18 +219,50 @@ def parse_similarity_config(
     return specs
 
 
+def resolve_similarity_config_path(value: str | os.PathLike) -> Path:
+    """Return the file of ``--similarity_config``: a path, or the name of a shipped config.
+
+    A bare name (no ``/``, no ``.json``: ``default``, ``local_global``) is a file of
+    ``configs/similarity/``, installed with the package (so it resolves in a non-editable
+    install and in the image too); an existing file of that name wins.
+
+    Raises:
+        MissingInputError: no such file, or no shipped config of that name (listing them).
+    """
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    text = str(value)
+    if "/" not in text and os.sep not in text and not text.endswith(".json"):
+        named = shipped_config("similarity", text)
+        if named.is_file():
+            return named
+        raise MissingInputError(
+            f"--similarity_config {text!r}: no shipped similarity config of that name. Shipped: "
+            f"{', '.join(shipped_names('similarity')) or '(none)'} (in "
+            f"{shipped_config_dir('similarity')}); or give the path of a JSON file."
+        )
+    raise MissingInputError(
+        f"{path}: similarity config not found. Give the path of a JSON file or the name of a "
+        f"shipped one: {', '.join(shipped_names('similarity')) or '(none)'}."
+    )
+
+
 def load_similarity_config(
     path: str | os.PathLike, *, biased_cka: bool = False
 ) -> list[MetricSpec]:
-    """Read and validate ``configs/similarity/<name>.json`` (see :func:`parse_similarity_config`).
+    """Read and validate a similarity config (see :func:`parse_similarity_config`).
+
+    Args:
+        path: a JSON file, or the name of a shipped config (``default``: configs/similarity/
+            default.json; :func:`resolve_similarity_config_path`).
+        biased_cka: CKA entries without ``unbiased`` use the biased estimator.
 
     Raises:
-        MissingInputError: the file does not exist.
+        MissingInputError: the file does not exist (or no shipped config has that name).
         ConfigError: invalid JSON or entries (every problem at once, naming file and entry).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"{path}: similarity config not found (see configs/similarity/).")
+    path = resolve_similarity_config_path(path)
     try:
         entries = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

@@ -35,13 +35,13 @@ from sim_consistency.jsonable import jsonable
 from sim_consistency.outputs import file_digest, read_json_record
 from sim_consistency.probe.head import CLASS_MASK_FILE, cache_head_accuracy, read_class_mask
 from sim_consistency.probe.linear_probe import linear_probe_blocks
+from sim_consistency.probe.result_folders import PROBE_CODE_VERSION
 from sim_consistency.probe.stored import (
     PREDICTIONS_FILE,
     WEIGHTS_FILE,
     write_predictions,
     write_probe_weights,
 )
-from sim_consistency.stages.single_model_evaluation import PROBE_CODE_VERSION
 from sim_consistency.threads import threads_metadata
 
 if TYPE_CHECKING:

@@ -17,12 +17,7 @@ from sim_consistency.errors import ConfigError, MissingInputError
 from sim_consistency.outputs import read_json_record
 from sim_consistency.project import ProjectLocation, dataset_slug
 from sim_consistency.runtime import Profile, option
-from sim_consistency.stages.single_model_evaluation import (
-    DEFAULT_SEEDS,
-    PROTOCOLS,
-    SEARCH_RULES,
-    hp_slug,
-)
+from sim_consistency.stages.single_model_evaluation import DEFAULT_SEEDS, PROTOCOLS, SEARCH_RULES
 
 __all__ = ["ProbeRuns", "read_single_model_result", "single_model_dir"]
 
@@ -72,7 +67,9 @@ class ProbeRuns(Profile):
         return replace(s, seeds=tuple(dict.fromkeys(s.seeds or DEFAULT_SEEDS[s.protocol])))
 
     def slug(self, seed: int) -> str:
-        """The result folder name of one seed (:func:`hp_slug`)."""
+        """The result folder name of one seed (:func:`~sim_consistency.probe.hp_slug`)."""
+        from sim_consistency.probe.result_folders import hp_slug
+
         return hp_slug(self.protocol, seed, val_proportion=self.val_proportion, search=self.search)
 
     def hyper_parameters(self, seed: int) -> dict[str, Any]:

@@ -38,7 +38,6 @@ __all__ = [
     "ci_key_fields",
     "ci_metadata",
     "ci_plan_reason",
-    "half_width",
     "no_interval_reason",
 ]
 
@@ -113,11 +112,6 @@ def ci_metadata(interval: Interval, n_rows: int) -> dict[str, Any]:
         "ci_centre": "bias-corrected estimate (the point itself may lie outside its interval)",
         "ci_files": {"se": "standard error", "ci_low": "lower bound", "ci_high": "upper bound"},
     }
-
-
-def half_width(interval: Interval) -> Any:
-    """Return the interval's half-width, ``(ci_high - ci_low) / 2`` (what ``±`` shows)."""
-    return (interval.ci_high - interval.ci_low) / 2.0
 
 
 def no_interval_reason(spec: MetricSpec) -> str | None:

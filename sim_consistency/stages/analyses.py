@@ -22,12 +22,11 @@ caches) and writes, per analysis and metric, ``results/analyses/<analysis>/<metr
   ``summary.csv`` and ``histogram.png|.pdf``.
 
 Every folder ends with ``metadata.json`` holding its content key (inputs' keys + settings);
-up-to-date folders are reused.
+up-to-date folders are reused. The files are written by :mod:`sim_consistency.analysis.drivers`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -55,17 +54,15 @@ from sim_consistency.runtime import (
     option,
     run_stage,
 )
+from sim_consistency.stages._similarity_flags import DEFAULT_SPLIT, CachedBlock, SimilarityMetrics
 from sim_consistency.stages._similarity_io import (
     SIMILARITY_CODE_VERSION,
     cache_attrs,
-    read_similarity_matrix,
     resolve_block,
     write_json,
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from sim_consistency.config.similarity import MetricSpec
 
 __all__ = [
@@ -110,19 +107,14 @@ def default_combined_probes(location: ProjectLocation) -> Path:
 
 
 @dataclass(frozen=True, kw_only=True)
-class AnalysesSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
-    """Everything a run depends on; :meth:`validated` loads the metrics and the metadata."""
+class AnalysesSettings(
+    Models, Datasets, Threads, Force, Launcher, Wandb, SimilarityMetrics, CachedBlock
+):
+    """Everything a run depends on; :meth:`validated` loads the metrics and the metadata.
 
-    similarity_config: Path = option(
-        "configs/similarity/<name>.json: the metrics whose matrices are analysed",
-        default=None,
-        required=True,
-    )
-    biased_cka: bool = option(
-        "CKA entries without 'unbiased' use the biased estimator (default: unbiased, as in "
-        "Rep2Rep)",
-        default=False,
-    )
+    ``--split``, ``--block`` and ``--normalize`` apply to ``sample_size`` (as the matrices).
+    """
+
     analyses: tuple[str, ...] = option(
         "the analyses to run", default=ANALYSES, nargs="+", choices=ANALYSES
     )
@@ -152,17 +144,6 @@ class AnalysesSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
         default=None,
         shown_default="results/linear_probe/combined/combined_vs_single.csv",
     )
-    split: str = option("sample_size: dataset split of the caches", default="test")
-    block: str | None = option(
-        "sample_size: block compared for every model",
-        default=None,
-        shown_default="as scripts/distance_matrix_computation.py",
-    )
-    normalize: bool = option(
-        "sample_size: L2-normalise each sample's features first (as the matrices)",
-        default=True,
-        negatable=True,
-    )
     sample_sizes: tuple[int, ...] = option(
         "sample_size: sample counts below the row count (all rows are always added)",
         default=(),
@@ -180,12 +161,11 @@ class AnalysesSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
     n_draws: int = option("random_sets: draws per k", default=200, type=int)
     seed: int = option("random_sets: seed of the draws", default=0, type=int)
     #: Filled in by :meth:`validated`.
-    metrics: tuple[MetricSpec, ...] = ()
     model_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     dataset_category_map: Mapping[str, str] = field(default_factory=dict)
 
     def validated(self) -> AnalysesSettings:
-        from sim_consistency.config.similarity import load_similarity_config
+        from sim_consistency.analysis.categories import read_dataset_categories
 
         s = super().validated()
         analyses = tuple(a for a in ANALYSES if a in s.analyses)
@@ -224,38 +204,12 @@ class AnalysesSettings(Models, Datasets, Threads, Force, Launcher, Wandb):
         return replace(
             s,
             analyses=analyses,
-            metrics=tuple(load_similarity_config(s.similarity_config, biased_cka=s.biased_cka)),
+            split=s.split or DEFAULT_SPLIT,
             model_metadata=metadata,
-            dataset_category_map=_read_dataset_categories(s.dataset_categories),
+            dataset_category_map=read_dataset_categories(s.dataset_categories),
             combined_probes=Path(combined).resolve(),
             set_sizes=s.set_sizes or (max(3, len(s.model_ids) // 2),),
         )
-
-
-def _read_dataset_categories(path: Path | None) -> dict[str, str]:
-    """Return ``{dataset: category}`` from ``{dataset: category}`` or ``{dataset: {domain}}``."""
-    if path is None:
-        return {}
-    try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"--dataset_categories {path}: not a readable JSON file ({exc})."
-        ) from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"--dataset_categories {path}: expected a JSON object.")
-    out = {}
-    for dataset, value in raw.items():
-        if isinstance(value, dict) and isinstance(value.get("domain"), str):
-            out[dataset] = value["domain"]
-        elif isinstance(value, str):
-            out[dataset] = value
-        else:
-            raise ConfigError(
-                f"--dataset_categories {path}: entry {dataset!r} must be a category string or "
-                f"an object with a 'domain' string (got {value!r})."
-            )
-    return out
 
 
 @dataclass(frozen=True)
@@ -289,34 +243,12 @@ def _matrix_inputs(settings: AnalysesSettings, slug: str) -> tuple[tuple[Path, .
 
 
 def _settings_key(settings: AnalysesSettings, analysis: str) -> dict[str, Any]:
-    """The settings that change one analysis's numbers."""
-    per: dict[str, dict[str, Any]] = {
-        "categories": {
-            "fields": list(settings.category_fields),
-            "metadata": {m: dict(v) for m, v in settings.model_metadata.items()},
-            "anchors": list(settings.anchors),
-            "dataset_categories": dict(settings.dataset_category_map),
-            "correlation": settings.correlation,
-        },
-        "clustering": {"n_clusters": settings.n_clusters, "linkage": settings.linkage},
-        "combined_gap": {},
-        "sample_size": {
-            "sizes": list(settings.sample_sizes),
-            "seeds": list(settings.sample_seeds),
-            "normalize": settings.normalize,
-        },
-        "random_sets": {
-            "set_sizes": list(settings.set_sizes),
-            "n_draws": settings.n_draws,
-            "seed": settings.seed,
-            "correlation": settings.correlation,
-        },
-    }
+    """The settings that change one analysis's numbers, with the code versions."""
+    from sim_consistency.analysis.drivers import settings_key
+
     return {
-        "analysis": analysis,
-        "model_ids": list(settings.model_ids),
+        **settings_key(settings, analysis),
         "code_version": [SIMILARITY_CODE_VERSION, ANALYSES_CODE_VERSION],
-        **per[analysis],
     }
 
 
@@ -359,19 +291,10 @@ def plan(settings: AnalysesSettings) -> list[WorkItem]:
             folder = analysis_dir(loc, analysis) / slug
             reason = folder_plan_reason(folder, key, OUTPUT_FILES[analysis], settings.force)
             if reason is not None:
-                items.append(
-                    WorkItem(
-                        analysis,
-                        slug,
-                        spec,
-                        settings.datasets,
-                        folders,
-                        tuple(keys),
-                        folder,
-                        key,
-                        reason,
-                    )  # fmt: skip
-                )
+                items.append(WorkItem(
+                    analysis, slug, spec, settings.datasets, folders, tuple(keys), folder, key,
+                    reason,
+                ))  # fmt: skip
     return items
 
 
@@ -398,216 +321,19 @@ def _plan_sample_size(settings: AnalysesSettings, spec: MetricSpec, slug: str) -
         folder = analysis_dir(loc, "sample_size") / slug / dataset_slug(dataset)
         reason = folder_plan_reason(folder, key, OUTPUT_FILES["sample_size"], settings.force)
         if reason is not None:
-            items.append(
-                WorkItem(
-                    "sample_size",
-                    slug,
-                    spec,
-                    (dataset,),
-                    paths,
-                    keys,
-                    folder,
-                    key,
-                    reason,
-                    blocks,
-                )  # fmt: skip
-            )
+            items.append(WorkItem(
+                "sample_size", slug, spec, (dataset,), paths, keys, folder, key, reason, blocks
+            ))  # fmt: skip
     return items
-
-
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    from sim_consistency.io import atomic_write_text
-
-    atomic_write_text(path, frame.to_csv(index=False))
-
-
-def _matrices(settings: AnalysesSettings, item: WorkItem) -> dict[str, pd.DataFrame]:
-    wanted = set(settings.model_ids)
-    out = {}
-    for dataset, folder in zip(item.datasets, item.inputs, strict=True):
-        frame = read_similarity_matrix(folder)
-        keep = [m for m in frame.index if m in wanted]
-        out[dataset] = frame.loc[keep, keep]
-    return out
-
-
-def _run_categories(settings: AnalysesSettings, item: WorkItem) -> dict[str, Any]:
-    import warnings
-
-    from sim_consistency.analysis import categories
-    from sim_consistency.figures import save_figure
-    from sim_consistency.similarity import consistency
-
-    matrices = _matrices(settings, item)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        table = categories.category_consistency(
-            matrices, settings.model_metadata, settings.category_fields, settings.correlation
-        )
-    notes = sorted({str(w.message) for w in caught})
-    for note in notes:
-        log.warning("%s", note)
-    all_pairs = consistency(matrices, method=settings.correlation)
-    reference = categories.long_table(all_pairs).assign(field="all", category="all models")
-    summary = (
-        table.groupby(["field", "category"], sort=True)
-        .agg(
-            n_models=("n_models", "first"),
-            n_dataset_pairs=("consistency", "size"),
-            mean=("consistency", "mean"),
-            median=("consistency", "median"),
-            min=("consistency", "min"),
-            max=("consistency", "max"),
-        )
-        .reset_index()
-    )
-    _write_csv(item.folder / "category_consistency.csv", table)
-    _write_csv(item.folder / "category_summary.csv", summary)
-    _write_csv(item.folder / "all_pairs_consistency.csv", reference)
-    anchors = categories.anchor_consistency(matrices, settings.anchors, settings.correlation)
-    _write_csv(item.folder / "anchor_consistency.csv", anchors)
-    written = {"category_fields_found": sorted(table["field"].unique().tolist()), "notes": notes}
-    if settings.dataset_category_map:
-        by_dataset = categories.dataset_category_consistency(
-            all_pairs, settings.dataset_category_map
-        )
-        _write_csv(item.folder / "dataset_category_consistency.csv", by_dataset)
-    save_figure(
-        categories.boxplot_figure(
-            table, reference["consistency"], f"consistency by model category, {item.slug}"
-        ),
-        item.folder / "category_consistency",
-    )
-    save_figure(
-        categories.anchor_figure(anchors, f"anchor-model consistency, {item.slug}"),
-        item.folder / "anchor_consistency",
-    )
-    return written
-
-
-def _run_clustering(settings: AnalysesSettings, item: WorkItem) -> dict[str, Any]:
-    import pandas as pd
-
-    from sim_consistency.analysis.clustering import cluster_similarity, dendrogram_figure
-    from sim_consistency.figures import save_figure
-    from sim_consistency.similarity import consistency
-
-    matrices = _matrices(settings, item)
-    frames = []
-    for dataset, frame in matrices.items():
-        k = min(settings.n_clusters, len(frame))
-        result = cluster_similarity(frame, k, settings.linkage, where=f"{dataset} ({item.slug})")
-        frames.append(result.labels_frame().rename(columns={"id": "model_id"}).assign(
-            dataset=dataset
-        ))  # fmt: skip
-        save_figure(
-            dendrogram_figure(result, f"{dataset}, {item.slug}"),
-            item.folder / f"dendrogram_{dataset_slug(dataset)}",
-        )
-    labels = pd.concat(frames, ignore_index=True)[["dataset", "model_id", "cluster", "leaf_order"]]
-    _write_csv(item.folder / "model_clusters.csv", labels)
-    if len(matrices) >= 3:
-        table = consistency(matrices, method=settings.correlation)
-        k = min(settings.n_clusters, len(table))
-        result = cluster_similarity(table, k, settings.linkage, where="consistency table")
-        _write_csv(
-            item.folder / "dataset_clusters.csv",
-            result.labels_frame().rename(columns={"id": "dataset"}),
-        )
-        save_figure(
-            dendrogram_figure(result, f"datasets by {settings.correlation} consistency"),
-            item.folder / "dendrogram_datasets",
-        )
-    return {"n_clusters": settings.n_clusters, "linkage": settings.linkage}
-
-
-def _run_combined_gap(settings: AnalysesSettings, item: WorkItem) -> dict[str, Any]:
-    from sim_consistency.analysis import combined_gap
-    from sim_consistency.figures import save_figure
-
-    assert settings.combined_probes is not None
-    table = combined_gap.read_combined_probes(settings.combined_probes)
-    joined = combined_gap.gap_vs_similarity(table, _matrices(settings, item))
-    _write_csv(item.folder / "gap_vs_similarity.csv", joined)
-    _write_csv(item.folder / "gap_summary.csv", combined_gap.gap_summary(joined))
-    save_figure(combined_gap.scatter_figure(joined, item.slug), item.folder / "gap_vs_similarity")
-    return {
-        "combined_probes": str(settings.combined_probes),
-        "combined_probes_digest": file_digest(settings.combined_probes),
-        "gap": "combined_top1 - max(top1_a, top1_b)",
-    }
-
-
-def _run_sample_size(settings: AnalysesSettings, item: WorkItem) -> dict[str, Any]:
-    from sim_consistency.analysis import sample_size
-    from sim_consistency.features import load_aligned_blocks
-    from sim_consistency.figures import save_figure
-
-    _, _, features = load_aligned_blocks(item.inputs, settings.block)
-    n_rows = int(features[0].shape[0])
-    counts = sample_size.sample_counts(n_rows, settings.sample_sizes)
-    curves = sample_size.subsample_curves(
-        features,
-        list(settings.model_ids),
-        item.spec,
-        counts,
-        settings.sample_seeds,
-        normalize=settings.normalize,
-    )
-    _write_csv(item.folder / "curves.csv", curves)
-    _write_csv(item.folder / "convergence.csv", sample_size.convergence_summary(curves))
-    save_figure(
-        sample_size.curve_figure(curves, f"{item.datasets[0]}, {item.slug}"),
-        item.folder / "curves",
-    )
-    return {
-        "n_rows": n_rows,
-        "sample_counts": counts,
-        "seeds": list(settings.sample_seeds),
-        "blocks": dict(zip(settings.model_ids, item.blocks, strict=True)),
-        "sampling": "rows drawn without replacement by numpy.random.default_rng(seed), the "
-        "same rows for every model",
-    }
-
-
-def _run_random_sets(settings: AnalysesSettings, item: WorkItem) -> dict[str, Any]:
-    from sim_consistency.analysis import random_sets
-    from sim_consistency.figures import save_figure
-
-    draws = random_sets.random_set_consistency(
-        _matrices(settings, item),
-        settings.set_sizes,
-        settings.n_draws,
-        settings.seed,
-        settings.correlation,
-    )
-    _write_csv(item.folder / "draws.csv", draws)
-    _write_csv(item.folder / "summary.csv", random_sets.draw_summary(draws))
-    save_figure(
-        random_sets.histogram_figure(draws, f"random model sets, {item.slug}"),
-        item.folder / "histogram",
-    )
-    return {
-        "set_sizes": list(settings.set_sizes),
-        "n_draws": settings.n_draws,
-        "seed": settings.seed,
-    }
-
-
-_RUNNERS = {
-    "categories": _run_categories,
-    "clustering": _run_clustering,
-    "combined_gap": _run_combined_gap,
-    "sample_size": _run_sample_size,
-    "random_sets": _run_random_sets,
-}
 
 
 def run_item(settings: AnalysesSettings, item: WorkItem) -> Path:
     """Compute one analysis of one metric and write its folder; return it."""
     (item.folder / METADATA_FILE).unlink(missing_ok=True)
     item.folder.mkdir(parents=True, exist_ok=True)
-    details = _RUNNERS[item.analysis](settings, item)
+    from sim_consistency.analysis.drivers import DRIVERS
+
+    details = DRIVERS[item.analysis](settings, item)
     write_json(
         item.folder / METADATA_FILE,
         {
@@ -633,7 +359,8 @@ STAGE = Stage(
     description="The Rep2Rep paper's analyses: consistency by category and anchor, clustering, "
     "combined-probe gap, CKA sample-size curves, random model sets.",
     details="Writes results/analyses/<analysis>/<metric_slug>/ (tidy CSVs, PNG/PDF figures, "
-    "metadata.json); up-to-date folders are reused.",
+    "metadata.json); up-to-date folders are reused. --split, --block and --normalize choose the "
+    "cached features sample_size recomputes CKA from (as the matrices were computed).",
     examples=(
         "python scripts/analyses.py --models_config configs/models/demo.json "
         "--datasets wds/digits wds/digits_noisy --similarity_config default",

@@ -55,7 +55,6 @@ from sim_consistency.runtime import (
     run_stage,
 )
 from sim_consistency.stages._probe_runs import ProbeRuns, read_single_model_result, single_model_dir
-from sim_consistency.stages.single_model_evaluation import PROBE_CODE_VERSION
 
 __all__ = [
     "COMBINED_CODE_VERSION",
@@ -186,6 +185,8 @@ def plan(settings: CombinedSettings) -> list[CombinedItem]:
         MissingInputError: a feature cache (concat) or a member's single-model result
             (ensemble) is missing; the message names it and the command that makes it.
     """
+    from sim_consistency.probe.result_folders import PROBE_CODE_VERSION
+
     items: list[CombinedItem] = []
     for combiner in settings.combiners:
         for dataset in settings.datasets:

@@ -46,6 +46,7 @@ from sim_consistency.runtime import (
     option,
     run_stage,
 )
+from sim_consistency.stages._similarity_flags import SimilarityMetrics
 from sim_consistency.stages._similarity_io import (
     SIMILARITY_CODE_VERSION,
     read_similarity_matrix,
@@ -57,7 +58,6 @@ from sim_consistency.stages._similarity_io import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from sim_consistency.config.similarity import MetricSpec
 
 __all__ = [
     "STAGE",
@@ -81,19 +81,9 @@ CI_LEVEL = 0.95
 
 
 @dataclass(frozen=True, kw_only=True)
-class ConsistencySettings(Models, Datasets, Threads, Force, Launcher, Wandb):
+class ConsistencySettings(Models, Datasets, Threads, Force, Launcher, Wandb, SimilarityMetrics):
     """Everything a run depends on; :meth:`validated` loads the metrics and the model sets."""
 
-    similarity_config: Path = option(
-        "configs/similarity/<name>.json: the metrics whose matrices are compared",
-        default=None,
-        required=True,
-    )
-    biased_cka: bool = option(
-        "CKA entries without 'unbiased' use the biased estimator (default: unbiased, as in "
-        "Rep2Rep)",
-        default=False,
-    )
     set_a: tuple[Any, ...] = option(
         "restrict to model pairs (a, b), a matching these metadata fields …",
         default=(),
@@ -120,13 +110,10 @@ class ConsistencySettings(Models, Datasets, Threads, Force, Launcher, Wandb):
     ci_seed: int = option(
         "seed of the permutations and bootstrap draws", default=0, type=int, shown_default="0"
     )
-    #: Filled in by :meth:`validated`: the metrics, and each model's config metadata.
-    metrics: tuple[MetricSpec, ...] = ()
+    #: Filled in by :meth:`validated`: each model's config metadata.
     model_metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def validated(self) -> ConsistencySettings:
-        from sim_consistency.config.similarity import load_similarity_config
-
         s = super().validated()
         if len(s.datasets) < 2:
             raise ConfigError(
@@ -144,7 +131,6 @@ class ConsistencySettings(Models, Datasets, Threads, Force, Launcher, Wandb):
         specs = s.load_specs()
         return replace(
             s,
-            metrics=tuple(load_similarity_config(s.similarity_config, biased_cka=s.biased_cka)),
             model_metadata={m: dict(specs[m].metadata) for m in s.model_ids},
             set_a=set_a,
             set_b=parse_model_set("--set_b", s.set_b) if s.set_b else set_a,

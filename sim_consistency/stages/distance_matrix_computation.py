@@ -50,8 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sim_consistency.errors import ConfigError
-from sim_consistency.io import atomic_output, atomic_write_text
-from sim_consistency.outputs import METADATA_FILE, json_digest
+from sim_consistency.outputs import json_digest
 from sim_consistency.runtime import (
     Datasets,
     Device,
@@ -72,27 +71,17 @@ from sim_consistency.stages._similarity_ci import (
     ci_key_fields,
     ci_metadata,
     ci_plan_reason,
-    half_width,
     no_interval_reason,
 )
+from sim_consistency.stages._similarity_flags import DEFAULT_SPLIT, CachedBlock, SimilarityMetrics
 from sim_consistency.stages._similarity_io import (
-    MATRIX_CI_CSV,
-    MATRIX_CI_FIGURE,
-    MATRIX_CSV,
-    MATRIX_H5,
-    MODEL_IDS,
     SIMILARITY_CODE_VERSION,
     cache_attrs,
-    read_similarity_matrix,
     resolve_block,
-    save_heatmap,
     similarity_folder,
-    write_json,
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from sim_consistency.config.similarity import MetricSpec
     from sim_consistency.uncertainty import Interval
 
@@ -104,7 +93,7 @@ __all__ = [
     "main",
     "plan",
     "run_item",
-    "read_similarity_matrix",
+    "write_matrices",
 ]
 
 log = logging.getLogger("sim_consistency.distance_matrix_computation")
@@ -112,23 +101,20 @@ log = logging.getLogger("sim_consistency.distance_matrix_computation")
 
 @dataclass(frozen=True, kw_only=True)
 class MatrixSettings(
-    Models, Datasets, Device, Threads, Force, Launcher, Wandb, CiSettings, Profile
+    Models,
+    Datasets,
+    Device,
+    Threads,
+    Force,
+    Launcher,
+    Wandb,
+    CiSettings,
+    Profile,
+    SimilarityMetrics,
+    CachedBlock,
 ):
     """Everything a run depends on; :meth:`validated` loads the metrics and checks the flags."""
 
-    similarity_config: Path = option(
-        "configs/similarity/<name>.json: the metrics to compute", default=None, required=True
-    )
-    biased_cka: bool = option(
-        "CKA entries without 'unbiased' use the biased estimator (default: unbiased, as in "
-        "Rep2Rep)",
-        default=False,
-    )
-    split: str = option(
-        "dataset split of the caches",
-        default=None,
-        shown_default="test (ours); train with --profile rep2rep",
-    )
     max_samples: int | None = option(
         "compare a seeded class-stratified subset of at most N rows of larger splits "
         "(Rep2Rep's 10k rule); 0: all rows",
@@ -136,26 +122,13 @@ class MatrixSettings(
         type=int,
         shown_default="all rows; 10000 with --profile rep2rep",
     )
-    block: str | None = option(
-        "block compared for every model",
-        default=None,
-        shown_default="rep2rep for entries with module_name, else its last block",
-    )
-    normalize: bool = option(
-        "L2-normalise each sample's features first (as Rep2Rep)",
-        default=True,
-        negatable=True,
-    )
     memory_budget: int | str = option(
         "working memory of the streamed RBF-CKA/RSA products (e.g. 512M, 4G); models are tiled "
         "when one slab of all of them does not fit",
         default="2G",
     )
-    #: The metrics of ``--similarity_config`` (filled in by :meth:`validated`).
-    metrics: tuple[MetricSpec, ...] = ()
 
     def validated(self) -> MatrixSettings:
-        from sim_consistency.config.similarity import load_similarity_config
         from sim_consistency.similarity.streamed import check_device, parse_memory_budget
 
         s = super().validated().with_defaults()
@@ -166,12 +139,8 @@ class MatrixSettings(
             raise ConfigError(
                 f"--model_key: a similarity matrix needs at least 2 models (got {list(s.model_ids)})."
             )
-        metrics = s.metrics
-        if s.similarity_config is not None:
-            metrics = load_similarity_config(s.similarity_config, biased_cka=s.biased_cka)
         return replace(
             s,
-            metrics=tuple(metrics),
             device=check_device(s.device),
             memory_budget=parse_memory_budget(s.memory_budget),
         )
@@ -180,7 +149,7 @@ class MatrixSettings(
         """Fill the flags left unset: from ``--profile``, else our defaults (idempotent)."""
         from sim_consistency.runtime.profiles import resolve_profile
 
-        return resolve_profile(self, "distance_matrix_computation", {"split": "test"})
+        return resolve_profile(self, "distance_matrix_computation", {"split": DEFAULT_SPLIT})
 
 
 @dataclass(frozen=True)
@@ -219,6 +188,13 @@ class WorkItem:
 def plan(settings: MatrixSettings) -> list[WorkItem]:
     """Return one work item per dataset with the metrics whose output is missing or stale."""
     from sim_consistency.similarity import metric_slug
+    from sim_consistency.similarity.matrix_files import (
+        MATRIX_CI_CSV,
+        MATRIX_CI_FIGURE,
+        MATRIX_CSV,
+        MATRIX_H5,
+        MODEL_IDS,
+    )
 
     settings = settings.with_defaults()  # settings built in code may skip validated()
     items: list[WorkItem] = []
@@ -280,78 +256,6 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
     return items
 
 
-def write_similarity_matrix(
-    folder: Path,
-    matrix: np.ndarray,
-    model_ids: Sequence[str],
-    metadata: dict,
-    interval: Interval | None = None,
-) -> None:
-    """Write ``model_ids.txt``, the matrix as HDF5 and CSV, then ``metadata.json`` (last).
-
-    With ``interval`` (``--ci``) the HDF5 file also holds ``se``, ``ci_low``, ``ci_high`` (M, M)
-    and ``ci_groups`` (n,), and ``similarity_ci.csv`` (long: one row per ordered model pair)
-    and the ``similarity_ci`` heatmap are written. The old ``metadata.json`` is removed first,
-    so a run that dies half-way leaves a folder without a content key, which the next plan
-    rebuilds instead of trusting.
-    """
-    import h5py
-    import pandas as pd
-
-    (folder / METADATA_FILE).unlink(missing_ok=True)
-    for stale in (MATRIX_CI_CSV, MATRIX_CI_FIGURE + ".png", MATRIX_CI_FIGURE + ".pdf"):
-        (folder / stale).unlink(missing_ok=True)
-    atomic_write_text(folder / MODEL_IDS, "\n".join(model_ids) + "\n")
-    needed = matrix.nbytes * (4 if interval is not None else 1)
-    with (
-        atomic_output(folder / MATRIX_H5, needed=needed, what="the matrix") as tmp,
-        h5py.File(tmp, "w", locking=False) as f,
-    ):
-        f.create_dataset("similarity_matrix", data=matrix)
-        f.create_dataset("model_ids", data=list(model_ids), dtype=h5py.string_dtype())
-        if interval is not None:
-            for name in ("se", "ci_low", "ci_high"):
-                f.create_dataset(name, data=getattr(interval, name))
-            f.create_dataset("ci_groups", data=interval.groups)
-            f.attrs["ci_method"] = interval.method
-            f.attrs["ci_level"] = interval.level
-        f.attrs["metric_slug"] = metadata["metric_slug"]
-        f.attrs["content_key"] = metadata["content_key"]
-    frame = pd.DataFrame(matrix, index=list(model_ids), columns=list(model_ids))
-    atomic_write_text(folder / MATRIX_CSV, frame.to_csv(index_label="model_id"))
-    if interval is not None:
-        atomic_write_text(
-            folder / MATRIX_CI_CSV, ci_table(matrix, interval, model_ids).to_csv(index=False)
-        )
-        save_heatmap(
-            matrix,
-            folder / MATRIX_CI_FIGURE,
-            row_labels=model_ids,
-            col_labels=model_ids,
-            title=f"{metadata['metric_slug']}, {metadata['dataset']}",
-            half_widths=half_width(interval),
-        )
-    write_json(folder / METADATA_FILE, metadata)
-
-
-def ci_table(matrix: np.ndarray, interval: Interval, model_ids: Sequence[str]) -> pd.DataFrame:
-    """Return the long table: ``model_a, model_b, similarity, se, ci_low, ci_high``."""
-    import pandas as pd
-
-    m = len(model_ids)
-    a, b = np.divmod(np.arange(m * m), m)
-    return pd.DataFrame(
-        {
-            "model_a": np.asarray(model_ids, dtype=object)[a],
-            "model_b": np.asarray(model_ids, dtype=object)[b],
-            "similarity": matrix.ravel(),
-            "se": np.asarray(interval.se).ravel(),
-            "ci_low": np.asarray(interval.ci_low).ravel(),
-            "ci_high": np.asarray(interval.ci_high).ravel(),
-        }
-    )
-
-
 def _compute(
     item: WorkItem, out: MetricOutput, features: list
 ) -> tuple[np.ndarray, Interval | None]:
@@ -381,12 +285,13 @@ def _compute(
 
 def run_item(settings: MatrixSettings, item: WorkItem) -> list[Path]:
     """Compute and write every matrix of one dataset; return the output folders."""
+    from sim_consistency.data import stratified_subset
     from sim_consistency.features import load_aligned_blocks
 
     # One read per cache file; keys checked to be identical across caches (else CacheError).
     keys, labels, features = load_aligned_blocks(item.cache_paths, item.block)
-    subset = _subset_rows(labels, item.max_samples)
-    if subset is not None:
+    if item.max_samples is not None and labels.size > item.max_samples:  # Rep2Rep's subset rule
+        subset = stratified_subset(np.asarray(labels), max_samples=item.max_samples, seed=0)
         features = [f[subset] for f in features]
         keys = keys[subset]
     return write_matrices(item, features, keys)
@@ -398,6 +303,7 @@ def write_matrices(
     """Compute and write every matrix of ``item`` from its features; return the folders."""
     from sim_consistency.data import keys_fingerprint
     from sim_consistency.similarity import describe_estimator
+    from sim_consistency.similarity.matrix_files import write_similarity_matrix
     from sim_consistency.similarity.streamed import resolve_device
     from sim_consistency.threads import threads_metadata
 
@@ -458,15 +364,6 @@ def write_matrices(
         )
         written.append(out.folder)
     return written
-
-
-def _subset_rows(labels: np.ndarray, max_samples: int | None) -> np.ndarray | None:
-    """Return the rows of Rep2Rep's subset rule, or ``None`` when the split is used whole."""
-    from sim_consistency.data import stratified_subset
-
-    if max_samples is None or labels.size <= max_samples:
-        return None
-    return stratified_subset(np.asarray(labels), max_samples=max_samples, seed=0)
 
 
 STAGE = Stage(

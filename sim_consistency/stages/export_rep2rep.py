@@ -29,7 +29,6 @@ from sim_consistency.io import atomic_output, atomic_write_text
 from sim_consistency.outputs import stored_key
 from sim_consistency.project import dataset_slug
 from sim_consistency.runtime import Datasets, Stage, option, run_stage
-from sim_consistency.stages._similarity_io import MATRIX_H5
 
 __all__ = ["STAGE", "ExportSettings", "RESULT_FILES", "export_similarities", "main"]
 
@@ -63,7 +62,7 @@ def export_similarities(
     """
     import torch
 
-    from sim_consistency.stages._similarity_io import read_similarity_matrix
+    from sim_consistency.similarity.matrix_files import MATRIX_H5, read_similarity_matrix
 
     source = settings.location.model_similarities / dataset_slug(dataset)
     folders = sorted(

@@ -202,7 +202,7 @@ def import_similarities(
     """
     import numpy as np
 
-    from sim_consistency.stages.distance_matrix_computation import write_similarity_matrix
+    from sim_consistency.similarity.matrix_files import write_similarity_matrix
 
     root = Path(rep2rep_root) / "model_similarities" / dataset_slug(dataset)
     if not root.is_dir():

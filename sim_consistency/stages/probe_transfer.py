@@ -42,7 +42,6 @@ from sim_consistency.runtime import (
     run_stage,
 )
 from sim_consistency.stages._probe_runs import ProbeRuns, read_single_model_result, single_model_dir
-from sim_consistency.stages.single_model_evaluation import PROBE_CODE_VERSION
 
 __all__ = ["STAGE", "TRANSFER_CODE_VERSION", "TransferItem", "TransferSettings", "main", "plan"]
 
@@ -134,6 +133,7 @@ def plan(settings: TransferSettings) -> list[TransferItem]:
             the command that makes it).
     """
     from sim_consistency.features import require_cache_attrs
+    from sim_consistency.probe.result_folders import PROBE_CODE_VERSION
 
     items: list[TransferItem] = []
     loc = settings.location

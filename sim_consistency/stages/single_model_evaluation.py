@@ -31,8 +31,9 @@ Rep2Rep's (``rep2rep`` protocol, seeds 0 1 2, ``--search rep2rep``) for every fl
 when ``--val_proportion 0`` turns the search off).
 
 Flow: :func:`plan` reads only the caches' attributes, derives each output's content key (input
-content keys + protocol and hyper-parameters + :data:`PROBE_CODE_VERSION`) and keeps outputs that
-are missing or stale (all with ``--force``); :func:`run_item` loads one model's train and test
+content keys + protocol and hyper-parameters + the probe code version;
+:mod:`sim_consistency.probe.result_folders`) and keeps outputs that are missing or stale (all
+with ``--force``); :func:`run_item` loads one model's train and test
 caches once, probes every requested block and writes through
 :func:`~sim_consistency.io.atomic_output` (``results.json`` last: it marks completion).
 """
@@ -48,7 +49,6 @@ from typing import TYPE_CHECKING, Any
 
 from sim_consistency.errors import ConfigError
 from sim_consistency.io import clean_stale_partial
-from sim_consistency.outputs import json_digest, plan_reason, read_json_record
 from sim_consistency.project import dataset_slug
 from sim_consistency.runtime import (
     Datasets,
@@ -70,22 +70,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SEEDS",
-    "PROBE_CODE_VERSION",
     "PROTOCOLS",
     "STAGE",
     "EvaluationSettings",
     "WorkItem",
-    "hp_slug",
     "main",
     "plan",
     "run_item",
 ]
 
 log = logging.getLogger("sim_consistency.single_model_evaluation")
-
-#: Bump when a change to the probe code changes the numbers it writes.
-# 3: custom L-BFGS for the fast protocol; 4: class-major layout; 5: centred basis.
-PROBE_CODE_VERSION = "6"
 
 #: The probe protocols (:data:`sim_consistency.probe.linear_probe.PROTOCOLS`; here so that
 #: ``--help`` need not import torch).
@@ -107,8 +101,13 @@ FIXED_REG_LAMBDA = 0.2
 #: Seeds run when ``--seeds`` is not given: Rep2Rep reports the mean over seeds 0, 1, 2.
 DEFAULT_SEEDS: dict[str, tuple[int, ...]] = {"rep2rep": (0, 1, 2), "fast": (0,)}
 
-_STORED_FILES = ("test_predictions.npz", "probe_weights.safetensors")
-_OUTPUT_FILES = (*_STORED_FILES, "results.csv", "accuracy_vs_depth.csv", "results.json")
+_OUTPUT_FILES = (
+    "test_predictions.npz",
+    "probe_weights.safetensors",
+    "results.csv",
+    "accuracy_vs_depth.csv",
+    "results.json",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,24 +208,9 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
 
     def hyper_parameters(self, seed: int) -> dict[str, Any]:
         """Return the protocol settings that determine one seed's numbers (for the key)."""
-        from sim_consistency.probe import WEIGHT_DECAY_GRID
+        from sim_consistency.probe.result_folders import probe_hyper_parameters
 
-        hp: dict[str, Any] = {
-            "protocol": self.protocol,
-            **_non_default_hp(self),
-            "seed": seed,
-            "val_proportion": self.val_proportion,
-            "fewshot_k": self.fewshot_k,
-            "fewshot_seed": self.fewshot_seed if self.fewshot_k is not None else None,
-            "weight_decay_grid": [float(x) for x in WEIGHT_DECAY_GRID],
-            "blocks": list(self.blocks),
-            "train_split": self.train_split,
-            "test_split": self.test_split,
-        }
-        if self.protocol == "rep2rep":
-            lrs = self.lrs or REP2REP_LRS
-            hp.update(lrs=list(lrs), epochs=self.epochs, batch_size=self.batch_size)
-        return hp
+        return probe_hyper_parameters(self, seed)
 
 
 def _check_probe_flags(s: EvaluationSettings) -> EvaluationSettings:
@@ -277,18 +261,6 @@ def _check_probe_flags(s: EvaluationSettings) -> EvaluationSettings:
     return replace(s, lrs=tuple(lrs) if s.protocol == "rep2rep" else (), reg_lambda=reg_lambda)
 
 
-def _non_default_hp(s: EvaluationSettings) -> dict[str, Any]:
-    """The hyper-parameters whose default is left out of the content key (keeps old keys)."""
-    hp: dict[str, Any] = {}
-    if s.search != "simc":
-        hp["search"] = s.search
-    if s.regularization != "weight_decay":
-        hp["regularization"] = s.regularization
-    if s.val_proportion == 0:
-        hp["reg_lambda"] = s.reg_lambda
-    return hp
-
-
 @dataclass(frozen=True)
 class WorkItem:
     """One results folder to (re)build: one model on one dataset with one seed."""
@@ -303,31 +275,9 @@ class WorkItem:
     reason: str  # "missing" | "stale" | "forced" | "metadata" (relabel, no recompute)
 
 
-def hp_slug(
-    protocol: str, seed: int, *, val_proportion: float = 0.2, fewshot_k: int | None = None,
-    fewshot_seed: int = 0, search: str = "simc", regularization: str = "weight_decay",
-    reg_lambda: float | None = None, lr: float | None = None,
-) -> str:  # fmt: skip
-    """Return the results folder name of one run, e.g. ``fast_val_0.2_seed_0``.
-
-    Few-shot runs add ``_fewshot_<k>_fsseed_<s>``; Rep2Rep's search ``_search_rep2rep``; an
-    L1/L2 penalty ``_reg_<L1|L2>``; a run without search (``val_proportion`` 0) its fixed
-    ``_lambda_<λ>`` (and ``_lr_<lr>``). The output folder depends only on the settings that
-    change the numbers.
-    """
-    slug = f"{protocol}_val_{val_proportion:g}"
-    if val_proportion == 0:
-        slug += f"_lambda_{reg_lambda:g}" + (f"_lr_{lr:g}" if lr is not None else "")
-    elif search != "simc":
-        slug += f"_search_{search}"
-    if regularization != "weight_decay":
-        slug += f"_reg_{regularization}"
-    if fewshot_k is not None:
-        slug += f"_fewshot_{fewshot_k}_fsseed_{fewshot_seed}"
-    return f"{slug}_seed_{seed}"
-
-
 def _output_dir(settings: EvaluationSettings, dataset: str, model_id: str, seed: int) -> Path:
+    from sim_consistency.probe.result_folders import hp_slug
+
     slug = hp_slug(
         settings.protocol,
         seed,
@@ -342,10 +292,6 @@ def _output_dir(settings: EvaluationSettings, dataset: str, model_id: str, seed:
     return settings.location.linear_probe / "single_model" / dataset_slug(dataset) / model_id / slug
 
 
-def _content_key(train_key: str, test_key: str, hp: dict[str, Any]) -> str:
-    return json_digest({"train": train_key, "test": test_key, "hp": hp, "code": PROBE_CODE_VERSION})
-
-
 def plan(settings: EvaluationSettings) -> list[WorkItem]:
     """Return the results to (re)build; reads only cache attributes (no features).
 
@@ -353,6 +299,7 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
         MissingInputError: a train or test cache does not exist (names the file).
     """
     from sim_consistency.features import require_cache_attrs
+    from sim_consistency.probe.result_folders import probe_content_key, result_reason
 
     settings = settings.with_defaults()  # settings built in code may skip validated()
     items: list[WorkItem] = []
@@ -369,23 +316,9 @@ def plan(settings: EvaluationSettings) -> list[WorkItem]:
                 out = _output_dir(settings, dataset, model_id, seed)
                 for name in _OUTPUT_FILES:  # a killed run's leftovers, whatever the verdict
                     clean_stale_partial(out / name)
-                key = _content_key(keys[0], keys[1], settings.hyper_parameters(seed))
-                record = read_json_record(out / "results.json")
-                stored = None if record is None else record.get("content_key")
+                key = probe_content_key(keys[0], keys[1], settings.hyper_parameters(seed))
                 current = settings.metadata_of(model_id)
-                # results written before the predictions and weights were stored: rebuilt once
-                complete = all((out / f).is_file() for f in _STORED_FILES)
-                if (
-                    complete
-                    and stored == key
-                    and not settings.force
-                    and record is not None
-                    and (current is not None and record.get("metadata") != current)
-                ):
-                    reason: str | None = "metadata"
-                    log.info("%s: model metadata changed; relabelling (no recompute)", out)
-                else:
-                    reason = plan_reason(out, key, stored, force=settings.force, complete=complete)
+                reason = result_reason(out, key, metadata=current, force=settings.force)
                 if reason is None:
                     continue
                 items.append(

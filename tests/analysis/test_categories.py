@@ -97,16 +97,16 @@ def test_dataset_category_means():
 
 
 def test_dataset_categories_file_formats(tmp_path):
-    from sim_consistency.stages.analyses import _read_dataset_categories
+    from sim_consistency.analysis.categories import read_dataset_categories
 
     rep2rep = tmp_path / "dataset_info.json"  # Rep2Rep's layout: {dataset: {domain, name}}
     rep2rep.write_text('{"wds/cars": {"domain": "Natural (single-domain)", "name": "Cars"}}')
-    assert _read_dataset_categories(rep2rep) == {"wds/cars": "Natural (single-domain)"}
+    assert read_dataset_categories(rep2rep) == {"wds/cars": "Natural (single-domain)"}
     plain = tmp_path / "plain.json"
     plain.write_text('{"wds/digits": "structured"}')
-    assert _read_dataset_categories(plain) == {"wds/digits": "structured"}
+    assert read_dataset_categories(plain) == {"wds/digits": "structured"}
     plain.write_text('{"wds/digits": 3}')
     with pytest.raises(ConfigError, match="entry 'wds/digits' must be a category string"):
-        _read_dataset_categories(plain)
+        read_dataset_categories(plain)
     with pytest.raises(ConfigError, match="not a readable JSON file"):
-        _read_dataset_categories(tmp_path / "absent.json")
+        read_dataset_categories(tmp_path / "absent.json")

@@ -136,8 +136,8 @@ def test_pair_table_joins_each_pair_with_its_members_and_feeds_the_gap_analysis(
     import pandas as pd
 
     from sim_consistency.analysis import combined_gap
+    from sim_consistency.similarity.matrix_files import read_similarity_matrix
     from sim_consistency.stages import analyses, distance_matrix_computation
-    from sim_consistency.stages._similarity_io import read_similarity_matrix
 
     location, config, _ = project
     table = pd.read_csv(location.linear_probe / "combined" / "combined_vs_single.csv")
@@ -222,6 +222,8 @@ def test_unknown_model_in_a_set_is_refused_before_any_work(project, tmp_path, ca
 
 
 def test_rep2rep_profile_sets_protocol_search_and_seeds_and_the_folders_follow(project, tmp_path):
+    from sim_consistency.probe.result_folders import hp_slug
+
     location, config, sets = project
     identity = tmp_path / "identity.json"
     identity.write_text(json.dumps(list(range(10))))
@@ -233,7 +235,7 @@ def test_rep2rep_profile_sets_protocol_search_and_seeds_and_the_folders_follow(p
     single = single_model_evaluation.EvaluationSettings(
         **common, profile="rep2rep"
     ).validated()  # fmt: skip
-    assert s.slug(1) == single_model_evaluation.hp_slug(
+    assert s.slug(1) == hp_slug(
         single.protocol, 1, val_proportion=single.val_proportion, search=single.search
     ) == "rep2rep_val_0.2_search_rep2rep_seed_1"  # fmt: skip
     # an explicit flag wins over the profile; without a profile our defaults

@@ -302,7 +302,7 @@ def test_profile_similarities_use_train_split_and_the_subset_rule(profiled):
             rows = stratified_subset(cache.labels, max_samples=60, seed=0)
             blocks[model_id] = cache.block(cache.block_names[-1])[rows]
     X, Y = (l2_normalize(b) for b in blocks.values())
-    from sim_consistency.stages._similarity_io import read_similarity_matrix
+    from sim_consistency.similarity.matrix_files import read_similarity_matrix
 
     matrix = read_similarity_matrix(folder)
     assert matrix.loc["vit", "rn"] == pytest.approx(cka(X, Y, unbiased=True), abs=1e-12)
@@ -328,7 +328,7 @@ def test_profile_without_a_subset_and_with_an_explicit_split(profiled):
 
 
 def test_export_in_rep2reps_layout_round_trips(profiled, tmp_path):
-    from sim_consistency.stages._similarity_io import read_similarity_matrix
+    from sim_consistency.similarity.matrix_files import read_similarity_matrix
 
     location, _, _ = profiled
     out = tmp_path / "rep2rep"

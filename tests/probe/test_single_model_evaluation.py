@@ -17,9 +17,10 @@ import pytest
 
 from sim_consistency.features import keys_fingerprint, open_cache
 from sim_consistency.probe import CLASS_MASK_FILE
+from sim_consistency.probe.result_folders import hp_slug
 from sim_consistency.project import ProjectLocation
 from sim_consistency.stages import single_model_evaluation as stage
-from sim_consistency.stages.single_model_evaluation import EvaluationSettings, hp_slug, plan
+from sim_consistency.stages.single_model_evaluation import EvaluationSettings, plan
 
 pytestmark = pytest.mark.slow  # the session's extracted probe project
 

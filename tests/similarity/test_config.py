@@ -61,6 +61,52 @@ def test_missing_file_and_bad_json(tmp_path):
         load_similarity_config(tmp_path / "x.json")
 
 
+def test_a_bare_name_is_a_shipped_config(tmp_path, monkeypatch):
+    """``--similarity_config default`` (the stages' help examples) reads the shipped file."""
+    from sim_consistency.config.shipped import shipped_config, shipped_names
+
+    assert {"default", "local_global"} <= set(shipped_names("similarity"))
+    monkeypatch.chdir(tmp_path)  # no ./configs: the name resolves through the package
+    for name in shipped_names("similarity"):
+        by_name = load_similarity_config(name)
+        assert by_name == load_similarity_config(shipped_config("similarity", name))
+        assert by_name == load_similarity_config(REPO / f"configs/similarity/{name}.json")
+    # an unknown name lists the shipped ones; a path or a .json name is never a shipped name
+    with pytest.raises(MissingInputError, match=r"'defualt'.*Shipped: default, local_global"):
+        load_similarity_config("defualt")
+    for value in ("default.json", "configs/similarity/defualt.json"):
+        with pytest.raises(MissingInputError, match="similarity config not found"):
+            load_similarity_config(value)
+    # an existing file of that name wins over the shipped config
+    (tmp_path / "default").write_text(json.dumps([{"sim_method": "mknn", "k": 3}]))
+    assert [metric_slug(s) for s in load_similarity_config("default")] == ["mknn_k_3"]
+
+
+def test_a_bare_name_works_on_the_command_line(similarity_project, tmp_path):
+    """The stages take the name as their help examples give it."""
+    from sim_consistency.stages import distance_matrix_computation
+
+    project = similarity_project.copy(tmp_path / "root")
+    code = distance_matrix_computation.main(
+        [
+            "--project_root", str(project.location.root),
+            "--models_config", str(project.models_config),
+            "--datasets", "wds/digits", "--model_key", "vit_a", "cnx",
+            "--similarity_config", "local_global",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    folders = sorted(p.name for p in project.location.model_similarities.glob("wds_digits/*"))
+    assert folders == sorted(
+        metric_slug(s)
+        for s in load_similarity_config(REPO / "configs/similarity/local_global.json")
+    )
+    assert distance_matrix_computation.main(
+        ["--project_root", str(project.location.root), "--models_config",
+         str(project.models_config), "--datasets", "wds/digits", "--similarity_config", "nope"]
+    ) == 2  # fmt: skip
+
+
 def test_slugs():
     assert metric_slug(MetricSpec("cka", sim_kernel="rbf", unbiased=False, sigma_median=0.5)) == (
         "cka_kernel_rbf_biased_sigma_median_0.5"

@@ -11,12 +11,12 @@ from sim_consistency.config.similarity import MetricSpec, parse_similarity_confi
 from sim_consistency.errors import ConfigError
 from sim_consistency.project import ProjectLocation
 from sim_consistency.similarity import legacy_metric_slugs, metric_slug
-from sim_consistency.stages._similarity_io import (
+from sim_consistency.similarity.matrix_files import (
     MATRIX_H5,
     read_similarity_matrix,
-    similarity_folder,
+    write_similarity_matrix,
 )
-from sim_consistency.stages.distance_matrix_computation import write_similarity_matrix
+from sim_consistency.stages._similarity_io import similarity_folder
 
 
 def rep2rep_method_name(

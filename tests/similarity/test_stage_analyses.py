@@ -13,9 +13,9 @@ import pytest
 from sim_consistency.analysis import analysis_dir
 from sim_consistency.project import dataset_slug
 from sim_consistency.similarity import consistency, consistency_summary, model_set_pairs
+from sim_consistency.similarity.matrix_files import read_similarity_matrix
 from sim_consistency.stages import analyses as stage
 from sim_consistency.stages import distance_matrix_computation
-from sim_consistency.stages._similarity_io import read_similarity_matrix
 
 from .conftest import N_ROWS, STAGE_MODELS
 

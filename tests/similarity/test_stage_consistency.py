@@ -13,9 +13,9 @@ import pytest
 from scipy import stats
 
 from sim_consistency.project import dataset_slug
+from sim_consistency.similarity.matrix_files import read_similarity_matrix
 from sim_consistency.stages import consistency as stage
 from sim_consistency.stages import distance_matrix_computation
-from sim_consistency.stages._similarity_io import read_similarity_matrix
 
 pytestmark = pytest.mark.slow  # extraction + matrices for every test
 

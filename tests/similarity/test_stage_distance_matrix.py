@@ -15,8 +15,8 @@ import pytest
 from sim_consistency.config.similarity import load_similarity_config
 from sim_consistency.features import FeatureCache, keys_fingerprint, open_cache
 from sim_consistency.similarity import cka, l2_normalize, metric_slug, mutual_knn, rsa
+from sim_consistency.similarity.matrix_files import read_similarity_matrix
 from sim_consistency.stages import distance_matrix_computation as stage
-from sim_consistency.stages._similarity_io import read_similarity_matrix
 
 REPO = Path(__file__).resolve().parents[2]
 METRICS = [

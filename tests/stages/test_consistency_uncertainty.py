@@ -11,8 +11,8 @@ import pytest
 
 from sim_consistency.project import ProjectLocation
 from sim_consistency.similarity import consistency
+from sim_consistency.similarity.matrix_files import write_similarity_matrix
 from sim_consistency.stages import consistency as stage
-from sim_consistency.stages.distance_matrix_computation import write_similarity_matrix
 
 R2R_CONFIG = Path(__file__).parents[1] / "fixtures" / "rep2rep" / "models_config_wo_alignment.json"
 SLUG = "cka_kernel_linear_unbiased"

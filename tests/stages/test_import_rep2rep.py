@@ -172,7 +172,7 @@ def test_rep2reps_numpy_pickled_matrices_import(project, tmp_path: Path, numpy1:
     (folder / "model_ids.txt").write_text("\n".join(IDS) + "\n")
     args = ["similarities", "--project_root", str(project.root), "--rep2rep_root"]
     assert import_rep2rep.main([*args, str(tmp_path / "r2r"), "--datasets", "wds/digits"]) == 0
-    from sim_consistency.stages._similarity_io import read_similarity_matrix
+    from sim_consistency.similarity.matrix_files import read_similarity_matrix
 
     back = read_similarity_matrix(project.similarity_dir("wds/digits", "rsa_method_cosine"))
     np.testing.assert_array_equal(back.to_numpy(), m)

@@ -92,7 +92,7 @@ def cache_keys(
 
 
 def _probe_dir(study: Study, dataset: str, model_id: str) -> Path:
-    from sim_consistency.stages.single_model_evaluation import hp_slug
+    from sim_consistency.probe.result_folders import hp_slug
 
     slug = hp_slug("fast", study.settings.probe_seed)
     return study.location.linear_probe / "single_model" / dataset_slug(dataset) / model_id / slug
