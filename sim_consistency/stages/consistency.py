@@ -221,7 +221,7 @@ def plan(settings: ConsistencySettings) -> list[WorkItem]:
         folders = tuple(similarity_folder(loc, d, spec) for d in settings.datasets)
         keys = []
         for folder in folders:
-            key = stored_key(folder)
+            key = matrix_point_key(folder)
             if key is None:
                 raise MissingInputError(
                     f"{folder}: no complete similarity matrix (no {METADATA_FILE}); run "
@@ -257,6 +257,20 @@ def plan(settings: ConsistencySettings) -> list[WorkItem]:
             )
         )
     return items
+
+
+def matrix_point_key(folder: Path) -> str | None:
+    """Return the key of a matrix folder's *point* numbers (None: no complete matrix).
+
+    A matrix written with ``--ci`` records the key it would have without intervals
+    (``point_content_key``; its matrix is bitwise that run's), so a ``--ci`` rerun of the
+    matrices leaves the consistency tables current; a plain matrix's own key is that key.
+    """
+    from sim_consistency.stages._similarity_ci import POINT_KEY
+
+    if stored_key(folder) is None:
+        return None
+    return stored_key(folder, key=POINT_KEY) or stored_key(folder)
 
 
 def uncertainty_on(settings: ConsistencySettings) -> bool:
