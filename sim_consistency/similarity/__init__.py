@@ -23,6 +23,7 @@ from sim_consistency.similarity.cka import (
 from sim_consistency.similarity.consistency import (
     consistency,
     consistency_summary,
+    model_set_members,
     model_set_pairs,
 )
 from sim_consistency.similarity.grid import block_stats, cka_grid, cka_grid_from_stats
@@ -56,6 +57,7 @@ __all__ = [
     "linear_stats",
     "median_sq_distance",
     "metric_slug",
+    "model_set_members",
     "model_set_pairs",
     "mutual_knn",
     "rbf_cka_from_stats",

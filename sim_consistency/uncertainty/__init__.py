@@ -56,6 +56,7 @@ from sim_consistency.uncertainty.mantel import (
     consistency_ci,
     consistency_tests,
     mantel_test,
+    n_permutations_possible,
 )
 from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out
 from sim_consistency.uncertainty.rsa import RdmRanks, rdm_ranks, rsa_leave_out
@@ -79,6 +80,7 @@ __all__ = [
     "consistency_ci",
     "consistency_tests",
     "mantel_test",
+    "n_permutations_possible",
     "mcnemar_exact",
     "paired_bootstrap_diff",
     "verdict",
