@@ -12,6 +12,7 @@ from sim_consistency.similarity._arrays import (
 from sim_consistency.similarity.cka import (
     LinearStats,
     RbfStats,
+    accumulation_groups,
     choose_space,
     cka,
     linear_cka_from_stats,
@@ -43,6 +44,7 @@ __all__ = [
     "LinearStats",
     "RbfStats",
     "block_stats",
+    "accumulation_groups",
     "choose_space",
     "cka",
     "cka_grid",

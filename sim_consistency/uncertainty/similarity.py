@@ -11,7 +11,9 @@ exactly from per-group sufficient statistics of one extra pass:
 metric        leave-group-out values from                       module
 ============  ==============================================  ================================
 linear CKA    per-group cross-covariances ``X_g^T Y_g``,       :mod:`.linear_cka`
-              column sums and re-centred row norms
+              column sums and re-centred row norms (the
+              point's own group-by-group products for the
+              default groups: one pass)
 RBF CKA       K×K block sums of kernel products and per-group  :mod:`.rbf_cka`
               kernel row sums (bandwidth fixed at full σ)
 RSA           RDM restricted to kept pairs, ranks redone       :mod:`.rsa`
@@ -34,8 +36,16 @@ import numpy as np
 
 from sim_consistency.config.similarity import MetricSpec
 from sim_consistency.errors import ConfigError
+from sim_consistency.progress import progress_bar
 from sim_consistency.similarity._arrays import as_matrix, l2_normalize
-from sim_consistency.similarity.cka import rbf_stats
+from sim_consistency.similarity.cka import (
+    accumulation_groups,
+    choose_space,
+    cross_products,
+    linear_cka_from_stats,
+    linear_stats_keeping,
+    rbf_stats,
+)
 from sim_consistency.similarity.grid import cka_grid
 from sim_consistency.similarity.matrix import similarity_matrix
 from sim_consistency.similarity.streamed import DEFAULT_MEMORY_BUDGET
@@ -49,6 +59,8 @@ from sim_consistency.uncertainty.linear_cka import (
     LinearGroupStats,
     linear_cka_leave_out,
     linear_group_stats,
+    linear_pair_leave_out,
+    linear_stats_from_point,
 )
 from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out
 from sim_consistency.uncertainty.rsa import rdm_ranks, rsa_leave_out
@@ -126,6 +138,65 @@ def leave_out_matrix(
     )
 
 
+def _linear_one_pass(
+    mats: Sequence[np.ndarray],
+    spec: MetricSpec,
+    groups: np.ndarray,
+    memory_budget: int,
+    point_options: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return ``(point, leave_out)`` of linear CKA from one pass, or None when it does not apply.
+
+    Applies in feature space when ``groups`` are linear CKA's accumulation groups
+    (:func:`~sim_consistency.similarity.cka.accumulation_groups`: the default K = 20, seed 0)
+    and the K group products of a pair fit ``memory_budget``. The point is then computed
+    exactly as :func:`~sim_consistency.similarity.similarity_matrix` does it (same statistics,
+    same group-by-group sums, same per-pair formula), so it is bitwise that matrix; the
+    leave-group-out values reuse the sums' per-group products instead of a second pass.
+    """
+    if not (spec.sim_method == "cka" and spec.sim_kernel == "linear") or not mats:
+        return None
+    n = mats[0].shape[0]
+    widths = [X.shape[1] for X in mats]
+    space = point_options.get("space", "auto")
+    if space == "auto":
+        space = choose_space(n, widths)
+    k = int(groups.max()) + 1
+    if (
+        space != "feature"
+        or not np.array_equal(groups, accumulation_groups(n))
+        or 8 * k * max(widths) ** 2 > memory_budget
+    ):
+        return None
+    progress = bool(point_options.get("progress", False))
+    unbiased = bool(spec.unbiased)
+    stats, jack, totals = [], [], []
+    for X in progress_bar(mats, desc="prepare", disable=not progress):
+        st, products, total = linear_stats_keeping(X, space="feature", keep=True)
+        assert products is not None and total is not None
+        stats.append(st)
+        jack.append(linear_stats_from_point(st, products, total))
+        totals.append(total)
+    m = len(mats)
+    point = np.empty((m, m), dtype=np.float64)
+    theta = np.empty((m, m, k))
+    pairs = [(i, j) for i in range(m) for j in range(i, m)]
+    for i, j in progress_bar(pairs, desc="pairs", disable=not progress):
+        if i == j:
+            total = totals[i]
+            theta[i, i] = linear_cka_leave_out(jack[i], jack[i], unbiased=unbiased)
+        else:
+            total, products = cross_products(stats[i], stats[j], keep=True)
+            assert products is not None
+            theta[i, j] = theta[j, i] = linear_pair_leave_out(
+                jack[i], jack[j], products, total, unbiased=unbiased
+            )
+        point[i, j] = point[j, i] = linear_cka_from_stats(
+            stats[i], stats[j], unbiased=unbiased, cross=total
+        )
+    return point, theta
+
+
 def similarity_matrix_ci(
     features: Sequence[Any],
     spec: MetricSpec,
@@ -161,20 +232,24 @@ def similarity_matrix_ci(
         ``ci_high``, ``bias`` as (M, M) arrays, ``leave_out`` (M, M, K), ``groups`` (n,),
         ``n_groups``, ``seed``, ``method``.
     """
-    point = similarity_matrix(
-        features,
-        spec,
-        normalize=normalize,
-        memory_budget=memory_budget,
-        device=device,
-        **point_options,
-    )
     mats = [as_matrix(X, f"features[{i}]") for i, X in enumerate(features)]
     if normalize:
         mats = [l2_normalize(X) for X in mats]
     n = mats[0].shape[0] if mats else 0
     groups = row_groups(n, n_groups, seed=seed)
-    theta = leave_out_matrix(mats, spec, groups, memory_budget=memory_budget)
+    fused = _linear_one_pass(mats, spec, groups, memory_budget, point_options)
+    if fused is not None:
+        point, theta = fused
+    else:
+        point = similarity_matrix(
+            features,
+            spec,
+            normalize=normalize,
+            memory_budget=memory_budget,
+            device=device,
+            **point_options,
+        )
+        theta = leave_out_matrix(mats, spec, groups, memory_budget=memory_budget)
     return jackknife_interval(
         point, theta, level=level, seed=seed, groups=groups, bias_correct=bias_correct
     )
