@@ -170,6 +170,10 @@ class LinearStats:
         chunk_rows: rows per float64 chunk.
         groups: the increasing row indices of each accumulation group
             (:func:`accumulation_groups`), the order of the feature-space sums.
+        blocks: feature space, in-memory input: the centred float64 rows of each group,
+            zero-padded to the largest group, (K, max n_g, d) — one copy of the features,
+            so that a pair's K group products are one batched GEMM without re-centring;
+            ``None`` for an ``h5py.Dataset`` (read group by group per pair) or in Gram space.
     """
 
     X: np.ndarray
@@ -181,6 +185,7 @@ class LinearStats:
     is_constant: bool
     chunk_rows: int
     groups: tuple[npt.NDArray[np.int64], ...] = ()
+    blocks: npt.NDArray[np.float64] | None = None
 
     @property
     def n(self) -> int:
@@ -189,6 +194,12 @@ class LinearStats:
     def centred_at(self, idx: np.ndarray) -> npt.NDArray[np.float64]:
         """Return the rows ``idx`` (increasing) of the centred features in float64."""
         return self.X[idx].astype(np.float64) - self.mean
+
+    def group_centred(self, g: int) -> npt.NDArray[np.float64]:
+        """Return the centred float64 rows of accumulation group ``g``, (n_g, d)."""
+        if self.blocks is not None:
+            return self.blocks[g, : self.groups[g].size]
+        return self.centred_at(self.groups[g])
 
 
 def accumulation_groups(n: int) -> npt.NDArray[np.int64]:
@@ -199,6 +210,11 @@ def accumulation_groups(n: int) -> npt.NDArray[np.int64]:
     """
     k = min(POINT_GROUPS, n)
     return np.zeros(n, dtype=np.int64) if k < 2 else random_groups(n, k, POINT_SEED)
+
+
+#: Bytes of a pair's stacked (K, d_x, d_y) group products above which they are formed one
+#: group at a time (the choice depends on the shapes only, so every caller sums alike).
+_BATCH_BYTES = 1 << 28
 
 
 def _group_cross(sx: LinearStats, sy: LinearStats, idx: np.ndarray) -> npt.NDArray[np.float64]:
@@ -222,10 +238,19 @@ def cross_products(
     change the sum's bits: the plain estimator and the jackknife share this one accumulation.
     """
     dx, dy = sx.X.shape[1], sy.X.shape[1]
+    k = len(sx.groups)
     acc = np.zeros((dx, dy), dtype=np.float64)
-    kept = np.empty((len(sx.groups), dx, dy)) if keep else None
+    if sx.blocks is not None and sy.blocks is not None and 8 * k * dx * dy <= _BATCH_BYTES:
+        P = np.matmul(sx.blocks.transpose(0, 2, 1), sy.blocks)  # K GEMMs in one call
+        for g in range(k):
+            acc += P[g]
+        return acc, (P if keep else None)
+    kept = np.empty((k, dx, dy)) if keep else None
     for g, idx in enumerate(sx.groups):
-        p = _group_cross(sx, sy, idx)
+        if sx.blocks is not None and sy.blocks is not None:
+            p = sx.group_centred(g).T @ sy.group_centred(g)
+        else:
+            p = _group_cross(sx, sy, idx)
         acc += p
         if kept is not None:
             kept[g] = p
@@ -308,8 +333,14 @@ def linear_stats_keeping(
         sq_norms[rows] = np.einsum("ij,ij->i", Xc, Xc)
     gram = _gram(X, mean, chunk_rows) if space == "gram" else None
     groups = group_rows(accumulation_groups(n))
+    blocks = None
+    if gram is None and isinstance(X, np.ndarray):
+        blocks = np.zeros((len(groups), max(idx.size for idx in groups), d))
+        for g, idx in enumerate(groups):
+            blocks[g, : idx.size] = X[idx]
+            blocks[g, : idx.size] -= mean
     stats = LinearStats(
-        X, mean, sq_norms, gram, 0.0, 0.0, _is_constant(X, chunk_rows), chunk_rows, groups
+        X, mean, sq_norms, gram, 0.0, 0.0, _is_constant(X, chunk_rows), chunk_rows, groups, blocks
     )
     products = total = None
     if gram is None:  # as _linear_cross in feature space, keeping the group products

@@ -264,17 +264,12 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
     import pandas as pd
 
     from sim_consistency.progress import progress_bar
-    from sim_consistency.similarity import (
-        block_stats,
-        choose_space,
-        cka_grid_from_stats,
-        l2_normalize,
-    )
+    from sim_consistency.similarity import choose_space, l2_normalize
     from sim_consistency.threads import threads_metadata
     from sim_consistency.uncertainty import (
-        grid_leave_out,
+        grid_blocks,
+        grid_with_leave_out,
         jackknife_interval,
-        linear_group_stats,
         row_groups,
     )
 
@@ -287,20 +282,16 @@ def run_item(settings: LayerCkaSettings, item: WorkItem) -> Path:
     space = choose_space(n, widths)
     groups = row_groups(n, item.ci_groups, seed=item.ci_seed) if item.ci else None
     stats = {}
-    group_stats = {}
     for model_id in progress_bar(involved, desc=f"layer_cka {item.dataset}: block statistics"):
         arrays = blocks[model_id][1]
         if item.normalize:
             arrays = [l2_normalize(X) for X in arrays]
-        stats[model_id] = block_stats(arrays, space=space)
-        if groups is not None:
-            group_stats[model_id] = [linear_group_stats(X, groups) for X in arrays]
+        stats[model_id] = grid_blocks(arrays, space=space, groups=groups)
     grids: dict[tuple[str, str], np.ndarray] = {}
     intervals: dict[tuple[str, str], Interval] = {}
     for a, b in progress_bar(item.pairs, desc=f"layer_cka {item.dataset}: grids"):
-        grids[(a, b)] = cka_grid_from_stats(stats[a], stats[b], unbiased=item.unbiased)
-        if groups is not None:
-            theta = grid_leave_out(group_stats[a], group_stats[b], unbiased=item.unbiased)
+        grids[(a, b)], theta = grid_with_leave_out(stats[a], stats[b], unbiased=item.unbiased)
+        if theta is not None:
             intervals[(a, b)] = jackknife_interval(
                 grids[(a, b)], theta, level=CI_LEVEL, seed=item.ci_seed, groups=groups
             )

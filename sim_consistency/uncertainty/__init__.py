@@ -61,8 +61,11 @@ from sim_consistency.uncertainty.mantel import (
 from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out
 from sim_consistency.uncertainty.rsa import RdmRanks, rdm_ranks, rsa_leave_out
 from sim_consistency.uncertainty.similarity import (
+    GridBlocks,
     cka_grid_ci,
+    grid_blocks,
     grid_leave_out,
+    grid_with_leave_out,
     leave_out_matrix,
     similarity_matrix_ci,
 )
@@ -70,6 +73,7 @@ from sim_consistency.uncertainty.similarity import (
 __all__ = [
     "ALPHA",
     "DEFAULT_GROUPS",
+    "GridBlocks",
     "Interval",
     "LinearGroupStats",
     "MantelResult",
@@ -87,6 +91,8 @@ __all__ = [
     "wilson_interval",
     "RdmRanks",
     "cka_grid_ci",
+    "grid_blocks",
+    "grid_with_leave_out",
     "grid_leave_out",
     "jackknife_interval",
     "leave_out_matrix",

@@ -204,11 +204,11 @@ def linear_stats_from_point(
     k, n = len(groups), stats.n
     sizes = np.array([idx.size for idx in groups], dtype=np.int64)
     m = (n - sizes).astype(np.float64)
-    sums = np.stack([stats.centred_at(idx).sum(axis=0) for idx in groups])
+    sums = np.stack([stats.group_centred(g).sum(axis=0) for g in range(k)])
     kept_sq = np.empty((n, k))
     tail = (sums * sums).sum(axis=1) / (m * m)
     for g, idx in enumerate(groups):
-        kept_sq[idx] = stats.sq_norms[idx, None] + 2.0 * (stats.centred_at(idx) @ sums.T) / m
+        kept_sq[idx] = stats.sq_norms[idx, None] + 2.0 * (stats.group_centred(g) @ sums.T) / m
         kept_sq[idx] += tail
         kept_sq[idx, g] = 0.0
     kept_sum = kept_sq.sum(axis=0)

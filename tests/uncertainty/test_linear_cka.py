@@ -122,3 +122,28 @@ def test_accumulation_groups_of_small_n_and_chunked_groups():
     np.testing.assert_allclose(acc, Xc.T @ Yc, rtol=0, atol=1e-12)
     assert kept is not None and kept.shape == (20, 5, 4)
     np.testing.assert_allclose(kept.sum(0), acc, rtol=0, atol=1e-12)
+
+
+def test_grid_default_groups_reuse_the_point_pass():
+    """cka_grid_ci / the layer_cka stage's grid_blocks: one pass with K = 20, seed 0; the grid
+    is bitwise cka_grid and the cells' leave-out values equal the separate pass's."""
+    from sim_consistency.uncertainty import grid_blocks, grid_leave_out
+
+    rng = np.random.default_rng(6)
+    shared = rng.normal(size=(400, 5))
+    blocks_a = [shared @ rng.normal(size=(5, d)) + rng.normal(size=(400, d)) for d in (8, 11)]
+    blocks_b = [shared @ rng.normal(size=(5, d)) + rng.normal(size=(400, d)) for d in (6, 9, 7)]
+    groups = row_groups(400, 20, seed=0)
+    assert grid_blocks(blocks_a, groups=groups).one_pass
+    for unbiased in (False, True):
+        ci = cka_grid_ci(blocks_a, blocks_b, unbiased)
+        assert ci.point.tobytes() == cka_grid(blocks_a, blocks_b, unbiased).tobytes()
+        sep = grid_leave_out(
+            [linear_group_stats(X, groups) for X in blocks_a],
+            [linear_group_stats(X, groups) for X in blocks_b],
+            unbiased=unbiased,
+        )
+        np.testing.assert_allclose(ci.leave_out, sep, rtol=0, atol=1e-12)
+        same = cka_grid_ci(blocks_a, blocks_a, unbiased)
+        assert same.point.tobytes() == cka_grid(blocks_a, blocks_a, unbiased).tobytes()
+        assert np.array_equal(same.leave_out, same.leave_out.transpose(1, 0, 2))
