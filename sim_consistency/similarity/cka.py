@@ -242,8 +242,7 @@ def cross_products(
     acc = np.zeros((dx, dy), dtype=np.float64)
     if sx.blocks is not None and sy.blocks is not None and 8 * k * dx * dy <= _BATCH_BYTES:
         P = np.matmul(sx.blocks.transpose(0, 2, 1), sy.blocks)  # K GEMMs in one call
-        for g in range(k):
-            acc += P[g]
+        np.add.reduce(P, axis=0, out=acc)  # group by group (axis 0 is not the inner axis)
         return acc, (P if keep else None)
     kept = np.empty((k, dx, dy)) if keep else None
     for g, idx in enumerate(sx.groups):

@@ -119,7 +119,7 @@ def _group_products(
         c_q = flat @ C + ((tx @ C.reshape(dx, dy)) * ty).sum(axis=1) / kept
         t_p_t = (np.matmul(tx[:, None, :], P)[:, 0, :] * ty).sum(axis=1)
         q_q = (
-            np.einsum("ij,ij->i", flat, flat)
+            np.matmul(flat[:, None, :], flat[:, :, None]).ravel()  # K dots (BLAS)
             + 2.0 * t_p_t / kept
             + (tx * tx).sum(axis=1) * (ty * ty).sum(axis=1) / (kept * kept)
         )
