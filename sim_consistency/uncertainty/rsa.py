@@ -178,7 +178,7 @@ def rsa_leave_out(
         keep = (gi != g) & (gj != g)
         kept = int(keep.sum())
         Z = buf[: m * kept].reshape(m, kept)  # each model's standardised triangle, in place
-        ok = []
+        ok: list[int] = []
         for a, (p, sg) in enumerate(zip(prepared, sorted_groups, strict=True)):
             keep_sorted = None if sg is None else (sg[0] != g) & (sg[1] != g)
             if p.standardised(keep, keep_sorted, out=Z[len(ok)]) is not None:
