@@ -16,8 +16,10 @@ every retained entry a real pair. The values equal ``rsa`` on the kept rows (tes
 
 Cost and memory: per group, each model's kept triangle is ranked (O(N), N = n(n-1)/2) and the
 M×M products are one GEMM over the kept entries, so the CI costs about K times the plain RSA
-cross products; the M standardised triangles of one group are held at once (``8 M N`` bytes,
-checked against ``memory_budget``).
+cross products; the M standardised triangles of one group are held at once (``8 M N`` bytes)
+and, for Spearman, each RDM's two row-group labels in its sort order (``2 M N`` bytes: the kept
+mask in sort order without a random gather per group), checked against ``memory_budget``.
+Without ties the kept ranks are the running count of kept entries (no tie averaging).
 """
 
 from __future__ import annotations
@@ -163,10 +165,13 @@ def rsa_leave_out(
             f"jackknife: RDMs of {[p.values.size for p in prepared]} entries do not match "
             f"{n} group labels ({length} pairs)."
         )
-    if 8 * m * length > memory_budget:
+    spearman = any(p.order is not None for p in prepared)
+    need = (8 + (2 if spearman else 0)) * m * length  # standardised triangles + group labels
+    if need > memory_budget:
         raise ConfigError(
-            f"rsa jackknife: {m} RDMs of n={n} rows need {8 * m * length / 2**30:.1f} GiB per "
-            f"group, over the memory budget ({memory_budget / 2**30:.1f} GiB); raise "
+            f"rsa jackknife: {m} RDMs of n={n} rows need {need / 2**30:.1f} GiB (one group's "
+            f"standardised triangles, and each RDM's pair groups in sort order for Spearman), "
+            f"over the memory budget ({memory_budget / 2**30:.1f} GiB); raise "
             "memory_budget or use fewer rows or models."
         )
     gi, gj = _upper_pair_groups(groups)
