@@ -29,8 +29,14 @@ def _run_args(script: str, tmp_path: Path) -> list[str]:
         return ["features", *args]
     if script.startswith("download_ds/"):
         return ["--help"]
-    if script not in ("demo.py", "train_demo_models.py"):
+    if script not in ("demo.py", "train_demo_models.py", "export_rep2rep.py"):
         args += ["--models_config", str(tmp_path / "models.json")]
+    if script == "combined_probe.py":  # its required flags
+        args += ["--model_sets", str(tmp_path / "sets.json"), "--datasets", "wds/digits"]
+    if script == "export_rep2rep.py":
+        args += ["--rep2rep_root", str(tmp_path / "r2r")]
+    if script == "probe_transfer.py":
+        args += ["--source_dataset", "wds/a", "--target_datasets", "wds/b"]
     return args
 
 

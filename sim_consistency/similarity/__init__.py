@@ -12,6 +12,7 @@ from sim_consistency.similarity._arrays import (
 from sim_consistency.similarity.cka import (
     LinearStats,
     RbfStats,
+    accumulation_groups,
     choose_space,
     cka,
     linear_cka_from_stats,
@@ -23,6 +24,7 @@ from sim_consistency.similarity.cka import (
 from sim_consistency.similarity.consistency import (
     consistency,
     consistency_summary,
+    model_set_members,
     model_set_pairs,
 )
 from sim_consistency.similarity.grid import block_stats, cka_grid, cka_grid_from_stats
@@ -42,6 +44,7 @@ __all__ = [
     "LinearStats",
     "RbfStats",
     "block_stats",
+    "accumulation_groups",
     "choose_space",
     "cka",
     "cka_grid",
@@ -56,6 +59,7 @@ __all__ = [
     "linear_stats",
     "median_sq_distance",
     "metric_slug",
+    "model_set_members",
     "model_set_pairs",
     "mutual_knn",
     "rbf_cka_from_stats",

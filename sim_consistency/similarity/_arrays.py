@@ -63,6 +63,22 @@ def row_chunks(n: int, chunk_rows: int) -> Iterator[slice]:
         yield slice(start, min(n, start + chunk_rows))
 
 
+def random_groups(n: int, n_groups: int, seed: int) -> npt.NDArray[np.int64]:
+    """Return ``default_rng(seed).permutation(n) % n_groups``: a random group label per row.
+
+    Groups of ``n // K`` or ``n // K + 1`` rows, independent of the row order. The one formula
+    behind the jackknife's row groups and linear CKA's accumulation order.
+    """
+    return (np.random.default_rng(seed).permutation(n) % n_groups).astype(np.int64)
+
+
+def group_rows(labels: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], ...]:
+    """Return the (increasing) row indices of each group ``0 .. max(labels)``."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.cumsum(np.bincount(labels, minlength=int(labels.max(initial=-1)) + 1))
+    return tuple(np.split(order, bounds[:-1]))
+
+
 def column_mean(X: np.ndarray, chunk_rows: int) -> npt.NDArray[np.float64]:
     """Return the column means of ``X`` accumulated in float64 over row chunks."""
     total = np.zeros(X.shape[1], dtype=np.float64)

@@ -22,7 +22,13 @@ already ``HKH`` and, writing ``a_i = |x_i|^2`` and ``b_i = |y_i|^2``,
 accumulated in float64 either in *feature space* — ``X^T Y`` summed over row chunks, O(n d_x d_y)
 time and O(d_x d_y + chunk (d_x + d_y)) memory, never n×n — or in *Gram space* —
 ``<K~, L~>_F`` of the Gram matrices with their diagonals zeroed (the diagonal ``a.b`` is added
-back for the biased term only), O(n^2 (d_x + d_y)) time, cheaper when ``d >> n``. The two agree to
+back for the biased term only), O(n^2 (d_x + d_y)) time, cheaper when ``d >> n``.
+In feature space the sum ``X^T Y = sum_g X_g^T Y_g`` runs over :data:`POINT_GROUPS` fixed
+random row groups (:func:`accumulation_groups`, seed 0) in group order, one GEMM per group
+(sub-chunks of ``chunk_rows`` inside a larger group): the same FLOPs as contiguous chunks, and
+the per-group products are exactly the sufficient statistics of the delete-a-group jackknife
+(:mod:`sim_consistency.uncertainty.linear_cka`), so ``--ci`` with its default groups (K = 20,
+seed 0) reuses them instead of a second pass, with the point bitwise unchanged. The two agree to
 rounding (tested ≤ 1e-10). Per-representation work (mean, row norms, self-HSIC, the Gram
 matrix) lives in :class:`LinearStats`, so a model×model matrix or a block×block grid computes
 it once per representation and only the cross term per pair.
@@ -67,6 +73,8 @@ from sim_consistency.similarity._arrays import (
     as_matrix,
     check_pair,
     column_mean,
+    group_rows,
+    random_groups,
     row_chunks,
     warn_bandwidth_too_small,
     warn_degenerate,
@@ -83,9 +91,18 @@ __all__ = [
     "with_self_terms",
     "median_sq_distance",
     "choose_space",
+    "accumulation_groups",
+    "cross_products",
+    "linear_stats_keeping",
+    "POINT_GROUPS",
+    "POINT_SEED",
 ]
 
 Space = Literal["auto", "feature", "gram"]
+#: Linear CKA's feature-space cross products are accumulated over this many fixed random row
+#: groups (seed :data:`POINT_SEED`), the jackknife's default groups (``--ci_groups 20``).
+POINT_GROUPS = 20
+POINT_SEED = 0
 DEFAULT_SLAB_ROWS = 1024
 _UNDEFINED = "A similarity of such features is undefined."
 
@@ -150,6 +167,13 @@ class LinearStats:
         self_biased: ``||Xc^T Xc||_F^2`` (= n-free numerator of the biased HSIC(X, X)).
         self_unbiased: ``n(n-3) HSIC_u(X, X)``.
         is_constant: every row equals the first (CKA is undefined: NaN with a warning).
+        chunk_rows: rows per float64 chunk.
+        groups: the increasing row indices of each accumulation group
+            (:func:`accumulation_groups`), the order of the feature-space sums.
+        blocks: feature space, in-memory input: the centred float64 rows of each group,
+            zero-padded to the largest group, (K, max n_g, d) — one copy of the features,
+            so that a pair's K group products are one batched GEMM without re-centring;
+            ``None`` for an ``h5py.Dataset`` (read group by group per pair) or in Gram space.
     """
 
     X: np.ndarray
@@ -160,21 +184,81 @@ class LinearStats:
     self_unbiased: float
     is_constant: bool
     chunk_rows: int
+    groups: tuple[npt.NDArray[np.int64], ...] = ()
+    blocks: npt.NDArray[np.float64] | None = None
 
     @property
     def n(self) -> int:
         return int(self.X.shape[0])
 
-    def centred(self, rows: slice) -> npt.NDArray[np.float64]:
-        """Return rows ``rows`` of the centred features in float64."""
-        return self.X[rows].astype(np.float64) - self.mean
+    def centred_at(self, idx: np.ndarray) -> npt.NDArray[np.float64]:
+        """Return the rows ``idx`` (increasing) of the centred features in float64."""
+        return self.X[idx].astype(np.float64) - self.mean
+
+    def group_centred(self, g: int) -> npt.NDArray[np.float64]:
+        """Return the centred float64 rows of accumulation group ``g``, (n_g, d)."""
+        if self.blocks is not None:
+            return self.blocks[g, : self.groups[g].size]
+        return self.centred_at(self.groups[g])
+
+
+def accumulation_groups(n: int) -> npt.NDArray[np.int64]:
+    """Return the group label of each of ``n`` rows in linear CKA's accumulation order.
+
+    ``random_groups(n, min(POINT_GROUPS, n), POINT_SEED)`` — bitwise
+    ``row_groups(n, 20, seed=0)`` of the jackknife when ``n >= 20``; one group when n < 2.
+    """
+    k = min(POINT_GROUPS, n)
+    return np.zeros(n, dtype=np.int64) if k < 2 else random_groups(n, k, POINT_SEED)
+
+
+#: Bytes of a pair's stacked (K, d_x, d_y) group products above which they are formed one
+#: group at a time (the choice depends on the shapes only, so every caller sums alike).
+_BATCH_BYTES = 1 << 28
+
+
+def _group_cross(sx: LinearStats, sy: LinearStats, idx: np.ndarray) -> npt.NDArray[np.float64]:
+    """Return ``Xc_g^T Yc_g`` of the rows ``idx`` (sub-chunks of ``chunk_rows``, in order)."""
+    out: npt.NDArray[np.float64] | None = None
+    for rows in row_chunks(idx.size, sx.chunk_rows):
+        p = sx.centred_at(idx[rows]).T @ sy.centred_at(idx[rows])
+        out = p if out is None else out + p
+    if out is None:
+        return np.zeros((sx.X.shape[1], sy.X.shape[1]))
+    return out
+
+
+def cross_products(
+    sx: LinearStats, sy: LinearStats, *, keep: bool = False
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+    """Return ``Xc^T Yc`` summed group by group in float64, and the per-group products.
+
+    The sum runs over :func:`accumulation_groups` in group order; with ``keep`` each group's
+    ``Xc_g^T Yc_g`` is returned too, stacked (K, d_x, d_y) (else None). Keeping them does not
+    change the sum's bits: the plain estimator and the jackknife share this one accumulation.
+    """
+    dx, dy = sx.X.shape[1], sy.X.shape[1]
+    k = len(sx.groups)
+    acc = np.zeros((dx, dy), dtype=np.float64)
+    if sx.blocks is not None and sy.blocks is not None and 8 * k * dx * dy <= _BATCH_BYTES:
+        P = np.matmul(sx.blocks.transpose(0, 2, 1), sy.blocks)  # K GEMMs in one call
+        np.add.reduce(P, axis=0, out=acc)  # group by group (axis 0 is not the inner axis)
+        return acc, (P if keep else None)
+    kept = np.empty((k, dx, dy)) if keep else None
+    for g, idx in enumerate(sx.groups):
+        if sx.blocks is not None and sy.blocks is not None:
+            p = sx.group_centred(g).T @ sy.group_centred(g)
+        else:
+            p = _group_cross(sx, sy, idx)
+        acc += p
+        if kept is not None:
+            kept[g] = p
+    return acc, kept
 
 
 def _cross_feature(sx: LinearStats, sy: LinearStats) -> float:
-    """Return ``||Xc^T Yc||_F^2`` accumulated over row chunks in float64."""
-    acc = np.zeros((sx.X.shape[1], sy.X.shape[1]), dtype=np.float64)
-    for rows in row_chunks(sx.n, sx.chunk_rows):
-        acc += sx.centred(rows).T @ sy.centred(rows)
+    """Return ``||Xc^T Yc||_F^2`` accumulated group by group in float64."""
+    acc, _ = cross_products(sx, sy)
     return float(np.vdot(acc, acc))
 
 
@@ -219,9 +303,25 @@ def linear_stats(
 
     Args:
         X: features, (n, d), one row per sample (float16/32/64 array, tensor, or an
-            ``h5py.Dataset`` of the cache, which is then read chunk by chunk in feature space).
+            ``h5py.Dataset`` of the cache, which is then read group by group in feature space).
         space: ``"feature"`` (cross-covariances) or ``"gram"`` (n×n Gram matrix, for d >> n).
         chunk_rows: rows per float64 chunk (the result does not depend on it beyond rounding).
+    """
+    return linear_stats_keeping(X, space=space, chunk_rows=chunk_rows)[0]
+
+
+def linear_stats_keeping(
+    X: Any,
+    *,
+    space: Literal["feature", "gram"] = "feature",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    keep: bool = False,
+) -> tuple[LinearStats, npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None]:
+    """:func:`linear_stats`, plus (feature space, ``keep``) the self products of the same pass.
+
+    Returns ``(stats, P, C)``: ``P`` the per-group ``Xc_g^T Xc_g`` (K, d, d) and ``C`` their
+    accumulated sum, as :func:`cross_products` gives them (None, None in Gram space or without
+    ``keep``); ``stats`` is bitwise :func:`linear_stats`'s.
     """
     X = as_matrix(X, "X", lazy=True)
     n, d = X.shape
@@ -231,17 +331,39 @@ def linear_stats(
         Xc = X[rows].astype(np.float64) - mean
         sq_norms[rows] = np.einsum("ij,ij->i", Xc, Xc)
     gram = _gram(X, mean, chunk_rows) if space == "gram" else None
-    stats = LinearStats(X, mean, sq_norms, gram, 0.0, 0.0, _is_constant(X, chunk_rows), chunk_rows)
-    full, off = _linear_cross(stats, stats)
+    groups = group_rows(accumulation_groups(n))
+    blocks = None
+    if gram is None and isinstance(X, np.ndarray):
+        blocks = np.zeros((len(groups), max(idx.size for idx in groups), d))
+        for g, idx in enumerate(groups):
+            blocks[g, : idx.size] = X[idx]
+            blocks[g, : idx.size] -= mean
+    stats = LinearStats(
+        X, mean, sq_norms, gram, 0.0, 0.0, _is_constant(X, chunk_rows), chunk_rows, groups, blocks
+    )
+    products = total = None
+    if gram is None:  # as _linear_cross in feature space, keeping the group products
+        total, products = cross_products(stats, stats, keep=keep)
+        full = float(np.vdot(total, total))
+        off = full - float(stats.sq_norms @ stats.sq_norms)
+    else:
+        full, off = _linear_cross(stats, stats)
     object.__setattr__(stats, "self_biased", full)
     object.__setattr__(stats, "self_unbiased", _linear_unbiased(off, stats, stats))
-    return stats
+    return stats, products, (total if keep else None)
 
 
-def linear_cka_from_stats(sx: LinearStats, sy: LinearStats, *, unbiased: bool = False) -> float:
+def linear_cka_from_stats(
+    sx: LinearStats,
+    sy: LinearStats,
+    *,
+    unbiased: bool = False,
+    cross: npt.NDArray[np.float64] | None = None,
+) -> float:
     """Return linear CKA from two representations' :class:`LinearStats` (same rows).
 
-    The cross term is taken in Gram space when both carry a Gram matrix, else in feature space.
+    The cross term is taken in Gram space when both carry a Gram matrix, else in feature space;
+    ``cross``: ``Xc^T Yc`` when already accumulated (:func:`cross_products`, feature space).
     """
     n = sx.n
     if sy.n != n:
@@ -252,7 +374,11 @@ def linear_cka_from_stats(sx: LinearStats, sy: LinearStats, *, unbiased: bool = 
     _check_n(n, unbiased, "cka")
     if sx.is_constant or sy.is_constant:
         return warn_degenerate("cka")
-    full, off = _linear_cross(sx, sy)
+    if cross is None:
+        full, off = _linear_cross(sx, sy)
+    else:
+        full = float(np.vdot(cross, cross))
+        off = full - float(sx.sq_norms @ sy.sq_norms)
     if not unbiased:
         return full / np.sqrt(sx.self_biased * sy.self_biased)
     num = _linear_unbiased(off, sx, sy)

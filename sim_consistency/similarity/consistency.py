@@ -19,7 +19,13 @@ from scipy import stats
 
 from sim_consistency.errors import ConfigError
 
-__all__ = ["consistency", "model_set_pairs", "pair_values", "consistency_summary"]
+__all__ = [
+    "consistency",
+    "model_set_members",
+    "model_set_pairs",
+    "pair_values",
+    "consistency_summary",
+]
 
 MIN_PAIRS = 3
 
@@ -109,6 +115,13 @@ def consistency(
     return table
 
 
+def model_set_members(
+    metadata: Mapping[str, Mapping[str, Any]], filt: Mapping[str, Any]
+) -> list[str]:
+    """Return the models whose metadata has every field of ``filt`` equal (config order)."""
+    return [m for m, meta in metadata.items() if all(meta.get(k) == v for k, v in filt.items())]
+
+
 def model_set_pairs(
     metadata: Mapping[str, Mapping[str, Any]],
     set_a: Mapping[str, Any],
@@ -127,14 +140,10 @@ def model_set_pairs(
     Raises:
         ConfigError: fewer than 3 pairs (the correlation would be meaningless).
     """
-
-    def members(filt: Mapping[str, Any]) -> list[str]:
-        return [m for m, meta in metadata.items() if all(meta.get(k) == v for k, v in filt.items())]
-
     seen: set[frozenset[str]] = set()
     pairs: list[tuple[str, str]] = []
-    for a in members(set_a):
-        for b in members(set_b):
+    for a in model_set_members(metadata, set_a):
+        for b in model_set_members(metadata, set_b):
             key = frozenset((a, b))
             if a != b and key not in seen:
                 seen.add(key)

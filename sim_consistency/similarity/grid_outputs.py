@@ -96,33 +96,24 @@ def block_grids(
         (:func:`~sim_consistency.similarity.choose_space`).
     """
     from sim_consistency.progress import progress_bar
-    from sim_consistency.similarity import (
-        block_stats,
-        choose_space,
-        cka_grid_from_stats,
-        l2_normalize,
-    )
-    from sim_consistency.uncertainty import grid_leave_out, jackknife_interval, linear_group_stats
+    from sim_consistency.similarity import choose_space, l2_normalize
+    from sim_consistency.uncertainty import grid_blocks, grid_with_leave_out, jackknife_interval
 
     n = next(iter(blocks.values()))[1][0].shape[0]
     involved = list(dict.fromkeys(m for pair in pairs for m in pair))
     widths = [X.shape[1] for m in involved for X in blocks[m][1]]
     space = choose_space(n, widths)
     stats = {}
-    group_stats = {}
     for model_id in progress_bar(involved, desc=f"layer_cka {where}: block statistics"):
         arrays = blocks[model_id][1]
         if normalize:
             arrays = [l2_normalize(X) for X in arrays]
-        stats[model_id] = block_stats(arrays, space=space)
-        if groups is not None:
-            group_stats[model_id] = [linear_group_stats(X, groups) for X in arrays]
+        stats[model_id] = grid_blocks(arrays, space=space, groups=groups)
     grids: dict[Pair, np.ndarray] = {}
     intervals: dict[Pair, Interval] = {}
     for a, b in progress_bar(pairs, desc=f"layer_cka {where}: grids"):
-        grids[(a, b)] = cka_grid_from_stats(stats[a], stats[b], unbiased=unbiased)
-        if groups is not None:
-            theta = grid_leave_out(group_stats[a], group_stats[b], unbiased=unbiased)
+        grids[(a, b)], theta = grid_with_leave_out(stats[a], stats[b], unbiased=unbiased)
+        if theta is not None:
             intervals[(a, b)] = jackknife_interval(
                 grids[(a, b)], theta, level=level, seed=seed, groups=groups
             )

@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 
 #: Bump when a change to the similarity code changes the numbers it writes.
 # 2: sigma_median by slab selection; 3: U-statistics without the diagonal (exact RBF at small σ);
-# 4: mutual k-NN of a constant representation is NaN.
-SIMILARITY_CODE_VERSION = "4"
+# 4: mutual k-NN of a constant representation is NaN; 5: linear CKA's feature-space cross
+# products summed over 20 fixed random row groups (the jackknife's default groups: --ci reuses
+# them), not contiguous chunks (last-bit changes).
+SIMILARITY_CODE_VERSION = "5"
 
 
 def cache_attrs(

@@ -14,10 +14,15 @@ metric, ``results/consistency/<metric_slug>/<restriction>/`` with
   one-sided, ``--n_permutations``), its bootstrap-over-models 95 % interval (``--n_bootstrap``),
   ``resolved`` (p < 0.05 and the interval excludes 0); both seeded by ``--ci_seed``. The
   heatmaps hatch the tested cells that are not resolved. ``--n_permutations 0 --n_bootstrap 0``
-  turns both off (then no file and no hatching);
+  turns both off (then no file and no hatching). Under ``--set_a/--set_b`` the models are
+  permuted and resampled only within their model-set stratum (see
+  :mod:`sim_consistency.uncertainty.mantel`; ``note`` says when that leaves no p-value or
+  interval);
 * ``summary.csv`` — mean, median, std, min, max of the off-diagonal entries, per method;
-* ``metadata.json`` — datasets, models, pairs, the input matrices' content keys and the content
-  key the planner compares to skip finished outputs (written last; removed first on rebuild).
+* ``metadata.json`` — datasets, models, pairs, the input matrices' point content keys (a
+  matrix written with ``--ci`` counts by the key of its point numbers, so a ``--ci`` rerun of
+  the matrices leaves these tables current) and the content key the planner compares to skip
+  finished outputs (written last; removed first on rebuild).
 
 ``<restriction>`` is ``all_pairs``, or ``<set_a>__vs__<set_b>`` for a model-set-pair restriction
 by model metadata (e.g. ``--set_a objective=supervised architecture_class=cnn --set_b
@@ -151,6 +156,8 @@ class WorkItem:
     folder: Path
     content_key: str
     reason: str  # "missing" | "stale" | "forced"
+    #: The restriction's two model sets (ids of A, ids of B); None for all pairs.
+    model_sets: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
 
 def parse_model_set(flag: str, values: Sequence[Any]) -> tuple[tuple[str, str], ...]:
@@ -190,8 +197,26 @@ def _restricted_pairs(settings: ConsistencySettings) -> list[tuple[str, str]] | 
 
     if not settings.set_a:
         return None
-    metadata = {m: settings.model_metadata.get(m, {}) for m in settings.model_ids}
-    return model_set_pairs(metadata, dict(settings.set_a), dict(settings.set_b))
+    return model_set_pairs(_metadata(settings), dict(settings.set_a), dict(settings.set_b))
+
+
+def _metadata(settings: ConsistencySettings) -> dict[str, Mapping[str, Any]]:
+    return {m: settings.model_metadata.get(m, {}) for m in settings.model_ids}
+
+
+def _model_sets(
+    settings: ConsistencySettings,
+) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """Return the ids of the restriction's model sets A and B, or ``None`` for all pairs."""
+    from sim_consistency.similarity import model_set_members
+
+    if not settings.set_a:
+        return None
+    meta = _metadata(settings)
+    return (
+        tuple(model_set_members(meta, dict(settings.set_a))),
+        tuple(model_set_members(meta, dict(settings.set_b))),
+    )
 
 
 def plan(settings: ConsistencySettings) -> list[WorkItem]:
@@ -207,7 +232,7 @@ def plan(settings: ConsistencySettings) -> list[WorkItem]:
         folders = tuple(similarity_folder(loc, d, spec) for d in settings.datasets)
         keys = []
         for folder in folders:
-            key = stored_key(folder)
+            key = matrix_point_key(folder)
             if key is None:
                 raise MissingInputError(
                     f"{folder}: no complete similarity matrix (no {METADATA_FILE}); run "
@@ -240,9 +265,24 @@ def plan(settings: ConsistencySettings) -> list[WorkItem]:
                 folder=folder,
                 content_key=key,
                 reason=reason,
+                model_sets=_model_sets(settings),
             )
         )
     return items
+
+
+def matrix_point_key(folder: Path) -> str | None:
+    """Return the key of a matrix folder's *point* numbers (None: no complete matrix).
+
+    A matrix written with ``--ci`` records the key it would have without intervals
+    (``point_content_key``; its matrix is bitwise that run's), so a ``--ci`` rerun of the
+    matrices leaves the consistency tables current; a plain matrix's own key is that key.
+    """
+    from sim_consistency.stages._similarity_ci import POINT_KEY
+
+    if stored_key(folder) is None:
+        return None
+    return stored_key(folder, key=POINT_KEY) or stored_key(folder)
 
 
 def uncertainty_on(settings: ConsistencySettings) -> bool:
@@ -254,6 +294,14 @@ def uncertainty_settings(settings: ConsistencySettings) -> dict[str, Any] | None
     """The settings of the p-values and intervals (part of the content key), None when off."""
     if not uncertainty_on(settings):
         return None
+    restricted = {}
+    if settings.set_a:
+        restricted["restriction"] = (
+            "models permuted and resampled only within their model-set stratum (in A only, "
+            "in B only, in both), the permutations that map the restricted pairs onto "
+            "themselves; p-value NaN when no model can move, interval NaN when a stratum has "
+            "one model (the row's note says so)"
+        )
     return {
         "p_value": "Mantel permutation test (Mantel 1967), models permuted (rows and columns "
         "together), one-sided (greater), p = (1 + #{r_perm >= r}) / (1 + n_permutations)",
@@ -265,6 +313,7 @@ def uncertainty_settings(settings: ConsistencySettings) -> dict[str, Any] | None
         "seed": settings.ci_seed,
         "resolved": "p_value < 0.05 and the interval excludes 0; heatmap cells not resolved "
         "are hatched",
+        **restricted,
     }
 
 
@@ -297,6 +346,7 @@ def run_item(settings: ConsistencySettings, item: WorkItem) -> Path:
                 matrices,
                 method,
                 model_pairs=item.model_pairs,
+                model_sets=item.model_sets,
                 n_permutations=settings.n_permutations,
                 n_bootstrap=settings.n_bootstrap,
                 level=CI_LEVEL,

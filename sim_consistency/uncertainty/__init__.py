@@ -56,12 +56,16 @@ from sim_consistency.uncertainty.mantel import (
     consistency_ci,
     consistency_tests,
     mantel_test,
+    n_permutations_possible,
 )
 from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out
 from sim_consistency.uncertainty.rsa import RdmRanks, rdm_ranks, rsa_leave_out
 from sim_consistency.uncertainty.similarity import (
+    GridBlocks,
     cka_grid_ci,
+    grid_blocks,
     grid_leave_out,
+    grid_with_leave_out,
     leave_out_matrix,
     similarity_matrix_ci,
 )
@@ -69,6 +73,7 @@ from sim_consistency.uncertainty.similarity import (
 __all__ = [
     "ALPHA",
     "DEFAULT_GROUPS",
+    "GridBlocks",
     "Interval",
     "LinearGroupStats",
     "MantelResult",
@@ -79,12 +84,15 @@ __all__ = [
     "consistency_ci",
     "consistency_tests",
     "mantel_test",
+    "n_permutations_possible",
     "mcnemar_exact",
     "paired_bootstrap_diff",
     "verdict",
     "wilson_interval",
     "RdmRanks",
     "cka_grid_ci",
+    "grid_blocks",
+    "grid_with_leave_out",
     "grid_leave_out",
     "jackknife_interval",
     "leave_out_matrix",

@@ -37,6 +37,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from sim_consistency.errors import ConfigError
+from sim_consistency.similarity._arrays import random_groups
 
 __all__ = ["DEFAULT_GROUPS", "Interval", "row_groups", "jackknife_interval"]
 
@@ -61,7 +62,7 @@ def row_groups(n: int, n_groups: int = DEFAULT_GROUPS, *, seed: int = 0) -> npt.
             f"jackknife: {n} rows cannot be split into {n_groups} non-empty groups; use fewer "
             "groups (n_groups) or more samples."
         )
-    return (np.random.default_rng(seed).permutation(n) % n_groups).astype(np.int64)
+    return random_groups(n, int(n_groups), seed)
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,6 +21,14 @@ memory ``K d_x d_y`` float64 (two passes over the groups when that exceeds ``mem
 Per representation: ``P_g`` of X with itself (the denominators), ``t_g`` and ``a^(g)``.
 There is no Gram-space variant yet: for d >> n (where the plain matrix works with n×n Gram
 matrices) this costs ``n d_x d_y`` per pair all the same.
+
+One pass. The plain feature-space estimator accumulates ``X^T Y`` over the fixed accumulation
+groups of :func:`~sim_consistency.similarity.cka.accumulation_groups` — bitwise the jackknife's
+default groups (``row_groups(n, 20, seed=0)``). For those groups the ``P_g`` *are* the plain
+pass's own products (:func:`~sim_consistency.similarity.cka.cross_products` with ``keep``) and
+``C`` its sum: :func:`linear_stats_from_point` and :func:`linear_pair_leave_out` then add only
+the ``O(K d_x d_y)`` assembly and ``O(n d K)`` per representation to the plain cost. Other
+groups (another K or seed) take the separate pass of :func:`linear_group_stats`.
 """
 
 from __future__ import annotations
@@ -33,8 +41,15 @@ import numpy.typing as npt
 
 from sim_consistency.errors import ConfigError
 from sim_consistency.similarity._arrays import as_matrix, column_mean
+from sim_consistency.similarity.cka import LinearStats
 
-__all__ = ["LinearGroupStats", "linear_group_stats", "linear_cka_leave_out"]
+__all__ = [
+    "LinearGroupStats",
+    "linear_group_stats",
+    "linear_cka_leave_out",
+    "linear_stats_from_point",
+    "linear_pair_leave_out",
+]
 
 #: Bytes for the K stacked d_x×d_y group products of one pair before switching to two passes.
 DEFAULT_PAIR_BUDGET = 1 << 30
@@ -46,7 +61,8 @@ class LinearGroupStats:
 
     Attributes:
         blocks: the centred float64 rows of each group (full mean), zero-padded to the
-            largest group: (K, max n_g, d) (zero rows add nothing to ``X_g^T Y_g``).
+            largest group: (K, max n_g, d) (zero rows add nothing to ``X_g^T Y_g``); None when
+            the group products come from the plain pass (:func:`linear_stats_from_point`).
         sizes: rows per group, (K,).
         sums: ``t_g``, the column sums of each group's centred rows, (K, d).
         kept_sq_norms: ``a_i^(g)`` for every row i and left-out group g, (n, K); 0 where
@@ -56,7 +72,7 @@ class LinearGroupStats:
         self_unbiased: ``m(m-3) HSIC_u(X, X)`` on the kept rows, (K,).
     """
 
-    blocks: npt.NDArray[np.float64]
+    blocks: npt.NDArray[np.float64] | None
     sizes: npt.NDArray[np.int64]
     sums: npt.NDArray[np.float64]
     kept_sq_norms: npt.NDArray[np.float64]
@@ -74,28 +90,41 @@ class LinearGroupStats:
 
 
 def _group_products(
-    sx: LinearGroupStats, sy: LinearGroupStats, budget: int
+    sx: LinearGroupStats,
+    sy: LinearGroupStats,
+    budget: int,
+    products: npt.NDArray[np.float64] | None = None,
+    total: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Return ``||C_(g)||_F^2`` for every left-out group g, (K,)."""
+    """Return ``||C_(g)||_F^2`` for every left-out group g, (K,).
+
+    ``products`` (K, dx, dy) and ``total`` (their sum ``C``): the plain pass's group products;
+    else they are formed here from the stats' blocks.
+    """
     k = sx.n_groups
     dx, dy = sx.sums.shape[1], sy.sums.shape[1]
     kept = (sx.n - sx.sizes).astype(np.float64)
-    if k * dx * dy * 8 <= budget:
+    if products is not None or k * dx * dy * 8 <= budget:
         # ||C - Q_g||^2 = ||C||^2 - 2 <C, Q_g> + ||Q_g||^2 with Q_g = P_g + t^x_g t^y_g^T / m:
         # four reads of the K products and no (K, dx, dy) temporaries (each would cost page
         # faults comparable to the products themselves at small d).
-        P = np.matmul(sx.blocks.transpose(0, 2, 1), sy.blocks)  # one batched call, (K, dx, dy)
+        if products is None:
+            assert sx.blocks is not None and sy.blocks is not None
+            P = np.matmul(sx.blocks.transpose(0, 2, 1), sy.blocks)  # one batched call
+        else:
+            P = products
         flat = P.reshape(k, -1)
-        C = flat.sum(axis=0)
+        C = flat.sum(axis=0) if total is None else total.reshape(-1)
         tx, ty = sx.sums, sy.sums
         c_q = flat @ C + ((tx @ C.reshape(dx, dy)) * ty).sum(axis=1) / kept
         t_p_t = (np.matmul(tx[:, None, :], P)[:, 0, :] * ty).sum(axis=1)
         q_q = (
-            np.einsum("ij,ij->i", flat, flat)
+            np.matmul(flat[:, None, :], flat[:, :, None]).ravel()  # K dots (BLAS)
             + 2.0 * t_p_t / kept
             + (tx * tx).sum(axis=1) * (ty * ty).sum(axis=1) / (kept * kept)
         )
         return float(C @ C) - 2.0 * c_q + q_q
+    assert sx.blocks is not None and sy.blocks is not None
     C = np.zeros((dx, dy))
     for g in range(k):
         C += sx.blocks[g].T @ sy.blocks[g]
@@ -155,6 +184,58 @@ def linear_group_stats(
     with np.errstate(divide="ignore", invalid="ignore"):
         stats.self_unbiased[:] = _unbiased(full, row_dot, kept_sum, kept_sum, m)
     return stats
+
+
+def linear_stats_from_point(
+    stats: LinearStats,
+    self_products: npt.NDArray[np.float64],
+    self_total: npt.NDArray[np.float64],
+) -> LinearGroupStats:
+    """Return the jackknife statistics of a representation from its plain-pass statistics.
+
+    Args:
+        stats: the plain :class:`~sim_consistency.similarity.cka.LinearStats` (feature space);
+            its accumulation groups are the jackknife groups.
+        self_products: ``Xc_g^T Xc_g`` per group, (K, d, d), as
+            :func:`~sim_consistency.similarity.cka.linear_stats_keeping` keeps them.
+        self_total: their accumulated sum ``Xc^T Xc``.
+    """
+    groups = stats.groups
+    k, n = len(groups), stats.n
+    sizes = np.array([idx.size for idx in groups], dtype=np.int64)
+    m = (n - sizes).astype(np.float64)
+    sums = np.stack([stats.group_centred(g).sum(axis=0) for g in range(k)])
+    kept_sq = np.empty((n, k))
+    tail = (sums * sums).sum(axis=1) / (m * m)
+    for g, idx in enumerate(groups):
+        kept_sq[idx] = stats.sq_norms[idx, None] + 2.0 * (stats.group_centred(g) @ sums.T) / m
+        kept_sq[idx] += tail
+        kept_sq[idx, g] = 0.0
+    kept_sum = kept_sq.sum(axis=0)
+    out = LinearGroupStats(None, sizes, sums, kept_sq, kept_sum, np.empty(k), np.empty(k))
+    full = _group_products(out, out, 0, self_products, self_total)
+    out.self_full[:] = full
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out.self_unbiased[:] = _unbiased(full, (kept_sq * kept_sq).sum(axis=0), kept_sum,
+                                         kept_sum, m)  # fmt: skip
+    return out
+
+
+def linear_pair_leave_out(
+    sx: LinearGroupStats,
+    sy: LinearGroupStats,
+    products: npt.NDArray[np.float64],
+    total: npt.NDArray[np.float64],
+    *,
+    unbiased: bool = False,
+) -> npt.NDArray[np.float64]:
+    """:func:`linear_cka_leave_out` from the plain pass's group products of the pair.
+
+    ``products``/``total``: ``Xc_g^T Yc_g`` per group (K, d_x, d_y) and their sum, as
+    :func:`~sim_consistency.similarity.cka.cross_products` returns them with ``keep``.
+    """
+    full = _group_products(sx, sy, 0, products, total)
+    return _cka_from_full(full, sx, sy, unbiased)
 
 
 def linear_cka_leave_out(

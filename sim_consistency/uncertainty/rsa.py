@@ -16,8 +16,10 @@ every retained entry a real pair. The values equal ``rsa`` on the kept rows (tes
 
 Cost and memory: per group, each model's kept triangle is ranked (O(N), N = n(n-1)/2) and the
 M×M products are one GEMM over the kept entries, so the CI costs about K times the plain RSA
-cross products; the M standardised triangles of one group are held at once (``8 M N`` bytes,
-checked against ``memory_budget``).
+cross products; the M standardised triangles of one group are held at once (``8 M N`` bytes)
+and, for Spearman, each RDM's two row-group labels in its sort order (``2 M N`` bytes: the kept
+mask in sort order without a random gather per group), checked against ``memory_budget``.
+Without ties the kept ranks are the running count of kept entries (no tie averaging).
 """
 
 from __future__ import annotations
@@ -52,25 +54,65 @@ class RdmRanks:
     runs: npt.NDArray[np.int64] | None
     corr: str
 
-    def standardised(self, keep: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64] | None:
-        """Return ``(v - mean) / ||v - mean||`` of the (re-ranked) kept entries, or None."""
-        if not np.isfinite(self.values[keep]).all():  # a kept row with zero variance / norm
-            return None
+    @property
+    def finite(self) -> bool:
+        """Every entry is finite (else each kept subset is checked)."""
+        return _cached(self, "_finite", lambda: bool(np.isfinite(self.values).all()))
+
+    @property
+    def tied(self) -> bool:
+        """Some entries are equal (Spearman: average ranks inside runs are needed)."""
+        runs = self.runs
+        return _cached(self, "_tied", lambda: runs is not None and int(runs[-1]) + 1 < runs.size)
+
+    def standardised(
+        self,
+        keep: npt.NDArray[np.bool_],
+        keep_sorted: npt.NDArray[np.bool_] | None = None,
+        out: npt.NDArray[np.float64] | None = None,
+    ) -> npt.NDArray[np.float64] | None:
+        """Return ``(v - mean) / ||v - mean||`` of the (re-ranked) kept entries, or None.
+
+        ``keep_sorted``: ``keep[order]`` when the caller has it (saves a gather); ``out``: a
+        float64 buffer of ``keep.sum()`` values to write into.
+        """
+        if not self.finite and not np.isfinite(self.values[keep]).all():
+            return None  # a kept row with zero variance / norm
         if self.order is None or self.runs is None:
             v = self.values[keep]
         else:
-            kept_sorted = keep[self.order]
+            kept_sorted = keep[self.order] if keep_sorted is None else keep_sorted
             pos = np.cumsum(kept_sorted, dtype=np.float64)[kept_sorted]
-            run = self.runs[kept_sorted]
-            avg = np.bincount(run, weights=pos) / np.maximum(np.bincount(run), 1)
-            v = np.empty(self.values.size)
-            v[self.order[kept_sorted]] = avg[run]
-            v = v[keep]
-        if not np.isfinite(v).all():
+            if self.tied:
+                run = self.runs[kept_sorted]
+                pos = (np.bincount(run, weights=pos) / np.maximum(np.bincount(run), 1))[run]
+            full = np.empty(self.values.size)
+            full[self.order[kept_sorted]] = pos
+            v = full[keep]
+        if not self.finite and not np.isfinite(v).all():
             return None
-        v = v - v.mean()
-        norm = float(np.sqrt(np.einsum("i,i->", v, v)))  # not BLAS: no thread wake-up per call
-        return v / norm if norm > 0 else None
+        z = np.subtract(v, v.mean(), out=out)  # into the caller's buffer: no extra copy
+        norm = float(np.sqrt(np.einsum("i,i->", z, z)))  # not BLAS: no thread wake-up per call
+        if not norm > 0:
+            return None
+        z /= norm
+        return z
+
+    def sorted_pair_groups(
+        self, gi: npt.NDArray[np.int64], gj: npt.NDArray[np.int64]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return the two row groups of each pair in sort order (Spearman), for ``keep[order]``
+        without a random gather per group; compact dtype (K < 2^15)."""
+        if self.order is None:
+            return None
+        dtype = np.int8 if max(int(gi.max(initial=0)), int(gj.max(initial=0))) < 127 else np.int16
+        return gi[self.order].astype(dtype), gj[self.order].astype(dtype)
+
+
+def _cached(obj: object, name: str, make: Any) -> Any:
+    if name not in obj.__dict__:
+        object.__setattr__(obj, name, make())
+    return obj.__dict__[name]
 
 
 def rdm_ranks(
@@ -123,21 +165,30 @@ def rsa_leave_out(
             f"jackknife: RDMs of {[p.values.size for p in prepared]} entries do not match "
             f"{n} group labels ({length} pairs)."
         )
-    if 8 * m * length > memory_budget:
+    spearman = any(p.order is not None for p in prepared)
+    need = (8 + (2 if spearman else 0)) * m * length  # standardised triangles + group labels
+    if need > memory_budget:
         raise ConfigError(
-            f"rsa jackknife: {m} RDMs of n={n} rows need {8 * m * length / 2**30:.1f} GiB per "
-            f"group, over the memory budget ({memory_budget / 2**30:.1f} GiB); raise "
+            f"rsa jackknife: {m} RDMs of n={n} rows need {need / 2**30:.1f} GiB (one group's "
+            f"standardised triangles, and each RDM's pair groups in sort order for Spearman), "
+            f"over the memory budget ({memory_budget / 2**30:.1f} GiB); raise "
             "memory_budget or use fewer rows or models."
         )
     gi, gj = _upper_pair_groups(groups)
     k = int(groups.max()) + 1
     out = np.full((m, m, k), np.nan)
+    sorted_groups = [p.sorted_pair_groups(gi, gj) for p in prepared]
+    buf = np.empty(m * length)
     for g in range(k):
         keep = (gi != g) & (gj != g)
-        zs = [p.standardised(keep) for p in prepared]
-        ok = [a for a, z in enumerate(zs) if z is not None]
-        defined = [z for z in zs if z is not None]
-        if defined:
-            Z = np.stack(defined)
-            out[np.ix_(ok, ok, [g])] = np.clip(Z @ Z.T, -1.0, 1.0)[..., None]
+        kept = int(keep.sum())
+        Z = buf[: m * kept].reshape(m, kept)  # each model's standardised triangle, in place
+        ok: list[int] = []
+        for a, (p, sg) in enumerate(zip(prepared, sorted_groups, strict=True)):
+            keep_sorted = None if sg is None else (sg[0] != g) & (sg[1] != g)
+            if p.standardised(keep, keep_sorted, out=Z[len(ok)]) is not None:
+                ok.append(a)
+        if ok:
+            Zk = Z[: len(ok)]
+            out[np.ix_(ok, ok, [g])] = np.clip(Zk @ Zk.T, -1.0, 1.0)[..., None]
     return out

@@ -11,7 +11,9 @@ exactly from per-group sufficient statistics of one extra pass:
 metric        leave-group-out values from                       module
 ============  ==============================================  ================================
 linear CKA    per-group cross-covariances ``X_g^T Y_g``,       :mod:`.linear_cka`
-              column sums and re-centred row norms
+              column sums and re-centred row norms (the
+              point's own group-by-group products for the
+              default groups: one pass)
 RBF CKA       K×K block sums of kernel products and per-group  :mod:`.rbf_cka`
               kernel row sums (bandwidth fixed at full σ)
 RSA           RDM restricted to kept pairs, ranks redone       :mod:`.rsa`
@@ -28,15 +30,29 @@ kernels, the RDM ranks and the unbiased HSIC's diagonal-free sums.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from sim_consistency.config.similarity import MetricSpec
 from sim_consistency.errors import ConfigError
+from sim_consistency.progress import progress_bar
 from sim_consistency.similarity._arrays import as_matrix, l2_normalize
-from sim_consistency.similarity.cka import rbf_stats
-from sim_consistency.similarity.grid import cka_grid
+from sim_consistency.similarity.cka import (
+    LinearStats,
+    accumulation_groups,
+    choose_space,
+    cross_products,
+    linear_cka_from_stats,
+    linear_stats_keeping,
+    rbf_stats,
+)
+from sim_consistency.similarity.grid import (
+    _check_rows,
+    block_stats,
+    cka_grid_from_stats,
+)
 from sim_consistency.similarity.matrix import similarity_matrix
 from sim_consistency.similarity.streamed import DEFAULT_MEMORY_BUDGET
 from sim_consistency.uncertainty.jackknife import (
@@ -46,14 +62,25 @@ from sim_consistency.uncertainty.jackknife import (
     row_groups,
 )
 from sim_consistency.uncertainty.linear_cka import (
+    DEFAULT_PAIR_BUDGET,
     LinearGroupStats,
     linear_cka_leave_out,
     linear_group_stats,
+    linear_pair_leave_out,
+    linear_stats_from_point,
 )
 from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out
 from sim_consistency.uncertainty.rsa import rdm_ranks, rsa_leave_out
 
-__all__ = ["similarity_matrix_ci", "cka_grid_ci", "grid_leave_out", "leave_out_matrix"]
+__all__ = [
+    "GridBlocks",
+    "similarity_matrix_ci",
+    "cka_grid_ci",
+    "grid_blocks",
+    "grid_with_leave_out",
+    "grid_leave_out",
+    "leave_out_matrix",
+]
 
 
 def grid_leave_out(
@@ -78,6 +105,89 @@ def grid_leave_out(
             else:
                 theta[i, j] = linear_cka_leave_out(x, y, unbiased=unbiased, budget=budget)
     return theta
+
+
+@dataclass(frozen=True)
+class GridBlocks:
+    """One model's blocks prepared for linear CKA grids, with jackknife statistics or not.
+
+    Attributes:
+        stats: the plain :class:`~sim_consistency.similarity.cka.LinearStats` of each block
+            (bitwise :func:`~sim_consistency.similarity.block_stats`).
+        jack: per-block :class:`LinearGroupStats` for the row groups, or None (no interval).
+        one_pass: the groups are linear CKA's accumulation groups (K = 20, seed 0, feature
+            space): each cell's leave-out values reuse the cell's own group products.
+    """
+
+    stats: list[LinearStats]
+    jack: list[LinearGroupStats] | None
+    one_pass: bool
+
+
+def grid_blocks(
+    blocks: Sequence[Any],
+    *,
+    space: Literal["feature", "gram"] = "feature",
+    groups: np.ndarray | None = None,
+    budget: int = DEFAULT_PAIR_BUDGET,
+) -> GridBlocks:
+    """Return one model's :class:`GridBlocks` (``groups``: the jackknife row groups, or None).
+
+    ``stats`` are :func:`~sim_consistency.similarity.block_stats` ``(blocks, space=space)``
+    either way; with the default groups in feature space the blocks' self products of that
+    same pass give the jackknife statistics (no second pass).
+    """
+    if groups is None or not len(blocks):  # block_stats names an empty model
+        return GridBlocks(block_stats(blocks, space=space), None, False)
+    widths = [np.shape(X)[1] for X in blocks]
+    n = np.shape(blocks[0])[0] if len(blocks) else 0
+    if (
+        space == "feature"
+        and np.array_equal(groups, accumulation_groups(n))
+        and 8 * (int(groups.max()) + 1) * max(widths) ** 2 <= budget
+    ):
+        mats = [as_matrix(X, f"blocks[{i}]") for i, X in enumerate(blocks)]
+        _check_rows([("blocks", mats)])  # as block_stats
+        stats, jack = [], []
+        for X in mats:
+            st, products, total = linear_stats_keeping(X, space="feature", keep=True)
+            assert products is not None and total is not None
+            stats.append(st)
+            jack.append(linear_stats_from_point(st, products, total))
+        return GridBlocks(stats, jack, True)
+    stats = block_stats(blocks, space=space)
+    return GridBlocks(stats, [linear_group_stats(X, groups, budget=budget) for X in blocks], False)
+
+
+def grid_with_leave_out(
+    a: GridBlocks, b: GridBlocks, *, unbiased: bool = False, budget: int = DEFAULT_PAIR_BUDGET
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return the (La, Lb) linear CKA grid of two models and its (La, Lb, K) leave-out values.
+
+    The grid is bitwise :func:`~sim_consistency.similarity.cka_grid_from_stats` of the two
+    models' stats (symmetric when ``a is b``); the leave-out values are None without groups.
+    """
+    if a.jack is None or b.jack is None:
+        return cka_grid_from_stats(a.stats, b.stats, unbiased=unbiased), None
+    if not (a.one_pass and b.one_pass):
+        grid = cka_grid_from_stats(a.stats, b.stats, unbiased=unbiased)
+        return grid, grid_leave_out(a.jack, b.jack, unbiased=unbiased, budget=budget)
+    same = a is b
+    k = a.jack[0].n_groups
+    grid = np.empty((len(a.stats), len(b.stats)), dtype=np.float64)
+    theta = np.empty((len(a.stats), len(b.stats), k))
+    for i, sa in enumerate(a.stats):
+        for j, sb in enumerate(b.stats):
+            if same and j < i:
+                grid[i, j], theta[i, j] = grid[j, i], theta[j, i]
+                continue
+            total, products = cross_products(sa, sb, keep=True)
+            assert products is not None
+            grid[i, j] = linear_cka_from_stats(sa, sb, unbiased=unbiased, cross=total)
+            theta[i, j] = linear_pair_leave_out(
+                a.jack[i], b.jack[j], products, total, unbiased=unbiased
+            )
+    return grid, theta
 
 
 def leave_out_matrix(
@@ -126,6 +236,65 @@ def leave_out_matrix(
     )
 
 
+def _linear_one_pass(
+    mats: Sequence[np.ndarray],
+    spec: MetricSpec,
+    groups: np.ndarray,
+    memory_budget: int,
+    point_options: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return ``(point, leave_out)`` of linear CKA from one pass, or None when it does not apply.
+
+    Applies in feature space when ``groups`` are linear CKA's accumulation groups
+    (:func:`~sim_consistency.similarity.cka.accumulation_groups`: the default K = 20, seed 0)
+    and the K group products of a pair fit ``memory_budget``. The point is then computed
+    exactly as :func:`~sim_consistency.similarity.similarity_matrix` does it (same statistics,
+    same group-by-group sums, same per-pair formula), so it is bitwise that matrix; the
+    leave-group-out values reuse the sums' per-group products instead of a second pass.
+    """
+    if not (spec.sim_method == "cka" and spec.sim_kernel == "linear") or not mats:
+        return None
+    n = mats[0].shape[0]
+    widths = [X.shape[1] for X in mats]
+    space = point_options.get("space", "auto")
+    if space == "auto":
+        space = choose_space(n, widths)
+    k = int(groups.max()) + 1
+    if (
+        space != "feature"
+        or not np.array_equal(groups, accumulation_groups(n))
+        or 8 * k * max(widths) ** 2 > memory_budget
+    ):
+        return None
+    progress = bool(point_options.get("progress", False))
+    unbiased = bool(spec.unbiased)
+    stats, jack, totals = [], [], []
+    for X in progress_bar(mats, desc="prepare", disable=not progress):
+        st, products, total = linear_stats_keeping(X, space="feature", keep=True)
+        assert products is not None and total is not None
+        stats.append(st)
+        jack.append(linear_stats_from_point(st, products, total))
+        totals.append(total)
+    m = len(mats)
+    point = np.empty((m, m), dtype=np.float64)
+    theta = np.empty((m, m, k))
+    pairs = [(i, j) for i in range(m) for j in range(i, m)]
+    for i, j in progress_bar(pairs, desc="pairs", disable=not progress):
+        if i == j:
+            total = totals[i]
+            theta[i, i] = linear_cka_leave_out(jack[i], jack[i], unbiased=unbiased)
+        else:
+            total, products = cross_products(stats[i], stats[j], keep=True)
+            assert products is not None
+            theta[i, j] = theta[j, i] = linear_pair_leave_out(
+                jack[i], jack[j], products, total, unbiased=unbiased
+            )
+        point[i, j] = point[j, i] = linear_cka_from_stats(
+            stats[i], stats[j], unbiased=unbiased, cross=total
+        )
+    return point, theta
+
+
 def similarity_matrix_ci(
     features: Sequence[Any],
     spec: MetricSpec,
@@ -161,20 +330,24 @@ def similarity_matrix_ci(
         ``ci_high``, ``bias`` as (M, M) arrays, ``leave_out`` (M, M, K), ``groups`` (n,),
         ``n_groups``, ``seed``, ``method``.
     """
-    point = similarity_matrix(
-        features,
-        spec,
-        normalize=normalize,
-        memory_budget=memory_budget,
-        device=device,
-        **point_options,
-    )
     mats = [as_matrix(X, f"features[{i}]") for i, X in enumerate(features)]
     if normalize:
         mats = [l2_normalize(X) for X in mats]
     n = mats[0].shape[0] if mats else 0
     groups = row_groups(n, n_groups, seed=seed)
-    theta = leave_out_matrix(mats, spec, groups, memory_budget=memory_budget)
+    fused = _linear_one_pass(mats, spec, groups, memory_budget, point_options)
+    if fused is not None:
+        point, theta = fused
+    else:
+        point = similarity_matrix(
+            features,
+            spec,
+            normalize=normalize,
+            memory_budget=memory_budget,
+            device=device,
+            **point_options,
+        )
+        theta = leave_out_matrix(mats, spec, groups, memory_budget=memory_budget)
     return jackknife_interval(
         point, theta, level=level, seed=seed, groups=groups, bias_correct=bias_correct
     )
@@ -194,19 +367,27 @@ def cka_grid_ci(
 ) -> Interval:
     """Return the (La, Lb) linear CKA grid of two models with jackknife intervals.
 
-    ``point`` is bitwise ``cka_grid(blocks_a, blocks_b, unbiased, space=space)``; each block's
-    per-group statistics are built once and every cell costs one grouped cross product.
+    ``point`` is bitwise ``cka_grid(blocks_a, blocks_b, unbiased, space=space)`` (the same
+    statistics and per-cell formula, :func:`grid_with_leave_out`); each block's per-group
+    statistics are built once and every cell costs one grouped cross product — the cell's own
+    point products with the default groups (K = 20, seed 0) in feature space.
     Arguments as :func:`~sim_consistency.similarity.cka_grid` plus ``n_groups``, ``seed``,
     ``level`` and ``bias_correct`` (see :func:`similarity_matrix_ci`).
     """
-    point = cka_grid(blocks_a, blocks_b, unbiased, space=space)
     mats_a = [as_matrix(X, f"blocks_a[{i}]") for i, X in enumerate(blocks_a)]
     same = blocks_b is blocks_a
     mats_b = mats_a if same else [as_matrix(X, f"blocks_b[{j}]") for j, X in enumerate(blocks_b)]
-    groups = row_groups(mats_a[0].shape[0], n_groups, seed=seed)
-    sa = [linear_group_stats(X, groups, budget=memory_budget) for X in mats_a]
-    sb = sa if same else [linear_group_stats(X, groups, budget=memory_budget) for X in mats_b]
-    theta = grid_leave_out(sa, sb, unbiased=unbiased, budget=memory_budget)
+    if not mats_a or not mats_b:
+        raise ConfigError("cka_grid: both models need at least one block.")
+    n = _check_rows([("blocks_a", mats_a), ("blocks_b", mats_b)])
+    if space == "auto":  # as cka_grid
+        space = choose_space(n, [X.shape[1] for X in mats_a + mats_b])
+    if space not in ("feature", "gram"):
+        raise ConfigError(f"cka_grid: space must be auto, feature or gram (got {space!r}).")
+    groups = row_groups(n, n_groups, seed=seed)
+    ga = grid_blocks(mats_a, space=space, groups=groups, budget=memory_budget)
+    gb = ga if same else grid_blocks(mats_b, space=space, groups=groups, budget=memory_budget)
+    point, theta = grid_with_leave_out(ga, gb, unbiased=unbiased, budget=memory_budget)
     return jackknife_interval(
         point, theta, level=level, seed=seed, groups=groups, bias_correct=bias_correct
     )

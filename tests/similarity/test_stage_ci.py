@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim_consistency.config.similarity import load_similarity_config
+from sim_consistency.config.similarity import load_similarity_config, parse_similarity_config
 from sim_consistency.features import open_cache
 from sim_consistency.similarity import l2_normalize, metric_slug
 from sim_consistency.stages import distance_matrix_computation as dmc
@@ -221,3 +221,52 @@ def test_layer_cka_ci(similarity_project, tmp_path, unbiased):
     assert layer_cka.plan(layer_cka.STAGE.parse(_cka_args(proj, *flags))) == []
     assert layer_cka.plan(layer_cka.STAGE.parse(_cka_args(proj, *ci_flags))) == []
     assert (folder / "heatmaps" / "vit_a__vs__cnx.png").stat().st_size > 0
+
+
+def _work_item(folder, spec, m, ci):
+    ids = tuple(f"model_{i}" for i in range(m))
+    out = dmc.MetricOutput(spec, metric_slug(spec), folder, "key", "missing", "key")
+    return dmc.WorkItem(
+        dataset="synthetic",
+        split="test",
+        model_ids=ids,
+        cache_paths=tuple(folder / f"{i}.h5" for i in ids),
+        input_keys=("x",) * m,
+        block=None,
+        blocks=("last",) * m,
+        normalize=True,
+        outputs=(out,),
+        device="cpu",
+        memory_budget=1 << 30,
+        ci=ci,
+    )
+
+
+def test_default_ci_groups_reuse_the_plain_pass_bitwise(tmp_path):
+    """``--ci`` with the default K = 20, seed 0 and n > d (feature space): linear CKA's
+    intervals come from the plain pass's own group products (``_linear_one_pass``); the
+    stage's matrices are bitwise those without ``--ci`` and the intervals equal the separate
+    pass's. (The digits caches have d > n, where linear CKA works in Gram space.)"""
+    from sim_consistency.uncertainty import jackknife_interval
+    from sim_consistency.uncertainty.similarity import _linear_one_pass, leave_out_matrix
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=(240, 6))
+    feats = [(shared @ rng.normal(size=(6, 10)) + rng.normal(size=(240, 10))) for _ in range(4)]
+    feats = [X.astype(np.float32) for X in feats]
+    normed = [l2_normalize(X) for X in feats]
+    groups = row_groups(240, 20, seed=0)
+    for spec in parse_similarity_config(METRICS[:2]):
+        assert _linear_one_pass(normed, spec, groups, 1 << 30, {}) is not None
+        got = {}
+        for ci in (False, True):
+            folder = tmp_path / f"{metric_slug(spec)}_{ci}"
+            folder.mkdir()
+            dmc.write_matrices(_work_item(folder, spec, 4, ci), feats)
+            got[ci] = _read_folder(folder)
+        assert got[True]["similarity_matrix"].tobytes() == got[False]["similarity_matrix"].tobytes()
+        assert np.array_equal(got[True]["ci_groups"], groups)
+        theta = leave_out_matrix(normed, spec, groups)  # the separate pass
+        two_pass = jackknife_interval(got[False]["similarity_matrix"], theta)
+        for name in ("se", "ci_low", "ci_high"):
+            np.testing.assert_allclose(got[True][name], getattr(two_pass, name), rtol=0, atol=1e-12)

@@ -147,3 +147,29 @@ def test_script_subprocess_smoke(computed, config):
     )
     assert result.returncode == 0, result.stderr
     assert "consistency: nothing to do" in result.stdout
+
+
+def test_ci_rerun_of_the_matrices_leaves_consistency_reused(
+    similarity_project, config, tmp_path, capsys
+):
+    """``--ci`` changes the matrices' content key but not their numbers: nothing recomputes."""
+    proj = similarity_project.copy(tmp_path / "root")
+    assert distance_matrix_computation.main(_args(proj, config)) == 0
+    assert stage.main(_args(proj, config)) == 0
+    folder = proj.location.consistency / SLUGS[0] / "all_pairs"
+    before = json.loads((folder / "metadata.json").read_text())
+    capsys.readouterr()
+    ci = ("--ci", "--ci_groups", "4")
+    assert distance_matrix_computation.main(_args(proj, config, *ci)) == 0
+    matrix = proj.location.similarity_dir(proj.datasets[0], SLUGS[0])
+    meta = json.loads((matrix / "metadata.json").read_text())
+    assert meta["content_key"] != meta["point_content_key"]  # the --ci run wrote new outputs
+    assert before["input_content_keys"][proj.datasets[0]] == meta["point_content_key"]
+    capsys.readouterr()
+    assert stage.plan(stage.STAGE.parse(_args(proj, config))) == []
+    assert stage.main(_args(proj, config)) == 0
+    out = capsys.readouterr().out
+    assert "0 output(s) computed" in out or "nothing to do" in out
+    # new point numbers (another normalisation) still make it stale
+    assert distance_matrix_computation.main(_args(proj, config, "--no-normalize", *ci)) == 0
+    assert len(stage.plan(stage.STAGE.parse(_args(proj, config)))) == len(SLUGS)

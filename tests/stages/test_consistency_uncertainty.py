@@ -106,16 +106,47 @@ def test_settings_are_part_of_the_content_key_and_off_writes_no_file(
     assert stage.main([*args, "--n_bootstrap", "5"]) == 2  # too few replicates: exit 2
 
 
-def test_restricted_pairs_keep_their_value_with_a_note(project: ProjectLocation, study) -> None:
+def test_restricted_pairs_get_within_set_tests(project: ProjectLocation, study) -> None:
+    """--set_a/--set_b: Mantel p-values (models permuted within their set) and stratified
+    bootstrap intervals; the table entries are unchanged."""
+    args, matrices = study
+    restrict = ["--set_a", "architecture_class=Transformer", "--set_b", "architecture_class="
+                "Convolutional"]  # fmt: skip
+    assert stage.main([*args, *restrict, "--n_bootstrap", "300", "--n_permutations", "199"]) == 0
+    folder = next((project.consistency / SLUG).glob("*__vs__*"))
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert "within their model-set stratum" in meta["uncertainty"]["restriction"]
+    pairs = [tuple(p) for p in meta["model_pairs"]]
+    ids = sorted(json.loads(Path(args[3]).read_text()))
+    for method in ("pearson", "spearman"):
+        rows = pd.read_csv(folder / f"uncertainty_{method}.csv").set_index(
+            ["dataset_a", "dataset_b"]
+        )
+        close = rows.loc[("wds/base", "wds/close")]
+        assert close["p_value"] == pytest.approx(1 / 200) and bool(close["resolved"])
+        assert 0.8 < close["ci_low"] <= close["consistency"] <= close["ci_high"]
+        for pair in (("wds/base", "wds/other"), ("wds/close", "wds/other")):
+            assert rows.loc[pair, "p_value"] > 0.05 and not bool(rows.loc[pair, "resolved"])
+        table = pd.read_csv(folder / f"consistency_{method}.csv", index_col=0)
+        expected = consistency(_frames(matrices, ids), method=method, model_pairs=pairs)
+        assert np.array_equal(table.to_numpy(), expected.to_numpy())
+        for (a, b), r in rows.iterrows():
+            assert r["consistency"] == table.loc[a, b]
+        assert rows["tested"].all() and rows["note"].isna().all()
+    assert meta["unresolved_pairs"] == {"pearson": 2, "spearman": 2}
+
+
+def test_restriction_with_a_one_model_set_has_no_interval(project: ProjectLocation, study):
+    """One Self-Supervised model: permuting the 10 Supervised ones still tests; resampling the
+    single model of B is impossible, so the interval is NaN with the reason."""
     args, _ = study
     restrict = ["--set_a", "objective=Supervised", "--set_b", "objective=Self-Supervised"]
-    assert stage.main([*args, *restrict, "--n_bootstrap", "50", "--n_permutations", "9"]) == 0
+    assert stage.main([*args, *restrict, "--n_bootstrap", "50", "--n_permutations", "99"]) == 0
     folder = next((project.consistency / SLUG).glob("*__vs__*"))
     rows = pd.read_csv(folder / "uncertainty_pearson.csv")
-    assert rows["consistency"].notna().all() and rows["p_value"].isna().all()
-    assert rows["note"].str.contains("restriction").all() and not rows["resolved"].any()
-    meta = json.loads((folder / "metadata.json").read_text())
-    assert not rows["tested"].any() and meta["unresolved_pairs"] == {"pearson": 0, "spearman": 0}
+    assert rows["consistency"].notna().all() and rows["p_value"].notna().all()
+    assert rows["ci_low"].isna().all() and rows["note"].str.contains("one model").all()
+    assert rows["tested"].all() and not rows["resolved"].any()  # no interval: not resolved
 
 
 def test_aggregation_carries_the_intervals(project: ProjectLocation, study) -> None:
