@@ -51,12 +51,12 @@ from sim_consistency.features.extract import DeviceDecoder  # noqa: E402
 from sim_consistency.io import atomic_output  # noqa: E402
 from sim_consistency.models import create_model  # noqa: E402
 from sim_consistency.project import ProjectLocation  # noqa: E402
-from sim_consistency.stages.feature_extraction import (  # noqa: E402
-    ExtractionSettings,
+from sim_consistency.features.pipeline import (  # noqa: E402
     block_specs,
     extract_to_cache,
     plan_model,
 )
+from sim_consistency.stages.feature_extraction import ExtractionSettings  # noqa: E402
 
 #: The issue's architectures: name -> models-config entry (random weights, no download).
 ARCHITECTURES = {
