@@ -172,9 +172,11 @@ chmod 644 "$CONF/slurm.conf"
 
 stop() {  # stop <pidfile>: TERM the daemon and wait until it is gone (zombies count as gone)
     local pidfile=$1
+    local pid
     alive "$pidfile" || return 0
-    kill "$(cat "$pidfile")" 2>/dev/null || true
-    wait_for 15 "$(basename "$pidfile") to stop" bash -c "! { [[ -r /proc/$(cat "$pidfile")/stat ]] && [[ \$(awk '{print \$3}' /proc/$(cat "$pidfile")/stat) != Z ]]; }"
+    pid=$(cat "$pidfile")  # read once: the daemon removes its pid file as it exits
+    kill "$pid" 2>/dev/null || true
+    wait_for 15 "$(basename "$pidfile") to stop" bash -c "! { [[ -r /proc/$pid/stat ]] && [[ \$(awk '{print \$3}' /proc/$pid/stat) != Z ]]; }"
 }
 if ((changed)); then
     log "configuration changed: restarting the SLURM daemons"
