@@ -48,14 +48,14 @@ from sim_consistency.features import (  # noqa: E402
     write_features,
 )
 from sim_consistency.features.extract import DeviceDecoder  # noqa: E402
-from sim_consistency.io import atomic_output  # noqa: E402
-from sim_consistency.models import create_model  # noqa: E402
-from sim_consistency.project import ProjectLocation  # noqa: E402
 from sim_consistency.features.pipeline import (  # noqa: E402
     block_specs,
     extract_to_cache,
     plan_model,
 )
+from sim_consistency.io import atomic_output  # noqa: E402
+from sim_consistency.models import create_model  # noqa: E402
+from sim_consistency.project import ProjectLocation  # noqa: E402
 from sim_consistency.stages.feature_extraction import ExtractionSettings  # noqa: E402
 
 #: The issue's architectures: name -> models-config entry (random weights, no download).
