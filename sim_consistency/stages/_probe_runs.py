@@ -9,62 +9,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from sim_consistency.errors import ConfigError, MissingInputError
 from sim_consistency.outputs import read_json_record
 from sim_consistency.project import ProjectLocation, dataset_slug
-from sim_consistency.runtime import Profile, option
-from sim_consistency.stages.single_model_evaluation import DEFAULT_SEEDS, PROTOCOLS, SEARCH_RULES
+from sim_consistency.runtime import option
+from sim_consistency.stages.single_model_evaluation import ProbeProtocol
 
 __all__ = ["ProbeRuns", "read_single_model_result", "single_model_dir"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ProbeRuns(Profile):
-    """``--protocol``, ``--search``, ``--seeds``, ``--val_proportion``, the splits and
-    ``--profile`` of the probes (the stage's name keys the profile's table)."""
+class ProbeRuns(ProbeProtocol):
+    """:class:`ProbeProtocol`'s flags plus ``--val_proportion`` (a search is needed here)."""
 
-    #: The stage name under which :data:`~sim_consistency.runtime.profiles.PROFILES` lists what
-    #: ``--profile`` sets (each subclass names its own).
-    profile_stage: ClassVar[str] = "single_model_evaluation"
-
-    seeds: tuple[int, ...] = option(
-        "run seeds",
-        default=(),
-        nargs="+",
-        type=int,
-        shown_default="0 1 2 for rep2rep as in Rep2Rep, 0 for fast",
-    )
-    protocol: str = option(
-        "probe protocol",
-        default=None,
-        choices=PROTOCOLS,
-        shown_default="fast (ours); rep2rep with --profile rep2rep",
-    )
-    search: str = option(
-        "hyper-parameter search (as single_model_evaluation's --search)",
-        default=None,
-        choices=SEARCH_RULES,
-        shown_default="simc; rep2rep with --profile rep2rep",
-    )
     val_proportion: float = option("validation fraction of train", default=0.2, type=float)
-    train_split: str = option("split the probes are trained on", default="train")
-    test_split: str = option("split the probes are scored on", default="test")
     epochs: int = 20
     batch_size: int = 1024
 
     def validated(self):
-        from sim_consistency.runtime.profiles import resolve_profile
-
-        s = resolve_profile(
-            super().validated(), self.profile_stage, {"protocol": "fast", "search": "simc"}
-        )
+        s = super().validated().with_defaults()
         if not 0.0 < s.val_proportion < 1.0:
             raise ConfigError(f"--val_proportion must be in (0, 1) (got {s.val_proportion}).")
-        return replace(s, seeds=tuple(dict.fromkeys(s.seeds or DEFAULT_SEEDS[s.protocol])))
+        return s.with_seeds()
 
     def slug(self, seed: int) -> str:
         """The result folder name of one seed (:func:`~sim_consistency.probe.hp_slug`)."""

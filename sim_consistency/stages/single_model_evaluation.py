@@ -45,7 +45,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sim_consistency.errors import ConfigError
 from sim_consistency.io import clean_stale_partial
@@ -111,12 +111,15 @@ _OUTPUT_FILES = (
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb, Profile):
-    """Everything a single-model evaluation run depends on, validated (picklable)."""
+class ProbeProtocol(Profile):
+    """``--seeds``, ``--protocol``, ``--search``, the splits and ``--profile``: the flags that
+    name a probe run's result folder, shared by the stages that train or read single-model
+    probes (this one, ``combined_probe``, ``probe_transfer``)."""
 
-    blocks: tuple[str, ...] = option(
-        "last, all (accuracy vs depth), or block names", default=("last",), nargs="+"
-    )
+    #: The stage under which :data:`~sim_consistency.runtime.profiles.PROFILES` lists what
+    #: ``--profile`` sets (each stage names its own).
+    profile_stage: ClassVar[str] = "single_model_evaluation"
+
     seeds: tuple[int, ...] = option(
         "run seeds",
         default=(),
@@ -137,6 +140,27 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
         choices=SEARCH_RULES,
         shown_default="simc; rep2rep with --profile rep2rep",
     )
+    train_split: str = option("split the probes are trained on", default="train")
+    test_split: str = option("split the probes are scored on", default="test")
+
+    def with_defaults(self):
+        """Fill the flags left unset: from ``--profile``, else our defaults (idempotent)."""
+        from sim_consistency.runtime.profiles import resolve_profile
+
+        return resolve_profile(self, self.profile_stage, {"protocol": "fast", "search": "simc"})
+
+    def with_seeds(self):
+        """The seeds given, once each in order, else the protocol's default seeds."""
+        return replace(self, seeds=tuple(dict.fromkeys(self.seeds or DEFAULT_SEEDS[self.protocol])))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wandb, ProbeProtocol):
+    """Everything a single-model evaluation run depends on, validated (picklable)."""
+
+    blocks: tuple[str, ...] = option(
+        "last, all (accuracy vs depth), or block names", default=("last",), nargs="+"
+    )
     fewshot_k: int | None = option("k training rows per class", default=None, type=int)
     fewshot_seed: int = option("seed of the few-shot draw", default=0, type=int)
     val_proportion: float = option(
@@ -144,8 +168,6 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
         default=0.2,
         type=float,
     )
-    train_split: str = option("split the probes are trained on", default="train")
-    test_split: str = option("split the probes are scored on", default="test")
     lrs: tuple[float, ...] = option(
         "rep2rep: learning rates searched (exactly one with --val_proportion 0)",
         default=(),
@@ -187,17 +209,7 @@ class EvaluationSettings(Models, Datasets, Device, Threads, Force, Launcher, Wan
                 raise ConfigError(f"--device {s.device}: CUDA is not available; use cpu or auto.")
         specs = s.load_specs()
         return replace(
-            s,
-            seeds=tuple(dict.fromkeys(s.seeds or DEFAULT_SEEDS[s.protocol])),
-            model_metadata={m: dict(specs[m].metadata) for m in s.model_ids},
-        )
-
-    def with_defaults(self) -> EvaluationSettings:
-        """Fill the flags left unset: from ``--profile``, else our defaults (idempotent)."""
-        from sim_consistency.runtime.profiles import resolve_profile
-
-        return resolve_profile(
-            self, "single_model_evaluation", {"protocol": "fast", "search": "simc"}
+            s.with_seeds(), model_metadata={m: dict(specs[m].metadata) for m in s.model_ids}
         )
 
     def metadata_of(self, model_id: str) -> dict[str, Any] | None:
