@@ -39,12 +39,19 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _single_top1(single_root: Path, record: dict[str, Any], model_id: str) -> float | None:
-    """The member's single-model top-1 on the block it contributed, or None if not on disk."""
+def _single_top1(
+    single_root: Path, record: dict[str, Any], model_id: str, read: dict[Path, Any]
+) -> float | None:
+    """The member's single-model top-1 on the block it contributed, or None if not on disk.
+
+    ``read`` caches the single-model records: every combiner of a pair reads the same ones.
+    """
     from sim_consistency.project import dataset_slug
 
     folder = single_root / dataset_slug(record["dataset"]) / model_id / record["hp_slug"]
-    single = read_json_record(folder / "results.json")
+    if folder not in read:
+        read[folder] = read_json_record(folder / "results.json")
+    single = read[folder]
     block = record.get("blocks", {}).get(model_id)
     if single is None or block is None:
         return None
@@ -60,12 +67,13 @@ def combined_vs_single(combined_root: Path, single_root: Path) -> pd.DataFrame:
         single_root: ``results/linear_probe/single_model``.
     """
     rows = []
+    singles: dict[Path, Any] = {}
     for path in sorted(combined_root.glob("*/*/*/*/results.json")):
         record = read_json_record(path)
         if record is None or len(record.get("model_ids", ())) != 2:
             continue
         a, b = record["model_ids"]
-        top1_a, top1_b = (_single_top1(single_root, record, m) for m in (a, b))
+        top1_a, top1_b = (_single_top1(single_root, record, m, singles) for m in (a, b))
         if top1_a is None or top1_b is None:
             log.info("%s: a member has no single-model result; left out of the table", path)
             continue
