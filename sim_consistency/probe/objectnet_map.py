@@ -21,11 +21,11 @@ scores of its classes. The line of ``imagenet_to_label_2012_v2`` is matched to t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sim_consistency.errors import ConfigError
+from sim_consistency.probe.transfer import read_json_file
 
 __all__ = ["MAPPING_FILES", "objectnet_class_map", "objectnet_mappings_dir"]
 
@@ -47,13 +47,7 @@ def objectnet_mappings_dir(path: str | Path) -> Path | None:
 
 
 def _json(folder: Path, name: str) -> Any:
-    path = folder / name
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ObjectNet's mapping ({exc.strerror}).") from None
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}).") from None
+    return read_json_file(folder / name, "ObjectNet's mapping")
 
 
 def objectnet_class_map(mappings: str | Path) -> tuple[tuple[int, ...], ...]:

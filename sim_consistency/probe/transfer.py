@@ -48,6 +48,7 @@ __all__ = [
     "parse_class_map",
     "project_scores",
     "read_class_map",
+    "read_json_file",
     "shipped_class_map",
 ]
 
@@ -88,6 +89,16 @@ def parse_class_map(raw: Any, where: str) -> ClassMap:
     return tuple(out)
 
 
+def read_json_file(path: Path, what: str) -> Any:
+    """Return the parsed JSON of ``path``; a ConfigError naming the file and ``what`` it is."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror}).") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {what} is not valid JSON ({exc}).") from None
+
+
 def read_class_map(path: str | Path) -> ClassMap:
     """Read a class-map JSON file (see :func:`parse_class_map`), or build ObjectNet's map from
     its ``mappings`` folder when ``path`` is a directory."""
@@ -96,13 +107,7 @@ def read_class_map(path: str | Path) -> ClassMap:
         from sim_consistency.probe.objectnet_map import objectnet_class_map
 
         return objectnet_class_map(path)
-    try:
-        raw = json.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the class map ({exc.strerror}).") from None
-    except ValueError as exc:
-        raise ConfigError(f"{path}: the class map is not valid JSON ({exc}).") from None
-    return parse_class_map(raw, str(path))
+    return parse_class_map(read_json_file(path, "the class map"), str(path))
 
 
 def shipped_class_map(dataset: str) -> ClassMap | None:
