@@ -6,12 +6,11 @@ unbiased and biased, RBF CKA σ = 0.4, Spearman RSA, mutual k-NN k = 10), interl
   (a) **plain**: the stage's per-dataset work without ``--ci`` — ``write_matrices`` of a work
       item (the matrix, its HDF5/CSV/metadata files);
   (b) **--ci**: the same work item with ``ci=True`` (K = 20, seed 0) — the same matrix (bitwise,
-      checked) plus the jackknife intervals, the ``se``/``ci_low``/``ci_high`` datasets, the
-      long CSV and the annotated heatmap.
+      checked) plus the jackknife intervals, the ``se``/``ci_low``/``ci_high`` datasets and the
+      long CSV (the stage draws no figure; the aggregation's heatmaps show the intervals).
 
 Two parts are timed (``--parts``): ``stage`` — the whole per-metric work of (a) and (b), output
-files included; ``compute`` — the matrix (and interval) computation alone, i.e. the cost of the
-intervals without the heatmap that only ``--ci`` draws (a fixed 2–5 s per metric here).
+files included; ``compute`` — the matrix (and interval) computation alone.
 
 Reading the caches is excluded (identical for both; including it would lower the ratio). The
 machine is shared (2 cores, load 10–20 from other engineers), so wall times swing by 2×: BLAS
@@ -92,8 +91,8 @@ def _timed(run) -> tuple[float, float]:
 def compare(feats, spec, root: Path, repeats: int, budget: int, parts: list[str]) -> dict:
     """Best-of-``repeats`` CPU and wall seconds of (a) and (b) for one metric, interleaved.
 
-    ``stage``: the whole ``write_matrices`` (computation and every output file, the ``--ci``
-    heatmap included); ``compute``: the matrix (and interval) computation alone.
+    ``stage``: the whole ``write_matrices`` (computation and every output file);
+    ``compute``: the matrix (and interval) computation alone.
     """
     items = {ci: _item(root, spec, len(feats), ci, budget) for ci in (False, True)}
     best = {(p, ci, c): np.inf for p in parts for ci in (False, True) for c in ("wall", "cpu")}

@@ -28,7 +28,13 @@ import numpy as np
 import pandas as pd
 
 from sim_consistency.errors import MissingInputError
-from sim_consistency.figures import save_figure, series_style, subplots
+from sim_consistency.figures import (
+    WIDE_INTERVAL,
+    hatch_wide_cells,
+    save_figure,
+    series_style,
+    subplots,
+)
 from sim_consistency.io import atomic_write_text
 from sim_consistency.project import ProjectLocation
 
@@ -55,8 +61,26 @@ def _none_found(folder: Path, what: str, stage: str) -> MissingInputError:
     return MissingInputError(f"{folder}: no {what} found; run scripts/{stage}.py first.")
 
 
+_NO_INTERVAL = {"se": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+
+
+def _similarity_intervals(path: Path) -> dict[tuple[str, str], dict[str, float]]:
+    """Return ``{(model_a, model_b): {se, ci_low, ci_high}}`` of a ``--ci`` run, else {}."""
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path)
+    return {
+        (r.model_a, r.model_b): {"se": r.se, "ci_low": r.ci_low, "ci_high": r.ci_high}
+        for r in table.itertuples(index=False)
+    }
+
+
 def collect_similarities(location: ProjectLocation) -> pd.DataFrame:
-    """Return every model×model similarity as tidy rows (upper triangle, matrix order)."""
+    """Return every model×model similarity as tidy rows (upper triangle, matrix order).
+
+    Columns ``dataset, dataset_slug, metric, model_a, model_b, similarity, se, ci_low,
+    ci_high``; the interval columns come from ``similarity_ci.csv`` (``--ci``), NaN without.
+    """
     rows = []
     for csv in sorted(location.model_similarities.glob("*/*/similarity_matrix.csv")):
         metadata_file = csv.parent / "metadata.json"
@@ -64,6 +88,7 @@ def collect_similarities(location: ProjectLocation) -> pd.DataFrame:
             continue
         metadata = json.loads(metadata_file.read_text())
         matrix = pd.read_csv(csv, index_col="model_id")
+        intervals = _similarity_intervals(csv.parent / "similarity_ci.csv")
         ids = list(matrix.index)
         for i, a in enumerate(ids):
             for b in ids[i + 1 :]:
@@ -75,6 +100,7 @@ def collect_similarities(location: ProjectLocation) -> pd.DataFrame:
                         "model_a": a,
                         "model_b": b,
                         "similarity": float(matrix.loc[a, b]),
+                        **intervals.get((a, b), _NO_INTERVAL),
                     }
                 )
     if not rows:
@@ -247,6 +273,9 @@ def plot_similarity_heatmaps(similarities: pd.DataFrame, plots: Path) -> list[Pa
 
     The colour scale spans the off-diagonal values of each figure (stated on the colour bar):
     similarities of related models cluster near 1, where a fixed 0–1 scale shows one colour.
+    Where the rows have intervals (``--ci``), cells whose 95 % interval is wider than
+    ±:data:`~sim_consistency.figures.WIDE_INTERVAL` (or that have none) are hatched and the
+    title gives the median half-width.
     """
     paths = []
     for (dataset, metric), part in similarities.groupby(["dataset_slug", "metric"]):
@@ -270,6 +299,20 @@ def plot_similarity_heatmaps(similarities: pd.DataFrame, plots: Path) -> list[Pa
             fontsize=8,
         )
         fig.colorbar(image, ax=ax, fraction=0.046)
+        if "ci_low" in part and part["ci_low"].notna().any():
+            half = pd.DataFrame(np.nan, index=ids, columns=ids)
+            for r in part.itertuples(index=False):
+                half.loc[r.model_a, r.model_b] = half.loc[r.model_b, r.model_a] = (
+                    r.ci_high - r.ci_low
+                ) / 2
+            widths = half.to_numpy(dtype=float, copy=True)
+            np.fill_diagonal(widths, 0.0)  # the diagonal is left blank, never hatched
+            hatch_wide_cells(ax, widths, WIDE_INTERVAL)
+            ax.set_title(
+                ax.get_title() + f"\nhatched: 95% CI half-width > {WIDE_INTERVAL:g} or none "
+                f"(median half-width {np.nanmedian((part.ci_high - part.ci_low) / 2):.3f})",
+                fontsize=8,
+            )
         paths.append(
             save_figure(fig, plots / f"similarity_{dataset}_{metric}", formats=PNG, dpi=120)[0]
         )

@@ -33,6 +33,7 @@ __all__ = [
     "data_limits",
     "figure_path",
     "half_width",
+    "hatch_wide_cells",
     "save_figure",
     "save_heatmap",
     "save_profile_plot",
@@ -195,7 +196,7 @@ def save_heatmap(
                     color="black" if np.isfinite(v) and (v - lo) / (hi - lo) > 0.6 else "white",
                 )
     if half_widths is not None:
-        _hatch_wide(ax, half_widths, wide)
+        hatch_wide_cells(ax, half_widths, wide)
         title += f"\n(±: 95% CI half-width; hatched: half-width > {wide:g} or no interval)"
     if hatch is not None and hatch.any():
         _hatch_cells(ax, hatch, hatch_label)
@@ -206,7 +207,7 @@ def save_heatmap(
     return save_figure(fig, path_stem)
 
 
-def _hatch_wide(ax: Any, half_widths: np.ndarray, wide: float) -> None:
+def hatch_wide_cells(ax: Any, half_widths: np.ndarray, wide: float) -> None:
     """Hatch (faint white ``//``) the cells whose half-width exceeds ``wide`` or is undefined.
 
     One patch collection, not a patch per cell: cheap to draw and to save at any size.

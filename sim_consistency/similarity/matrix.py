@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -29,6 +30,7 @@ from sim_consistency.errors import ConfigError
 from sim_consistency.progress import progress_bar
 from sim_consistency.similarity._arrays import as_matrix, l2_normalize
 from sim_consistency.similarity.cka import (
+    accumulation_groups,
     choose_space,
     linear_cka_from_stats,
     linear_stats,
@@ -39,12 +41,19 @@ from sim_consistency.similarity.knn import knn_table, mutual_knn_from_tables
 from sim_consistency.similarity.rsa import rsa_from_stats, rsa_stats
 from sim_consistency.similarity.streamed import (
     DEFAULT_MEMORY_BUDGET,
+    RbfBlocks,
     rbf_cross_matrix,
     resolve_device,
     rsa_matrix,
 )
 
-__all__ = ["SIMILARITY_METRICS", "similarity_matrix", "describe_estimator"]
+__all__ = [
+    "SIMILARITY_METRICS",
+    "RbfPass",
+    "similarity_matrix",
+    "rbf_streamed_matrix",
+    "describe_estimator",
+]
 
 log = logging.getLogger("sim_consistency.similarity")
 
@@ -53,10 +62,6 @@ def _prepare_cka(X: np.ndarray, spec: MetricSpec, space: Literal["feature", "gra
     if spec.sim_kernel == "linear":
         return linear_stats(X, space=space)
     return rbf_stats(X, sigma=spec.sigma, sigma_median=spec.sigma_median)
-
-
-def _prepare_rbf_partial(X: np.ndarray, spec: MetricSpec, space: str) -> Any:
-    return rbf_stats(X, sigma=spec.sigma, sigma_median=spec.sigma_median, self_terms=False)
 
 
 def _compare_cka(a: Any, b: Any, spec: MetricSpec) -> float:
@@ -160,31 +165,85 @@ def similarity_matrix(
             scratch_dir=scratch_dir,
             progress=progress,
         )
-    rbf_streamed = streamed and spec.sim_method == "cka" and spec.sim_kernel == "rbf"
-    if rbf_streamed:  # the streamed pass also yields each kernel's row sums and self-HSIC
-        prepare = _prepare_rbf_partial
+    if streamed and spec.sim_method == "cka" and spec.sim_kernel == "rbf":
+        return rbf_streamed_matrix(
+            mats, spec, memory_budget=memory_budget, device=device, progress=progress
+        ).point
     stats = [
         prepare(X, spec, space) for X in progress_bar(mats, desc="prepare", disable=not progress)
     ]
     m = len(stats)
-    cross = _cross_terms(stats, spec, memory_budget, device) if streamed else None
     out = np.empty((m, m), dtype=np.float64)
     pairs = [(i, j) for i in range(m) for j in range(i, m)]
     for i, j in progress_bar(pairs, desc="pairs", disable=not progress):
-        if cross is None or i == j:
-            out[i, j] = out[j, i] = compare(stats[i], stats[j], spec)
-        else:
-            out[i, j] = out[j, i] = rbf_cka_from_stats(
-                stats[i], stats[j], unbiased=bool(spec.unbiased), cross=cross[i, j]
-            )
+        out[i, j] = out[j, i] = compare(stats[i], stats[j], spec)
     return out
 
 
-def _cross_terms(
-    stats: list[Any], spec: MetricSpec, memory_budget: int, device: str
-) -> npt.NDArray[np.float64] | None:
-    """Return the streamed M×M cross terms for RBF CKA, else ``None`` (per pair)."""
-    device = resolve_device(device)
-    if spec.sim_method == "cka" and spec.sim_kernel == "rbf" and stats:
-        return rbf_cross_matrix(stats, memory_budget=memory_budget, device=device, complete=True)
-    return None
+@dataclass(frozen=True)
+class RbfPass:
+    """The streamed RBF CKA matrix with what its pass leaves behind.
+
+    Attributes:
+        point: the (M, M) matrix.
+        stats: each model's completed :class:`~sim_consistency.similarity.cka.RbfStats`, rows
+            sorted by accumulation group.
+        blocks: the pass's per-group block sums and row sums
+            (:class:`~sim_consistency.similarity.streamed.RbfBlocks`).
+        groups: the accumulation group of each original row, (n,).
+    """
+
+    point: npt.NDArray[np.float64]
+    stats: list[Any]
+    blocks: RbfBlocks
+    groups: npt.NDArray[np.int64]
+
+
+def rbf_streamed_matrix(
+    mats: Sequence[np.ndarray],
+    spec: MetricSpec,
+    *,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: str = "cpu",
+    progress: bool = False,
+) -> RbfPass:
+    """Return RBF CKA of M prepared (normalised) representations from one streamed pass.
+
+    Rows are taken in the order of linear CKA's accumulation groups
+    (:func:`~sim_consistency.similarity.cka.accumulation_groups`: K = 20, seed 0 — the default
+    jackknife groups) and the pass sums per group (:func:`rbf_cross_matrix` with ``bounds``),
+    so the confidence interval of :func:`~sim_consistency.uncertainty.similarity_matrix_ci`
+    reads its block sums off this pass and its point is bitwise this matrix. RBF CKA does not
+    depend on the row order; the order only fixes the summation order.
+    """
+    n = mats[0].shape[0] if mats else 0
+    groups = accumulation_groups(n)
+    order = np.argsort(groups, kind="stable")
+    sizes = np.bincount(groups, minlength=int(groups.max(initial=-1)) + 1)
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    stats = [
+        rbf_stats(X[order], sigma=spec.sigma, sigma_median=spec.sigma_median, self_terms=False)
+        for X in progress_bar(mats, desc="prepare", disable=not progress)
+    ]
+    m = len(stats)
+    unbiased = bool(spec.unbiased)
+    if m == 0:
+        empty = np.zeros((0, 0, 1, 1))
+        return RbfPass(
+            np.empty((0, 0)), stats, RbfBlocks(empty, np.zeros((0, n, 1)), bounds), groups
+        )
+    cross, blocks = rbf_cross_matrix(
+        stats,
+        memory_budget=memory_budget,
+        device=resolve_device(device),
+        complete=True,
+        bounds=bounds,
+        blocks=True,
+    )
+    out = np.empty((m, m), dtype=np.float64)
+    pairs = [(i, j) for i in range(m) for j in range(i, m)]
+    for i, j in progress_bar(pairs, desc="pairs", disable=not progress):
+        out[i, j] = out[j, i] = rbf_cka_from_stats(
+            stats[i], stats[j], unbiased=unbiased, cross=None if i == j else cross[i, j]
+        )
+    return RbfPass(out, stats, blocks, groups)

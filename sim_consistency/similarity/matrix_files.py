@@ -3,8 +3,10 @@
 ``model_similarities/<dataset_slug>/<metric_slug>/`` holds ``model_ids.txt`` (matrix order),
 ``similarity_matrix.h5`` (``/similarity_matrix``, ``/model_ids``; with intervals also ``/se``,
 ``/ci_low``, ``/ci_high`` (M, M) and ``/ci_groups`` (n,)), ``similarity_matrix.csv`` (the same
-matrix), with intervals the long ``similarity_ci.csv`` and the ``similarity_ci`` heatmap, and
-``metadata.json``, written last: a folder without it is unfinished and never read.
+matrix), with intervals the long ``similarity_ci.csv``, and ``metadata.json``, written last: a
+folder without it is unfinished and never read. The stage draws no figure, with or without
+intervals; the aggregation's similarity heatmaps show the intervals
+(:func:`~sim_consistency.aggregate.plot_similarity_heatmaps`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sim_consistency.errors import MissingInputError
-from sim_consistency.figures import half_width, save_heatmap
 from sim_consistency.io import atomic_output, atomic_write_json, atomic_write_text
 from sim_consistency.outputs import METADATA_FILE, stored_key
 
@@ -42,6 +43,7 @@ MODEL_IDS = "model_ids.txt"
 #: Long table of a matrix with its intervals (written with ``--ci``).
 MATRIX_CI_CSV = "similarity_ci.csv"
 #: Heatmap of a matrix with its intervals (written with ``--ci``), ``.png`` and ``.pdf``.
+#: Stem of the interval heatmap earlier versions drew here (removed when a folder is rewritten).
 MATRIX_CI_FIGURE = "similarity_ci"
 
 
@@ -78,7 +80,7 @@ def write_similarity_matrix(
 
     With ``interval`` (``--ci``) the HDF5 file also holds ``se``, ``ci_low``, ``ci_high`` (M, M)
     and ``ci_groups`` (n,), and ``similarity_ci.csv`` (long: one row per ordered model pair)
-    and the ``similarity_ci`` heatmap are written. The old ``metadata.json`` is removed first,
+    is written (a ``similarity_ci`` heatmap of an earlier version is removed). The old ``metadata.json`` is removed first,
     so a run that dies half-way leaves a folder without a content key, which the next plan
     rebuilds instead of trusting.
     """
@@ -109,14 +111,6 @@ def write_similarity_matrix(
     if interval is not None:
         atomic_write_text(
             folder / MATRIX_CI_CSV, ci_table(matrix, interval, model_ids).to_csv(index=False)
-        )
-        save_heatmap(
-            matrix,
-            folder / MATRIX_CI_FIGURE,
-            row_labels=model_ids,
-            col_labels=model_ids,
-            title=f"{metadata['metric_slug']}, {metadata['dataset']}",
-            half_widths=half_width(interval),
         )
     atomic_write_json(folder / METADATA_FILE, metadata)
 

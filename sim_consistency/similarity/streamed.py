@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from sim_consistency.similarity._arrays import row_chunks, warn_degenerate
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
+    "RbfBlocks",
     "check_device",
     "resolve_device",
     "gram_of_slabs",
@@ -198,6 +200,24 @@ def _rbf_rows_torch(
     return torch.exp_(E)
 
 
+@dataclass(frozen=True)
+class RbfBlocks:
+    """Per-row-group parts of :func:`rbf_cross_matrix`'s sums, for the leave-group-out CKA.
+
+    The stats' rows are sorted by group; group ``g`` is rows ``bounds[g]:bounds[g+1]``.
+
+    Attributes:
+        W: (M, M, K, K) block sums ``W_ab,gh = sum_{i in g, j in h} A_ij B_ij`` (symmetric in
+            ``a, b`` and in ``g, h``); ``C_ab = sum_gh W_ab,gh``.
+        R: (M, n, K) per-group row sums ``R_a,ih = sum_{j in h} A_ij``; ``A 1 = sum_h R_a,:h``.
+        bounds: (K + 1,) group boundaries.
+    """
+
+    W: npt.NDArray[np.float64]
+    R: npt.NDArray[np.float64]
+    bounds: npt.NDArray[np.int64]
+
+
 def rbf_cross_matrix(
     stats: Sequence[Any],
     *,
@@ -205,61 +225,89 @@ def rbf_cross_matrix(
     slab_rows: int = 1024,
     device: str = "numpy",
     complete: bool = False,
-) -> npt.NDArray[np.float64]:
+    bounds: npt.NDArray[np.int64] | None = None,
+    blocks: bool = False,
+) -> Any:
     """Return ``C_ab = sum_ij A_ij B_ij`` for the scaled off-diagonal RBF kernels of M models.
 
     ``stats`` are :class:`~sim_consistency.similarity.cka.RbfStats` of the same rows. A is
     symmetric, so only the block-upper part of each slab is formed (columns from the slab's
-    first row on): ``C += 2 S S^T - D D^T`` with ``S`` the slabs and ``D`` their square diagonal
-    blocks (counted once) — each model's kernel costs half a pass (per tile pair when
-    the budget forces tiling). With ``complete`` the stats' ``row_sums`` and self-HSICs (from
-    ``C_aa``) are filled in from the same pass (stats made with ``self_terms=False``).
+    first row on) — each model's kernel costs half a pass (per tile pair when the budget forces
+    tiling).
+
+    The sums are taken per row group (``bounds``: boundaries of groups of consecutive rows,
+    default one group): slabs never straddle a group boundary and each slab's M×M GEMM is split
+    by column group (the same FLOPs), giving the K×K block sums and per-group row sums of
+    :class:`RbfBlocks`; ``C`` and the row sums ``A 1`` are their totals. The leave-group-out
+    CKA (:mod:`~sim_consistency.uncertainty.rbf_cka`) reads them off this same pass, so a
+    confidence interval costs no second pass and the point is bitwise the plain one.
+
+    With ``complete`` the stats' ``row_sums`` and self-HSICs (from ``C_aa``) are filled in from
+    the same pass (stats made with ``self_terms=False``). With ``blocks`` the result is
+    ``(C, RbfBlocks)``.
     """
     from sim_consistency.similarity.cka import with_self_terms
 
     m = len(stats)
     n = stats[0].n if stats else 0
+    bounds = np.array([0, n], dtype=np.int64) if bounds is None else np.asarray(bounds, np.int64)
+    if bounds.ndim != 1 or bounds.size < 2 or bounds[0] != 0 or bounds[-1] != n:
+        raise ConfigError(f"rbf_cross_matrix: bounds must run from 0 to n={n} (got {bounds}).")
+    k = bounds.size - 1
     tile, rows_per = _plan(m, n, memory_budget, slab_rows)
     tiles = [list(range(s, min(m, s + tile))) for s in range(0, m, tile)]
     cache: dict[int, Any] = {}
-    C = np.zeros((m, m), dtype=np.float64)
-    sums = np.zeros((m, n), dtype=np.float64)
+    W = np.zeros((m, m, k, k), dtype=np.float64)
+    R = np.zeros((m, n, k), dtype=np.float64)
     peaks = np.zeros(m, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):  # a bound far from m: redone below
         for ti, ta in enumerate(tiles):
             for tb in tiles[ti:]:
-                C[np.ix_(ta, tb)] = _rbf_tile(stats, ta, tb, rows_per, device, cache, sums, peaks)
+                Wt, Rt = _rbf_tile(stats, ta, tb, rows_per, bounds, device, cache, peaks)
+                W[np.ix_(ta, tb)] = Wt
+                if Rt is not None:
+                    R[ta] = Rt
     iu = np.triu_indices(m, 1)
-    C[(iu[1], iu[0])] = C[iu]
-    if not complete:
-        return C
-    # A was scaled by a sampled upper bound m0 of m: its largest entry is exp((m0 - m)/2σ²)
-    # >= 1; rescale exactly, or (entries that could overflow) stream again with the exact m.
-    shift = np.zeros(m)
-    for a, s in enumerate(stats):
-        if s.min_is_bound and n >= 2:
-            shift[a] = np.log(peaks[a]) if peaks[a] > 0 else 0.0
-    if not (np.isfinite(C).all() and np.isfinite(shift).all() and shift.max(initial=0) < 300):
-        from sim_consistency.similarity.cka import _min_upper
+    W[iu[1], iu[0]] = W[iu]
+    gu = np.triu_indices(k, 1)
+    W[:, :, gu[1], gu[0]] = W[:, :, gu[0], gu[1]]
+    if complete:
+        # A was scaled by a sampled upper bound m0 of m: its largest entry is exp((m0 - m)/2σ²)
+        # >= 1; rescale exactly, or (entries that could overflow) stream again with the exact m.
+        shift = np.zeros(m)
+        for a, s in enumerate(stats):
+            if s.min_is_bound and n >= 2:
+                shift[a] = np.log(peaks[a]) if peaks[a] > 0 else 0.0
+        finite = np.isfinite(W).all() and np.isfinite(R).all()
+        if not (finite and np.isfinite(shift).all() and shift.max(initial=0) < 300):
+            from sim_consistency.similarity.cka import _min_upper
 
-        for s in stats:
-            if s.min_is_bound:
-                exact = _min_upper(s.Xc, s.sq_norms, s.slab_rows)
-                object.__setattr__(s, "min_sq_distance", exact)
-                object.__setattr__(s, "min_is_bound", False)
-        return rbf_cross_matrix(
-            stats,
-            memory_budget=memory_budget,
-            slab_rows=slab_rows,
-            device=device,
-            complete=True,
-        )
-    f = np.exp(-shift)
-    C *= np.outer(f, f)
-    for a, s in enumerate(stats):
-        m_exact = s.min_sq_distance - 2.0 * s.sigma * s.sigma * shift[a] if s.min_is_bound else None
-        with_self_terms(s, sums[a] * f[a], C[a, a], m_exact)
-    return C
+            for s in stats:
+                if s.min_is_bound:
+                    exact = _min_upper(s.Xc, s.sq_norms, s.slab_rows)
+                    object.__setattr__(s, "min_sq_distance", exact)
+                    object.__setattr__(s, "min_is_bound", False)
+            return rbf_cross_matrix(
+                stats,
+                memory_budget=memory_budget,
+                slab_rows=slab_rows,
+                device=device,
+                complete=True,
+                bounds=bounds,
+                blocks=blocks,
+            )
+        f = np.exp(-shift)
+        W *= np.outer(f, f)[:, :, None, None]
+        R *= f[:, None, None]
+    C = W.sum(axis=(2, 3))
+    if complete:
+        sums = R.sum(axis=2)
+        for a, s in enumerate(stats):
+            m_exact = (
+                s.min_sq_distance - 2.0 * s.sigma * s.sigma * shift[a] if s.min_is_bound else None
+            )
+            with_self_terms(s, sums[a], C[a, a], m_exact)
+    return (C, RbfBlocks(W, R, bounds)) if blocks else C
 
 
 def _rbf_tile(
@@ -267,15 +315,21 @@ def _rbf_tile(
     ta: list[int],
     tb: list[int],
     rows_per: int,
+    bounds: npt.NDArray[np.int64],
     device: str,
     cache: dict[int, Any],
-    sums: np.ndarray,
     peaks: np.ndarray,
-) -> npt.NDArray[np.float64]:
-    """Accumulate one tile pair of :func:`rbf_cross_matrix` (row sums and largest entries on
-    diagonal tiles)."""
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+    """Return one tile pair's block sums ``(W, R)`` of :func:`rbf_cross_matrix` (``R`` and the
+    largest entries on diagonal tiles only, else ``R`` is None).
+
+    A slab is rows ``r0:r1`` of group g, columns ``r0:``. Its column segments: the square
+    diagonal block (counts once in ``W_gg``), the rest of group g (twice: its mirror is never
+    formed), then each later group h (once into ``W_gh``; ``W_hg`` by symmetry). Row sums add
+    each segment's row sums and, right of the diagonal block, its column sums (the mirror).
+    """
     same = ta == tb
-    n = stats[ta[0]].n
+    n, k = stats[ta[0]].n, bounds.size - 1
     slabs: Callable[[list[int], slice, Any], Any]
     buf_a: Any = None
     buf_b: Any = None
@@ -291,7 +345,8 @@ def _rbf_tile(
             return S
 
         slabs = numpy_slabs
-        acc: Any = np.zeros((len(ta), len(tb)))
+        W: Any = np.zeros((len(ta), len(tb), k, k))
+        R: Any = np.zeros((len(ta), n, k)) if same else None
     else:
         import torch
 
@@ -301,25 +356,36 @@ def _rbf_tile(
             )
 
         slabs = torch_slabs
-        acc = torch.zeros((len(ta), len(tb)), dtype=torch.float64, device=device)
-    for rows in row_chunks(n, rows_per):
-        k = rows.stop - rows.start
-        SA = slabs(ta, rows, buf_a)
-        SB = SA if same else slabs(tb, rows, buf_b)
-        # upper block rows count twice (A symmetric) except their square diagonal block
-        DA = SA[:, :, :k].reshape(len(ta), -1)
-        DB = DA if same else SB[:, :, :k].reshape(len(tb), -1)
-        acc += 2.0 * (SA.reshape(len(ta), -1) @ SB.reshape(len(tb), -1).T) - DA @ DB.T
-        if same:
-            row_part, col_part = SA.sum(2), SA[:, :, k:].sum(1)
-            top = SA.reshape(len(ta), -1).max(1)
-            if device != "numpy":
-                row_part, col_part = row_part.cpu().numpy(), col_part.cpu().numpy()
-                top = top.values.cpu().numpy()
-            sums[ta, rows] += row_part
-            sums[ta, rows.stop :] += col_part
-            peaks[ta] = np.maximum(peaks[ta], top)
-    return acc if device == "numpy" else acc.cpu().numpy()
+        W = torch.zeros((len(ta), len(tb), k, k), dtype=torch.float64, device=device)
+        R = torch.zeros((len(ta), n, k), dtype=torch.float64, device=device) if same else None
+    for g in range(k):
+        start, end = int(bounds[g]), int(bounds[g + 1])
+        for part in row_chunks(end - start, rows_per):
+            rows = slice(start + part.start, start + part.stop)
+            r0, r = rows.start, rows.stop - rows.start
+            SA = slabs(ta, rows, buf_a)
+            SB = SA if same else slabs(tb, rows, buf_b)
+            edges = [0, r, end - r0] + [int(b) - r0 for b in bounds[g + 2 :]]
+            for s in range(len(edges) - 1):
+                c0, c1 = edges[s], edges[s + 1]
+                if c1 <= c0:
+                    continue
+                h = g if s < 2 else g + s - 1
+                SAs = SA[:, :, c0:c1]
+                A = SAs.reshape(len(ta), -1)
+                P = A @ (A if same else SB[:, :, c0:c1].reshape(len(tb), -1)).T
+                W[:, :, g, h] += 2.0 * P if s == 1 else P
+                if R is not None:
+                    R[:, rows, h] += SAs.sum(2)
+                    if s >= 1:
+                        R[:, r0 + c0 : r0 + c1, g] += SAs.sum(1)
+            if same:
+                top = SA.reshape(len(ta), -1).max(1)
+                top = top if device == "numpy" else top.values.cpu().numpy()
+                peaks[ta] = np.maximum(peaks[ta], top)
+    if device == "numpy":
+        return W, R
+    return W.cpu().numpy(), None if R is None else R.cpu().numpy()
 
 
 class _VectorStore:

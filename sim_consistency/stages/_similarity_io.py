@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 # 2: sigma_median by slab selection; 3: U-statistics without the diagonal (exact RBF at small σ);
 # 4: mutual k-NN of a constant representation is NaN; 5: linear CKA's feature-space cross
 # products summed over 20 fixed random row groups (the jackknife's default groups: --ci reuses
-# them), not contiguous chunks (last-bit changes).
-SIMILARITY_CODE_VERSION = "5"
+# them), not contiguous chunks (last-bit changes); 6: streamed RBF CKA sums its kernel products
+# per block of the same row groups (--ci reuses them; last-bit changes).
+SIMILARITY_CODE_VERSION = "6"
 
 
 def cache_attrs(

@@ -19,8 +19,9 @@ metadata, never as a number.
 
 ``--ci [--ci_groups K] [--ci_seed S]`` adds a 95 % delete-a-group jackknife interval per entry
 (:mod:`sim_consistency.stages._similarity_ci`): ``se``, ``ci_low``, ``ci_high`` and
-``ci_groups`` in ``similarity_matrix.h5``, the long ``similarity_ci.csv`` and the annotated
-``similarity_ci.png|.pdf`` heatmap; the matrix itself is bitwise the one without ``--ci``.
+``ci_groups`` in ``similarity_matrix.h5`` and the long ``similarity_ci.csv``; the matrix itself is
+bitwise the one without ``--ci``. The stage draws no figure (with or without ``--ci``): the
+aggregation's heatmaps hatch and annotate the intervals.
 Mutual k-NN gets no interval (``ci_unavailable`` in its metadata says why).
 
 Our defaults compare the ``test`` split, all rows. ``--profile rep2rep`` compares what Rep2Rep
@@ -190,7 +191,6 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
     from sim_consistency.similarity import metric_slug
     from sim_consistency.similarity.matrix_files import (
         MATRIX_CI_CSV,
-        MATRIX_CI_FIGURE,
         MATRIX_CSV,
         MATRIX_H5,
         MODEL_IDS,
@@ -224,7 +224,7 @@ def plan(settings: MatrixSettings) -> list[WorkItem]:
             key = json_digest({**fields, **ci_key_fields(settings)})
             files = [MATRIX_H5, MATRIX_CSV, MODEL_IDS]
             if settings.ci and no_interval_reason(spec) is None:
-                files += [MATRIX_CI_CSV, MATRIX_CI_FIGURE + ".png"]
+                files += [MATRIX_CI_CSV]
             reason = ci_plan_reason(
                 folder, key, point_key, files, force=settings.force, ci=settings.ci
             )

@@ -13,10 +13,13 @@ estimators need to the kept rows ``S`` (``m = |S|``), with the centring redone f
 where ``a^S_i = sum_{j in S} A_ij`` and ``s_a = sum_{i in S} a^S_i``. With group ``g`` left out,
 ``<A,B>_S = W_tot - 2 W_g. + W_gg`` from the K×K block sums ``W_gh = sum_{i in g, j in h}
 A_ij B_ij`` of every model pair, and ``a^S_i = a_i - R_ig`` from each model's per-group row sums
-``R_ig = sum_{j in g} A_ij``. Both come from one streamed pass over kernel slabs (rows sorted by
-group; block-upper slabs only; per slab one M×M GEMM per column group, as in
-:mod:`~sim_consistency.similarity.streamed`), so the cost is about one more pass of the
-streamed matrix (kernel rows formed once per model, never per pair or per group).
+``R_ig = sum_{j in g} A_ij``. Both are by-products of the plain streamed matrix
+(:func:`~sim_consistency.similarity.streamed.rbf_cross_matrix`: rows sorted by group,
+block-upper slabs, per slab one M×M GEMM per column group). For the default groups (K = 20,
+seed 0) the plain matrix already runs in that order
+(:func:`~sim_consistency.similarity.matrix.rbf_streamed_matrix`), so the interval costs no
+second pass; other groups take one more pass (kernel rows formed once per model, never per
+pair or per group).
 
 Bandwidth. With ``sigma_median`` the bandwidth is resolved once on the full sample and held
 fixed for the leave-group-out values (the jackknife then treats σ as a chosen hyperparameter;
@@ -33,49 +36,10 @@ import numpy as np
 import numpy.typing as npt
 
 from sim_consistency.errors import ConfigError
-from sim_consistency.similarity._arrays import row_chunks
-from sim_consistency.similarity.cka import RbfStats, _min_upper
+from sim_consistency.similarity.cka import RbfStats
+from sim_consistency.similarity.streamed import DEFAULT_MEMORY_BUDGET, RbfBlocks, rbf_cross_matrix
 
-__all__ = ["rbf_cka_leave_out"]
-
-
-def _block_sums(
-    stats: Sequence[RbfStats], bounds: np.ndarray, slab_rows: int
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Return ``W`` (M, M, K, K) and ``R`` (M, n, K) for kernels whose rows are group-sorted.
-
-    ``A`` is symmetric, so only the block-upper part of each slab is formed (columns from the
-    slab's first row on, as :func:`~sim_consistency.similarity.streamed.rbf_cross_matrix`): the
-    slab's square diagonal block counts once, the rest of its own group twice (for ``W_gg``)
-    and each later group h once into ``W_gh`` (``W_hg`` by symmetry); row sums get the mirrored
-    column sums of the part right of the diagonal block.
-    """
-    m, n, k = len(stats), stats[0].n, bounds.size - 1
-    W = np.zeros((m, m, k, k))
-    R = np.zeros((m, n, k))
-    buf = np.empty(m * slab_rows * n)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for g in range(k):
-            end_g = int(bounds[g + 1])
-            for part in row_chunks(end_g - int(bounds[g]), slab_rows):
-                r0, r1 = int(bounds[g]) + part.start, int(bounds[g]) + part.stop
-                r = r1 - r0
-                S = buf[: m * r * (n - r0)].reshape(m, r, n - r0)
-                for a, s in enumerate(stats):
-                    s.kernel_rows(slice(r0, r1), r0, out=S[a])
-                # column groups of this slab: own group from r0, then groups g+1..K-1
-                cols = np.concatenate([[0], bounds[g + 1 :] - r0]).astype(np.int64)
-                R[:, r0:r1, g:] += np.add.reduceat(S, cols[:-1], axis=2)
-                R[:, r1:, g] += S[:, :, r:].sum(axis=1)
-                D = S[:, :, :r].reshape(m, -1)
-                rest = S[:, :, r : end_g - r0].reshape(m, -1)
-                W[:, :, g, g] += D @ D.T + 2.0 * (rest @ rest.T)
-                for h in range(g + 1, k):
-                    B = S[:, :, cols[h - g] : cols[h - g + 1]].reshape(m, -1)
-                    W[:, :, g, h] += B @ B.T
-    iu = np.triu_indices(k, 1)
-    W[:, :, iu[1], iu[0]] = W[:, :, iu[0], iu[1]]
-    return W, R
+__all__ = ["group_bounds", "rbf_cka_leave_out", "rbf_leave_out_from_blocks"]
 
 
 def rbf_cka_leave_out(
@@ -84,6 +48,8 @@ def rbf_cka_leave_out(
     *,
     unbiased: bool = False,
     slab_rows: int = 256,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: str = "numpy",
 ) -> npt.NDArray[np.float64]:
     """Return RBF CKA of every model pair with each row group left out, (M, M, K).
 
@@ -93,7 +59,8 @@ def rbf_cka_leave_out(
             checked and made exact here when needed).
         groups: the row-group label of each row, (n,).
         unbiased: unbiased HSIC (Song et al., 2012) instead of the biased one.
-        slab_rows: kernel rows per slab (memory ``M · slab_rows · n`` float64).
+        slab_rows: most kernel rows per slab.
+        memory_budget, device: as :func:`~sim_consistency.similarity.streamed.rbf_cross_matrix`.
 
     Returns:
         ``theta_(g)`` for each pair (symmetric in the first two axes); NaN where undefined
@@ -107,23 +74,40 @@ def rbf_cka_leave_out(
             f"(got {[s.n for s in stats]} rows and {groups.shape[0]} labels)."
         )
     order = np.argsort(groups, kind="stable")
-    sizes = np.bincount(groups)
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
     perm = [
         replace(s, Xc=s.Xc[order], sq_norms=s.sq_norms[order], row_sums=s.row_sums[order])
         for s in stats
     ]
-    W, R = _block_sums(perm, bounds, slab_rows)
-    if not (np.isfinite(W).all() and np.isfinite(R).all()):  # a sampled scale far below m
-        exact = [
-            replace(
-                p, min_sq_distance=_min_upper(p.Xc, p.sq_norms, p.slab_rows), min_is_bound=False
-            )
-            for p in perm
-        ]
-        perm = exact
-        W, R = _block_sums(perm, bounds, slab_rows)
-    return _leave_out_cka(W, R, perm, groups[order], sizes, unbiased)
+    _, blocks = rbf_cross_matrix(
+        perm,
+        memory_budget=memory_budget,
+        slab_rows=slab_rows,
+        device=device,
+        complete=True,
+        bounds=group_bounds(groups),
+        blocks=True,
+    )
+    return rbf_leave_out_from_blocks(blocks, perm, unbiased=unbiased)
+
+
+def group_bounds(groups: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Return the boundaries of groups ``0 .. max(groups)`` once rows are sorted by group."""
+    sizes = np.bincount(groups, minlength=int(groups.max(initial=-1)) + 1)
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def rbf_leave_out_from_blocks(
+    blocks: RbfBlocks, stats: Sequence[RbfStats], *, unbiased: bool = False
+) -> npt.NDArray[np.float64]:
+    """Return the (M, M, K) leave-group-out RBF CKA from one grouped streamed pass.
+
+    ``blocks`` and ``stats`` (rows sorted by group, completed) come from
+    :func:`~sim_consistency.similarity.streamed.rbf_cross_matrix` with ``complete=True`` and
+    ``blocks=True``.
+    """
+    sizes = np.diff(blocks.bounds)
+    sorted_groups = np.repeat(np.arange(sizes.size), sizes)
+    return _leave_out_cka(blocks.W, blocks.R, stats, sorted_groups, sizes, unbiased)
 
 
 def _leave_out_cka(

@@ -35,7 +35,13 @@ from sim_consistency.errors import ConfigError
 from sim_consistency.similarity.rsa import _DECIMALS, rdm_upper
 from sim_consistency.similarity.streamed import DEFAULT_MEMORY_BUDGET
 
-__all__ = ["RdmRanks", "rdm_ranks", "rsa_leave_out"]
+__all__ = [
+    "RdmRanks",
+    "check_rsa_leave_out_memory",
+    "rdm_ranks",
+    "rsa_leave_out",
+    "rsa_leave_out_bytes",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,14 +50,16 @@ class RdmRanks:
 
     Attributes:
         values: the upper triangle (rounded to 12 decimals for Spearman, as ``rsa``), (N,).
-        order: a stable argsort of ``values``, (N,) (Spearman only, else ``None``).
-        runs: run id of each sorted position; equal values share a run (Spearman only).
+        order: a stable argsort of ``values``, (N,) (Spearman only, else ``None``; int32 when
+            N < 2^31).
+        runs: run id of each sorted position; equal values share a run (Spearman with tied
+            values only, else ``None``).
         corr: ``"pearson"`` or ``"spearman"``.
     """
 
     values: npt.NDArray[np.float64]
-    order: npt.NDArray[np.int64] | None
-    runs: npt.NDArray[np.int64] | None
+    order: npt.NDArray[np.integer] | None
+    runs: npt.NDArray[np.integer] | None
     corr: str
 
     @property
@@ -62,8 +70,7 @@ class RdmRanks:
     @property
     def tied(self) -> bool:
         """Some entries are equal (Spearman: average ranks inside runs are needed)."""
-        runs = self.runs
-        return _cached(self, "_tied", lambda: runs is not None and int(runs[-1]) + 1 < runs.size)
+        return self.runs is not None
 
     def standardised(
         self,
@@ -78,12 +85,12 @@ class RdmRanks:
         """
         if not self.finite and not np.isfinite(self.values[keep]).all():
             return None  # a kept row with zero variance / norm
-        if self.order is None or self.runs is None:
+        if self.order is None:
             v = self.values[keep]
         else:
             kept_sorted = keep[self.order] if keep_sorted is None else keep_sorted
             pos = np.cumsum(kept_sorted, dtype=np.float64)[kept_sorted]
-            if self.tied:
+            if self.runs is not None:
                 run = self.runs[kept_sorted]
                 pos = (np.bincount(run, weights=pos) / np.maximum(np.bincount(run), 1))[run]
             full = np.empty(self.values.size)
@@ -128,10 +135,38 @@ def rdm_ranks(
     if corr != "spearman":
         raise ConfigError(f"rsa: unknown corr {corr!r}. Choose pearson or spearman.")
     v = np.round(v, _DECIMALS)
-    order = np.argsort(v, kind="stable")
+    index = np.int32 if v.size < 2**31 else np.int64
+    order = np.argsort(v, kind="stable").astype(index)
     s = v[order]
-    runs = np.concatenate([[0], np.cumsum(s[1:] != s[:-1])]).astype(np.int64)
+    new_run = s[1:] != s[:-1]
+    runs = None
+    if not new_run.all():  # ties: average ranks need the runs
+        runs = np.concatenate([[0], np.cumsum(new_run)]).astype(index)
+    del s, new_run
     return RdmRanks(v, order, runs, corr)
+
+
+def rsa_leave_out_bytes(m: int, n: int, corr: str) -> int:
+    """Return the bytes :func:`rdm_ranks` and :func:`rsa_leave_out` hold for M models of n rows.
+
+    Per triangle entry and model: the values (8), for Spearman the sort order and tie runs
+    (4 + 4) and the pair groups in sort order (2), and one group's standardised triangle (8).
+    """
+    per_entry = 8 + 8 + (10 if corr == "spearman" else 0)
+    return per_entry * m * (n * (n - 1) // 2)
+
+
+def check_rsa_leave_out_memory(m: int, n: int, corr: str, memory_budget: int) -> None:
+    """Raise :class:`ConfigError` before any work when the RSA jackknife exceeds the budget."""
+    need = rsa_leave_out_bytes(m, n, corr)
+    if need > memory_budget:
+        raise ConfigError(
+            f"rsa jackknife: {m} RDMs of n={n} rows ({n * (n - 1) // 2:,} pairs each) need "
+            f"{need / 2**30:.1f} GiB (each RDM's triangle, sort order and pair groups, and one "
+            f"group's standardised triangles), over the memory budget "
+            f"({memory_budget / 2**30:.1f} GiB). Raise --memory_budget on a node with that "
+            "much memory, compare fewer rows (--max_samples) or run RSA without --ci."
+        )
 
 
 def _upper_pair_groups(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,9 @@ linear CKA    per-group cross-covariances ``X_g^T Y_g``,       :mod:`.linear_cka
               point's own group-by-group products for the
               default groups: one pass)
 RBF CKA       K×K block sums of kernel products and per-group  :mod:`.rbf_cka`
-              kernel row sums (bandwidth fixed at full σ)
+              kernel row sums (bandwidth fixed at full σ;
+              the plain streamed pass's own sums for the
+              default groups: one pass)
 RSA           RDM restricted to kept pairs, ranks redone       :mod:`.rsa`
 mutual k-NN   not available (neighbour sets change with the     —
               kept rows; a later issue)
@@ -53,7 +55,7 @@ from sim_consistency.similarity.grid import (
     block_stats,
     cka_grid_from_stats,
 )
-from sim_consistency.similarity.matrix import similarity_matrix
+from sim_consistency.similarity.matrix import rbf_streamed_matrix, similarity_matrix
 from sim_consistency.similarity.streamed import DEFAULT_MEMORY_BUDGET
 from sim_consistency.uncertainty.jackknife import (
     DEFAULT_GROUPS,
@@ -69,8 +71,8 @@ from sim_consistency.uncertainty.linear_cka import (
     linear_pair_leave_out,
     linear_stats_from_point,
 )
-from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out
-from sim_consistency.uncertainty.rsa import rdm_ranks, rsa_leave_out
+from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out, rbf_leave_out_from_blocks
+from sim_consistency.uncertainty.rsa import check_rsa_leave_out_memory, rdm_ranks, rsa_leave_out
 
 __all__ = [
     "GridBlocks",
@@ -223,11 +225,13 @@ def leave_out_matrix(
             rbf_stats(X, sigma=spec.sigma, sigma_median=spec.sigma_median, self_terms=False)
             for X in mats
         ]
-        n = mats[0].shape[0] if mats else 0
-        slab = int(max(1, min(1024, memory_budget // max(1, 8 * m * n))))
-        return rbf_cka_leave_out(rbf, groups, unbiased=bool(spec.unbiased), slab_rows=slab)
+        return rbf_cka_leave_out(
+            rbf, groups, unbiased=bool(spec.unbiased), slab_rows=1024, memory_budget=memory_budget
+        )
     if spec.sim_method == "rsa":
         assert spec.rsa_method is not None and spec.corr_method is not None
+        n = mats[0].shape[0] if mats else 0
+        check_rsa_leave_out_memory(m, n, spec.corr_method, memory_budget)
         prepared = [rdm_ranks(X, rdm=spec.rsa_method, corr=spec.corr_method) for X in mats]
         return rsa_leave_out(prepared, groups, memory_budget=memory_budget)
     raise ConfigError(
@@ -295,6 +299,38 @@ def _linear_one_pass(
     return point, theta
 
 
+def _rbf_one_pass(
+    mats: Sequence[np.ndarray],
+    spec: MetricSpec,
+    groups: np.ndarray,
+    memory_budget: int,
+    device: str,
+    point_options: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return ``(point, leave_out)`` of streamed RBF CKA from one pass, or None.
+
+    Applies when ``groups`` are the plain pass's own row groups (the default K = 20, seed 0):
+    :func:`~sim_consistency.similarity.matrix.rbf_streamed_matrix` is then the point (bitwise
+    :func:`~sim_consistency.similarity.similarity_matrix`) and its block sums give the
+    leave-group-out values.
+    """
+    if not (spec.sim_method == "cka" and spec.sim_kernel == "rbf") or not mats:
+        return None
+    if not point_options.get("streamed", True):
+        return None
+    if not np.array_equal(groups, accumulation_groups(mats[0].shape[0])):
+        return None
+    done = rbf_streamed_matrix(
+        mats,
+        spec,
+        memory_budget=memory_budget,
+        device=device,
+        progress=bool(point_options.get("progress", False)),
+    )
+    theta = rbf_leave_out_from_blocks(done.blocks, done.stats, unbiased=bool(spec.unbiased))
+    return done.point, theta
+
+
 def similarity_matrix_ci(
     features: Sequence[Any],
     spec: MetricSpec,
@@ -336,6 +372,8 @@ def similarity_matrix_ci(
     n = mats[0].shape[0] if mats else 0
     groups = row_groups(n, n_groups, seed=seed)
     fused = _linear_one_pass(mats, spec, groups, memory_budget, point_options)
+    if fused is None:
+        fused = _rbf_one_pass(mats, spec, groups, memory_budget, device, point_options)
     if fused is not None:
         point, theta = fused
     else:

@@ -127,8 +127,57 @@ def test_intervals_stored_and_match_the_library(matrices, config):
         row = table[(table.model_a == ids[0]) & (table.model_b == ids[1])].iloc[0]
         assert row.similarity == pytest.approx(point[0, 1], abs=1e-15)
         assert row.ci_low == pytest.approx(stored["ci_low"][0, 1], abs=1e-15)
-        assert (folder / "similarity_ci.png").stat().st_size > 0
-        assert (folder / "similarity_ci.pdf").is_file()
+        assert not (folder / "similarity_ci.png").exists()  # the aggregation draws it
+
+
+def test_aggregation_carries_and_draws_the_intervals(matrices):
+    """``similarities.csv`` gets each pair's stored interval; the heatmap hatches wide ones."""
+    from sim_consistency.aggregate import collect_similarities, plot_similarity_heatmaps
+
+    proj = matrices[0]
+    table = collect_similarities(proj.location)
+    assert {"se", "ci_low", "ci_high"} <= set(table.columns)
+    for slug, part in table.groupby("metric"):
+        folder = proj.location.model_similarities / "wds_digits" / slug
+        stored = _read_folder(folder)
+        if "se" not in stored:  # mutual k-NN: no interval
+            assert part["ci_low"].isna().all(), slug
+            continue
+        ids = (folder / "model_ids.txt").read_text().split()
+        a, b = ids.index(part.model_a.iloc[0]), ids.index(part.model_b.iloc[0])
+        assert part.ci_low.iloc[0] == stored["ci_low"][a, b], slug
+        assert part.se.notna().all(), slug
+    written = plot_similarity_heatmaps(table, proj.location.plots)
+    assert len(written) == table.groupby(["dataset_slug", "metric"]).ngroups
+    assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_similarity_heatmap_hatches_wide_intervals(tmp_path, monkeypatch):
+    from matplotlib.collections import PatchCollection
+
+    import sim_consistency.aggregate as agg
+
+    figures = []
+    monkeypatch.setattr(agg, "save_figure", lambda fig, stem, **kw: figures.append(fig) or [stem])
+    rows = pd.DataFrame(
+        {
+            "dataset": "d",
+            "dataset_slug": "d",
+            "metric": "m",
+            "model_a": ["a", "a", "b"],
+            "model_b": ["b", "c", "c"],
+            "similarity": [0.9, 0.5, 0.6],
+            "se": [0.01, 0.1, np.nan],
+            "ci_low": [0.88, 0.3, np.nan],
+            "ci_high": [0.92, 0.7, np.nan],
+        }
+    )
+    agg.plot_similarity_heatmaps(rows, tmp_path)
+    (ax,) = [a for a in figures[0].axes if a.get_title()]
+    (hatched,) = [c for c in ax.collections if isinstance(c, PatchCollection)]
+    # (a, c) is ±0.2 and (b, c) has no interval, both mirrored: 4 cells; (a, b) is ±0.02
+    assert len(hatched.get_paths()) == 4
+    assert "median half-width 0.110" in ax.get_title()
 
 
 def test_content_key_ci_recomputes_and_plain_reuses(matrices, config):

@@ -65,3 +65,22 @@ def test_memory_budget_is_checked_with_a_clear_error(features):
 def test_mutual_knn_has_no_interval_yet(features):
     with pytest.raises(ConfigError, match="no confidence interval for sim_method 'mknn'"):
         similarity_matrix_ci(features, MetricSpec("mknn", k=3), n_groups=5)
+
+
+def test_study_scale_is_refused_before_any_ranking():
+    """M = 20 RDMs of n = 10,000 rows: the jackknife's working set is named up front, before a
+    single RDM is built (each would take ~1 GB)."""
+    from sim_consistency.uncertainty.rsa import check_rsa_leave_out_memory, rsa_leave_out_bytes
+
+    need = rsa_leave_out_bytes(20, 10_000, "spearman")
+    assert need == 26 * 20 * 49_995_000
+    with pytest.raises(ConfigError, match=r"20 RDMs of n=10000 rows \(49,995,000 pairs each\)"):
+        check_rsa_leave_out_memory(20, 10_000, "spearman", 2 << 30)
+    check_rsa_leave_out_memory(20, 10_000, "spearman", need)  # fits exactly: no error
+
+
+def test_prepared_ranks_are_compact(features):
+    untied = rdm_ranks(features[0])
+    assert untied.order.dtype == np.int32 and untied.runs is None and not untied.tied
+    tied = rdm_ranks(np.round(features[2], 0) + 3.0)
+    assert tied.runs is not None and tied.tied and tied.runs.dtype == np.int32
