@@ -16,8 +16,9 @@
 #
 # Reads every `model_similarities/<dataset>/<metric>/` matrix of the project root and writes one
 # tidy table to `results/aggregated/similarities.csv` (one row per model pair, dataset and
-# metric). The root is found as by every stage: `SIMC_ROOT`, else `project_root` in this
-# checkout — never relative to the folder Jupyter starts the notebook in.
+# metric; with the pair's interval where the matrices were computed with `--ci`). The root is
+# found as by every stage: `SIMC_ROOT`, else `project_root` in this checkout — never relative to
+# the folder Jupyter starts the notebook in.
 
 # %%
 from sim_consistency.aggregate import collect_similarities, plot_similarity_heatmaps, write_table
@@ -38,6 +39,9 @@ show(
 # One figure per dataset × metric in `results/plots/similarity_*.png`: rows and columns are
 # models, colour is the similarity (CKA, RSA or mutual k-NN, as the metric slug says). The colour
 # scale spans the values of each figure (printed on its colour bar), so small differences show.
+# Matrices computed with `--ci` carry their 95% jackknife interval (`se`, `ci_low`, `ci_high` in
+# the table); their heatmaps hatch the cells whose interval is wider than ±0.05 (or that have
+# none) and give the median half-width in the title.
 
 # %%
 show(plot_similarity_heatmaps(similarities, location.plots))

@@ -41,6 +41,7 @@ __all__ = [
     "doubled_ranks",
     "RdmVector",
     "rdm_vector",
+    "rdm_vector_and_order",
     "rdm_vector_dtype",
 ]
 
@@ -227,9 +228,14 @@ def _sorted_buckets(keys: npt.NDArray[np.uint64]) -> Iterator[tuple[int, np.ndar
 
 
 def _doubled_ranks(
-    v: npt.NDArray[np.float64], dtype: Any, *, consume: bool = False
-) -> tuple[np.ndarray, int]:
-    """Return ``(2 × average ranks, sum of t^3 - t over tie groups)`` of ``round(v, 12)``."""
+    v: npt.NDArray[np.float64], dtype: Any, *, consume: bool = False, keep_order: bool = False
+) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None]:
+    """Return ``(2 × average ranks, sum of t^3 - t over tie groups, order, runs)`` of
+    ``round(v, 12)``.
+
+    With ``keep_order`` also the sorted order (``dtype`` indices) and, when some values are
+    tied, the run id of each sorted position (equal values share a run), else None for both.
+    """
     length = v.size
     keys = _rounded_keys(v, consume=consume)
     runs: Iterator[tuple[int, np.ndarray, np.ndarray]]
@@ -240,12 +246,17 @@ def _doubled_ranks(
         runs = _sorted_buckets(keys)
     ranks = np.empty(length, dtype=dtype)
     ties = 0
+    orders: list[np.ndarray] = []
+    news: list[np.ndarray] = []
     for first, order, sorted_keys in runs:
         k = sorted_keys.size
         new = np.empty(k, dtype=bool)
         new[:1] = True
         np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
         starts = np.flatnonzero(new)
+        if keep_order:
+            orders.append(order.astype(dtype))
+            news.append(new)
         if starts.size == k:  # no ties
             ranks[order] = np.arange(2 * first + 2, 2 * (first + k) + 1, 2, dtype=dtype)
             continue
@@ -254,7 +265,13 @@ def _doubled_ranks(
         ranks[order] = np.repeat((2 * (starts + first) + sizes + 1).astype(dtype), sizes)
         tied = sizes[sizes > 1].astype(object)  # Python ints: exact
         ties += int(sum(t * t * t - t for t in tied))
-    return ranks, ties
+    if not keep_order:
+        return ranks, ties, None, None
+    full_order = np.concatenate(orders) if orders else np.empty(0, dtype=dtype)
+    tie_runs = None
+    if ties:  # buckets hold different keys, so each bucket's first value starts a run
+        tie_runs = (np.cumsum(np.concatenate(news), dtype=np.int64) - 1).astype(dtype)
+    return ranks, ties, full_order, tie_runs
 
 
 def rdm_vector_dtype(corr: str, n: int) -> np.dtype:
@@ -309,6 +326,28 @@ def rdm_vector(
     ``(values_a - offset_a) . (values_b - offset_b) / (norm_a norm_b)`` is the same RSA score
     as :func:`rsa` (Pearson of the ranks for Spearman), to rounding.
     """
+    return _rdm_vector(X, rdm, corr, keep_order=False)[0]
+
+
+def rdm_vector_and_order(
+    X: Any,
+    *,
+    rdm: Literal["correlation", "cosine"] = "correlation",
+    corr: Literal["pearson", "spearman"] = "spearman",
+) -> tuple[RdmVector, npt.NDArray[np.float64] | None, np.ndarray | None, np.ndarray | None]:
+    """Return :func:`rdm_vector` of ``X`` and what re-ranking subsets needs, from one sort.
+
+    Returns ``(vector, values, order, runs)``: ``values`` is the RDM triangle when it is needed
+    later (Pearson, or an RDM with undefined entries), else None; ``order`` the sort order and
+    ``runs`` the tie runs (Spearman with finite entries, else None; ``runs`` only with ties).
+    The vector is bitwise :func:`rdm_vector`'s.
+    """
+    return _rdm_vector(X, rdm, corr, keep_order=True)
+
+
+def _rdm_vector(
+    X: Any, rdm: Any, corr: str, *, keep_order: bool
+) -> tuple[RdmVector, npt.NDArray[np.float64] | None, np.ndarray | None, np.ndarray | None]:
     if corr not in CORRS:
         raise ConfigError(f"rsa: unknown corr {corr!r}. Choose one of {', '.join(CORRS)}.")
     X = as_matrix(X, "X")
@@ -316,15 +355,23 @@ def rdm_vector(
     if n < 3:
         raise ConfigError(f"rsa: needs at least 3 samples (got n={n}).")
     v = rdm_upper(X, rdm=rdm)
+    kept = v if keep_order else None
     if not np.isfinite(v).all():
-        return RdmVector(None, 0.0, 0.0, n, corr)
+        return RdmVector(None, 0.0, 0.0, n, corr), kept, None, None
     if corr == "pearson":
-        v -= v.mean()
-        norm = float(np.linalg.norm(v))
-        return RdmVector(v if norm > 0 else None, 0.0, norm, n, corr)
-    length = v.size
-    ranks, ties = _doubled_ranks(v, rdm_vector_dtype(corr, n), consume=True)
-    del v
+        centred = v - v.mean() if keep_order else np.subtract(v, v.mean(), out=v)
+        norm = float(np.linalg.norm(centred))
+        return RdmVector(centred if norm > 0 else None, 0.0, norm, n, corr), kept, None, None
+    ranks, ties, order, runs = _doubled_ranks(
+        v, rdm_vector_dtype(corr, n), consume=True, keep_order=keep_order
+    )
+    del v, kept
+    return _rank_vector(ranks, ties, n, corr), None, order, runs
+
+
+def _rank_vector(ranks: np.ndarray, ties: int, n: int, corr: str) -> RdmVector:
+    """Return the :class:`RdmVector` of doubled ranks with the given tie sum."""
+    length = ranks.size
     # sum over entries of (2r - (L + 1))^2 = (L^3 - L - sum_groups (t^3 - t)) / 3, exactly
     sq = (length**3 - length - ties) // 3
     norm = math.sqrt(sq)

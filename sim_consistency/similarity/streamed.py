@@ -474,6 +474,7 @@ def rsa_matrix(
     scratch_dir: str | os.PathLike | None = None,
     progress: bool = False,
     on_spill: Callable[[Path], None] | None = None,
+    prepare: Callable[[Any], Any] | None = None,
 ) -> npt.NDArray[np.float64]:
     """Return the (M, M) RSA matrix of M representations of the same rows, in bounded memory.
 
@@ -483,6 +484,8 @@ def rsa_matrix(
     product is then streamed in ``chunk``-entry slabs, tiled within the other half. NaN rows and
     columns (with a warning) for representations whose RDM is constant or undefined.
     ``on_spill`` is called with the scratch file's path when spilling (tests, logs).
+    ``prepare(X)`` replaces :func:`~sim_consistency.similarity.rsa.rdm_vector` (it must return
+    the same vector; the jackknife keeps each RDM's sort order from the same sort).
     """
     from sim_consistency.progress import progress_bar
     from sim_consistency.similarity.rsa import rdm_vector, rdm_vector_dtype
@@ -500,7 +503,8 @@ def rsa_matrix(
         if store.is_spilled and on_spill is not None and store.path is not None:
             on_spill(store.path)
         for a, X in enumerate(progress_bar(features, desc="rdm ranks", disable=not progress)):
-            vec = rdm_vector(X, rdm=rdm, corr=corr)  # type: ignore[arg-type]
+            make = prepare or (lambda Z: rdm_vector(Z, rdm=rdm, corr=corr))  # type: ignore[arg-type]
+            vec = make(X)
             if vec.n != n:
                 raise ConfigError(
                     f"rsa: features[{a}] has {vec.n} rows but features[0] has {n}; features "

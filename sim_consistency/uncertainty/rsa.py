@@ -6,24 +6,30 @@ leave-group-out RSA is the correlation of the two RDMs' upper triangles restrict
 kept rows. For Pearson RSA the restricted values are re-standardised; for Spearman RSA the ranks
 *change* when pairs are dropped (a rank is a count over all pairs), so they are recomputed on
 the kept pairs — exactly ``scipy.stats.rankdata(method="average")`` of the kept values, but in
-O(N) per group from each RDM's sort order computed once (average ranks inside the runs of tied
-values that survive). Reusing the full-sample ranks would ignore the ranks' own sampling
-variability and is not done.
+O(N) per group from each RDM's sort order (average ranks inside the runs of tied values that
+survive). Reusing the full-sample ranks would ignore the ranks' own sampling variability and is
+not done.
 
 Why the jackknife and not a bootstrap: resampling rows with replacement creates pairs of a row
 with its own copy (``D = 0``) and duplicated pairs that distort the ranks; deleting groups keeps
 every retained entry a real pair. The values equal ``rsa`` on the kept rows (tested ≤ 1e-10).
 
-Cost and memory: per group, each model's kept triangle is ranked (O(N), N = n(n-1)/2) and the
-M×M products are one GEMM over the kept entries, so the CI costs about K times the plain RSA
-cross products; the M standardised triangles of one group are held at once (``8 M N`` bytes)
-and, for Spearman, each RDM's two row-group labels in its sort order (``2 M N`` bytes: the kept
-mask in sort order without a random gather per group), checked against ``memory_budget``.
-Without ties the kept ranks are the running count of kept entries (no tie averaging).
+Cost: the sort order comes from the plain matrix's own sort
+(:func:`~sim_consistency.similarity.rsa.rdm_vector_and_order`; :func:`rsa_with_leave_out`
+computes the point and the leave-out values from one preparation). Per group, each model's kept
+triangle is re-ranked in O(N) (N = n(n-1)/2; without ties the kept ranks in sort order are
+simply 1..N_g, standardised analytically) and the M×M products are one GEMM over the kept
+entries: about K times the plain RSA's cross products plus K·M re-rankings with one random
+scatter each — no exact scheme avoids those (the dropped entries change every kept rank by a
+per-model, per-group count; see ``benchmarks/RESULTS.md``). Memory: the M standardised
+triangles of one group (``8 M N`` bytes), each RDM's sort order (4 bytes per entry, and tie
+runs when there are ties) and its two row-group labels in sort order (2), checked against
+``memory_budget`` before any work (:func:`check_rsa_leave_out_memory`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,8 +38,8 @@ import numpy as np
 import numpy.typing as npt
 
 from sim_consistency.errors import ConfigError
-from sim_consistency.similarity.rsa import _DECIMALS, rdm_upper
-from sim_consistency.similarity.streamed import DEFAULT_MEMORY_BUDGET
+from sim_consistency.similarity.rsa import _DECIMALS, rdm_vector_and_order
+from sim_consistency.similarity.streamed import DEFAULT_MEMORY_BUDGET, rsa_matrix
 
 __all__ = [
     "RdmRanks",
@@ -41,6 +47,7 @@ __all__ = [
     "rdm_ranks",
     "rsa_leave_out",
     "rsa_leave_out_bytes",
+    "rsa_with_leave_out",
 ]
 
 
@@ -49,61 +56,93 @@ class RdmRanks:
     """One representation's RDM upper triangle prepared for re-ranking on subsets.
 
     Attributes:
-        values: the upper triangle (rounded to 12 decimals for Spearman, as ``rsa``), (N,).
-        order: a stable argsort of ``values``, (N,) (Spearman only, else ``None``; int32 when
-            N < 2^31).
+        values: the upper triangle, (N,), where it is needed: Pearson, or an RDM with undefined
+            entries (a row with zero variance or norm); None for a finite Spearman RDM (its
+            order and runs say everything the ranks need).
+        order: the sort order of ``round(values, 12)``, (N,) (Spearman only; int32 when the
+            ranks fit).
         runs: run id of each sorted position; equal values share a run (Spearman with tied
             values only, else ``None``).
         corr: ``"pearson"`` or ``"spearman"``.
+        length: N.
     """
 
-    values: npt.NDArray[np.float64]
+    values: npt.NDArray[np.float64] | None
     order: npt.NDArray[np.integer] | None
     runs: npt.NDArray[np.integer] | None
     corr: str
+    length: int
 
     @property
     def finite(self) -> bool:
         """Every entry is finite (else each kept subset is checked)."""
-        return _cached(self, "_finite", lambda: bool(np.isfinite(self.values).all()))
+        values = self.values
+        return values is None or _cached(self, "_finite", lambda: bool(np.isfinite(values).all()))
 
     @property
     def tied(self) -> bool:
         """Some entries are equal (Spearman: average ranks inside runs are needed)."""
         return self.runs is not None
 
-    def standardised(
+    def standardised(self, keep: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64] | None:
+        """Return ``(v - mean) / ||v - mean||`` of the (re-ranked) kept entries, or None."""
+        row = np.empty(self.length)
+        if not self.fill_standardised(row, keep):
+            return None
+        return row[keep]
+
+    def fill_standardised(
         self,
+        row: npt.NDArray[np.float64],
         keep: npt.NDArray[np.bool_],
         keep_sorted: npt.NDArray[np.bool_] | None = None,
-        out: npt.NDArray[np.float64] | None = None,
-    ) -> npt.NDArray[np.float64] | None:
-        """Return ``(v - mean) / ||v - mean||`` of the (re-ranked) kept entries, or None.
+        dropped: npt.NDArray[np.intp] | None = None,
+        untied: npt.NDArray[np.float64] | None = None,
+    ) -> bool:
+        """Write the standardised (re-ranked) kept entries into ``row`` (N,), 0 elsewhere.
 
-        ``keep_sorted``: ``keep[order]`` when the caller has it (saves a gather); ``out``: a
-        float64 buffer of ``keep.sum()`` values to write into.
+        Returns False (``row`` undefined) when the kept entries' correlation is undefined.
+        The group's shared parts may be passed in: ``keep_sorted = keep[order]``, ``dropped``
+        = the indices where ``keep`` is False, ``untied`` = the standardised ranks 1..N_g.
         """
-        if not self.finite and not np.isfinite(self.values[keep]).all():
-            return None  # a kept row with zero variance / norm
-        if self.order is None:
+        if not self.finite:
+            assert self.values is not None
+            if not np.isfinite(self.values[keep]).all():
+                return False  # a kept row with zero variance / norm
+        dropped = np.flatnonzero(~keep) if dropped is None else dropped
+        kept = self.length - dropped.size
+        if self.order is None:  # Pearson: the values themselves
+            assert self.values is not None
             v = self.values[keep]
-        else:
-            kept_sorted = keep[self.order] if keep_sorted is None else keep_sorted
-            pos = np.cumsum(kept_sorted, dtype=np.float64)[kept_sorted]
-            if self.runs is not None:
-                run = self.runs[kept_sorted]
-                pos = (np.bincount(run, weights=pos) / np.maximum(np.bincount(run), 1))[run]
-            full = np.empty(self.values.size)
-            full[self.order[kept_sorted]] = pos
-            v = full[keep]
-        if not self.finite and not np.isfinite(v).all():
-            return None
-        z = np.subtract(v, v.mean(), out=out)  # into the caller's buffer: no extra copy
-        norm = float(np.sqrt(np.einsum("i,i->", z, z)))  # not BLAS: no thread wake-up per call
+            mean = v.mean()
+            norm = float(np.sqrt(np.einsum("i,i->", v - mean, v - mean)))
+            if not (norm > 0 and np.isfinite(norm)):
+                return False
+            np.subtract(self.values, mean, out=row)
+            row /= norm
+            row[dropped] = 0.0
+            return True
+        kept_sorted = keep[self.order] if keep_sorted is None else keep_sorted
+        idx = self.order[kept_sorted]
+        if self.runs is None:
+            # no ties: the kept entries' ranks in sort order are 1..kept
+            if untied is None:
+                untied = standardised_ranks(kept)
+            if untied is None:
+                return False
+            row[idx] = untied
+            row[dropped] = 0.0
+            return True
+        pos = np.cumsum(kept_sorted, dtype=np.float64)[kept_sorted]
+        run = self.runs[kept_sorted]
+        pos = (np.bincount(run, weights=pos) / np.maximum(np.bincount(run), 1))[run]
+        pos -= (kept + 1) / 2.0  # the mean of average ranks is that of 1..kept
+        norm = float(np.sqrt(np.einsum("i,i->", pos, pos)))
         if not norm > 0:
-            return None
-        z /= norm
-        return z
+            return False
+        row[idx] = pos / norm
+        row[dropped] = 0.0
+        return True
 
     def sorted_pair_groups(
         self, gi: npt.NDArray[np.int64], gj: npt.NDArray[np.int64]
@@ -116,10 +155,37 @@ class RdmRanks:
         return gi[self.order].astype(dtype), gj[self.order].astype(dtype)
 
 
+def standardised_ranks(kept: int) -> npt.NDArray[np.float64] | None:
+    """Return the ranks 1..kept centred and scaled to unit norm (None when kept < 2)."""
+    norm = float(np.sqrt(kept * (kept * kept - 1.0) / 12.0))
+    if not norm > 0:
+        return None
+    z = np.arange(1, kept + 1, dtype=np.float64)
+    z -= (kept + 1) / 2.0
+    z /= norm
+    return z
+
+
 def _cached(obj: object, name: str, make: Any) -> Any:
     if name not in obj.__dict__:
         object.__setattr__(obj, name, make())
     return obj.__dict__[name]
+
+
+def _ranks_from_parts(
+    values: np.ndarray | None, order: np.ndarray | None, runs: np.ndarray | None, corr: str
+) -> RdmRanks:
+    if corr == "spearman" and order is None:  # undefined entries: sort the values themselves
+        assert values is not None
+        rounded = np.round(values, _DECIMALS)
+        index = np.int32 if rounded.size < 2**30 else np.int64
+        order = np.argsort(rounded, kind="stable").astype(index)  # NaN last, never kept
+        s = rounded[order]
+        new_run = s[1:] != s[:-1]
+        if not new_run.all():
+            runs = np.concatenate([[0], np.cumsum(new_run)]).astype(index)
+    length = int(values.size if values is not None else order.size)  # type: ignore[union-attr]
+    return RdmRanks(values, order, runs, corr, length)
 
 
 def rdm_ranks(
@@ -129,30 +195,18 @@ def rdm_ranks(
     corr: Literal["pearson", "spearman"] = "spearman",
 ) -> RdmRanks:
     """Return the RDM triangle of features ``X`` (n, d) prepared for :func:`rsa_leave_out`."""
-    v = rdm_upper(X, rdm=rdm)
-    if corr == "pearson":
-        return RdmRanks(v, None, None, corr)
-    if corr != "spearman":
-        raise ConfigError(f"rsa: unknown corr {corr!r}. Choose pearson or spearman.")
-    v = np.round(v, _DECIMALS)
-    index = np.int32 if v.size < 2**31 else np.int64
-    order = np.argsort(v, kind="stable").astype(index)
-    s = v[order]
-    new_run = s[1:] != s[:-1]
-    runs = None
-    if not new_run.all():  # ties: average ranks need the runs
-        runs = np.concatenate([[0], np.cumsum(new_run)]).astype(index)
-    del s, new_run
-    return RdmRanks(v, order, runs, corr)
+    _, values, order, runs = rdm_vector_and_order(X, rdm=rdm, corr=corr)
+    return _ranks_from_parts(values, order, runs, corr)
 
 
 def rsa_leave_out_bytes(m: int, n: int, corr: str) -> int:
-    """Return the bytes :func:`rdm_ranks` and :func:`rsa_leave_out` hold for M models of n rows.
+    """Return the bytes the point and the RSA jackknife hold for M models of n rows.
 
-    Per triangle entry and model: the values (8), for Spearman the sort order and tie runs
-    (4 + 4) and the pair groups in sort order (2), and one group's standardised triangle (8).
+    Per triangle entry and model: the point's vector (Spearman: 4-byte doubled ranks; Pearson:
+    8), one group's standardised triangle (8), for Spearman the sort order and tie runs (4 + 4)
+    and the pair groups in sort order (2), for Pearson the values (8).
     """
-    per_entry = 8 + 8 + (10 if corr == "spearman" else 0)
+    per_entry = 4 + 8 + 10 if corr == "spearman" else 8 + 8 + 8
     return per_entry * m * (n * (n - 1) // 2)
 
 
@@ -162,11 +216,50 @@ def check_rsa_leave_out_memory(m: int, n: int, corr: str, memory_budget: int) ->
     if need > memory_budget:
         raise ConfigError(
             f"rsa jackknife: {m} RDMs of n={n} rows ({n * (n - 1) // 2:,} pairs each) need "
-            f"{need / 2**30:.1f} GiB (each RDM's triangle, sort order and pair groups, and one "
+            f"{need / 2**30:.1f} GiB (each RDM's ranks, sort order and pair groups, and one "
             f"group's standardised triangles), over the memory budget "
             f"({memory_budget / 2**30:.1f} GiB). Raise --memory_budget on a node with that "
             "much memory, compare fewer rows (--max_samples) or run RSA without --ci."
         )
+
+
+def rsa_with_leave_out(
+    mats: Sequence[np.ndarray],
+    groups: npt.NDArray[np.int64],
+    *,
+    rdm: Literal["correlation", "cosine"] = "correlation",
+    corr: Literal["pearson", "spearman"] = "spearman",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: str = "numpy",
+    scratch_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return ``(point, leave_out)``: the streamed RSA matrix and its (M, M, K) leave-out values.
+
+    One RDM and one sort per model serve both: the point is bitwise
+    :func:`~sim_consistency.similarity.streamed.rsa_matrix` of ``mats`` (the same vectors and
+    products) and the sort order is kept for re-ranking the kept pairs of every group.
+    """
+    n = mats[0].shape[0] if mats else 0
+    check_rsa_leave_out_memory(len(mats), n, corr, memory_budget)
+    prepared: list[RdmRanks] = []
+
+    def prepare(X: Any) -> Any:
+        vector, values, order, runs = rdm_vector_and_order(X, rdm=rdm, corr=corr)
+        prepared.append(_ranks_from_parts(values, order, runs, corr))
+        return vector
+
+    point = rsa_matrix(
+        mats,
+        rdm=rdm,
+        corr=corr,
+        memory_budget=memory_budget,
+        device=device,
+        scratch_dir=scratch_dir,
+        progress=progress,
+        prepare=prepare,
+    )
+    return point, rsa_leave_out(prepared, groups, memory_budget=memory_budget)
 
 
 def _upper_pair_groups(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,9 +288,9 @@ def rsa_leave_out(
     n = groups.size
     length = n * (n - 1) // 2
     m = len(prepared)
-    if any(p.values.size != length for p in prepared):
+    if any(p.length != length for p in prepared):
         raise ConfigError(
-            f"jackknife: RDMs of {[p.values.size for p in prepared]} entries do not match "
+            f"jackknife: RDMs of {[p.length for p in prepared]} entries do not match "
             f"{n} group labels ({length} pairs)."
         )
     spearman = any(p.order is not None for p in prepared)
@@ -214,14 +307,15 @@ def rsa_leave_out(
     out = np.full((m, m, k), np.nan)
     sorted_groups = [p.sorted_pair_groups(gi, gj) for p in prepared]
     buf = np.empty(m * length)
+    Z = buf.reshape(m, length)  # rows: each model's standardised kept entries, 0 at dropped
     for g in range(k):
         keep = (gi != g) & (gj != g)
-        kept = int(keep.sum())
-        Z = buf[: m * kept].reshape(m, kept)  # each model's standardised triangle, in place
+        dropped = np.flatnonzero(~keep)
+        untied = standardised_ranks(length - dropped.size)
         ok: list[int] = []
         for a, (p, sg) in enumerate(zip(prepared, sorted_groups, strict=True)):
             keep_sorted = None if sg is None else (sg[0] != g) & (sg[1] != g)
-            if p.standardised(keep, keep_sorted, out=Z[len(ok)]) is not None:
+            if p.fill_standardised(Z[len(ok)], keep, keep_sorted, dropped, untied):
                 ok.append(a)
         if ok:
             Zk = Z[: len(ok)]

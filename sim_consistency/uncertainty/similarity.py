@@ -19,6 +19,7 @@ RBF CKA       K×K block sums of kernel products and per-group  :mod:`.rbf_cka`
               the plain streamed pass's own sums for the
               default groups: one pass)
 RSA           RDM restricted to kept pairs, ranks redone       :mod:`.rsa`
+              (from the point's own sort: one preparation)
 mutual k-NN   not available (neighbour sets change with the     —
               kept rows; a later issue)
 ============  ==============================================  ================================
@@ -56,7 +57,7 @@ from sim_consistency.similarity.grid import (
     cka_grid_from_stats,
 )
 from sim_consistency.similarity.matrix import rbf_streamed_matrix, similarity_matrix
-from sim_consistency.similarity.streamed import DEFAULT_MEMORY_BUDGET
+from sim_consistency.similarity.streamed import DEFAULT_MEMORY_BUDGET, resolve_device
 from sim_consistency.uncertainty.jackknife import (
     DEFAULT_GROUPS,
     Interval,
@@ -72,7 +73,12 @@ from sim_consistency.uncertainty.linear_cka import (
     linear_stats_from_point,
 )
 from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out, rbf_leave_out_from_blocks
-from sim_consistency.uncertainty.rsa import check_rsa_leave_out_memory, rdm_ranks, rsa_leave_out
+from sim_consistency.uncertainty.rsa import (
+    check_rsa_leave_out_memory,
+    rdm_ranks,
+    rsa_leave_out,
+    rsa_with_leave_out,
+)
 
 __all__ = [
     "GridBlocks",
@@ -374,6 +380,18 @@ def similarity_matrix_ci(
     fused = _linear_one_pass(mats, spec, groups, memory_budget, point_options)
     if fused is None:
         fused = _rbf_one_pass(mats, spec, groups, memory_budget, device, point_options)
+    if fused is None and spec.sim_method == "rsa" and point_options.get("streamed", True):
+        assert spec.rsa_method is not None and spec.corr_method is not None
+        fused = rsa_with_leave_out(
+            mats,
+            groups,
+            rdm=spec.rsa_method,
+            corr=spec.corr_method,
+            memory_budget=memory_budget,
+            device=resolve_device(device),
+            scratch_dir=point_options.get("scratch_dir"),
+            progress=bool(point_options.get("progress", False)),
+        )
     if fused is not None:
         point, theta = fused
     else:

@@ -9,6 +9,8 @@ from scipy.stats import rankdata
 from sim_consistency.config.similarity import MetricSpec
 from sim_consistency.errors import ConfigError
 from sim_consistency.similarity import rsa, similarity_matrix
+from sim_consistency.similarity._arrays import DegenerateRepresentationWarning
+from sim_consistency.similarity.rsa import rdm_upper
 from sim_consistency.uncertainty import (
     rdm_ranks,
     row_groups,
@@ -33,10 +35,13 @@ def test_leave_out_equals_recomputation(features, corr, rdm):
 
 
 def test_reranking_equals_rankdata_with_ties():
-    prepared = rdm_ranks(np.round(np.random.default_rng(3).normal(size=(30, 2)), 1), rdm="cosine")
-    keep = np.random.default_rng(4).random(prepared.values.size) < 0.7
+    X = np.round(np.random.default_rng(3).normal(size=(30, 2)), 1)
+    prepared = rdm_ranks(X, rdm="cosine")
+    values = np.round(rdm_upper(X, rdm="cosine"), 12)
+    assert prepared.tied
+    keep = np.random.default_rng(4).random(prepared.length) < 0.7
     z = prepared.standardised(keep)
-    r = rankdata(prepared.values[keep])
+    r = rankdata(values[keep])
     r = (r - r.mean()) / np.linalg.norm(r - r.mean())
     np.testing.assert_allclose(z, r, rtol=0, atol=1e-13)
 
@@ -73,14 +78,45 @@ def test_study_scale_is_refused_before_any_ranking():
     from sim_consistency.uncertainty.rsa import check_rsa_leave_out_memory, rsa_leave_out_bytes
 
     need = rsa_leave_out_bytes(20, 10_000, "spearman")
-    assert need == 26 * 20 * 49_995_000
+    assert need == 22 * 20 * 49_995_000
     with pytest.raises(ConfigError, match=r"20 RDMs of n=10000 rows \(49,995,000 pairs each\)"):
         check_rsa_leave_out_memory(20, 10_000, "spearman", 2 << 30)
     check_rsa_leave_out_memory(20, 10_000, "spearman", need)  # fits exactly: no error
 
 
+def test_reranking_without_ties_equals_rankdata(features):
+    prepared = rdm_ranks(features[1])
+    values = rdm_upper(features[1])
+    keep = np.random.default_rng(5).random(prepared.length) < 0.6
+    z = prepared.standardised(keep)
+    r = rankdata(values[keep])
+    np.testing.assert_allclose(z, (r - r.mean()) / np.linalg.norm(r - r.mean()), atol=1e-13)
+
+
 def test_prepared_ranks_are_compact(features):
     untied = rdm_ranks(features[0])
     assert untied.order.dtype == np.int32 and untied.runs is None and not untied.tied
+    assert untied.values is None  # a finite Spearman RDM keeps only its order
     tied = rdm_ranks(np.round(features[2], 0) + 3.0)
     assert tied.runs is not None and tied.tied and tied.runs.dtype == np.int32
+
+
+@pytest.mark.parametrize("corr", ["spearman", "pearson"])
+def test_one_preparation_gives_the_plain_point_and_exact_leave_outs(features, corr):
+    """The point and the leave-out values come from one RDM and sort per model: the point is
+    bitwise the plain matrix, also with an undefined RDM row (a zero-variance sample)."""
+    X = features[0].copy()
+    X[4] = 1.0
+    feats = [X, features[1], np.round(features[2], 0) + 3.0]  # the last one has ties
+    spec = MetricSpec("rsa", rsa_method="correlation", corr_method=corr)
+    with pytest.warns(DegenerateRepresentationWarning):
+        ci = similarity_matrix_ci(feats, spec, n_groups=6, seed=2, normalize=False)
+    with pytest.warns(DegenerateRepresentationWarning):
+        plain = similarity_matrix(feats, spec, normalize=False)
+    np.testing.assert_array_equal(ci.point, plain)  # NaN where plain is NaN, same bits elsewhere
+    g4 = ci.groups[4]
+    keep = ci.groups != g4
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        ref = rsa(feats[a][keep], feats[b][keep], corr=corr)
+        assert ci.leave_out[a, b, g4] == pytest.approx(ref, abs=1e-10)
+    assert np.isnan(np.delete(ci.leave_out[0, 1], g4)).all()
