@@ -3,7 +3,8 @@
 One command, no download, a 2-core CPU: builds ``wds/digits`` and its noisy copy, trains the
 demo's own small real models (W0, fine-tuned and branched runs), builds every variant (uniform,
 greedy and pruned soups, MonoSoup with both rank rules and its high-/low-only ablations, WiSE-FT,
-TIES), extracts block-wise features, computes model×model similarity matrices, block×block CKA
+TIES), extracts block-wise features, computes model×model similarity matrices (with their
+jackknife intervals), block×block CKA
 against W0, linear probes, soup metrics (barriers, branching, purity), Rep2Rep consistency
 across the two datasets, combined probes and ensembles of model pairs and the Rep2Rep paper's
 analyses, aggregates the results and writes ``results/report.{md,html}``.
@@ -167,9 +168,9 @@ def demo_steps(
             [*study_models, *datasets, "--splits", "test", "--model_key", *picked["interpolation"]],
         ),
         (
-            "model×model similarity matrices",
+            "model×model similarity matrices with 95% jackknife intervals",
             distance_matrix_computation.main,
-            [*models, *datasets, *similarity],
+            [*models, *datasets, *similarity, "--ci"],
         ),
         (
             "block×block CKA grids (W0 profile, soups and ingredients)",
