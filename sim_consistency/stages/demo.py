@@ -4,10 +4,10 @@ One command, no download, a 2-core CPU: builds ``wds/digits`` and its noisy copy
 demo's own small real models (W0, fine-tuned and branched runs), builds every variant (uniform,
 greedy and pruned soups, MonoSoup with both rank rules and its high-/low-only ablations, WiSE-FT,
 TIES), extracts block-wise features, computes model×model similarity matrices (with their
-jackknife intervals), block×block CKA
-against W0, linear probes, soup metrics (barriers, branching, purity), Rep2Rep consistency
-across the two datasets, combined probes and ensembles of model pairs and the Rep2Rep paper's
-analyses, aggregates the results and writes ``results/report.{md,html}``.
+jackknife intervals), block×block CKA against W0, linear probes, soup metrics (barriers,
+branching, purity), Rep2Rep consistency across the two datasets, combined probes and ensembles
+of model pairs and the Rep2Rep paper's analyses, aggregates the results and writes
+``results/report.{md,html}``.
 
 Every step is one stage's ``main`` with the same flags a user would type, so the demo is also
 the integration test of the stages. Re-running reuses everything cached (each stage skips
