@@ -219,9 +219,10 @@ def build_sections(location: ProjectLocation) -> tuple[list[Section], list[str],
         section = Section(
             "Representational similarity and Rep2Rep consistency",
             "Model×model similarity matrices per dataset and metric (colour scale spans each "
-            "figure's values); consistency is the correlation of two datasets' matrices over "
-            "model pairs — high values mean the similarity ranking of model pairs holds across "
-            "datasets (Ciernik et al. 2025).",
+            "figure's values; for matrices computed with --ci, cells whose 95% jackknife "
+            "interval over images is wider than ±0.05 are hatched); consistency is the "
+            "correlation of two datasets' matrices over model pairs — high values mean the "
+            "similarity ranking of model pairs holds across datasets (Ciernik et al. 2025).",
             [],
             [],
             [*similarity_plots, *_existing([location.plots / "consistency.png"])],

@@ -37,6 +37,12 @@ def test_demo_writes_every_stage_and_the_report(demo_root):
     assert (location.soup_metrics / "soup_vs_ingredients.csv").is_file()
     assert (location.soup_metrics / "branching_summary.json").is_file()
     assert any(location.consistency.glob("*/*/consistency_pearson.csv"))
+    # the demo's matrices carry intervals (--ci): every metric but mutual k-NN has one per pair
+    sims = pd.read_csv(location.aggregated / "similarities.csv")
+    knn = sims["metric"].str.startswith("mknn")
+    assert sims.loc[~knn, ["se", "ci_low", "ci_high"]].notna().all().all()
+    assert (sims.loc[~knn, "ci_low"] <= sims.loc[~knn, "ci_high"]).all()
+    assert sims.loc[knn, "ci_low"].isna().all()
     pairs = pd.read_csv(location.linear_probe / "combined" / "combined_vs_single.csv")
     assert {"concat", "concat_pca", "ensemble"} <= set(pairs["combiner"])
     gap = location.results / "analyses" / "combined_gap"
