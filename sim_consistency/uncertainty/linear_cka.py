@@ -49,6 +49,8 @@ __all__ = [
     "linear_cka_leave_out",
     "linear_stats_from_point",
     "linear_pair_leave_out",
+    "linear_matrix_leave_out",
+    "pair_full",
 ]
 
 #: Bytes for the K stacked d_x×d_y group products of one pair before switching to two passes.
@@ -88,6 +90,13 @@ class LinearGroupStats:
     def n_groups(self) -> int:
         return int(self.sizes.size)
 
+    @property
+    def sums_sq(self) -> npt.NDArray[np.float64]:
+        """``||t_g||^2`` per group, (K,) (computed once)."""
+        if "_sums_sq" not in self.__dict__:
+            object.__setattr__(self, "_sums_sq", (self.sums * self.sums).sum(axis=1))
+        return self.__dict__["_sums_sq"]
+
 
 def _group_products(
     sx: LinearGroupStats,
@@ -121,7 +130,7 @@ def _group_products(
         q_q = (
             np.matmul(flat[:, None, :], flat[:, :, None]).ravel()  # K dots (BLAS)
             + 2.0 * t_p_t / kept
-            + (tx * tx).sum(axis=1) * (ty * ty).sum(axis=1) / (kept * kept)
+            + sx.sums_sq * sy.sums_sq / (kept * kept)
         )
         return float(C @ C) - 2.0 * c_q + q_q
     assert sx.blocks is not None and sy.blocks is not None
@@ -234,8 +243,48 @@ def linear_pair_leave_out(
     ``products``/``total``: ``Xc_g^T Yc_g`` per group (K, d_x, d_y) and their sum, as
     :func:`~sim_consistency.similarity.cka.cross_products` returns them with ``keep``.
     """
-    full = _group_products(sx, sy, 0, products, total)
-    return _cka_from_full(full, sx, sy, unbiased)
+    return _cka_from_full(pair_full(sx, sy, products, total), sx, sy, unbiased)
+
+
+def pair_full(
+    sx: LinearGroupStats,
+    sy: LinearGroupStats,
+    products: npt.NDArray[np.float64],
+    total: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """Return ``||C_(g)||_F^2`` of a pair for every left-out group from the plain pass's group
+    products, (K,) (the part of :func:`linear_pair_leave_out` that needs the products)."""
+    return _group_products(sx, sy, 0, products, total)
+
+
+def linear_matrix_leave_out(
+    full: npt.NDArray[np.float64], stats: list[LinearGroupStats], *, unbiased: bool = False
+) -> npt.NDArray[np.float64]:
+    """Return the (M, M, K) leave-group-out linear CKA of M representations at once.
+
+    ``full[a, b]`` is :func:`pair_full` of the pair (``self_full`` on the diagonal); the
+    formulas are :func:`linear_cka_leave_out`'s, evaluated for every pair in a few array
+    operations instead of per pair.
+    """
+    m = len(stats)
+    sizes = stats[0].sizes if stats else np.zeros(0, dtype=np.int64)
+    kept = (stats[0].n - sizes).astype(np.float64) if stats else np.zeros(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if not unbiased:
+            self_h = np.stack([s.self_full for s in stats])  # (M, K)
+            denom = self_h[:, None, :] * self_h[None, :, :]
+            out = full / np.sqrt(denom)
+        else:
+            sq = np.stack([s.kept_sq_norms.T for s in stats], axis=1)  # (K, M, n)
+            row_dot = np.matmul(sq, sq.transpose(0, 2, 1)).transpose(1, 2, 0)  # (M, M, K)
+            ksum = np.stack([s.kept_sum for s in stats])  # (M, K)
+            num = _unbiased(full, row_dot, ksum[:, None, :], ksum[None, :, :], kept)
+            self_h = np.stack([s.self_unbiased for s in stats])
+            denom = self_h[:, None, :] * self_h[None, :, :]
+            out = num / np.sqrt(denom)
+            out[..., kept < 4] = np.nan
+    out[~(denom > 0)] = np.nan
+    return out if m else np.empty((0, 0, sizes.size))
 
 
 def linear_cka_leave_out(

@@ -69,8 +69,10 @@ from sim_consistency.uncertainty.linear_cka import (
     LinearGroupStats,
     linear_cka_leave_out,
     linear_group_stats,
+    linear_matrix_leave_out,
     linear_pair_leave_out,
     linear_stats_from_point,
+    pair_full,
 )
 from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out, rbf_leave_out_from_blocks
 from sim_consistency.uncertainty.rsa import (
@@ -287,22 +289,20 @@ def _linear_one_pass(
         totals.append(total)
     m = len(mats)
     point = np.empty((m, m), dtype=np.float64)
-    theta = np.empty((m, m, k))
+    full = np.empty((m, m, k))
     pairs = [(i, j) for i in range(m) for j in range(i, m)]
     for i, j in progress_bar(pairs, desc="pairs", disable=not progress):
         if i == j:
             total = totals[i]
-            theta[i, i] = linear_cka_leave_out(jack[i], jack[i], unbiased=unbiased)
+            full[i, i] = jack[i].self_full
         else:
             total, products = cross_products(stats[i], stats[j], keep=True)
             assert products is not None
-            theta[i, j] = theta[j, i] = linear_pair_leave_out(
-                jack[i], jack[j], products, total, unbiased=unbiased
-            )
+            full[i, j] = full[j, i] = pair_full(jack[i], jack[j], products, total)
         point[i, j] = point[j, i] = linear_cka_from_stats(
             stats[i], stats[j], unbiased=unbiased, cross=total
         )
-    return point, theta
+    return point, linear_matrix_leave_out(full, jack, unbiased=unbiased)
 
 
 def _rbf_one_pass(
