@@ -58,8 +58,8 @@ from sim_consistency.uncertainty.mantel import (
     mantel_test,
     n_permutations_possible,
 )
-from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out
-from sim_consistency.uncertainty.rsa import RdmRanks, rdm_ranks, rsa_leave_out
+from sim_consistency.uncertainty.rbf_cka import rbf_cka_leave_out, rbf_leave_out_from_blocks
+from sim_consistency.uncertainty.rsa import RdmRanks, rdm_ranks, rsa_leave_out, rsa_with_leave_out
 from sim_consistency.uncertainty.similarity import (
     GridBlocks,
     cka_grid_ci,
@@ -99,8 +99,10 @@ __all__ = [
     "linear_cka_leave_out",
     "linear_group_stats",
     "rbf_cka_leave_out",
+    "rbf_leave_out_from_blocks",
     "rdm_ranks",
     "row_groups",
     "rsa_leave_out",
+    "rsa_with_leave_out",
     "similarity_matrix_ci",
 ]
