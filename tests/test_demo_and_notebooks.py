@@ -43,6 +43,8 @@ def test_demo_writes_every_stage_and_the_report(demo_root):
     assert sims.loc[~knn, ["se", "ci_low", "ci_high"]].notna().all().all()
     assert (sims.loc[~knn, "ci_low"] <= sims.loc[~knn, "ci_high"]).all()
     assert sims.loc[knn, "ci_low"].isna().all()
+    profile = pd.read_csv(next(location.layer_cka.glob("*/diagonal_profile.csv")))
+    assert profile[["ci_low", "ci_high"]].notna().all().all()  # layer CKA ran with --ci too
     pairs = pd.read_csv(location.linear_probe / "combined" / "combined_vs_single.csv")
     assert {"concat", "concat_pca", "ensemble"} <= set(pairs["combiner"])
     gap = location.results / "analyses" / "combined_gap"

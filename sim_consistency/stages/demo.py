@@ -3,10 +3,10 @@
 One command, no download, a 2-core CPU: builds ``wds/digits`` and its noisy copy, trains the
 demo's own small real models (W0, fine-tuned and branched runs), builds every variant (uniform,
 greedy and pruned soups, MonoSoup with both rank rules and its high-/low-only ablations, WiSE-FT,
-TIES), extracts block-wise features, computes model×model similarity matrices (with their
-jackknife intervals), block×block CKA against W0, linear probes, soup metrics (barriers,
-branching, purity), Rep2Rep consistency across the two datasets, combined probes and ensembles
-of model pairs and the Rep2Rep paper's analyses, aggregates the results and writes
+TIES), extracts block-wise features, computes model×model similarity matrices and
+block×block CKA against W0 (both with 95% jackknife intervals), linear probes, soup metrics
+(barriers, branching, purity), Rep2Rep consistency across the two datasets, combined probes and
+ensembles of model pairs and the Rep2Rep paper's analyses, aggregates the results and writes
 ``results/report.{md,html}``.
 
 Every step is one stage's ``main`` with the same flags a user would type, so the demo is also
@@ -173,7 +173,7 @@ def demo_steps(
             [*models, *datasets, *similarity, "--ci"],
         ),
         (
-            "block×block CKA grids (W0 profile, soups and ingredients)",
+            "block×block CKA grids with 95% jackknife intervals (W0 profile, soups, ingredients)",
             layer_cka.main,
             [
                 *models,
@@ -184,6 +184,7 @@ def demo_steps(
                 DEMO_REFERENCE,
                 "--pairs",
                 "all",
+                "--ci",
             ],
         ),
         (
