@@ -53,10 +53,17 @@ class CiSettings(StageSettings):
 
     ci: bool = option(
         "also write a 95%% confidence interval per similarity (delete-a-group jackknife over "
-        "row groups; point estimates unchanged)",
+        "row groups; point estimates unchanged). With the default groups linear and RBF CKA "
+        "take the intervals from their plain pass (about free at study scale); Spearman RSA "
+        "re-ranks per group (3-6x its matrix)",
         default=False,
     )
-    ci_groups: int = option("K, the number of jackknife row groups", default=20, type=int)
+    ci_groups: int = option(
+        "K, the number of jackknife row groups (20 with seed 0 are the plain pass's own "
+        "groups; another K or seed costs a second pass)",
+        default=20,
+        type=int,
+    )
     ci_seed: int = option(
         "seed of the random jackknife row groups", default=0, type=int, shown_default="0"
     )
