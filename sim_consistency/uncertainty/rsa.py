@@ -23,8 +23,9 @@ entries: about K times the plain RSA's cross products plus K·M re-rankings with
 scatter each — no exact scheme avoids those (the dropped entries change every kept rank by a
 per-model, per-group count; see ``benchmarks/RESULTS.md``). Memory: the M standardised
 triangles of one group (``8 M N`` bytes), each RDM's sort order (4 bytes per entry, and tie
-runs when there are ties) and its two row-group labels in sort order (2), checked against
-``memory_budget`` before any work (:func:`check_rsa_leave_out_memory`).
+runs when there are ties) and its two row-group labels in sort order (2) — 18 bytes per entry
+and model at most (:func:`rsa_leave_out_bytes`), checked against ``memory_budget`` before any
+work (:func:`check_rsa_leave_out_memory`).
 """
 
 from __future__ import annotations
@@ -200,13 +201,16 @@ def rdm_ranks(
 
 
 def rsa_leave_out_bytes(m: int, n: int, corr: str) -> int:
-    """Return the bytes the point and the RSA jackknife hold for M models of n rows.
+    """Return the peak bytes the point and the RSA jackknife hold for M models of n rows.
 
-    Per triangle entry and model: the point's vector (Spearman: 4-byte doubled ranks; Pearson:
-    8), one group's standardised triangle (8), for Spearman the sort order and tie runs (4 + 4)
-    and the pair groups in sort order (2), for Pearson the values (8).
+    Per triangle entry and model, the larger of the two phases. Spearman: while the point is
+    computed, each RDM's sort order (4) and its doubled ranks for the point (4, spilled to the
+    scratch file beyond half the budget); then the sort order, the tie runs (4, only with ties;
+    counted), the pair groups in sort order (2) and one group's standardised triangle (8) — 18.
+    Pearson: the values (8) and the point's centred values (8), then the values and one
+    group's standardised triangle — 16.
     """
-    per_entry = 4 + 8 + 10 if corr == "spearman" else 8 + 8 + 8
+    per_entry = 4 + 4 + 2 + 8 if corr == "spearman" else 8 + 8
     return per_entry * m * (n * (n - 1) // 2)
 
 

@@ -78,7 +78,7 @@ def test_study_scale_is_refused_before_any_ranking():
     from sim_consistency.uncertainty.rsa import check_rsa_leave_out_memory, rsa_leave_out_bytes
 
     need = rsa_leave_out_bytes(20, 10_000, "spearman")
-    assert need == 22 * 20 * 49_995_000
+    assert need == 18 * 20 * 49_995_000
     with pytest.raises(ConfigError, match=r"20 RDMs of n=10000 rows \(49,995,000 pairs each\)"):
         check_rsa_leave_out_memory(20, 10_000, "spearman", 2 << 30)
     check_rsa_leave_out_memory(20, 10_000, "spearman", need)  # fits exactly: no error
