@@ -59,18 +59,21 @@ class RdmRanks:
     Attributes:
         values: the upper triangle, (N,), where it is needed: Pearson, or an RDM with undefined
             entries (a row with zero variance or norm); None for a finite Spearman RDM (its
-            order and runs say everything the ranks need).
+            order and tied runs say everything the ranks need).
         order: the sort order of ``round(values, 12)``, (N,) (Spearman only; int32 when the
             ranks fit).
-        runs: run id of each sorted position; equal values share a run (Spearman with tied
-            values only, else ``None``).
+        tie_pos: the sorted positions inside runs of equal values, ascending (Spearman with tied
+            values only, else ``None``): a handful at study scale (12-decimal collisions), so
+            ties cost a fix-up of those positions, not a pass over N.
+        tie_run: the run of each of ``tie_pos`` (0, 1, ... in order).
         corr: ``"pearson"`` or ``"spearman"``.
         length: N.
     """
 
     values: npt.NDArray[np.float64] | None
     order: npt.NDArray[np.integer] | None
-    runs: npt.NDArray[np.integer] | None
+    tie_pos: npt.NDArray[np.int64] | None
+    tie_run: npt.NDArray[np.int64] | None
     corr: str
     length: int
 
@@ -83,7 +86,7 @@ class RdmRanks:
     @property
     def tied(self) -> bool:
         """Some entries are equal (Spearman: average ranks inside runs are needed)."""
-        return self.runs is not None
+        return self.tie_pos is not None
 
     def standardised(self, keep: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64] | None:
         """Return ``(v - mean) / ||v - mean||`` of the (re-ranked) kept entries, or None."""
@@ -125,24 +128,41 @@ class RdmRanks:
             return True
         kept_sorted = keep[self.order] if keep_sorted is None else keep_sorted
         idx = self.order[kept_sorted]
-        if self.runs is None:
-            # no ties: the kept entries' ranks in sort order are 1..kept
-            if untied is None:
-                untied = standardised_ranks(kept)
-            if untied is None:
-                return False
-            row[idx] = untied
-            row[dropped] = 0.0
-            return True
-        pos = np.cumsum(kept_sorted, dtype=np.float64)[kept_sorted]
-        run = self.runs[kept_sorted]
-        pos = (np.bincount(run, weights=pos) / np.maximum(np.bincount(run), 1))[run]
-        pos -= (kept + 1) / 2.0  # the mean of average ranks is that of 1..kept
-        norm = float(np.sqrt(np.einsum("i,i->", pos, pos)))
-        if not norm > 0:
+        # the kept entries' ranks in sort order are 1..kept; tied runs get their average below
+        if untied is None:
+            untied = standardised_ranks(kept)
+        if untied is None:
             return False
-        row[idx] = pos / norm
+        row[idx] = untied
         row[dropped] = 0.0
+        if self.tie_pos is not None:
+            return self._average_ties(row, kept_sorted, kept)
+        return True
+
+    def _average_ties(self, row: np.ndarray, kept_sorted: np.ndarray, kept: int) -> bool:
+        """Give the kept members of each tied run their average rank and rescale ``row`` to the
+        norm of average ranks (``sum (r - mean)^2 = (m^3 - m - sum_runs (t^3 - t)) / 12``)."""
+        assert self.tie_pos is not None and self.tie_run is not None and self.order is not None
+        alive = kept_sorted[self.tie_pos]
+        pos = self.tie_pos[alive]
+        if pos.size == 0:
+            return True
+        run = self.tie_run[alive]
+        rank = _kept_before(kept_sorted, pos) + 1.0  # 1-based rank among the kept entries
+        count = np.bincount(run)
+        mean_rank = (np.bincount(run, weights=rank) / np.maximum(count, 1))[run]
+        t = count[count > 1].astype(object)  # Python ints: exact
+        tie_sum = int(sum(x * x * x - x for x in t))
+        if tie_sum == 0:
+            return True  # every tied run kept at most one member: ranks are the positions
+        m = kept
+        tied_sq = (m * m * m - m - tie_sum) / 12.0
+        if not tied_sq > 0:
+            return False
+        untied_norm = np.sqrt(m * (m * m - 1.0) / 12.0)
+        norm = float(np.sqrt(tied_sq))
+        row *= untied_norm / norm
+        row[self.order[pos]] = (mean_rank - (m + 1) / 2.0) / norm
         return True
 
     def sorted_pair_groups(
@@ -154,6 +174,21 @@ class RdmRanks:
             return None
         dtype = np.int8 if max(int(gi.max(initial=0)), int(gj.max(initial=0))) < 127 else np.int16
         return gi[self.order].astype(dtype), gj[self.order].astype(dtype)
+
+
+def _kept_before(kept_sorted: np.ndarray, pos: np.ndarray) -> npt.NDArray[np.float64]:
+    """Return how many kept entries precede each sorted position ``pos`` (ascending).
+
+    A few positions: counts between consecutive positions (one pass up to the last); many:
+    the running count at every position.
+    """
+    if pos.size > 1024:
+        return np.cumsum(kept_sorted, dtype=np.int64)[pos].astype(np.float64) - kept_sorted[pos]
+    edges = np.concatenate([[0], pos])
+    between = [
+        np.count_nonzero(kept_sorted[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)
+    ]
+    return np.cumsum(between, dtype=np.float64)
 
 
 def standardised_ranks(kept: int) -> npt.NDArray[np.float64] | None:
@@ -186,7 +221,14 @@ def _ranks_from_parts(
         if not new_run.all():
             runs = np.concatenate([[0], np.cumsum(new_run)]).astype(index)
     length = int(values.size if values is not None else order.size)  # type: ignore[union-attr]
-    return RdmRanks(values, order, runs, corr, length)
+    tie_pos = tie_run = None
+    if runs is not None:
+        tied = np.bincount(runs)[runs] > 1
+        tie_pos = np.flatnonzero(tied)
+        _, tie_run = np.unique(runs[tie_pos], return_inverse=True)
+        tie_run = tie_run.astype(np.int64)
+        del tied
+    return RdmRanks(values, order, tie_pos, tie_run, corr, length)
 
 
 def rdm_ranks(

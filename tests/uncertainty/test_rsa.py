@@ -95,10 +95,26 @@ def test_reranking_without_ties_equals_rankdata(features):
 
 def test_prepared_ranks_are_compact(features):
     untied = rdm_ranks(features[0])
-    assert untied.order.dtype == np.int32 and untied.runs is None and not untied.tied
+    assert untied.order.dtype == np.int32 and untied.tie_pos is None and not untied.tied
     assert untied.values is None  # a finite Spearman RDM keeps only its order
     tied = rdm_ranks(np.round(features[2], 0) + 3.0)
-    assert tied.runs is not None and tied.tied and tied.runs.dtype == np.int32
+    assert tied.tied and tied.tie_pos.size > 0 and tied.tie_run.size == tied.tie_pos.size
+
+
+def test_a_few_ties_are_averaged_exactly(features):
+    """A duplicated sample ties each of its RDM entries with its copy's (runs of two, the
+    study-scale case of rare ties): groups that keep both copies, one or none all match
+    recomputation on the kept rows."""
+    X = features[1].copy()
+    X[10] = X[3]  # rows 3 and 10 are one sample twice
+    groups = row_groups(53, 6, seed=2)
+    assert groups[3] != groups[10]
+    prepared = [rdm_ranks(Z) for Z in (X, features[0])]
+    assert prepared[0].tied and 0 < prepared[0].tie_pos.size < 200
+    got = rsa_leave_out(prepared, groups)
+    for g in range(6):
+        keep = groups != g
+        assert got[0, 1, g] == pytest.approx(rsa(X[keep], features[0][keep]), abs=1e-10), g
 
 
 @pytest.mark.parametrize("corr", ["spearman", "pearson"])
