@@ -55,7 +55,7 @@ class CiSettings(StageSettings):
         "also write a 95%% confidence interval per similarity (delete-a-group jackknife over "
         "row groups; point estimates unchanged). With the default groups linear and RBF CKA "
         "take the intervals from their plain pass (about free at study scale); Spearman RSA "
-        "re-ranks per group (3-6x its matrix)",
+        "re-ranks per group (3-5x its matrix)",
         default=False,
     )
     ci_groups: int = option(
