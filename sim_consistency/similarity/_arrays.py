@@ -72,11 +72,17 @@ def random_groups(n: int, n_groups: int, seed: int) -> npt.NDArray[np.int64]:
     return (np.random.default_rng(seed).permutation(n) % n_groups).astype(np.int64)
 
 
+def group_bounds(labels: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Return where each group ``0 .. max(labels)`` starts and ends once rows are sorted by
+    group (a stable argsort of ``labels``), (K + 1,)."""
+    sizes = np.bincount(labels, minlength=int(labels.max(initial=-1)) + 1)
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
 def group_rows(labels: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], ...]:
     """Return the (increasing) row indices of each group ``0 .. max(labels)``."""
     order = np.argsort(labels, kind="stable")
-    bounds = np.cumsum(np.bincount(labels, minlength=int(labels.max(initial=-1)) + 1))
-    return tuple(np.split(order, bounds[:-1]))
+    return tuple(np.split(order, group_bounds(labels)[1:-1]))
 
 
 def column_mean(X: np.ndarray, chunk_rows: int) -> npt.NDArray[np.float64]:

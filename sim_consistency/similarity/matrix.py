@@ -28,7 +28,7 @@ import numpy.typing as npt
 from sim_consistency.config.similarity import MetricSpec
 from sim_consistency.errors import ConfigError
 from sim_consistency.progress import progress_bar
-from sim_consistency.similarity._arrays import as_matrix, l2_normalize
+from sim_consistency.similarity._arrays import as_matrix, group_bounds, l2_normalize
 from sim_consistency.similarity.cka import (
     accumulation_groups,
     choose_space,
@@ -190,13 +190,11 @@ class RbfPass:
             sorted by accumulation group.
         blocks: the pass's per-group block sums and row sums
             (:class:`~sim_consistency.similarity.streamed.RbfBlocks`).
-        groups: the accumulation group of each original row, (n,).
     """
 
     point: npt.NDArray[np.float64]
     stats: list[Any]
     blocks: RbfBlocks
-    groups: npt.NDArray[np.int64]
 
 
 def rbf_streamed_matrix(
@@ -219,8 +217,7 @@ def rbf_streamed_matrix(
     n = mats[0].shape[0] if mats else 0
     groups = accumulation_groups(n)
     order = np.argsort(groups, kind="stable")
-    sizes = np.bincount(groups, minlength=int(groups.max(initial=-1)) + 1)
-    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    bounds = group_bounds(groups)
     stats = [
         rbf_stats(X[order], sigma=spec.sigma, sigma_median=spec.sigma_median, self_terms=False)
         for X in progress_bar(mats, desc="prepare", disable=not progress)
@@ -229,9 +226,7 @@ def rbf_streamed_matrix(
     unbiased = bool(spec.unbiased)
     if m == 0:
         empty = np.zeros((0, 0, 1, 1))
-        return RbfPass(
-            np.empty((0, 0)), stats, RbfBlocks(empty, np.zeros((0, n, 1)), bounds), groups
-        )
+        return RbfPass(np.empty((0, 0)), stats, RbfBlocks(empty, np.zeros((0, n, 1)), bounds))
     cross, blocks = rbf_cross_matrix(
         stats,
         memory_budget=memory_budget,
@@ -246,4 +241,4 @@ def rbf_streamed_matrix(
         out[i, j] = out[j, i] = rbf_cka_from_stats(
             stats[i], stats[j], unbiased=unbiased, cross=None if i == j else cross[i, j]
         )
-    return RbfPass(out, stats, blocks, groups)
+    return RbfPass(out, stats, blocks)

@@ -266,25 +266,9 @@ def linear_matrix_leave_out(
     formulas are :func:`linear_cka_leave_out`'s, evaluated for every pair in a few array
     operations instead of per pair.
     """
-    m = len(stats)
-    sizes = stats[0].sizes if stats else np.zeros(0, dtype=np.int64)
-    kept = (stats[0].n - sizes).astype(np.float64) if stats else np.zeros(0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if not unbiased:
-            self_h = np.stack([s.self_full for s in stats])  # (M, K)
-            denom = self_h[:, None, :] * self_h[None, :, :]
-            out = full / np.sqrt(denom)
-        else:
-            sq = np.stack([s.kept_sq_norms.T for s in stats], axis=1)  # (K, M, n)
-            row_dot = np.matmul(sq, sq.transpose(0, 2, 1)).transpose(1, 2, 0)  # (M, M, K)
-            ksum = np.stack([s.kept_sum for s in stats])  # (M, K)
-            num = _unbiased(full, row_dot, ksum[:, None, :], ksum[None, :, :], kept)
-            self_h = np.stack([s.self_unbiased for s in stats])
-            denom = self_h[:, None, :] * self_h[None, :, :]
-            out = num / np.sqrt(denom)
-            out[..., kept < 4] = np.nan
-    out[~(denom > 0)] = np.nan
-    return out if m else np.empty((0, 0, sizes.size))
+    if not stats:
+        return np.empty((0, 0, full.shape[-1]))
+    return _leave_out_from_full(full, stats, stats, unbiased)
 
 
 def linear_cka_leave_out(
@@ -318,16 +302,33 @@ def _cka_from_full(
     full: np.ndarray, sx: LinearGroupStats, sy: LinearGroupStats, unbiased: bool
 ) -> npt.NDArray[np.float64]:
     """Return ``theta_(g)`` from ``||C_(g)||_F^2`` and the two representations' self terms."""
-    m = (sx.n - sx.sizes).astype(np.float64)
+    return _leave_out_from_full(full[None, None], [sx], [sy], unbiased)[0, 0]
+
+
+def _leave_out_from_full(
+    full: np.ndarray,
+    xs: list[LinearGroupStats],
+    ys: list[LinearGroupStats],
+    unbiased: bool,
+) -> npt.NDArray[np.float64]:
+    """Return ``theta_(g)`` of every pair ``(xs[a], ys[b])`` from ``full`` (A, B, K): the
+    biased or unbiased CKA of the kept rows, NaN where undefined."""
+    m = (xs[0].n - xs[0].sizes).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         if not unbiased:
-            denom = sx.self_full * sy.self_full
+            sx, sy = np.stack([s.self_full for s in xs]), np.stack([s.self_full for s in ys])
+            denom = sx[:, None, :] * sy[None, :, :]
             out = full / np.sqrt(denom)
         else:
-            row_dot = (sx.kept_sq_norms * sy.kept_sq_norms).sum(axis=0)
-            num = _unbiased(full, row_dot, sx.kept_sum, sy.kept_sum, m)
-            denom = sx.self_unbiased * sy.self_unbiased
+            qx = np.stack([s.kept_sq_norms.T for s in xs], axis=1)  # (K, A, n)
+            qy = np.stack([s.kept_sq_norms.T for s in ys], axis=1)  # (K, B, n)
+            row_dot = np.matmul(qx, qy.transpose(0, 2, 1)).transpose(1, 2, 0)  # (A, B, K)
+            kx, ky = np.stack([s.kept_sum for s in xs]), np.stack([s.kept_sum for s in ys])
+            num = _unbiased(full, row_dot, kx[:, None, :], ky[None, :, :], m)
+            ux = np.stack([s.self_unbiased for s in xs])
+            uy = np.stack([s.self_unbiased for s in ys])
+            denom = ux[:, None, :] * uy[None, :, :]
             out = num / np.sqrt(denom)
-            out[m < 4] = np.nan
+            out[..., m < 4] = np.nan
     out[~(denom > 0)] = np.nan
     return out

@@ -36,10 +36,11 @@ import numpy as np
 import numpy.typing as npt
 
 from sim_consistency.errors import ConfigError
+from sim_consistency.similarity._arrays import group_bounds
 from sim_consistency.similarity.cka import RbfStats
 from sim_consistency.similarity.streamed import DEFAULT_MEMORY_BUDGET, RbfBlocks, rbf_cross_matrix
 
-__all__ = ["group_bounds", "rbf_cka_leave_out", "rbf_leave_out_from_blocks"]
+__all__ = ["rbf_cka_leave_out", "rbf_leave_out_from_blocks"]
 
 
 def rbf_cka_leave_out(
@@ -88,12 +89,6 @@ def rbf_cka_leave_out(
         blocks=True,
     )
     return rbf_leave_out_from_blocks(blocks, perm, unbiased=unbiased)
-
-
-def group_bounds(groups: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """Return the boundaries of groups ``0 .. max(groups)`` once rows are sorted by group."""
-    sizes = np.bincount(groups, minlength=int(groups.max(initial=-1)) + 1)
-    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 def rbf_leave_out_from_blocks(

@@ -106,8 +106,8 @@ def test_one_pass_on_torch_and_in_tiles_equals_numpy(features):
 
 
 def test_block_sums_add_up_to_the_cross_matrix_and_row_sums(features):
+    from sim_consistency.similarity._arrays import group_bounds
     from sim_consistency.similarity.streamed import rbf_cross_matrix
-    from sim_consistency.uncertainty.rbf_cka import group_bounds
 
     groups = np.sort(row_groups(53, 5, seed=2))
     stats = [rbf_stats(X, sigma=1.5, self_terms=False) for X in features]
