@@ -42,6 +42,7 @@ __all__ = [
     "RdmVector",
     "rdm_vector",
     "rdm_vector_and_order",
+    "tied_runs",
     "rdm_vector_dtype",
 ]
 
@@ -229,12 +230,12 @@ def _sorted_buckets(keys: npt.NDArray[np.uint64]) -> Iterator[tuple[int, np.ndar
 
 def _doubled_ranks(
     v: npt.NDArray[np.float64], dtype: Any, *, consume: bool = False, keep_order: bool = False
-) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None]:
+) -> tuple[np.ndarray, int, np.ndarray | None, Any]:
     """Return ``(2 × average ranks, sum of t^3 - t over tie groups, order, runs)`` of
     ``round(v, 12)``.
 
     With ``keep_order`` also the sorted order (``dtype`` indices) and, when some values are
-    tied, the run id of each sorted position (equal values share a run), else None for both.
+    tied, :func:`tied_runs` of the sorted values, else None for both.
     """
     length = v.size
     keys = _rounded_keys(v, consume=consume)
@@ -268,10 +269,25 @@ def _doubled_ranks(
     if not keep_order:
         return ranks, ties, None, None
     full_order = np.concatenate(orders) if orders else np.empty(0, dtype=dtype)
-    tie_runs = None
-    if ties:  # buckets hold different keys, so each bucket's first value starts a run
-        tie_runs = (np.cumsum(np.concatenate(news), dtype=np.int64) - 1).astype(dtype)
-    return ranks, ties, full_order, tie_runs
+    # buckets hold different keys, so each bucket's first value starts a run
+    return ranks, ties, full_order, tied_runs(np.concatenate(news)) if ties else None
+
+
+def tied_runs(starts_run: npt.NDArray[np.bool_]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return ``(positions, run)`` of the sorted positions inside runs of two or more equal
+    values, ascending, and the run (0, 1, ...) of each; None when no value repeats.
+
+    ``starts_run[i]`` is True where sorted position ``i`` holds a new value.
+    """
+    starts = np.flatnonzero(starts_run)
+    sizes = np.diff(np.append(starts, starts_run.size))
+    tied = sizes > 1
+    if not tied.any():
+        return None
+    first, size = starts[tied], sizes[tied]
+    run = np.repeat(np.arange(first.size, dtype=np.int64), size)
+    offset = np.arange(int(size.sum()), dtype=np.int64) - np.repeat(np.cumsum(size) - size, size)
+    return np.repeat(first, size).astype(np.int64) + offset, run
 
 
 def rdm_vector_dtype(corr: str, n: int) -> np.dtype:
@@ -334,12 +350,13 @@ def rdm_vector_and_order(
     *,
     rdm: Literal["correlation", "cosine"] = "correlation",
     corr: Literal["pearson", "spearman"] = "spearman",
-) -> tuple[RdmVector, npt.NDArray[np.float64] | None, np.ndarray | None, np.ndarray | None]:
+) -> tuple[RdmVector, npt.NDArray[np.float64] | None, np.ndarray | None, Any]:
     """Return :func:`rdm_vector` of ``X`` and what re-ranking subsets needs, from one sort.
 
-    Returns ``(vector, values, order, runs)``: ``values`` is the RDM triangle when it is needed
+    Returns ``(vector, values, order, ties)``: ``values`` is the RDM triangle when it is needed
     later (Pearson, or an RDM with undefined entries), else None; ``order`` the sort order and
-    ``runs`` the tie runs (Spearman with finite entries, else None; ``runs`` only with ties).
+    ``ties`` the :func:`tied_runs` of the sorted values (Spearman with finite entries, else
+    None; ``ties`` only when some values repeat).
     The vector is bitwise :func:`rdm_vector`'s.
     """
     return _rdm_vector(X, rdm, corr, keep_order=True)
@@ -347,7 +364,7 @@ def rdm_vector_and_order(
 
 def _rdm_vector(
     X: Any, rdm: Any, corr: str, *, keep_order: bool
-) -> tuple[RdmVector, npt.NDArray[np.float64] | None, np.ndarray | None, np.ndarray | None]:
+) -> tuple[RdmVector, npt.NDArray[np.float64] | None, np.ndarray | None, Any]:
     if corr not in CORRS:
         raise ConfigError(f"rsa: unknown corr {corr!r}. Choose one of {', '.join(CORRS)}.")
     X = as_matrix(X, "X")
@@ -362,11 +379,11 @@ def _rdm_vector(
         centred = v - v.mean() if keep_order else np.subtract(v, v.mean(), out=v)
         norm = float(np.linalg.norm(centred))
         return RdmVector(centred if norm > 0 else None, 0.0, norm, n, corr), kept, None, None
-    ranks, ties, order, runs = _doubled_ranks(
+    ranks, ties, order, tied = _doubled_ranks(
         v, rdm_vector_dtype(corr, n), consume=True, keep_order=keep_order
     )
     del v, kept
-    return _rank_vector(ranks, ties, n, corr), None, order, runs
+    return _rank_vector(ranks, ties, n, corr), None, order, tied
 
 
 def _rank_vector(ranks: np.ndarray, ties: int, n: int, corr: str) -> RdmVector:

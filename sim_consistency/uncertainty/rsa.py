@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sim_consistency.errors import ConfigError
-from sim_consistency.similarity.rsa import _DECIMALS, rdm_vector_and_order
+from sim_consistency.similarity.rsa import _DECIMALS, rdm_vector_and_order, tied_runs
 from sim_consistency.similarity.streamed import DEFAULT_MEMORY_BUDGET, rsa_matrix
 
 __all__ = [
@@ -209,7 +209,7 @@ def _cached(obj: object, name: str, make: Any) -> Any:
 
 
 def _ranks_from_parts(
-    values: np.ndarray | None, order: np.ndarray | None, runs: np.ndarray | None, corr: str
+    values: np.ndarray | None, order: np.ndarray | None, ties: Any, corr: str
 ) -> RdmRanks:
     if corr == "spearman" and order is None:  # undefined entries: sort the values themselves
         assert values is not None
@@ -217,17 +217,9 @@ def _ranks_from_parts(
         index = np.int32 if rounded.size < 2**30 else np.int64
         order = np.argsort(rounded, kind="stable").astype(index)  # NaN last, never kept
         s = rounded[order]
-        new_run = s[1:] != s[:-1]
-        if not new_run.all():
-            runs = np.concatenate([[0], np.cumsum(new_run)]).astype(index)
+        ties = tied_runs(np.concatenate([[True], s[1:] != s[:-1]]))
     length = int(values.size if values is not None else order.size)  # type: ignore[union-attr]
-    tie_pos = tie_run = None
-    if runs is not None:
-        tied = np.bincount(runs)[runs] > 1
-        tie_pos = np.flatnonzero(tied)
-        _, tie_run = np.unique(runs[tie_pos], return_inverse=True)
-        tie_run = tie_run.astype(np.int64)
-        del tied
+    tie_pos, tie_run = (None, None) if ties is None else ties
     return RdmRanks(values, order, tie_pos, tie_run, corr, length)
 
 
@@ -238,8 +230,8 @@ def rdm_ranks(
     corr: Literal["pearson", "spearman"] = "spearman",
 ) -> RdmRanks:
     """Return the RDM triangle of features ``X`` (n, d) prepared for :func:`rsa_leave_out`."""
-    _, values, order, runs = rdm_vector_and_order(X, rdm=rdm, corr=corr)
-    return _ranks_from_parts(values, order, runs, corr)
+    _, values, order, ties = rdm_vector_and_order(X, rdm=rdm, corr=corr)
+    return _ranks_from_parts(values, order, ties, corr)
 
 
 def rsa_leave_out_bytes(m: int, n: int, corr: str) -> int:
@@ -291,8 +283,8 @@ def rsa_with_leave_out(
     prepared: list[RdmRanks] = []
 
     def prepare(X: Any) -> Any:
-        vector, values, order, runs = rdm_vector_and_order(X, rdm=rdm, corr=corr)
-        prepared.append(_ranks_from_parts(values, order, runs, corr))
+        vector, values, order, ties = rdm_vector_and_order(X, rdm=rdm, corr=corr)
+        prepared.append(_ranks_from_parts(values, order, ties, corr))
         return vector
 
     point = rsa_matrix(

@@ -136,3 +136,12 @@ def test_one_preparation_gives_the_plain_point_and_exact_leave_outs(features, co
         ref = rsa(feats[a][keep], feats[b][keep], corr=corr)
         assert ci.leave_out[a, b, g4] == pytest.approx(ref, abs=1e-10)
     assert np.isnan(np.delete(ci.leave_out[0, 1], g4)).all()
+
+
+def test_tied_runs_lists_the_positions_of_repeated_values():
+    from sim_consistency.similarity.rsa import tied_runs
+
+    starts = np.array([True, False, True, True, False, False, True])  # runs 2, 1, 3, 1
+    pos, run = tied_runs(starts)
+    assert pos.tolist() == [0, 1, 3, 4, 5] and run.tolist() == [0, 0, 1, 1, 1]
+    assert tied_runs(np.ones(4, dtype=bool)) is None
